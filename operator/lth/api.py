@@ -1,0 +1,473 @@
+"""The LotteryTicketRun API (lth.dev/v1alpha1): the one source of truth.
+
+The CRD schema, `lth validate`, the trainer's and the Spark job's view of a run
+and the docs all come from these models. This module imports only pydantic (and
+the standard library) so that the Spark and trainer images can use it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "lth.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LotteryTicketRun"
+PLURAL = "lotteryticketruns"
+SINGULAR = "lotteryticketrun"
+SHORT_NAMES = ["ltr"]
+
+MEMORY_PATTERN = r"^[0-9]+[kmgt]?$"
+"""Spark's memory notation (`4g`, `512m`), as spark.driver.memory takes it."""
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+"""A Kubernetes resource quantity (`16`, `500m`, `64Gi`)."""
+
+REWIND_PATTERN = r"^(0|[0-9]+(ep|it))$"
+"""`6ep` (epochs), `500it` (optimizer steps), or `0` (the initial weights)."""
+
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire (as Kubernetes APIs are), snake_case in Python; unknown fields refused."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in YAML and in the API server."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- spec
+
+
+class DatasetSpec(ApiModel):
+    """Where the images come from and what size the trainer sees."""
+
+    format: Literal["imagenet", "imagefolder", "prepared"] = Field(
+        "imagenet",
+        description=(
+            "imagenet: the ILSVRC-2012 archives as downloaded (train tar of per-class tars, "
+            "val tar, devkit); imagefolder: a tree with one folder per class; "
+            "prepared: the data/ directory (shards + manifest.json) of an earlier run, "
+            "which skips preprocessing."
+        ),
+    )
+    path: str = Field(
+        min_length=1,
+        description="Where the input is: an absolute path, or relative to the storage root.",
+    )
+    image_size: int = Field(
+        227, ge=16, le=1024, description="Side of the square images written to the shards, pixels."
+    )
+    resize: Literal["squash", "center-crop"] = Field(
+        "squash",
+        description=(
+            "squash: resize the whole image to imageSize x imageSize; center-crop: resize the "
+            "short side to shortSide, then crop the imageSize x imageSize center."
+        ),
+    )
+    short_side: int | None = Field(
+        None,
+        ge=16,
+        le=2048,
+        description="Short side before the center crop, pixels (default imageSize / 0.875).",
+    )
+    classes: list[str] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="Only these classes (WordNet ids or folder names); all when absent.",
+    )
+
+    @property
+    def crop_short_side(self) -> int:
+        return self.short_side or round(self.image_size / 0.875)
+
+
+class PreprocessingSpec(ApiModel):
+    """The one-off Spark job that turns the input into training shards."""
+
+    image: str = Field("ghcr.io/lth-dev/lth-spark:0.1.0", min_length=1, description="Spark container image.")
+    spark_version: str = Field("4.0.1", min_length=1, description="Spark version of the image.")
+    executors: int = Field(4, ge=1, le=1000, description="Number of Spark executors.")
+    executor_cores: int = Field(4, ge=1, le=256, description="Cores per executor.")
+    executor_memory: str = Field(
+        "8g", pattern=MEMORY_PATTERN, description="Memory per executor (Spark notation: 8g, 512m)."
+    )
+    driver_cores: int = Field(1, ge=1, le=64, description="Cores of the Spark driver.")
+    driver_memory: str = Field(
+        "2g", pattern=MEMORY_PATTERN, description="Memory of the Spark driver (Spark notation)."
+    )
+    shard_size_mb: int = Field(1024, ge=1, le=65536, description="Target size of one shard, MiB.")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the output images.")
+
+
+class ModelSpec(ApiModel):
+    """The network to prune."""
+
+    arch: Literal["resnet18", "resnet34", "resnet50", "smallcnn"] = Field(
+        "resnet50",
+        description=(
+            "torchvision ResNet-18/34/50, or smallcnn (conv5x5x8-pool-conv5x5x16-pool-fc64-fc) for tiny data."
+        ),
+    )
+    num_classes: int | None = Field(
+        None, ge=2, description="Output classes; taken from the data's manifest when absent."
+    )
+
+
+class TrainingSpec(ApiModel):
+    """How one level trains. Epochs and milestones count passes over the training split."""
+
+    epochs: int = Field(90, ge=1, le=10000, description="Epochs per level.")
+    batch_size: int = Field(1024, ge=1, description="Global batch size, summed over all processes.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
+    lr: float = Field(0.4, gt=0, le=100, description="Peak learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD).")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="L2 weight decay.")
+    schedule: Literal["step", "cosine", "constant"] = Field(
+        "step",
+        description="step: multiply by gamma at each milestone; cosine: decay to 0; constant.",
+    )
+    milestones: list[int] = Field(
+        default_factory=lambda: [30, 60, 80],
+        description="Epochs at which a step schedule multiplies the rate by gamma.",
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="Factor of the step schedule.")
+    warmup_epochs: int = Field(5, ge=0, description="Linear warmup from 0, epochs.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "bf16", description="Autocast precision on GPU (CPU training runs fp32 or bf16)."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of init, data order and augmentation.")
+    workers: int = Field(8, ge=0, le=128, description="Data-loader worker processes per trainer.")
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted_milestones(cls, value: list[int]) -> list[int]:
+        if any(m < 1 for m in value):
+            raise ValueError("milestones are epochs >= 1")
+        if value != sorted(set(value)):
+            raise ValueError("milestones must be strictly increasing")
+        return value
+
+
+class StopRules(ApiModel):
+    """When IMP stops before the level budget."""
+
+    target_density: float | None = Field(
+        None, gt=0, le=1, description="Stop once a level's density is at or below this fraction."
+    )
+    max_top1_drop: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Stop after the first level whose top-1 is more than this many points below dense.",
+    )
+
+
+ControlBranch = Literal["random-reinit", "random-prune"]
+CONTROL_BRANCHES: tuple[ControlBranch, ...] = ("random-reinit", "random-prune")
+
+
+class ControlsSpec(ApiModel):
+    """Control branches that show whether a ticket is a ticket."""
+
+    branches: list[ControlBranch] = Field(
+        default_factory=list,
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "random-reinit: the level's mask with a fresh random init; random-prune: a random "
+            "mask with the same density in every layer, trained from the rewind weights."
+        ),
+    )
+    levels: list[int] | None = Field(
+        None,
+        json_schema_extra={"uniqueItems": True},
+        description="Pruned levels (>= 1) that get the control branches; every level when absent.",
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _positive_levels(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(level < 1 for level in value):
+            raise ValueError("control levels are pruned levels, >= 1")
+        return value
+
+
+class PruningSpec(ApiModel):
+    """Iterative magnitude pruning with rewinding."""
+
+    strategy: Literal["global-magnitude"] = Field(
+        "global-magnitude",
+        description="Remove the smallest-magnitude weights across all conv and linear layers.",
+    )
+    fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of the remaining weights removed at each level."
+    )
+    levels: int = Field(
+        10, ge=0, le=100, description="Pruned levels after the dense level 0 (the level budget)."
+    )
+    rewind_to: str = Field(
+        "6ep",
+        pattern=REWIND_PATTERN,
+        description="Rewind point: 6ep (epochs), 500it (steps), or 0 (the initial weights).",
+    )
+    rewind: Literal["weights", "learning-rate"] = Field(
+        "weights",
+        description=(
+            "weights: surviving weights reset to the rewind point, schedule resumes there; "
+            "learning-rate: keep the trained weights, replay the whole schedule."
+        ),
+    )
+    ignore_layers: list[str] = Field(
+        default_factory=list,
+        description="Module names (glob patterns) never pruned, e.g. conv1, fc.",
+    )
+    match_tolerance: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Top-1 points below dense that still count as matching (picks the best ticket).",
+    )
+    stop: StopRules = Field(default_factory=StopRules, description="Early stop rules.")
+    controls: ControlsSpec = Field(default_factory=ControlsSpec, description="Control branches.")
+
+    def density(self, level: int) -> float:
+        """Expected density after `level` levels: (1 - fraction) ** level."""
+        return (1.0 - self.fraction) ** level
+
+    def levels_to_reach(self, density: float) -> int:
+        """Smallest level whose expected density is at or below `density`."""
+        return max(0, math.ceil(math.log(density) / math.log(1.0 - self.fraction) - 1e-9))
+
+    def rewind_point(self) -> tuple[int, Literal["ep", "it"]]:
+        if self.rewind_to == "0":
+            return 0, "it"
+        match = re.fullmatch(r"([0-9]+)(ep|it)", self.rewind_to)
+        assert match, self.rewind_to  # the pattern guarantees it
+        unit: Literal["ep", "it"] = "ep" if match.group(2) == "ep" else "it"
+        return int(match.group(1)), unit
+
+
+class Toleration(ApiModel):
+    """A pod toleration, as in core/v1."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, ge=0)
+
+
+class ResourcesSpec(ApiModel):
+    """What one level's PyTorchJob asks the cluster for."""
+
+    image: str = Field(
+        "ghcr.io/lth-dev/lth-trainer:0.1.0", min_length=1, description="Trainer container image."
+    )
+    gpus_per_pod: int = Field(4, ge=0, le=16, description="GPUs per pod (0: CPU training).")
+    pods: int = Field(1, ge=1, le=64, description="Pods per level (1 master + pods-1 workers).")
+    cpu: str = Field("16", pattern=QUANTITY_PATTERN, description="CPU request per pod.")
+    memory: str = Field("64Gi", pattern=QUANTITY_PATTERN, description="Memory request per pod.")
+    shm_size: str = Field(
+        "16Gi", pattern=QUANTITY_PATTERN, description="Size of /dev/shm (data-loader workers)."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod node selector.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
+    priority_class_name: str | None = Field(None, description="Pod priority class.")
+    queue_name: str | None = Field(
+        None,
+        pattern=LABEL_VALUE_PATTERN,
+        max_length=63,
+        description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name).",
+    )
+    max_parallel_jobs: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Training jobs of this run at once (control branches beside the next level).",
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.pods * max(self.gpus_per_pod, 1)
+
+
+class StorageSpec(ApiModel):
+    """The shared volume that holds the run directory."""
+
+    claim_name: str = Field(
+        "lth-data",
+        min_length=1,
+        max_length=253,
+        description="ReadWriteMany PersistentVolumeClaim mounted in every pod.",
+    )
+    mount_path: str = Field("/mnt/lth", pattern=r"^/.*", description="Where the volume is mounted.")
+    sub_path: str = Field("", description="Sub-path of the volume to mount (Kubernetes subPath).")
+
+
+class ChildRetry(ApiModel):
+    backoff_limit: int = Field(
+        2, ge=0, le=20, description="Times a failed child is created again before the run fails."
+    )
+
+
+class RetrySpec(ApiModel):
+    """Retries per child kind."""
+
+    preprocessing: ChildRetry = Field(default_factory=ChildRetry)
+    training: ChildRetry = Field(default_factory=ChildRetry)
+
+
+class RunSpec(ApiModel):
+    """What a user writes under `spec:` of a LotteryTicketRun."""
+
+    dataset: DatasetSpec = Field(description="Input data.")
+    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    pruning: PruningSpec = Field(default_factory=PruningSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+
+
+MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("resources",),
+    ("retry",),
+    ("pruning", "levels"),
+    ("pruning", "stop"),
+    ("pruning", "controls"),
+    ("pruning", "match_tolerance"),
+)
+"""Spec fields that may change while a run is in progress; every other field is frozen at start."""
+
+
+# --------------------------------------------------------------------------- status
+
+Phase = Literal["Pending", "Preprocessing", "Training", "Succeeded", "Failed"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+
+Branch = Literal["main", "random-reinit", "random-prune"]
+ChildPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
+
+
+class Condition(ApiModel):
+    """A condition, as the Kubernetes API conventions define it."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class LevelResult(ApiModel):
+    """What a finished level reports (result.json, termination message)."""
+
+    level: int = Field(ge=0)
+    branch: Branch = "main"
+    density: Fraction
+    top1: Percent
+    top5: Percent | None = None
+    loss: float | None = None
+    epochs: int | None = Field(None, ge=0)
+    images_per_second: float | None = Field(None, ge=0)
+    duration_seconds: float | None = Field(None, ge=0)
+
+
+class ChildStatus(ApiModel):
+    """One child (SparkApplication or PyTorchJob) as the run tracks it."""
+
+    name: str
+    phase: ChildPhase = "Pending"
+    attempts: int = Field(1, ge=1, description="Attempt of the current child object, from 1.")
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    message: str | None = None
+
+
+class LevelStatus(ChildStatus):
+    """One row of the per-level table."""
+
+    level: int = Field(ge=0)
+    branch: Branch = "main"
+    density: Fraction | None = None
+    top1: Percent | None = None
+    top5: Percent | None = None
+    loss: float | None = None
+    duration_seconds: float | None = Field(None, ge=0)
+
+
+class BestTicket(ApiModel):
+    level: int = Field(ge=0)
+    density: Fraction
+    top1: Percent
+    summary: str = Field(description="One line for kubectl, e.g. 'L7 21.0% 75.3%'.")
+
+
+class RunStatus(ApiModel):
+    """What the controller writes under `status:`; every field derives from the children."""
+
+    phase: Phase = "Pending"
+    level: int | None = Field(None, description="Current (highest started) main level.")
+    density: Fraction | None = Field(None, description="Density of the current level.")
+    top1: Percent | None = Field(None, description="Top-1 of the latest finished main level.")
+    dense_top1: Percent | None = None
+    best: BestTicket | None = None
+    preprocessing: ChildStatus | None = None
+    levels: list[LevelStatus] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    accepted_spec: dict[str, Any] | None = Field(
+        None, description="The spec as accepted at start; frozen fields are kept from it."
+    )
+
+    def level_entry(self, level: int, branch: Branch = "main") -> LevelStatus | None:
+        return next((e for e in self.levels if e.level == level and e.branch == branch), None)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class RunMetadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    namespace: str | None = None
+
+
+class LotteryTicketRun(ApiModel):
+    """A whole LotteryTicketRun object, as in run.yaml."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    api_version: Literal["lth.dev/v1alpha1"] = "lth.dev/v1alpha1"
+    kind: Literal["LotteryTicketRun"] = "LotteryTicketRun"
+    metadata: RunMetadata
+    spec: RunSpec
+    status: RunStatus | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metadata_present(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("metadata"):
+            raise ValueError("metadata.name is required")
+        return data

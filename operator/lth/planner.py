@@ -1,0 +1,558 @@
+"""The planner: a pure function from (spec, status, observed children, now) to
+the next actions and the new status.
+
+The kopf operator and the local runner both call `plan` and only carry out
+what it returns, so both run the same state machine. It reads nothing and
+writes nothing; the same inputs always give the same answer, so a restarted
+controller that replays it never asks for a child twice:
+
+- a child is created only when it is absent and the status says it has not
+  been created at the current attempt;
+- a child found without a status entry (the status write after its creation
+  was lost) is adopted, not created again;
+- each child carries its attempt number (an annotation on the cluster), so an
+  old failed attempt is told from the current one.
+
+Executors apply the actions in order and write the status only when every
+action succeeded; on any error they plan again from what they observe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from lth.api import (
+    MUTABLE_SPEC_FIELDS,
+    TERMINAL_PHASES,
+    BestTicket,
+    Branch,
+    ChildStatus,
+    Condition,
+    LevelResult,
+    LevelStatus,
+    RunSpec,
+    RunStatus,
+)
+from lth.naming import level_job_name, prep_name
+from lth.validation import Problem, check_name, check_spec, parse_spec
+
+ChildKind = Literal["SparkApplication", "PyTorchJob"]
+ChildState = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class ObservedChild:
+    """A child as an executor sees it now (translated from the cluster or the run directory)."""
+
+    name: str
+    attempt: int
+    state: ChildState
+    message: str = ""
+    result: LevelResult | None = None
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class CreatePreprocessing:
+    name: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CreateLevelJob:
+    name: str
+    level: int
+    branch: Branch
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeleteChild:
+    name: str
+    kind: ChildKind
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = CreatePreprocessing | CreateLevelJob | DeleteChild | EmitEvent
+
+
+@dataclass
+class Plan:
+    """What to do now, and the status to write once it is done."""
+
+    status: RunStatus
+    actions: list[Action] = field(default_factory=list)
+    spec: RunSpec | None = None
+
+    @property
+    def creates(self) -> list[CreatePreprocessing | CreateLevelJob]:
+        return [a for a in self.actions if isinstance(a, CreatePreprocessing | CreateLevelJob)]
+
+    @property
+    def done(self) -> bool:
+        return self.status.phase in TERMINAL_PHASES
+
+
+class _RunFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def plan(
+    name: str,
+    generation: int,
+    raw_spec: Mapping[str, Any] | None,
+    status: RunStatus | None,
+    children: Mapping[str, ObservedChild],
+    now: datetime,
+) -> Plan:
+    """The next actions for run `name` and the status to record."""
+    current = status or RunStatus()
+    if current.phase in TERMINAL_PHASES:
+        return Plan(status=current)
+    return _Planner(name, generation, current.model_copy(deep=True), children, now).run(raw_spec)
+
+
+class _Planner:
+    def __init__(
+        self,
+        name: str,
+        generation: int,
+        status: RunStatus,
+        children: Mapping[str, ObservedChild],
+        now: datetime,
+    ) -> None:
+        self.name = name
+        self.generation = generation
+        self.status = status
+        self.children = children
+        self.now = now
+        self.actions: list[Action] = []
+
+    # ------------------------------------------------------------------ top level
+
+    def run(self, raw_spec: Mapping[str, Any] | None) -> Plan:
+        spec = self._resolve_spec(raw_spec)
+        self.status.observed_generation = self.generation
+        if spec is None:
+            return Plan(status=self.status, actions=self.actions)
+        try:
+            self._advance(spec)
+        except _RunFailed as failure:
+            self._fail(failure.reason, failure.message)
+        return Plan(status=self.status, actions=self.actions, spec=spec)
+
+    def _advance(self, spec: RunSpec) -> None:
+        if spec.dataset.format != "prepared":
+            entry, verb = self._step_child(
+                self.status.preprocessing,
+                prep_name(self.name),
+                "SparkApplication",
+                spec.retry.preprocessing.backoff_limit,
+                failure_reason="PreprocessingFailed",
+            )
+            self.status.preprocessing = entry
+            if verb == "create":
+                self.actions.append(CreatePreprocessing(entry.name, entry.attempts))
+                self._event("Normal", "Created", f"created SparkApplication {entry.name}")
+            if verb != "succeeded":
+                self._set_phase("Preprocessing", "Preprocessing", "preprocessing the data set")
+                return
+        chain_done = self._main_chain(spec)
+        controls_done = self._controls(spec)
+        self._summarise(spec)
+        if chain_done and controls_done:
+            self._succeed(spec)
+        else:
+            level = self.status.level or 0
+            self._set_phase(
+                "Training",
+                "Training",
+                f"level {level} of at most {spec.pruning.levels}, density {spec.pruning.density(level):.4f}",
+            )
+
+    # ------------------------------------------------------------------ spec
+
+    def _resolve_spec(self, raw: Mapping[str, Any] | None) -> RunSpec | None:
+        """The spec to act on: the new one where allowed, frozen fields from the accepted one."""
+        spec, problems = parse_spec(raw)
+        if spec is not None:
+            problems = check_name(self.name, spec) + check_spec(spec)
+        accepted_raw = self.status.accepted_spec
+        if accepted_raw is None:
+            if problems or spec is None:
+                message = _join(problems)
+                self._condition("SpecAccepted", "False", "InvalidSpec", message)
+                self._event("Warning", "InvalidSpec", message)
+                self._fail("InvalidSpec", message)
+                return None
+            self.status.accepted_spec = spec.to_wire()
+            self._condition("SpecAccepted", "True", "Accepted", "spec accepted")
+            return spec
+
+        accepted = RunSpec.model_validate(accepted_raw)
+        if spec is None or problems:
+            self._refuse("InvalidSpec", "the changed spec is invalid: " + _join(problems))
+            return accepted
+        frozen = _frozen_changes(accepted, spec)
+        if frozen:
+            self._refuse(
+                "FrozenFieldChanged",
+                "fields that cannot change after the run started: "
+                + "; ".join(frozen)
+                + " (revert them, or create a new run)",
+            )
+            spec = _with_mutable_fields(accepted, spec)
+            problems = check_name(self.name, spec) + check_spec(spec)
+            if problems:
+                return accepted
+            self.status.accepted_spec = spec.to_wire()
+            return spec
+        self.status.accepted_spec = spec.to_wire()
+        self._condition("SpecAccepted", "True", "Accepted", "spec accepted")
+        return spec
+
+    def _refuse(self, reason: str, message: str) -> None:
+        previous = self.status.condition("SpecAccepted")
+        if previous is None or previous.message != message:
+            self._event("Warning", "SpecRefused", message)
+        self._condition("SpecAccepted", "False", reason, message)
+
+    # ------------------------------------------------------------------ children
+
+    def _step_child(
+        self,
+        entry: ChildStatus | None,
+        name: str,
+        kind: ChildKind,
+        backoff_limit: int,
+        failure_reason: str,
+    ) -> tuple[Any, Literal["create", "wait", "succeeded"]]:
+        """Move one child's entry forward; returns it and what to do about the child.
+
+        Raises _RunFailed when the child failed for good.
+        """
+        child = self.children.get(name)
+        if entry is None:
+            if child is None:
+                return ChildStatus(name=name, phase="Pending", start_time=self.now), "create"
+            entry = ChildStatus(name=name, phase="Pending", attempts=child.attempt, start_time=self.now)
+        if entry.phase == "Succeeded":
+            return entry, "succeeded"
+        if entry.phase == "Failed":
+            raise _RunFailed(failure_reason, entry.message or f"{kind} {name} failed")
+        if child is not None and child.attempt > entry.attempts:
+            entry.attempts, entry.phase = child.attempt, "Pending"
+
+        if entry.phase == "Retrying":
+            if child is None:
+                entry.phase = "Pending"
+                return entry, "create"
+            if child.attempt < entry.attempts:
+                self._delete_stale(child, kind)
+                return entry, "wait"
+            entry.phase = "Pending"
+
+        if child is None:
+            entry.phase, entry.finish_time = "Failed", self.now
+            entry.message = f"{kind} {name} was deleted before it finished"
+            raise _RunFailed("ChildDeleted", entry.message)
+        if child.attempt < entry.attempts:
+            entry.phase = "Retrying"
+            self._delete_stale(child, kind)
+            return entry, "wait"
+        if child.deleting:
+            return entry, "wait"
+
+        if child.state == "Succeeded" and kind == "PyTorchJob" and child.result is None:
+            child = ObservedChild(
+                name,
+                child.attempt,
+                "Failed",
+                "finished without a result (termination message or result.json)",
+            )
+        if child.state == "Succeeded":
+            entry.phase, entry.finish_time, entry.message = "Succeeded", self.now, None
+            return entry, "succeeded"
+        if child.state == "Failed":
+            detail = child.message or "no reason given"
+            if entry.attempts <= backoff_limit:
+                entry.message = f"attempt {entry.attempts} failed: {detail}"
+                entry.attempts += 1
+                entry.phase = "Retrying"
+                self._event(
+                    "Warning",
+                    "Retrying",
+                    f"{kind} {name} {entry.message}; retrying "
+                    f"({entry.attempts - 1} of {backoff_limit} retries)",
+                )
+                self._delete_stale(child, kind)
+                return entry, "wait"
+            entry.phase, entry.finish_time = "Failed", self.now
+            entry.message = f"{kind} {name} failed after {entry.attempts} attempt(s): {detail}"
+            raise _RunFailed(failure_reason, entry.message)
+        entry.phase = child.state
+        entry.message = child.message or None
+        return entry, "wait"
+
+    def _delete_stale(self, child: ObservedChild, kind: ChildKind) -> None:
+        if not child.deleting:
+            self.actions.append(DeleteChild(child.name, kind))
+
+    def _step_level(
+        self, spec: RunSpec, level: int, branch: Branch
+    ) -> Literal["create", "wait", "succeeded"]:
+        """Advance one level job; records its result when it succeeds."""
+        name = level_job_name(self.name, level, branch)
+        existing = self.status.level_entry(level, branch)
+        before = existing.phase if existing else None
+        entry, verb = self._step_child(
+            existing,
+            name,
+            "PyTorchJob",
+            spec.retry.training.backoff_limit,
+            failure_reason="LevelFailed",
+        )
+        row = (
+            entry
+            if isinstance(entry, LevelStatus)
+            else LevelStatus(**entry.model_dump(), level=level, branch=branch)
+        )
+        if row.density is None:
+            row.density = round(spec.pruning.density(level), 6)
+        child = self.children.get(name)
+        if verb == "succeeded" and before != "Succeeded" and child and child.result:
+            self._record_result(row, child.result)
+        if existing is None:
+            self.status.levels.append(row)
+        else:
+            self.status.levels[self.status.levels.index(existing)] = row
+        if verb == "create":
+            self.actions.append(CreateLevelJob(name, level, branch, row.attempts))
+            self._event(
+                "Normal",
+                "Created",
+                f"created PyTorchJob {name} (level {level}, {branch}, density {row.density:.4f})",
+            )
+        return verb
+
+    def _record_result(self, row: LevelStatus, result: LevelResult) -> None:
+        row.density = round(result.density, 6)
+        row.top1 = round(result.top1, 2)
+        row.top5 = None if result.top5 is None else round(result.top5, 2)
+        row.loss = None if result.loss is None else round(result.loss, 4)
+        if result.duration_seconds is not None:
+            row.duration_seconds = round(result.duration_seconds, 1)
+        elif row.start_time is not None:
+            row.duration_seconds = round((self.now - row.start_time).total_seconds(), 1)
+        self._event(
+            "Normal",
+            "LevelFinished",
+            f"level {row.level} ({row.branch}): top-1 {row.top1:.2f}% at density {row.density:.4f}",
+        )
+
+    # ------------------------------------------------------------------ levels
+
+    def _running(self) -> int:
+        return sum(1 for e in self.status.levels if e.phase in ("Pending", "Running", "Retrying"))
+
+    def _slots(self, spec: RunSpec) -> int:
+        return spec.resources.max_parallel_jobs - self._running()
+
+    def _main_chain(self, spec: RunSpec) -> bool:
+        """Advance the prune-and-rewind levels; True once no main level is left to run."""
+        level = 0
+        while True:
+            entry = self.status.level_entry(level)
+            if entry is None and level_job_name(self.name, level) not in self.children:
+                stop = self._stop_reason(spec, level)
+                if stop is not None:
+                    self._condition("Progressing", "True", "LevelsDone", stop)
+                    return True
+                if self._slots(spec) <= 0:
+                    return False
+            verb = self._step_level(spec, level, "main")
+            if verb != "succeeded":
+                return False
+            level += 1
+
+    def _stop_reason(self, spec: RunSpec, level: int) -> str | None:
+        """Why level `level` should not run, given the levels before it; None if it should."""
+        if level == 0:
+            return None
+        pruning = spec.pruning
+        previous = self.status.level_entry(level - 1)
+        assert previous is not None and previous.density is not None
+        if level > pruning.levels:
+            return f"reached the level budget ({pruning.levels} pruned levels)"
+        target = pruning.stop.target_density
+        if target is not None and previous.density <= target:
+            return f"reached the target density {target} at level {level - 1}"
+        drop = pruning.stop.max_top1_drop
+        dense = self.status.dense_top1
+        if (
+            drop is not None
+            and level - 1 >= 1
+            and dense is not None
+            and previous.top1 is not None
+            and previous.top1 < dense - drop
+        ):
+            return (
+                f"level {level - 1} top-1 {previous.top1:.2f}% fell more than {drop} points "
+                f"below dense {dense:.2f}%"
+            )
+        return None
+
+    def _controls(self, spec: RunSpec) -> bool:
+        """Advance the control branches of every started pruned level; True when all are done."""
+        controls = spec.pruning.controls
+        done = True
+        started = sorted(e.level for e in self.status.levels if e.branch == "main" and e.level >= 1)
+        for level in started:
+            if controls.levels is not None and level not in controls.levels:
+                continue
+            for branch in controls.branches:
+                name = level_job_name(self.name, level, branch)
+                entry = self.status.level_entry(level, branch)
+                if entry is None and name not in self.children and self._slots(spec) <= 0:
+                    done = False
+                    continue
+                if self._step_level(spec, level, branch) != "succeeded":
+                    done = False
+        return done
+
+    # ------------------------------------------------------------------ status
+
+    def _summarise(self, spec: RunSpec) -> None:
+        main = sorted((e for e in self.status.levels if e.branch == "main"), key=lambda e: e.level)
+        if not main:
+            return
+        current = main[-1]
+        self.status.level = current.level
+        self.status.density = current.density
+        finished = [e for e in main if e.phase == "Succeeded" and e.top1 is not None]
+        if finished:
+            self.status.top1 = finished[-1].top1
+        dense = next((e for e in finished if e.level == 0), None)
+        if dense is None or dense.top1 is None:
+            return
+        self.status.dense_top1 = dense.top1
+        matching = [
+            e for e in finished if e.top1 is not None and e.top1 >= dense.top1 - spec.pruning.match_tolerance
+        ]
+        best = max(matching, key=lambda e: e.level)
+        assert best.density is not None and best.top1 is not None
+        self.status.best = BestTicket(
+            level=best.level,
+            density=best.density,
+            top1=best.top1,
+            summary=f"L{best.level} {best.density * 100:.1f}% {best.top1:.1f}%",
+        )
+
+    def _set_phase(self, phase: Literal["Preprocessing", "Training"], reason: str, message: str) -> None:
+        if self.status.phase != phase:
+            self._event("Normal", reason, f"phase {phase}: {message}")
+        self.status.phase = phase
+        self._condition("Progressing", "True", reason, message)
+
+    def _succeed(self, spec: RunSpec) -> None:
+        best = self.status.best
+        message = (
+            f"best ticket: level {best.level}, density {best.density:.4f}, top-1 {best.top1:.2f}% "
+            f"(dense {self.status.dense_top1:.2f}%, tolerance {spec.pruning.match_tolerance})"
+            if best
+            else "all levels finished"
+        )
+        self.status.phase = "Succeeded"
+        self._condition("Progressing", "False", "Succeeded", message)
+        self._condition("Succeeded", "True", "TicketFound", message)
+        self._event("Normal", "Succeeded", message)
+
+    def _fail(self, reason: str, message: str) -> None:
+        self.status.phase = "Failed"
+        self._condition("Progressing", "False", "Failed", message)
+        self._condition("Failed", "True", reason, message)
+        self._event("Warning", reason, message)
+        for entry in self.status.levels:
+            if entry.phase in ("Pending", "Running", "Retrying"):
+                child = self.children.get(entry.name)
+                if child is not None and not child.deleting:
+                    self.actions.append(DeleteChild(entry.name, "PyTorchJob"))
+                entry.phase, entry.finish_time = "Failed", self.now
+                entry.message = entry.message or f"stopped: the run failed ({reason})"
+
+    def _condition(self, type_: str, status: Literal["True", "False"], reason: str, message: str) -> None:
+        previous = self.status.condition(type_)
+        changed = previous is None or previous.status != status
+        condition = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=self.now if changed or previous is None else previous.last_transition_time,
+            observed_generation=self.generation,
+        )
+        if previous is None:
+            self.status.conditions.append(condition)
+        else:
+            self.status.conditions[self.status.conditions.index(previous)] = condition
+
+    def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.actions.append(EmitEvent(type_, reason, message))
+
+
+def _join(problems: list[Problem]) -> str:
+    return "; ".join(str(p) for p in problems)
+
+
+def _flatten(prefix: tuple[str, ...], value: Any) -> dict[tuple[str, ...], Any]:
+    if isinstance(value, dict):
+        flat: dict[tuple[str, ...], Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten((*prefix, key), inner))
+        return flat
+    return {prefix: value}
+
+
+def _is_mutable(path: tuple[str, ...]) -> bool:
+    return any(path[: len(m)] == m for m in MUTABLE_SPEC_FIELDS)
+
+
+def _frozen_changes(accepted: RunSpec, new: RunSpec) -> list[str]:
+    """`spec.a.b (old -> new)` for every frozen field that differs."""
+    old = _flatten((), accepted.model_dump(mode="json"))
+    now = _flatten((), new.model_dump(mode="json"))
+    changes = []
+    for path in sorted(set(old) | set(now)):
+        if _is_mutable(path) or old.get(path) == now.get(path):
+            continue
+        wire = ".".join(_camel(p) for p in path)
+        changes.append(f"spec.{wire} ({old.get(path)!r} -> {now.get(path)!r})")
+    return changes
+
+
+def _with_mutable_fields(accepted: RunSpec, new: RunSpec) -> RunSpec:
+    merged = accepted.model_dump()
+    updates = new.model_dump()
+    for path in MUTABLE_SPEC_FIELDS:
+        target, source = merged, updates
+        for key in path[:-1]:
+            target, source = target[key], source[key]
+        target[path[-1]] = source[path[-1]]
+    return RunSpec.model_validate(merged)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,189 @@
+"""Checks a spec beyond what the CRD schema can say.
+
+`lth validate` prints these problems and the operator turns them into a
+Failed/InvalidSpec condition; both call `check_run` or `check_spec`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from lth.api import CONTROL_BRANCHES, LotteryTicketRun, RunSpec
+from lth.naming import DNS1035_MAX, derived_names
+
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, at a field path such as `spec.training.epochs`."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def _loc_to_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path
+
+
+def problems_from_error(error: ValidationError, prefix: str) -> list[Problem]:
+    """pydantic's errors, each at the field path a user wrote."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append(Problem(_loc_to_path(prefix, loc), message))
+    return problems
+
+
+def parse_spec(raw: Mapping[str, Any] | None) -> tuple[RunSpec | None, list[Problem]]:
+    """The spec model, or the schema-level problems that keep it from being one."""
+    if raw is None:
+        return None, [Problem("spec", "is required")]
+    try:
+        return RunSpec.model_validate(raw), []
+    except ValidationError as error:
+        return None, problems_from_error(error, "spec")
+
+
+def check_name(name: str, spec: RunSpec) -> list[Problem]:
+    """The run's name must leave room for every name the cluster derives from it."""
+    if not DNS1035_LABEL.match(name):
+        return [
+            Problem(
+                "metadata.name",
+                f"{name!r} must be a DNS-1035 label (lowercase letters, digits and '-', "
+                "starting with a letter): child job names are built from it",
+            )
+        ]
+    longest = derived_names(
+        name, spec.pruning.levels, spec.resources.pods, list(spec.pruning.controls.branches)
+    )[-1]
+    if len(longest) > DNS1035_MAX:
+        allowed = len(name) - (len(longest) - DNS1035_MAX)
+        return [
+            Problem(
+                "metadata.name",
+                f"{name!r} is {len(name)} characters; at most {allowed} leave room for the "
+                f"derived name {longest!r} within {DNS1035_MAX}",
+            )
+        ]
+    return []
+
+
+def check_spec(spec: RunSpec) -> list[Problem]:
+    """Rules that relate fields to each other."""
+    problems: list[Problem] = []
+    training, pruning, resources = spec.training, spec.pruning, spec.resources
+
+    amount, unit = pruning.rewind_point()
+    if unit == "ep" and amount >= training.epochs:
+        problems.append(
+            Problem(
+                "spec.pruning.rewindTo",
+                f"rewinds to epoch {amount}, but a level trains only {training.epochs} epochs",
+            )
+        )
+    if training.schedule == "step" and training.milestones and training.milestones[-1] >= training.epochs:
+        problems.append(
+            Problem(
+                "spec.training.milestones",
+                f"milestone {training.milestones[-1]} is not before the last epoch ({training.epochs})",
+            )
+        )
+    if training.warmup_epochs >= training.epochs:
+        problems.append(
+            Problem(
+                "spec.training.warmupEpochs",
+                f"{training.warmup_epochs} warmup epochs leave no training in {training.epochs}",
+            )
+        )
+    world = resources.world_size
+    if training.batch_size % world:
+        problems.append(
+            Problem(
+                "spec.training.batchSize",
+                f"{training.batch_size} does not divide evenly over {world} processes "
+                f"({resources.pods} pods x {max(resources.gpus_per_pod, 1)})",
+            )
+        )
+    if resources.gpus_per_pod == 0 and training.precision == "fp16":
+        problems.append(Problem("spec.training.precision", "fp16 needs GPUs; use bf16 or fp32 on CPU"))
+
+    target = pruning.stop.target_density
+    if target is not None:
+        needed = pruning.levels_to_reach(target)
+        if needed > pruning.levels:
+            problems.append(
+                Problem(
+                    "spec.pruning.stop.targetDensity",
+                    f"density {target} needs {needed} levels at fraction {pruning.fraction}, "
+                    f"but spec.pruning.levels is {pruning.levels} "
+                    f"(reaches {pruning.density(pruning.levels):.4f})",
+                )
+            )
+    control_levels = pruning.controls.levels
+    if control_levels:
+        beyond = [level for level in control_levels if level > pruning.levels]
+        if beyond:
+            problems.append(
+                Problem(
+                    "spec.pruning.controls.levels",
+                    f"levels {beyond} are beyond spec.pruning.levels ({pruning.levels})",
+                )
+            )
+    if len(set(pruning.controls.branches)) != len(pruning.controls.branches):
+        problems.append(
+            Problem(
+                "spec.pruning.controls.branches",
+                f"each branch at most once (of {', '.join(CONTROL_BRANCHES)})",
+            )
+        )
+    classes = spec.dataset.classes
+    if classes is not None and len(set(classes)) != len(classes):
+        problems.append(Problem("spec.dataset.classes", "lists a class twice"))
+    if classes is not None and len(classes) < 2:
+        problems.append(Problem("spec.dataset.classes", "needs at least 2 classes"))
+    if spec.dataset.resize == "center-crop" and spec.dataset.crop_short_side < spec.dataset.image_size:
+        problems.append(
+            Problem(
+                "spec.dataset.shortSide",
+                f"{spec.dataset.crop_short_side} is smaller than imageSize {spec.dataset.image_size}",
+            )
+        )
+    if spec.model.num_classes is not None and classes is not None and spec.model.num_classes != len(classes):
+        problems.append(
+            Problem(
+                "spec.model.numClasses",
+                f"is {spec.model.num_classes} but spec.dataset.classes lists {len(classes)}",
+            )
+        )
+    return problems
+
+
+def check_run(doc: Mapping[str, Any]) -> tuple[LotteryTicketRun | None, list[Problem]]:
+    """A whole LotteryTicketRun document (as in run.yaml): the model and every problem."""
+    if not isinstance(doc, Mapping):
+        return None, [Problem("", "is not a mapping")]
+    try:
+        run = LotteryTicketRun.model_validate(doc)
+    except ValidationError as error:
+        return None, problems_from_error(error, "")
+    problems = check_name(run.metadata.name, run.spec) + check_spec(run.spec)
+    return run, problems

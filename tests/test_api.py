@@ -1,0 +1,214 @@
+"""The API models and `lth validate`: what a user writing run.yaml meets."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lth.api import LotteryTicketRun, PruningSpec, RunSpec
+from lth.validation import check_run
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+MINIMAL: dict[str, Any] = {
+    "apiVersion": "lth.dev/v1alpha1",
+    "kind": "LotteryTicketRun",
+    "metadata": {"name": "r50"},
+    "spec": {"dataset": {"path": "imagenet"}},
+}
+
+
+def with_change(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """MINIMAL with `value` set at a dotted path (`spec.training.epochs`)."""
+    doc = copy.deepcopy(base or MINIMAL)
+    *parents, leaf = path.split(".")
+    node = doc
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return doc
+
+
+def test_defaults_are_the_reference_setup() -> None:
+    spec = RunSpec.model_validate({"dataset": {"path": "imagenet"}})
+    assert spec.dataset.format == "imagenet" and spec.dataset.image_size == 227
+    assert spec.pruning.fraction == 0.2 and spec.pruning.rewind_to == "6ep"
+    assert spec.resources.gpus_per_pod == 4 and spec.resources.pods == 1
+    assert spec.training.precision == "bf16" and spec.training.milestones == [30, 60, 80]
+
+
+def test_wire_form_is_camel_case_and_round_trips() -> None:
+    spec = RunSpec.model_validate(
+        {"dataset": {"path": "x", "imageSize": 224}, "pruning": {"rewindTo": "500it"}}
+    )
+    wire = spec.to_wire()
+    assert wire["dataset"]["imageSize"] == 224 and "image_size" not in wire["dataset"]
+    assert wire["pruning"]["rewindTo"] == "500it"
+    assert RunSpec.model_validate(wire) == spec
+
+
+@pytest.mark.parametrize(
+    ("level", "density"), [(0, 1.0), (1, 0.8), (7, 0.2097152), (10, 0.1073741824), (13, 0.0549755813888)]
+)
+def test_density_is_one_minus_fraction_to_the_level(level: int, density: float) -> None:
+    assert PruningSpec().density(level) == pytest.approx(density, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("target", "levels"), [(1.0, 0), (0.8, 1), (0.21, 7), (0.108, 10), (0.107, 11), (0.06, 13)]
+)
+def test_levels_to_reach_a_density(target: float, levels: int) -> None:
+    pruning = PruningSpec()
+    assert pruning.levels_to_reach(target) == levels
+    assert pruning.density(levels) <= target < pruning.density(levels - 1) if levels else True
+
+
+def test_rewind_point_parses_units() -> None:
+    assert PruningSpec(rewind_to="6ep").rewind_point() == (6, "ep")
+    assert PruningSpec(rewind_to="500it").rewind_point() == (500, "it")
+    assert PruningSpec(rewind_to="0").rewind_point() == (0, "it")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid(example: Path) -> None:
+    run, problems = check_run(yaml.safe_load(example.read_text()))
+    assert problems == []
+    assert isinstance(run, LotteryTicketRun)
+
+
+def test_resnet50_example_is_the_reference_setup() -> None:
+    run = LotteryTicketRun.model_validate(
+        yaml.safe_load((ROOT / "examples/imagenet-resnet50.yaml").read_text())
+    )
+    spec = run.spec
+    assert (spec.model.arch, spec.training.epochs, spec.pruning.rewind_to) == ("resnet50", 90, "6ep")
+    assert (spec.pruning.fraction, spec.pruning.levels, spec.resources.gpus_per_pod) == (0.2, 10, 4)
+    assert spec.dataset.format == "imagenet"
+
+
+# Each broken spec, the field path the message must name, and whether the CRD's
+# schema alone can refuse it (the rest is for `lth validate` and the operator).
+BROKEN: list[tuple[str, dict[str, Any], str, bool]] = [
+    ("no dataset", {**MINIMAL, "spec": {}}, "spec.dataset", True),
+    ("empty path", with_change("spec.dataset.path", ""), "spec.dataset.path", True),
+    ("epochs not a number", with_change("spec.training.epochs", "ninety"), "spec.training.epochs", True),
+    ("unknown field", with_change("spec.training.epochz", 3), "spec.training.epochz", False),
+    ("fraction above 1", with_change("spec.pruning.fraction", 1.5), "spec.pruning.fraction", True),
+    ("fraction zero", with_change("spec.pruning.fraction", 0), "spec.pruning.fraction", True),
+    ("unknown architecture", with_change("spec.model.arch", "vgg16"), "spec.model.arch", True),
+    ("dataset format", with_change("spec.dataset.format", "tfrecord"), "spec.dataset.format", True),
+    ("rewind notation", with_change("spec.pruning.rewindTo", "6 epochs"), "spec.pruning.rewindTo", True),
+    ("rewind after training", with_change("spec.pruning.rewindTo", "95ep"), "spec.pruning.rewindTo", False),
+    (
+        "unreachable target density",
+        with_change("spec.pruning.stop", {"targetDensity": 0.01}),
+        "spec.pruning.stop.targetDensity",
+        False,
+    ),
+    (
+        "batch not divisible by processes",
+        with_change("spec.resources", {"gpusPerPod": 4, "pods": 3}),
+        "spec.training.batchSize",
+        False,
+    ),
+    ("name too long", with_change("metadata.name", "r" * 50), "metadata.name", False),
+    ("name not DNS-1035", with_change("metadata.name", "ResNet_50"), "metadata.name", False),
+    (
+        "milestones unsorted",
+        with_change("spec.training.milestones", [60, 30]),
+        "spec.training.milestones",
+        False,
+    ),
+    (
+        "milestone after last epoch",
+        with_change("spec.training.milestones", [30, 95]),
+        "spec.training.milestones",
+        False,
+    ),
+    ("negative GPUs", with_change("spec.resources.gpusPerPod", -1), "spec.resources.gpusPerPod", True),
+    (
+        "Spark memory notation",
+        with_change("spec.preprocessing.executorMemory", "8GB"),
+        "spec.preprocessing.executorMemory",
+        True,
+    ),
+    ("pod memory quantity", with_change("spec.resources.memory", "lots"), "spec.resources.memory", True),
+    (
+        "fp16 on CPU",
+        with_change("spec.resources.gpusPerPod", 0, with_change("spec.training.precision", "fp16")),
+        "spec.training.precision",
+        False,
+    ),
+    (
+        "control level beyond budget",
+        with_change("spec.pruning.controls", {"levels": [12]}),
+        "spec.pruning.controls.levels",
+        False,
+    ),
+    (
+        "control branch twice",
+        with_change("spec.pruning.controls", {"branches": ["random-reinit", "random-reinit"]}),
+        "spec.pruning.controls.branches",
+        False,
+    ),
+    (
+        "toleration operator",
+        with_change("spec.resources.tolerations", [{"key": "gpu", "operator": "Maybe"}]),
+        "spec.resources.tolerations[0].operator",
+        True,
+    ),
+    (
+        "warmup longer than training",
+        with_change("spec.training.warmupEpochs", 90),
+        "spec.training.warmupEpochs",
+        False,
+    ),
+    ("wrong apiVersion", with_change("apiVersion", "lth.dev/v1"), "apiVersion", False),
+    ("image size too small", with_change("spec.dataset.imageSize", 8), "spec.dataset.imageSize", True),
+]
+
+
+@pytest.mark.parametrize(("doc", "field"), [(d, f) for _, d, f, _ in BROKEN], ids=[b[0] for b in BROKEN])
+def test_broken_spec_is_refused_naming_the_field(doc: dict[str, Any], field: str) -> None:
+    _, problems = check_run(doc)
+    assert problems, "the spec was accepted"
+    assert any(p.path == field for p in problems), [str(p) for p in problems]
+
+
+def test_at_least_fifteen_broken_specs_are_covered() -> None:
+    assert len({field for _, _, field, _ in BROKEN}) >= 15
+
+
+def test_lth_validate_prints_each_problem_and_fails(tmp_path: Path) -> None:
+    bad = with_change("spec.pruning.fraction", 1.5, with_change("spec.model.arch", "vgg16"))
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    result = subprocess.run(
+        [sys.executable, "-m", "lth", "validate", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert f"{path}: spec.pruning.fraction:" in result.stderr
+    assert f"{path}: spec.model.arch:" in result.stderr
+
+
+def test_lth_validate_accepts_the_examples() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lth", "validate", *map(str, EXAMPLES)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": valid") == len(EXAMPLES)
+
+
+def test_lth_validate_names_an_unreadable_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "lth", "validate", str(missing)], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and str(missing) in result.stderr and "cannot read" in result.stderr

@@ -1,0 +1,382 @@
+"""The planner: every transition, resume from every state, retries, stop rules."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lth.api import LevelResult, RunStatus
+from lth.planner import (
+    CreateLevelJob,
+    CreatePreprocessing,
+    DeleteChild,
+    EmitEvent,
+    ObservedChild,
+    Plan,
+    plan,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_spec(**sections: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "dataset": {"path": "imagenet"},
+        "training": {"epochs": 10, "milestones": [5], "warmupEpochs": 1},
+        "pruning": {"levels": 3, "rewindTo": "1ep"},
+    }
+    for section, values in sections.items():
+        spec.setdefault(section, {}).update(values)
+    return spec
+
+
+def top1_flat(level: int, branch: str) -> float:
+    return 76.0 if branch == "main" else 60.0
+
+
+@dataclass
+class Cluster:
+    """A fake world for the planner: children and how each attempt of each ends."""
+
+    top1: Any = top1_flat
+    fail: dict[str, int] = field(default_factory=dict)
+    """name -> number of attempts that fail before one succeeds"""
+    children: dict[str, ObservedChild] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    events: list[EmitEvent] = field(default_factory=list)
+
+    def apply(self, result: Plan) -> None:
+        for action in result.actions:
+            if isinstance(action, CreatePreprocessing | CreateLevelJob):
+                assert action.name not in self.children, f"{action.name} created twice"
+                self.created.append(action.name)
+                self.children[action.name] = ObservedChild(action.name, action.attempt, "Running")
+            elif isinstance(action, DeleteChild):
+                self.deleted.append(action.name)
+                del self.children[action.name]
+            elif isinstance(action, EmitEvent):
+                self.events.append(action)
+
+    def finish_all(self, result: Plan) -> None:
+        """Every running child reaches its terminal state."""
+        for name, child in list(self.children.items()):
+            if child.state != "Running":
+                continue
+            if child.attempt <= self.fail.get(name, 0):
+                self.children[name] = ObservedChild(name, child.attempt, "Failed", "OOMKilled")
+                continue
+            result_row = None
+            if "-level-" in name:
+                row = next(e for e in result.status.levels if e.name == name)
+                result_row = LevelResult(
+                    level=row.level,
+                    branch=row.branch,
+                    density=row.density or 1.0,
+                    top1=self.top1(row.level, row.branch),
+                    top5=90.0,
+                    loss=1.0,
+                    duration_seconds=60.0,
+                )
+            self.children[name] = ObservedChild(name, child.attempt, "Succeeded", result=result_row)
+
+
+def drive(
+    spec: dict[str, Any], cluster: Cluster | None = None, max_steps: int = 200, name: str = "run"
+) -> tuple[Plan, Cluster, list[tuple[RunStatus | None, dict[str, ObservedChild]]]]:
+    """Plan, act, let children finish, repeat: returns the last plan and every state seen."""
+    world = cluster or Cluster()
+    status: RunStatus | None = None
+    seen: list[tuple[RunStatus | None, dict[str, ObservedChild]]] = []
+    for step in range(max_steps):
+        now = T0 + timedelta(minutes=step)
+        seen.append((copy.deepcopy(status), dict(world.children)))
+        result = plan(name, 1, spec, status, world.children, now)
+        world.apply(result)
+        status = result.status
+        if result.done:
+            return result, world, seen
+        world.finish_all(result)
+    raise AssertionError("the run did not finish")
+
+
+def test_happy_path_preprocesses_then_runs_every_level_once() -> None:
+    result, world, _ = drive(make_spec())
+    assert world.created == ["run-prep", "run-level-00", "run-level-01", "run-level-02", "run-level-03"]
+    status = result.status
+    assert status.phase == "Succeeded"
+    assert [(e.level, e.density) for e in status.levels] == [(0, 1.0), (1, 0.8), (2, 0.64), (3, 0.512)]
+    assert status.level == 3 and status.density == 0.512 and status.top1 == 76.0
+    assert status.dense_top1 == 76.0
+    assert status.best is not None and (status.best.level, status.best.summary) == (3, "L3 51.2% 76.0%")
+    assert status.condition("Succeeded").status == "True"  # type: ignore[union-attr]
+    assert status.condition("Progressing").status == "False"  # type: ignore[union-attr]
+    assert all(e.phase == "Succeeded" and e.duration_seconds == 60.0 for e in status.levels)
+
+
+def test_phases_move_pending_preprocessing_training_succeeded() -> None:
+    world = Cluster()
+    spec = make_spec(pruning={"levels": 1})
+    first = plan("run", 1, spec, None, {}, T0)
+    assert first.status.phase == "Preprocessing"
+    assert [type(a) for a in first.actions if not isinstance(a, EmitEvent)] == [CreatePreprocessing]
+    world.apply(first)
+    world.finish_all(first)
+    second = plan("run", 1, spec, first.status, world.children, T0)
+    assert second.status.phase == "Training" and second.status.preprocessing.phase == "Succeeded"  # type: ignore[union-attr]
+    assert [a.name for a in second.creates] == ["run-level-00"]
+    reasons = [e.reason for e in second.actions if isinstance(e, EmitEvent)]
+    assert "Training" in reasons and "Created" in reasons
+
+
+def test_prepared_data_skips_preprocessing() -> None:
+    result, world, _ = drive(make_spec(dataset={"format": "prepared", "path": "old-run/data"}))
+    assert world.created[0] == "run-level-00" and "run-prep" not in world.created
+    assert result.status.preprocessing is None and result.status.phase == "Succeeded"
+
+
+def test_level_budget_bounds_the_levels() -> None:
+    result, world, _ = drive(make_spec(pruning={"levels": 0}))
+    assert world.created == ["run-prep", "run-level-00"]
+    assert result.status.phase == "Succeeded" and result.status.best is not None
+    assert result.status.best.level == 0
+
+
+def test_target_density_stops_at_the_first_level_at_or_below_it() -> None:
+    result, world, _ = drive(make_spec(pruning={"levels": 10, "stop": {"targetDensity": 0.6}}))
+    assert world.created[-1] == "run-level-03"  # 0.8^2 = 0.64 > 0.6 >= 0.8^3 = 0.512
+    assert result.status.level == 3
+
+
+def test_accuracy_drop_stops_after_the_first_level_below_tolerance() -> None:
+    scores = {0: 76.0, 1: 75.8, 2: 75.0, 3: 72.5, 4: 70.0}
+    world = Cluster(top1=lambda level, branch: scores[level])
+    result, world, _ = drive(make_spec(pruning={"levels": 4, "stop": {"maxTop1Drop": 3.0}}), world)
+    assert world.created[-1] == "run-level-03"  # 72.5 < 76 - 3: level 4 never runs
+    best = result.status.best
+    assert best is not None and best.level == 2  # 75.0 is within the 1.0-point match tolerance
+    assert result.status.phase == "Succeeded"
+
+
+def test_best_ticket_is_dense_when_nothing_matches() -> None:
+    world = Cluster(top1=lambda level, branch: 76.0 if level == 0 else 50.0)
+    result, _, _ = drive(make_spec(pruning={"levels": 2}), world)
+    assert result.status.best is not None and result.status.best.level == 0
+
+
+def test_failed_child_is_retried_then_succeeds() -> None:
+    world = Cluster(fail={"run-level-01": 2})
+    result, world, _ = drive(make_spec(retry={"training": {"backoffLimit": 2}}), world)
+    assert result.status.phase == "Succeeded"
+    assert world.created.count("run-level-01") == 3 and world.deleted == ["run-level-01"] * 2
+    row = result.status.level_entry(1)
+    assert row is not None and row.attempts == 3
+    assert [e.reason for e in world.events].count("Retrying") == 2
+
+
+def test_child_failing_past_its_backoff_limit_fails_the_run_with_its_reason() -> None:
+    world = Cluster(fail={"run-level-02": 9})
+    result, world, _ = drive(make_spec(retry={"training": {"backoffLimit": 1}}), world)
+    status = result.status
+    assert status.phase == "Failed"
+    failed = status.condition("Failed")
+    assert failed is not None and failed.reason == "LevelFailed"
+    assert (
+        "run-level-02" in failed.message and "OOMKilled" in failed.message and "2 attempt" in failed.message
+    )
+    assert world.created.count("run-level-02") == 2 and "run-level-03" not in world.created
+
+
+def test_preprocessing_failure_fails_the_run() -> None:
+    world = Cluster(fail={"run-prep": 9})
+    result, world, _ = drive(make_spec(retry={"preprocessing": {"backoffLimit": 0}}), world)
+    failed = result.status.condition("Failed")
+    assert failed is not None and failed.reason == "PreprocessingFailed"
+    assert world.created == ["run-prep"]
+
+
+def test_child_deleted_by_hand_fails_the_run() -> None:
+    spec = make_spec()
+    world = Cluster()
+    first = plan("run", 1, spec, None, {}, T0)
+    world.apply(first)
+    del world.children["run-prep"]
+    second = plan("run", 1, spec, first.status, world.children, T0)
+    failed = second.status.condition("Failed")
+    assert second.status.phase == "Failed" and failed is not None and failed.reason == "ChildDeleted"
+    assert "run-prep" in failed.message and second.creates == []
+
+
+def test_succeeded_job_without_a_result_counts_as_a_failed_attempt() -> None:
+    spec = make_spec(dataset={"format": "prepared"}, retry={"training": {"backoffLimit": 0}})
+    first = plan("run", 1, spec, None, {}, T0)
+    children = {"run-level-00": ObservedChild("run-level-00", 1, "Succeeded")}
+    second = plan("run", 1, spec, first.status, children, T0)
+    failed = second.status.condition("Failed")
+    assert failed is not None and "without a result" in failed.message
+
+
+def test_resume_from_every_state_never_creates_a_child_twice() -> None:
+    """Replay each step with the status as it was, and as it was one write earlier."""
+    spec = make_spec(
+        pruning={"controls": {"branches": ["random-reinit"]}}, retry={"training": {"backoffLimit": 1}}
+    )
+    _, _, seen = drive(spec, Cluster(fail={"run-level-01": 1}))
+    for index, (status, children) in enumerate(seen):
+        for replayed in (status, seen[index - 1][0] if index else None):
+            result = plan("run", 1, spec, replayed, children, T0)
+            created = [a.name for a in result.creates]
+            assert not set(created) & set(children), (index, created)
+            again = plan(
+                "run",
+                1,
+                spec,
+                result.status,
+                {**children, **{n: ObservedChild(n, 1, "Running") for n in created}},
+                T0,
+            )
+            assert again.creates == [] or set(a.name for a in again.creates).isdisjoint(created)
+
+
+def test_same_inputs_same_plan() -> None:
+    spec = make_spec()
+    _, _, seen = drive(spec)
+    for status, children in seen:
+        assert plan("run", 1, spec, status, children, T0) == plan("run", 1, spec, status, children, T0)
+
+
+def test_adopts_a_child_whose_creation_was_not_recorded() -> None:
+    spec = make_spec(dataset={"format": "prepared"})
+    children = {"run-level-00": ObservedChild("run-level-00", 1, "Running")}
+    result = plan("run", 1, spec, None, children, T0)
+    assert result.creates == []
+    row = result.status.level_entry(0)
+    assert row is not None and row.phase == "Running"
+
+
+def test_invalid_spec_fails_with_a_condition_naming_the_field() -> None:
+    spec = make_spec(pruning={"fraction": 1.5})
+    result = plan("run", 1, spec, None, {}, T0)
+    failed = result.status.condition("Failed")
+    assert result.status.phase == "Failed" and failed is not None and failed.reason == "InvalidSpec"
+    assert "spec.pruning.fraction" in failed.message
+    assert result.creates == []
+
+
+def test_name_too_long_for_child_names_is_an_invalid_spec() -> None:
+    result = plan("r" * 60, 1, make_spec(), None, {}, T0)
+    failed = result.status.condition("Failed")
+    assert failed is not None and failed.reason == "InvalidSpec" and "metadata.name" in failed.message
+
+
+def test_frozen_field_change_is_refused_and_the_run_goes_on_with_the_accepted_spec() -> None:
+    spec = make_spec()
+    world = Cluster()
+    first = plan("run", 1, spec, None, {}, T0)
+    world.apply(first)
+    changed = make_spec(training={"epochs": 20}, pruning={"levels": 5})
+    second = plan("run", 2, changed, first.status, world.children, T0)
+    condition = second.status.condition("SpecAccepted")
+    assert condition is not None and condition.status == "False" and condition.reason == "FrozenFieldChanged"
+    assert "spec.training.epochs (10 -> 20)" in condition.message
+    assert second.spec is not None and second.spec.training.epochs == 10  # frozen
+    assert second.spec.pruning.levels == 5  # mutable: the level budget may grow mid-run
+    assert second.status.observed_generation == 2
+    assert [e.reason for e in second.actions if isinstance(e, EmitEvent)] == ["SpecRefused"]
+    third = plan("run", 2, changed, second.status, world.children, T0)
+    assert not [e for e in third.actions if isinstance(e, EmitEvent) and e.reason == "SpecRefused"]
+
+
+def test_mutable_change_extends_the_search() -> None:
+    spec = make_spec(pruning={"levels": 1})
+    _, world, seen = drive(spec)
+    assert world.created[-1] == "run-level-01"
+    # While level 1 runs, the user raises the budget: level 2 follows it.
+    status, children = seen[-1]
+    finished = {n: ObservedChild(n, 1, "Succeeded", result=c.result) for n, c in children.items()}
+    finished["run-level-01"] = ObservedChild(
+        "run-level-01", 1, "Succeeded", result=LevelResult(level=1, density=0.8, top1=76.0)
+    )
+    grown = plan("run", 2, make_spec(pruning={"levels": 2}), status, finished, T0)
+    assert grown.status.condition("SpecAccepted").status == "True"  # type: ignore[union-attr]
+    assert [a.name for a in grown.creates] == ["run-level-02"]
+
+
+def test_terminal_phase_never_flips_back() -> None:
+    result, world, _ = drive(make_spec(pruning={"levels": 1}))
+    broken = {n: ObservedChild(n, 1, "Failed", "gone") for n in world.children}
+    again = plan("run", 1, make_spec(pruning={"levels": 1}), result.status, broken, T0)
+    assert again.status == result.status and again.actions == []
+
+
+def test_controls_run_after_the_main_chain_with_one_slot() -> None:
+    spec = make_spec(pruning={"levels": 2, "controls": {"branches": ["random-reinit", "random-prune"]}})
+    result, world, _ = drive(spec)
+    assert world.created == [
+        "run-prep",
+        "run-level-00",
+        "run-level-01",
+        "run-level-02",
+        "run-level-01-reinit",
+        "run-level-01-rprune",
+        "run-level-02-reinit",
+        "run-level-02-rprune",
+    ]
+    rows = {(e.level, e.branch): e for e in result.status.levels}
+    assert rows[(2, "random-prune")].density == 0.64 and rows[(2, "random-prune")].top1 == 60.0
+    assert result.status.best is not None and result.status.best.level == 2  # controls never count
+
+
+def test_controls_run_beside_the_next_level_with_more_slots() -> None:
+    spec = make_spec(
+        pruning={"levels": 2, "controls": {"branches": ["random-reinit"], "levels": [1]}},
+        resources={"maxParallelJobs": 2},
+    )
+    world = Cluster()
+    status = None
+    batches = []
+    for _ in range(20):
+        result = plan("run", 1, spec, status, world.children, T0)
+        world.apply(result)
+        batches.append(sorted(a.name for a in result.creates))
+        status = result.status
+        if result.done:
+            break
+        world.finish_all(result)
+    assert ["run-level-01", "run-level-01-reinit"] in batches
+    assert "run-level-02-reinit" not in world.created
+
+
+def test_run_failure_stops_running_children() -> None:
+    spec = make_spec(
+        pruning={"levels": 2, "controls": {"branches": ["random-reinit"]}},
+        resources={"maxParallelJobs": 2},
+        retry={"training": {"backoffLimit": 0}},
+    )
+    world = Cluster(fail={"run-level-01": 9})
+    result, world, _ = drive(spec, world)
+    assert result.status.phase == "Failed"
+    assert "run-level-01-reinit" in world.deleted
+    reinit = result.status.level_entry(1, "random-reinit")
+    assert reinit is not None and reinit.phase == "Failed"
+
+
+def test_condition_transition_time_only_moves_on_status_change() -> None:
+    spec = make_spec()
+    first = plan("run", 1, spec, None, {}, T0)
+    later = T0 + timedelta(hours=1)
+    world = Cluster()
+    world.apply(first)
+    second = plan("run", 1, spec, first.status, world.children, later)
+    progressing = second.status.condition("Progressing")
+    assert progressing is not None and progressing.last_transition_time == T0
+
+
+@pytest.mark.parametrize("levels", [0, 1, 5, 13])
+def test_density_rows_follow_one_minus_fraction_to_the_level(levels: int) -> None:
+    result, _, _ = drive(make_spec(pruning={"levels": levels}))
+    assert [e.density for e in result.status.levels] == [round(0.8**level, 6) for level in range(levels + 1)]
