@@ -1,0 +1,81 @@
+"""The command lines of the two workloads, built from the spec in one place.
+
+The manifest builders put these in pod specs and the local runner executes
+them, so what runs on one machine is what runs on the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+
+from lth.api import Branch, RunSpec
+
+SPARK_MODULE = "lth_spark"
+TRAINER_MODULE = "lth_trainer"
+SPARK_MAIN_IN_IMAGE = "local:///opt/lth/lth_spark/__main__.py"
+"""Where the Spark image keeps the job's entry file (spark-submit wants a file, not -m)."""
+TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's files are: the storage root (the volume's mount, or a local folder)."""
+
+    storage_root: str
+    run_name: str
+
+    @property
+    def run_dir(self) -> str:
+        return posixpath.join(self.storage_root, "runs", self.run_name)
+
+    def resolve(self, path: str) -> str:
+        """A path from the spec: absolute, or relative to the storage root."""
+        return posixpath.normpath(posixpath.join(self.storage_root, path))
+
+    def input_path(self, spec: RunSpec) -> str:
+        return self.resolve(spec.dataset.path)
+
+    def data_dir(self, spec: RunSpec) -> str:
+        """The shards the trainer reads: prepared ones in place, else the run's data/."""
+        if spec.dataset.format == "prepared":
+            return self.input_path(spec)
+        return posixpath.join(self.run_dir, "data")
+
+
+def spec_json(spec: RunSpec) -> str:
+    """The spec as the workloads receive it: compact JSON of its wire form."""
+    return json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)
+
+
+def prep_arguments(spec: RunSpec, paths: RunPaths) -> list[str]:
+    """Arguments of the Spark job (`python -m lth_spark ...`, or spark-submit's main file)."""
+    return [
+        "--input",
+        paths.input_path(spec),
+        "--output",
+        paths.data_dir(spec),
+        "--spec-json",
+        spec_json(spec),
+    ]
+
+
+def trainer_arguments(
+    spec: RunSpec, paths: RunPaths, level: int, branch: Branch, termination_log: str = TERMINATION_LOG
+) -> list[str]:
+    """Arguments of one level of the trainer (`torchrun ... -m lth_trainer ...`)."""
+    return [
+        "--run-dir",
+        paths.run_dir,
+        "--data",
+        paths.data_dir(spec),
+        "--level",
+        str(level),
+        "--branch",
+        branch,
+        "--termination-log",
+        termination_log,
+        "--spec-json",
+        spec_json(spec),
+    ]
