@@ -171,6 +171,12 @@ BROKEN: list[tuple[str, dict[str, Any], str, bool]] = [
         False,
     ),
     ("wrong apiVersion", with_change("apiVersion", "lth.dev/v1"), "apiVersion", False),
+    (
+        "crop larger than the images",
+        with_change("spec.training.cropSize", 300),
+        "spec.training.cropSize",
+        False,
+    ),
     ("image size too small", with_change("spec.dataset.imageSize", 8), "spec.dataset.imageSize", True),
 ]
 

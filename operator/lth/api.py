@@ -152,6 +152,23 @@ class TrainingSpec(ApiModel):
     )
     gamma: float = Field(0.1, gt=0, le=1, description="Factor of the step schedule.")
     warmup_epochs: int = Field(5, ge=0, description="Linear warmup from 0, epochs.")
+    augmentation: Literal["random-resized-crop", "none"] = Field(
+        "random-resized-crop",
+        description=(
+            "Train-time augmentation: random-resized-crop (scale 0.1-1, ratio 0.8-1.25) plus "
+            "horizontal flip, as the ImageNet references do; none for digits and other data "
+            "that flips would change."
+        ),
+    )
+    crop_size: int | None = Field(
+        None,
+        ge=16,
+        le=1024,
+        description=(
+            "Side of the crops the network sees, pixels: random crops in training, the center "
+            "crop in evaluation. Default: the data's image size."
+        ),
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "bf16", description="Autocast precision on GPU (CPU training runs fp32 or bf16)."
     )

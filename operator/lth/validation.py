@@ -155,6 +155,14 @@ def check_spec(spec: RunSpec) -> list[Problem]:
                 f"each branch at most once (of {', '.join(CONTROL_BRANCHES)})",
             )
         )
+    crop = training.crop_size
+    if crop is not None and crop > spec.dataset.image_size:
+        problems.append(
+            Problem(
+                "spec.training.cropSize",
+                f"{crop} is larger than the images ({spec.dataset.image_size}, spec.dataset.imageSize)",
+            )
+        )
     classes = spec.dataset.classes
     if classes is not None and len(set(classes)) != len(classes):
         problems.append(Problem("spec.dataset.classes", "lists a class twice"))
