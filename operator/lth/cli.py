@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from rich.console import Console
 
+from lth.api import RunStatus
 from lth.crd import crd_yaml
 from lth.validation import Problem, check_run
 
@@ -53,6 +55,85 @@ def _cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lth.console import ConsoleDisplay
+    from lth.local import LocalExecutor, RunError, run_local
+    from lth.report import write_report
+
+    display = ConsoleDisplay()
+    try:
+        executor = LocalExecutor.from_file(args.spec, args.root, args.nproc)
+        status = run_local(executor, display)
+    except RunError as error:
+        display.console.print(f"[red]error:[/] {error}")
+        return 1
+    except KeyboardInterrupt:
+        display.console.print("\nstopped; run the same command again to go on where it stopped")
+        return 130
+    ticket = write_report(executor.layout.root, status)
+    _print_summary(display.console, status)
+    display.console.print(f"report and ticket: {ticket}")
+    return 0
+
+
+def _load_status(run_dir: Path) -> RunStatus:
+    path = run_dir / "status.json"
+    try:
+        return RunStatus.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: no such file; is {run_dir} a run directory (runs/<name>)?") from None
+    except ValueError as error:
+        raise SystemExit(f"{path}: unreadable: {error}") from None
+
+
+def _print_summary(console: Console, status: RunStatus) -> None:
+    from rich.table import Table
+
+    from lth.report import BRANCH_LABELS, branches, rows
+
+    console.print(f"phase [bold]{status.phase}[/]", end="")
+    if status.level is not None:
+        console.print(f", level {status.level}, density {status.density or 0:.4f}", end="")
+    console.print()
+    for condition in status.conditions:
+        if condition.status == "True" or condition.type == "SpecAccepted":
+            console.print(f"  {condition.type}={condition.status} {condition.reason}: {condition.message}")
+    table = Table(title="accuracy vs density")
+    table.add_column("level", justify="right")
+    table.add_column("density", justify="right")
+    columns = branches(status)
+    for branch in columns:
+        table.add_column(f"top-1 {BRANCH_LABELS[branch]}", justify="right")
+    phase: dict[tuple[int, str], str] = {(e.level, e.branch): e.phase for e in status.levels}
+    for row in rows(status):
+        cells = [
+            f"{row.top1[b]:.2f}" if b in row.top1 else phase.get((row.level, b), "").lower() for b in columns
+        ]
+        table.add_row(str(row.level), f"{row.density * 100:.2f}%", *cells)
+    if status.levels:
+        console.print(table)
+    if status.best is not None:
+        console.print(
+            f"best ticket: level {status.best.level}, density {status.best.density * 100:.2f}%, "
+            f"top-1 {status.best.top1:.2f}% (dense {status.dense_top1:.2f}%)"
+        )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    _print_summary(Console(), _load_status(args.run_dir))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lth.report import write_report
+
+    status = _load_status(args.run_dir)
+    console = Console()
+    _print_summary(console, status)
+    console.print(f"report and ticket: {write_report(args.run_dir, status)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="lth", description="Find lottery tickets: IMP with rewinding, on Kubernetes or locally."
@@ -67,6 +148,33 @@ def parser() -> argparse.ArgumentParser:
 
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition YAML")
     crd.set_defaults(func=_cmd_crd)
+
+    run = commands.add_parser(
+        "run",
+        help="run a LotteryTicketRun on this machine (Spark local mode, torchrun); rerun to resume",
+    )
+    run.add_argument("spec", type=Path, metavar="SPEC", help="a LotteryTicketRun YAML file")
+    run.add_argument(
+        "--root",
+        type=Path,
+        default=Path("."),
+        help="storage root: relative dataset paths start here, the run directory is "
+        "ROOT/runs/<name> (default: the current directory)",
+    )
+    run.add_argument(
+        "--nproc", type=int, default=None, help="trainer processes per level (default: GPUs, or 1)"
+    )
+    run.set_defaults(func=_cmd_run)
+
+    status = commands.add_parser("status", help="print where a run stands")
+    status.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    status.set_defaults(func=_cmd_status)
+
+    report = commands.add_parser(
+        "report", help="write the table, the plot and the exported ticket to RUN_DIR/ticket"
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.set_defaults(func=_cmd_report)
     return root
 
 

@@ -1,0 +1,390 @@
+"""The local executor: the planner's actions carried out on one machine.
+
+The Spark job runs under spark-submit in local mode and each level under
+torchrun, as subprocesses, one at a time. A child "exists" here when the
+status says it was created; it is finished when its outputs exist
+(data/manifest.json, levels/NN/result.json). All state is in the run
+directory, so Ctrl-C and a rerun go on where the run stopped: an unfinished
+child is started again and resumes from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from lth.api import LevelResult, LotteryTicketRun, RunSpec, RunStatus
+from lth.commands import (
+    SPARK_MODULE,
+    TRAINER_MODULE,
+    RunPaths,
+    prep_arguments,
+    trainer_arguments,
+)
+from lth.naming import RunLayout, prep_name
+from lth.planner import (
+    DeleteChild,
+    EmitEvent,
+    ObservedChild,
+    Plan,
+    plan,
+)
+
+LOG_TAIL_LINES = 25
+
+
+class RunError(Exception):
+    """A local run cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One child's process: what to run and where its log goes."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str]
+    level: int | None = None
+    branch: str | None = None
+
+
+@dataclass
+class Outcome:
+    attempt: int
+    returncode: int
+    log_tail: str
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def read_result(path: Path) -> LevelResult | None:
+    try:
+        return LevelResult.model_validate_json(path.read_text())
+    except (OSError, ValidationError, ValueError):
+        return None
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One `lth run` per run directory: a second one is refused while the first holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / ".lock"
+    handle = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(f"{run_dir} is in use by `lth run` ({owner}); wait for it or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def load_run(spec_file: Path) -> tuple[LotteryTicketRun, dict[str, Any]]:
+    """The run document from a YAML file, with its raw spec for the planner."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(spec_file.read_text())
+    except OSError as error:
+        raise RunError(f"{spec_file}: cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise RunError(f"{spec_file}: not valid YAML: {error}") from None
+    from lth.validation import check_run
+
+    run, problems = check_run(document)
+    if run is None or problems:
+        raise RunError("\n".join(f"{spec_file}: {p}" for p in problems))
+    return run, document["spec"]
+
+
+def local_nproc() -> int:
+    """Processes per level: the local GPUs, or one process on CPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False)
+        gpus = sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+        if gpus:
+            return gpus
+    return 1
+
+
+@dataclass
+class LocalExecutor:
+    """Carries out plans for one run on this machine."""
+
+    run: LotteryTicketRun
+    raw_spec: dict[str, Any]
+    storage_root: Path
+    nproc: int = 1
+    on_event: Callable[[EmitEvent], None] = lambda event: None
+    on_launch: Callable[[Launch, Plan], None] = lambda launch, plan: None
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.paths = RunPaths(str(self.storage_root.resolve()), self.run.metadata.name)
+        self.layout = RunLayout(Path(self.paths.run_dir))
+        self.status_file = self.layout.root / "status.json"
+        self.logs = self.layout.root / "logs"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_file(cls, spec_file: Path, storage_root: Path, nproc: int | None = None) -> LocalExecutor:
+        run, raw_spec = load_run(spec_file)
+        return cls(run, raw_spec, storage_root, nproc or local_nproc())
+
+    @property
+    def name(self) -> str:
+        return self.run.metadata.name
+
+    # ------------------------------------------------------------------ state
+
+    def load_status(self) -> RunStatus | None:
+        try:
+            return RunStatus.model_validate_json(self.status_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValidationError, ValueError) as error:
+            raise RunError(
+                f"{self.status_file}: unreadable run state ({error}); remove it to start over"
+            ) from None
+
+    def save_status(self, status: RunStatus) -> None:
+        atomic_write_text(self.status_file, json.dumps(status.to_wire(), indent=2) + "\n")
+
+    def observe(self, status: RunStatus | None, spec: RunSpec | None) -> dict[str, ObservedChild]:
+        """The children as the run directory shows them."""
+        children: dict[str, ObservedChild] = {}
+        prep = prep_name(self.name)
+        entry = status.preprocessing if status else None
+        if self._data_ready(spec):
+            children[prep] = ObservedChild(prep, entry.attempts if entry else 1, "Succeeded")
+        elif entry is not None and entry.phase in ("Pending", "Running"):
+            children[prep] = self._unfinished(prep, entry.attempts)
+        for row in status.levels if status else []:
+            result = read_result(self.layout.result_file(row.level, row.branch))
+            if result is not None:
+                children[row.name] = ObservedChild(row.name, row.attempts, "Succeeded", result=result)
+            elif row.phase in ("Pending", "Running"):
+                children[row.name] = self._unfinished(row.name, row.attempts)
+        return children
+
+    def _data_ready(self, spec: RunSpec | None) -> bool:
+        if spec is None or spec.dataset.format == "prepared":
+            return False
+        return (Path(self.paths.data_dir(spec)) / "manifest.json").exists()
+
+    def _unfinished(self, name: str, attempt: int) -> ObservedChild:
+        outcome = self.outcomes.get(name)
+        if outcome is not None and outcome.attempt == attempt:
+            reason = f"exit code {outcome.returncode}; log tail:\n{outcome.log_tail}"
+            return ObservedChild(name, attempt, "Failed", reason)
+        return ObservedChild(name, attempt, "Running")
+
+    # ------------------------------------------------------------------ loop
+
+    def step(self, status: RunStatus | None) -> Plan:
+        """Plan once from what the run directory shows, and record the new status."""
+        spec = RunSpec.model_validate(status.accepted_spec) if status and status.accepted_spec else None
+        children = self.observe(status, spec)
+        result = plan(self.name, 1, self.raw_spec, status, children, datetime.now(UTC))
+        for action in result.actions:
+            if isinstance(action, EmitEvent):
+                self.on_event(action)
+            elif isinstance(action, DeleteChild):
+                self.outcomes.pop(action.name, None)
+        self.save_status(result.status)
+        return result
+
+    def next_launch(self, result: Plan) -> Launch | None:
+        """The first unfinished child of the plan's status, to run now."""
+        spec = result.spec
+        if spec is None:
+            return None
+        status = result.status
+        prep = status.preprocessing
+        if prep is not None and prep.phase in ("Pending", "Running") and prep.name not in self.outcomes:
+            return self._prep_launch(spec)
+        for row in status.levels:
+            if row.phase in ("Pending", "Running") and row.name not in self.outcomes:
+                return self._level_launch(spec, row.name, row.level, row.branch)
+        return None
+
+    def _prep_launch(self, spec: RunSpec) -> Launch:
+        main_file = Path(_module_dir(SPARK_MODULE)) / "__main__.py"
+        spark_submit = _tool("spark-submit")
+        argv = [
+            spark_submit,
+            "--master",
+            f"local[{os.cpu_count() or 1}]",
+            "--driver-memory",
+            spec.preprocessing.driver_memory,
+            "--conf",
+            "spark.ui.enabled=false",
+            str(main_file),
+            *prep_arguments(spec, self.paths),
+        ]
+        env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        return Launch(prep_name(self.name), argv, self.logs / f"{prep_name(self.name)}.log", env)
+
+    def _level_launch(self, spec: RunSpec, name: str, level: int, branch: Any) -> Launch:
+        termination = self.logs / f"{name}.termination-log"
+        argv = [
+            _tool("torchrun"),
+            "--standalone",
+            f"--nproc-per-node={self.nproc}",
+            "-m",
+            TRAINER_MODULE,
+            *trainer_arguments(spec, self.paths, level, branch, str(termination)),
+        ]
+        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.nproc))}
+        return Launch(name, argv, self.logs / f"{name}.log", env, level, branch)
+
+    def launch(self, launch: Launch, attempt: int, tick: Callable[[], None] = lambda: None) -> Outcome:
+        """Run one child to its end; Ctrl-C stops it and is raised again."""
+        launch.log.parent.mkdir(parents=True, exist_ok=True)
+        with launch.log.open("ab") as log:
+            started = datetime.now(UTC).isoformat()
+            log.write(f"\n=== {started} attempt {attempt}: {' '.join(launch.argv[:6])} ...\n".encode())
+            log.flush()
+            returncode = self._wait(launch, log, tick)
+        outcome = Outcome(attempt, returncode, log_tail(launch.log))
+        if returncode != 0:
+            self.outcomes[launch.name] = outcome
+        return outcome
+
+    def _wait(self, launch: Launch, log: IO[bytes], tick: Callable[[], None]) -> int:
+        self.process = subprocess.Popen(
+            launch.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **launch.env},
+            start_new_session=True,
+        )
+        try:
+            while True:
+                try:
+                    return self.process.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    tick()
+        except KeyboardInterrupt:
+            self._stop_child()
+            raise
+        finally:
+            self.process = None
+
+    def _stop_child(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _tool(name: str) -> str:
+    """A console script of this environment (spark-submit, torchrun), else from PATH."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise RunError(f"`{name}` is not installed: install the project with its spark and trainer extras")
+    return found
+
+
+def _module_dir(module: str) -> str:
+    import importlib.util
+
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise RunError(f"the Python package {module} is not installed (pip install '.[spark,trainer]')")
+    return next(iter(found.submodule_search_locations))
+
+
+class Display:
+    """What the runner tells its user; the console version is in lth.console."""
+
+    def event(self, event: EmitEvent) -> None: ...
+
+    def child_started(self, launch: Launch, status: RunStatus, layout: RunLayout) -> None: ...
+
+    def child_finished(self, launch: Launch, outcome: Outcome) -> None: ...
+
+    def tick(self) -> None:
+        """Called about twice a second while a child runs."""
+
+
+def run_local(executor: LocalExecutor, display: Display) -> RunStatus:
+    """Run (or resume) a LotteryTicketRun on this machine until it succeeds or fails."""
+    executor.on_event = display.event
+    with run_lock(executor.layout.root):
+        status = executor.load_status()
+        plans_without_launch = 0
+        while True:
+            result = executor.step(status)
+            status = result.status
+            if result.done:
+                break
+            launch = executor.next_launch(result)
+            if launch is None:
+                # A retry takes two plans: one deletes the failed attempt, the next creates it.
+                plans_without_launch += 1
+                if plans_without_launch > 2:
+                    raise RunError(f"{executor.status_file}: the run waits on nothing it can start")
+                continue
+            plans_without_launch = 0
+            attempt = _attempt_of(status, launch.name)
+            display.child_started(launch, status, executor.layout)
+            outcome = executor.launch(launch, attempt, display.tick)
+            display.child_finished(launch, outcome)
+    if status.phase == "Failed":
+        failed = status.condition("Failed")
+        raise RunError(failed.message if failed else "the run failed")
+    return status
+
+
+def _attempt_of(status: RunStatus, name: str) -> int:
+    if status.preprocessing is not None and status.preprocessing.name == name:
+        return status.preprocessing.attempts
+    return next(row.attempts for row in status.levels if row.name == name)

@@ -1,0 +1,138 @@
+"""The accuracy-vs-density report of a run, its plot, and the exported ticket."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lth.api import RunStatus
+from lth.local import atomic_write_text
+
+BRANCH_LABELS = {
+    "main": "IMP ticket",
+    "random-reinit": "random reinit (same mask)",
+    "random-prune": "random mask (same density per layer)",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    level: int
+    density: float
+    top1: dict[str, float]
+    """top-1 by branch (main, random-reinit, random-prune), where finished"""
+
+
+def rows(status: RunStatus) -> list[Row]:
+    """One row per level, with each branch's top-1."""
+    by_level: dict[int, Row] = {}
+    for entry in sorted(status.levels, key=lambda e: e.level):
+        row = by_level.setdefault(entry.level, Row(entry.level, entry.density or 0.0, {}))
+        if entry.top1 is not None:
+            row.top1[entry.branch] = entry.top1
+        if entry.branch == "main" and entry.density is not None:
+            by_level[entry.level] = Row(entry.level, entry.density, row.top1)
+    return [by_level[level] for level in sorted(by_level)]
+
+
+def branches(status: RunStatus) -> list[str]:
+    present = {e.branch for e in status.levels}
+    return [b for b in BRANCH_LABELS if b in present]
+
+
+def markdown_table(status: RunStatus) -> str:
+    """The table as Markdown: level, density, then top-1 per branch."""
+    columns = branches(status)
+    header = "| level | density | " + " | ".join(f"top-1 {BRANCH_LABELS[b]}" for b in columns) + " |"
+    lines = [header, "|" + " --- |" * (2 + len(columns))]
+    for row in rows(status):
+        cells = [f"{row.top1[b]:.2f}" if b in row.top1 else "" for b in columns]
+        lines.append(f"| {row.level} | {row.density * 100:.2f}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(status: RunStatus, path: Path) -> Path:
+    """Top-1 against density (log scale, sparser to the right), dense as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    table = rows(status)
+    markers = {"main": "o-", "random-reinit": "s--", "random-prune": "^:"}
+    for branch in branches(status):
+        points = [(r.density * 100, r.top1[branch]) for r in table if branch in r.top1]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            axes.plot(xs, ys, markers[branch], label=BRANCH_LABELS[branch])
+    if status.dense_top1 is not None:
+        axes.axhline(status.dense_top1, color="grey", linewidth=1, label=f"dense ({status.dense_top1:.1f}%)")
+    if status.best is not None:
+        axes.plot(
+            status.best.density * 100,
+            status.best.top1,
+            "*",
+            markersize=14,
+            color="gold",
+            markeredgecolor="black",
+            label=f"best ticket (level {status.best.level})",
+        )
+    axes.set_xscale("log")
+    axes.invert_xaxis()
+    axes.set_xlabel("weights remaining (%), log scale")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower left", fontsize=8)
+    axes.set_title("Accuracy vs density")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp)
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+def model_card(status: RunStatus, run_name: str) -> str:
+    best = status.best
+    lines = [f"# Lottery ticket of run `{run_name}`", ""]
+    if best is not None:
+        lines += [
+            f"- best ticket: level {best.level}, {best.density * 100:.2f}% of the prunable weights "
+            f"remain, top-1 {best.top1:.2f}%",
+            f"- dense network (level 0): top-1 {status.dense_top1:.2f}%",
+            "",
+        ]
+    spec = status.accepted_spec or {}
+    model = spec.get("model", {}).get("arch", "?")
+    pruning = spec.get("pruning", {})
+    lines += [
+        f"- architecture: {model}; pruning: {pruning.get('strategy', 'global-magnitude')}, "
+        f"{pruning.get('fraction', 0.2)} of the remaining weights per level, rewind to "
+        f"{pruning.get('rewindTo', '?')} ({pruning.get('rewind', 'weights')} rewinding)",
+        "",
+        "## Accuracy vs density",
+        "",
+        markdown_table(status),
+        "",
+        "![accuracy vs density](accuracy.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, status: RunStatus) -> Path:
+    """ticket/: the best level's files, the spec, the model card and the plot."""
+    ticket = run_dir / "ticket"
+    ticket.mkdir(parents=True, exist_ok=True)
+    plot(status, ticket / "accuracy.png")
+    if status.best is not None:
+        best_dir = run_dir / "levels" / f"{status.best.level:02d}"
+        for source in sorted(best_dir.glob("mask*")) + sorted((run_dir / "levels" / "00").glob("rewind*")):
+            shutil.copy2(source, ticket / source.name)
+    atomic_write_text(ticket / "spec.json", json.dumps(status.accepted_spec, indent=2) + "\n")
+    atomic_write_text(ticket / "README.md", model_card(status, run_dir.name))
+    return ticket

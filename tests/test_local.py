@@ -1,0 +1,201 @@
+"""The local runner's loop with stand-in workloads: resume, retries, lock, report.
+
+The real Spark job and trainer are exercised end to end elsewhere; here the
+children are tiny scripts that write the same outputs (manifest.json,
+result.json), so the loop's behaviour is tested in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lth.api import RunSpec
+from lth.local import Display, LocalExecutor, RunError, run_local, run_lock
+from lth.report import write_report
+
+FAKE_CHILD = textwrap.dedent(
+    '''
+    """Stands in for the Spark job and the trainer: writes their outputs."""
+    import json, os, pathlib, sys, time
+    kind, out = sys.argv[1], pathlib.Path(sys.argv[2])
+    level = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    control = pathlib.Path(os.environ["FAKE_CONTROL"])
+    rules = json.loads(control.read_text()) if control.exists() else {}
+    with open(control.parent / "launches.log", "a") as log:
+        log.write(f"{kind} {out.name}\\n")
+    name = out.name
+    failures = control.parent / f"failures-{name}"
+    if rules.get("fail", {}).get(name, 0) > (int(failures.read_text()) if failures.exists() else 0):
+        failures.write_text(str((int(failures.read_text()) if failures.exists() else 0) + 1))
+        print(f"CUDA error: out of memory in {name}", flush=True)
+        sys.exit(3)
+    time.sleep(rules.get("sleep", {}).get(name, 0))
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "prep":
+        (out / "manifest.json").write_text("{}")
+    else:
+        branch = sys.argv[4]
+        top1 = 90.0 - level if branch == "main" else 80.0 - 2 * level
+        result = {"level": level, "branch": branch, "density": 0.8 ** level, "top1": top1}
+        (out / "result.json").write_text(json.dumps(result))
+    '''
+)
+
+
+class FakeExecutor(LocalExecutor):
+    """Runs the stand-in script instead of spark-submit and torchrun."""
+
+    def _prep_launch(self, spec: RunSpec) -> Any:
+        launch = super()._prep_launch(spec)
+        argv = [sys.executable, str(self.storage_root / "fake_child.py"), "prep", self.paths.data_dir(spec)]
+        return type(launch)(launch.name, argv, launch.log, launch.env)
+
+    def _level_launch(self, spec: RunSpec, name: str, level: int, branch: Any) -> Any:
+        launch = super()._level_launch(spec, name, level, branch)
+        out = self.layout.level_dir(level, branch)
+        argv = [
+            sys.executable,
+            str(self.storage_root / "fake_child.py"),
+            "level",
+            str(out),
+            str(level),
+            branch,
+        ]
+        return type(launch)(launch.name, argv, launch.log, launch.env, level, branch)
+
+
+SPEC = {
+    "apiVersion": "lth.dev/v1alpha1",
+    "kind": "LotteryTicketRun",
+    "metadata": {"name": "tiny"},
+    "spec": {
+        "dataset": {"format": "imagefolder", "path": "input"},
+        "training": {"epochs": 2, "batchSize": 8, "milestones": [], "warmupEpochs": 0},
+        "pruning": {"levels": 3, "rewindTo": "0", "controls": {"branches": ["random-reinit"], "levels": [2]}},
+        "resources": {"gpusPerPod": 0},
+        "retry": {"training": {"backoffLimit": 1}},
+    },
+}
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "fake_child.py").write_text(FAKE_CHILD)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(SPEC))
+    monkeypatch.setenv("FAKE_CONTROL", str(tmp_path / "control.json"))
+    return tmp_path
+
+
+def control(root: Path, **rules: Any) -> None:
+    (root / "control.json").write_text(json.dumps(rules))
+
+
+def launches(root: Path) -> list[str]:
+    path = root / "launches.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def executor(root: Path) -> FakeExecutor:
+    return FakeExecutor.from_file(root / "run.yaml", root, 1)  # type: ignore[return-value]
+
+
+def test_runs_every_child_once_and_reports(root: Path) -> None:
+    status = run_local(executor(root), Display())
+    assert status.phase == "Succeeded"
+    assert launches(root) == [
+        "prep data",
+        "level 00",
+        "level 01",
+        "level 02",
+        "level 03",
+        "level 02-reinit",
+    ]
+    assert status.best is not None and status.best.level == 1  # 89 is within 1 point of 90
+    ticket = write_report(root / "runs" / "tiny", status)
+    card = (ticket / "README.md").read_text()
+    assert "| 2 | 64.00% | 88.00 | 76.00 |" in card
+    assert (ticket / "accuracy.png").stat().st_size > 10_000
+
+
+def test_rerun_of_a_finished_run_does_nothing(root: Path) -> None:
+    run_local(executor(root), Display())
+    first = launches(root)
+    status = run_local(executor(root), Display())
+    assert status.phase == "Succeeded" and launches(root) == first
+
+
+def test_a_failed_child_is_retried_then_the_run_fails_with_its_log(root: Path) -> None:
+    control(root, fail={"01": 1})
+    assert run_local(executor(root), Display()).phase == "Succeeded"
+    assert launches(root).count("level 01") == 2
+
+    other = root / "again"
+    other.mkdir()
+    (other / "fake_child.py").write_text(FAKE_CHILD)
+    (other / "run.yaml").write_text(yaml.safe_dump(SPEC))
+    (root / "control.json").write_text(json.dumps({"fail": {"02": 5}}))
+    (other / "control.json").write_text(json.dumps({"fail": {"02": 5}}))
+    with pytest.raises(RunError) as error:
+        run_local(executor(root).__class__.from_file(other / "run.yaml", other, 1), Display())
+    assert "tiny-level-02" in str(error.value) and "CUDA error: out of memory" in str(error.value)
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    from test_local import FakeExecutor
+    from lth.local import Display, run_local
+    root = Path({root!r})
+    try:
+        run_local(FakeExecutor.from_file(root / "run.yaml", root, 1), Display())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    """
+)
+
+
+def test_interrupted_run_resumes_without_redoing_finished_levels(root: Path) -> None:
+    control(root, sleep={"02": 30})
+    driver = root / "driver.py"
+    driver.write_text(DRIVER.format(tests=str(Path(__file__).parent), root=str(root)))
+    process = subprocess.Popen([sys.executable, str(driver)], cwd=root)
+    deadline = time.monotonic() + 60
+    while "level 02" not in launches(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    level_01 = root / "runs" / "tiny" / "levels" / "01" / "result.json"
+    finished_at = level_01.stat().st_mtime_ns
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    assert not (root / "runs" / "tiny" / "levels" / "02" / "result.json").exists()
+
+    control(root)
+    status = run_local(executor(root), Display())
+    assert status.phase == "Succeeded"
+    assert launches(root).count("level 00") == 1 and launches(root).count("level 01") == 1
+    assert launches(root).count("level 02") == 2  # started again: the trainer resumes it
+    assert level_01.stat().st_mtime_ns == finished_at
+
+
+def test_a_second_runner_on_the_same_directory_is_refused(root: Path) -> None:
+    run_dir = root / "runs" / "tiny"
+    with run_lock(run_dir), pytest.raises(RunError, match="in use"):
+        run_local(executor(root), Display())
+
+
+def test_invalid_spec_file_names_the_file_and_field(root: Path) -> None:
+    broken = {**SPEC, "spec": {**SPEC["spec"], "pruning": {"fraction": 2}}}
+    (root / "bad.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(RunError, match=r"bad.yaml: spec.pruning.fraction"):
+        LocalExecutor.from_file(root / "bad.yaml", root, 1)
