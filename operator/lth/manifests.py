@@ -207,6 +207,8 @@ def _trainer_pod(run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
         ],
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # The trainer never talks to the API server.
+        "automountServiceAccountToken": False,
     }
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)

@@ -190,3 +190,17 @@ def test_operator_pod_is_locked_down() -> None:
 def test_values_schema_refuses_bad_values(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm_python.HelmValuesError, match=where):
         render(values)
+
+
+def test_image_digest_pins_the_image() -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render({"image": {"repository": "r.example/op", "tag": "1.0", "digest": digest}})
+    (container,) = the_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"r.example/op@{digest}"
+
+
+def test_network_policy_admits_only_the_metrics_port() -> None:
+    (policy,) = of_kind(render(CUSTOM), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}]}]
+    assert not of_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")

@@ -73,8 +73,9 @@ def test_bases() -> None:
     assert froms["spark"] == ["apache/spark:${SPARK_VERSION}-python3"] and args["SPARK_VERSION"].startswith(
         "4."
     )
-    base = next(c.value[0].split("=", 1)[1] for c in instructions("trainer") if c.cmd == "ARG")
-    assert base.startswith("pytorch/pytorch:2.14.1-cuda") and base.endswith("-runtime")
+    assert froms["trainer"] == ["pytorch/pytorch:${PYTORCH_TAG}"]
+    tag = next(c.value[0].split("=", 1)[1] for c in instructions("trainer") if c.cmd == "ARG")
+    assert tag.startswith("2.14.1-cuda") and tag.endswith("-runtime")
     assert "--constraint /tmp/base-torch.txt" in " ".join(
         " ".join(c.value) for c in instructions("trainer") if c.cmd == "RUN"
     ), "the trainer must not reinstall the base image's torch"

@@ -188,6 +188,8 @@ def test_single_pod_gpu_job() -> None:
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert job["metadata"]["labels"][LABEL_KUEUE_QUEUE] == "gpu-queue"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
 
 
 def test_multi_pod_job_has_workers() -> None:
