@@ -264,16 +264,19 @@ def master_pod_name(job_name: str) -> str:
 # --------------------------------------------------------------------------- reading back
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def level_result_from_pod(
     pod: Mapping[str, Any], level: int | None = None, branch: Branch | None = None
 ) -> LevelResult | None:
     """The result in the master pod's termination message; None when absent, garbled or not this level's."""
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    for status in statuses:
-        if not isinstance(status, Mapping) or status.get("name") != TRAINER_CONTAINER:
+    statuses = _mapping(pod.get("status")).get("containerStatuses")
+    for status in statuses if isinstance(statuses, list) else []:
+        if _mapping(status).get("name") != TRAINER_CONTAINER:
             continue
-        terminated = (status.get("state") or {}).get("terminated") or {}
-        message = terminated.get("message") if isinstance(terminated, Mapping) else None
+        message = _mapping(_mapping(status.get("state")).get("terminated")).get("message")
         if not isinstance(message, str):
             return None
         try:
