@@ -27,10 +27,15 @@ from lth.commands import (
     trainer_arguments,
 )
 from lth.naming import level_job_name, prep_name
-from lth.planner import ChildState, ObservedChild
+from lth.planner import ChildKind, ChildState, ObservedChild
 
 SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
 PYTORCHJOB_API_VERSION = "kubeflow.org/v1"
+CHILD_RESOURCES: dict[ChildKind, tuple[str, str, str]] = {
+    "SparkApplication": ("sparkoperator.k8s.io", "v1beta2", "sparkapplications"),
+    "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
+}
+"""(group, version, plural) of each child kind, as the custom-objects API and kopf name them."""
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "lth-operator"

@@ -14,6 +14,7 @@ from lth.api import Branch, LevelResult, RunSpec
 from lth.commands import SPARK_MAIN_IN_IMAGE, RunPaths, trainer_arguments
 from lth.manifests import (
     ANNOTATION_ATTEMPT,
+    CHILD_RESOURCES,
     LABEL_KUEUE_QUEUE,
     LABEL_RUN,
     RunRef,
@@ -84,6 +85,12 @@ def all_children() -> list[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize(("label", "child"), all_children(), ids=[c[0] for c in all_children()])
 def test_every_child_validates_against_the_upstream_crd(label: str, child: dict[str, Any]) -> None:
     assert schema_errors(child) == []
+
+
+def test_child_resources_name_the_kinds_emitted() -> None:
+    for _, child in all_children():
+        group, version, _plural = CHILD_RESOURCES[child["kind"]]
+        assert child["apiVersion"] == f"{group}/{version}"
 
 
 def test_the_validator_refuses_unknown_fields_and_wrong_types() -> None:
