@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
+
+from lth.manifests import CHILD_RESOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "lth-operator"
@@ -204,3 +207,13 @@ def test_network_policy_admits_only_the_metrics_port() -> None:
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}]}]
     assert not of_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_operator_may_manage_every_child_kind_the_manifests_emit() -> None:
+    for group, _version, plural in CHILD_RESOURCES.values():
+        assert {(group, plural, verb) for verb in ("create", "get", "watch", "delete")} <= OPERATOR_GRANTS
+
+
+def test_chart_app_version_is_the_project_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
