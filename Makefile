@@ -41,6 +41,7 @@ test: lint typecheck pytest
 
 crd: venv
 	$(BIN)/lth crd > crds/lotteryticketruns.lth.dev.yaml
+	cp crds/lotteryticketruns.lth.dev.yaml charts/lth-operator/crds/
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

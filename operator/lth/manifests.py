@@ -1,0 +1,370 @@
+"""The run's children as Kubernetes objects, and what the operator reads back from them.
+
+Pure functions of the spec: the kopf handlers create what these return and feed
+what they observe through `observe_*`, so every field and every state mapping
+is testable without an API server. Retries are the planner's (it recreates a
+failed child with the next attempt number), so the children themselves never
+restart: SparkApplication restartPolicy Never, PyTorchJob backoffLimit 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from lth import api
+from lth.api import Branch, LevelResult, RunSpec
+from lth.commands import (
+    SPARK_MAIN_IN_IMAGE,
+    TERMINATION_LOG,
+    TRAINER_MODULE,
+    RunPaths,
+    prep_arguments,
+    trainer_arguments,
+)
+from lth.naming import level_job_name, prep_name
+from lth.planner import ChildKind, ChildState, ObservedChild
+
+SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
+PYTORCHJOB_API_VERSION = "kubeflow.org/v1"
+CHILD_RESOURCES: dict[ChildKind, tuple[str, str, str]] = {
+    "SparkApplication": ("sparkoperator.k8s.io", "v1beta2", "sparkapplications"),
+    "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
+}
+"""(group, version, plural) of each child kind, as the custom-objects API and kopf name them."""
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "lth-operator"
+LABEL_RUN = "lth.dev/run"
+LABEL_LEVEL = "lth.dev/level"
+LABEL_BRANCH = "lth.dev/branch"
+ANNOTATION_ATTEMPT = "lth.dev/attempt"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+
+TRAINER_CONTAINER = "pytorch"
+"""The training operator finds the rendezvous port and the job's exit status on this container name."""
+PYTORCHJOB_PORT = 23456
+"""The training operator's default master port (named `pytorchjob-port`), set so no webhook must add it."""
+STORAGE_VOLUME = "lth-data"
+SHM_VOLUME = "dshm"
+
+CLEAN_POD_POLICY = "Running"
+"""After the job ends, delete pods still running (stragglers holding GPUs after a failure)
+but keep finished ones: the master pod's termination message carries the level's result."""
+
+SPARK_RUNNING_STATES = frozenset({"RUNNING", "SUCCEEDING", "FAILING", "UNKNOWN"})
+"""Spark operator states with a driver up. COMPLETED and FAILED are its only terminal states;
+SUBMISSION_FAILED, PENDING_RERUN and the rest lead to one of those, so they count as Pending."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The LotteryTicketRun that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def owner_reference(run: RunRef) -> dict[str, Any]:
+    """The run as controller owner: deleting the run deletes its children."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": run.name,
+        "uid": run.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(
+    run: RunRef, name: str, attempt: int, extra_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_RUN: run.name, **(extra_labels or {})}
+    return {
+        "name": name,
+        "namespace": run.namespace,
+        "labels": labels,
+        "annotations": {ANNOTATION_ATTEMPT: str(attempt)},
+        "ownerReferences": [owner_reference(run)],
+    }
+
+
+def _storage_volume(spec: RunSpec) -> dict[str, Any]:
+    return {"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}
+
+
+def _storage_mount(spec: RunSpec) -> dict[str, Any]:
+    mount = {"name": STORAGE_VOLUME, "mountPath": spec.storage.mount_path}
+    if spec.storage.sub_path:
+        mount["subPath"] = spec.storage.sub_path
+    return mount
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+
+
+# --------------------------------------------------------------------------- SparkApplication
+
+
+def spark_application(
+    run: RunRef, spec: RunSpec, paths: RunPaths, attempt: int, service_account: str
+) -> dict[str, Any]:
+    """The SparkApplication `<run>-prep` that writes the shards and the data manifest.
+
+    `service_account` runs the driver (it creates the executor pods); the executors
+    keep the namespace default, as they need no API access.
+    """
+    prep = spec.preprocessing
+    side = {
+        "labels": {LABEL_RUN: run.name},
+        "volumeMounts": [_storage_mount(spec)],
+        "securityContext": _container_security(),
+    }
+    return {
+        "apiVersion": SPARK_API_VERSION,
+        "kind": "SparkApplication",
+        "metadata": _metadata(run, prep_name(run.name), attempt),
+        "spec": {
+            "type": "Python",
+            "pythonVersion": "3",
+            "mode": "cluster",
+            "sparkVersion": prep.spark_version,
+            "image": prep.image,
+            "imagePullPolicy": "IfNotPresent",
+            "mainApplicationFile": SPARK_MAIN_IN_IMAGE,
+            "arguments": prep_arguments(spec, paths),
+            "restartPolicy": {"type": "Never"},
+            "volumes": [_storage_volume(spec)],
+            "driver": {
+                **side,
+                "cores": prep.driver_cores,
+                "memory": prep.driver_memory,
+                "serviceAccount": service_account,
+            },
+            "executor": {
+                **side,
+                "cores": prep.executor_cores,
+                "memory": prep.executor_memory,
+                "instances": prep.executors,
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------- PyTorchJob
+
+
+def _escape_expansion(arg: str) -> str:
+    """Kubernetes expands `$(VAR)` in command lines; `$$` keeps a user's `$` literal."""
+    return arg.replace("$", "$$")
+
+
+def trainer_command(spec: RunSpec, paths: RunPaths, level: int, branch: Branch) -> list[str]:
+    """torchrun for one level; the training operator's environment gives it the topology.
+
+    torchrun reads PET_NNODES, PET_NPROC_PER_NODE and PET_NODE_RANK itself, but takes
+    the rendezvous address only from PET_MASTER_ADDR / --master-addr, so the
+    MASTER_ADDR / MASTER_PORT that the training operator sets are passed through
+    Kubernetes' `$(VAR)` expansion.
+    """
+    return [
+        "torchrun",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+        TRAINER_MODULE,
+        *(_escape_expansion(a) for a in trainer_arguments(spec, paths, level, branch, TERMINATION_LOG)),
+    ]
+
+
+def _trainer_pod(run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch: Branch) -> dict[str, Any]:
+    res = spec.resources
+    requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    resources: dict[str, Any] = {"requests": requests}
+    if res.gpus_per_pod > 0:
+        # Extended resources: the request defaults to the limit.
+        resources["limits"] = {"nvidia.com/gpu": str(res.gpus_per_pod)}
+    container = {
+        "name": TRAINER_CONTAINER,
+        "image": res.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": trainer_command(spec, paths, level, branch),
+        "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "volumeMounts": [_storage_mount(spec), {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "terminationMessagePath": TERMINATION_LOG,
+        # A crash before the trainer writes its result still says why (the log's tail).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security(),
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            _storage_volume(spec),
+            # DataLoader workers pass batches through shared memory; the default 64 MiB is far too small.
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
+        ],
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # The trainer never talks to the API server.
+        "automountServiceAccountToken": False,
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in res.tolerations]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    return {
+        "metadata": {"labels": {LABEL_RUN: run.name, LABEL_LEVEL: str(level), LABEL_BRANCH: branch}},
+        "spec": pod_spec,
+    }
+
+
+def pytorch_job(
+    run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch: Branch, attempt: int
+) -> dict[str, Any]:
+    """The PyTorchJob `<run>-level-NN[-reinit|-rprune]` that trains, evaluates and prunes one level.
+
+    With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
+    when the queue has room, instead of racing its webhook.
+    """
+    res = spec.resources
+    template = _trainer_pod(run, spec, paths, level, branch)
+
+    def replica(count: int) -> dict[str, Any]:
+        return {"replicas": count, "restartPolicy": "Never", "template": template}
+
+    replicas = {"Master": replica(1)}
+    if res.pods > 1:
+        replicas["Worker"] = replica(res.pods - 1)
+    run_policy: dict[str, Any] = {"backoffLimit": 0, "cleanPodPolicy": CLEAN_POD_POLICY}
+    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
+    if res.queue_name:
+        labels[LABEL_KUEUE_QUEUE] = res.queue_name
+        run_policy["suspend"] = True
+    return {
+        "apiVersion": PYTORCHJOB_API_VERSION,
+        "kind": "PyTorchJob",
+        "metadata": _metadata(run, level_job_name(run.name, level, branch), attempt, labels),
+        "spec": {
+            "nprocPerNode": str(max(res.gpus_per_pod, 1)),
+            "runPolicy": run_policy,
+            "pytorchReplicaSpecs": replicas,
+        },
+    }
+
+
+def master_pod_name(job_name: str) -> str:
+    """The training operator names replica pods `<job>-<type>-<index>`."""
+    return f"{job_name}-master-0"
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def level_result_from_pod(
+    pod: Mapping[str, Any], level: int | None = None, branch: Branch | None = None
+) -> LevelResult | None:
+    """The result in the master pod's termination message; None when absent, garbled or not this level's."""
+    statuses = _mapping(pod.get("status")).get("containerStatuses")
+    for status in statuses if isinstance(statuses, list) else []:
+        if _mapping(status).get("name") != TRAINER_CONTAINER:
+            continue
+        message = _mapping(_mapping(status.get("state")).get("terminated")).get("message")
+        if not isinstance(message, str):
+            return None
+        try:
+            result = LevelResult.model_validate(json.loads(message))
+        except (ValueError, ValidationError):
+            return None
+        if level is not None and result.level != level:
+            return None
+        if branch is not None and result.branch != branch:
+            return None
+        return result
+    return None
+
+
+def _attempt(obj: Mapping[str, Any]) -> int:
+    """The planner's attempt number; a child without a readable one counts as attempt 1."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ATTEMPT)
+    if not isinstance(raw, str) or not raw.isdigit():
+        return 1
+    return max(int(raw), 1)
+
+
+def _deleting(obj: Mapping[str, Any]) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def observe_spark_application(obj: Mapping[str, Any]) -> ObservedChild:
+    """A SparkApplication as the planner sees it."""
+    app_state = ((obj.get("status") or {}).get("applicationState")) or {}
+    state_name = str(app_state.get("state") or "")
+    state: ChildState
+    if state_name == "COMPLETED":
+        state = "Succeeded"
+    elif state_name == "FAILED":
+        state = "Failed"
+    elif state_name in SPARK_RUNNING_STATES:
+        state = "Running"
+    else:
+        state = "Pending"
+    detail = str(app_state.get("errorMessage") or "")
+    message = f"{state_name}: {detail}" if detail else ""
+    return ObservedChild(
+        name=str(obj["metadata"]["name"]),
+        attempt=_attempt(obj),
+        state=state,
+        message=message,
+        deleting=_deleting(obj),
+    )
+
+
+def _true_condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if (
+            isinstance(condition, Mapping)
+            and condition.get("type") == type_
+            and condition.get("status") == "True"
+        ):
+            return condition
+    return None
+
+
+def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = None) -> ObservedChild:
+    """A PyTorchJob as the planner sees it; `result` comes from `level_result_from_pod` or result.json."""
+    state: ChildState
+    message = ""
+    failed = _true_condition(obj, "Failed")
+    if failed is not None:
+        state = "Failed"
+        message = str(failed.get("message") or failed.get("reason") or "")
+    elif _true_condition(obj, "Succeeded") is not None:
+        state = "Succeeded"
+    elif _true_condition(obj, "Running") is not None or _true_condition(obj, "Restarting") is not None:
+        state = "Running"
+    else:
+        state = "Pending"
+        suspended = _true_condition(obj, "Suspended")
+        if suspended is not None:
+            message = str(suspended.get("message") or "suspended (waiting for the queue)")
+    return ObservedChild(
+        name=str(obj["metadata"]["name"]),
+        attempt=_attempt(obj),
+        state=state,
+        message=message,
+        result=result,
+        deleting=_deleting(obj),
+    )

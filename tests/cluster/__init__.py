@@ -1,0 +1,1 @@
+"""Tests of the operator on a cluster: manifests, chart, images, metrics (no API server)."""

@@ -1,0 +1,219 @@
+"""The Helm chart, rendered and linted by Helm's own engine (helm-python-sdk)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from lth.manifests import CHILD_RESOURCES
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "lth-operator"
+NAMESPACE = "lth-system"
+
+OPERATOR_GRANTS = (
+    {("lth.dev", "lotteryticketruns", verb) for verb in ("get", "list", "watch", "patch")}
+    | {
+        ("lth.dev", "lotteryticketruns/status", "get"),
+        ("lth.dev", "lotteryticketruns/status", "patch"),
+        ("lth.dev", "lotteryticketruns/finalizers", "update"),
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "events", "create"),
+    }
+    | {
+        (group, resource, verb)
+        for group, resource in (
+            ("sparkoperator.k8s.io", "sparkapplications"),
+            ("kubeflow.org", "pytorchjobs"),
+        )
+        for verb in ("create", "get", "list", "watch", "delete", "patch")
+    }
+)
+"""Everything the operator may do, and all that it needs."""
+
+SPARK_DRIVER_GRANTS = {
+    ("", resource, verb)
+    for resource, verbs in (
+        ("pods", ("create", "get", "list", "watch", "delete", "deletecollection", "patch")),
+        ("services", ("create", "get", "list", "watch", "delete", "deletecollection")),
+        ("configmaps", ("create", "get", "list", "watch", "delete", "deletecollection")),
+        ("persistentvolumeclaims", ("get", "list")),
+    )
+    for verb in verbs
+}
+
+
+def render(values: dict[str, Any] | None = None, name: str = "lth") -> list[dict[str, Any]]:
+    chart = helm_python.Chart.load(str(CHART))
+    rendered = chart.render(values or {}, name=name, namespace=NAMESPACE)
+    return [
+        doc
+        for path, text in sorted(rendered.items())
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def the_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = of_kind(docs, "Deployment")
+    return deployment
+
+
+CUSTOM = {
+    "watch": {"allNamespaces": False, "namespaces": ["team-a", "team-b"]},
+    "serviceAccount": {"create": False, "name": "existing-sa"},
+    "sparkServiceAccount": {"create": True, "name": "spark-driver"},
+    "metrics": {"port": 9090, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "image": {"repository": "registry.example/lth-operator", "tag": "dev"},
+    "logFormat": "plain",
+    "nodeSelector": {"pool": "system"},
+}
+
+
+def test_chart_crd_is_the_generated_one() -> None:
+    copy = CHART / "crds" / "lotteryticketruns.lth.dev.yaml"
+    assert copy.read_bytes() == (ROOT / "crds" / "lotteryticketruns.lth.dev.yaml").read_bytes(), (
+        "the chart's CRD drifted from crds/: run `make crd`"
+    )
+
+
+@pytest.mark.parametrize("values", [{}, CUSTOM], ids=["default", "custom"])
+def test_lint_finds_no_errors_or_warnings(values: dict[str, Any]) -> None:
+    report = helm_python.lint(str(CHART), values, namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values", [{}, CUSTOM], ids=["default", "custom"])
+def test_rendered_objects_are_valid_kubernetes(values: dict[str, Any]) -> None:
+    docs = render(values)
+    for doc in docs:
+        if doc["apiVersion"] != "monitoring.coreos.com/v1":
+            kubernetes_validate.validate(doc, "1.34", strict=True)
+
+
+def test_default_install_watches_all_namespaces_with_one_cluster_role() -> None:
+    docs = render()
+    (role,) = of_kind(docs, "ClusterRole")
+    assert grants(role) == OPERATOR_GRANTS
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    (account,) = [a for a in of_kind(docs, "ServiceAccount") if a["metadata"]["name"] != "lth-spark"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    assert not of_kind(docs, "Role") or all(
+        r["metadata"]["name"] == "lth-spark" for r in of_kind(docs, "Role")
+    )
+    args = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["run", "--standalone", "--log-format=json", "-m", "lth.kopf_handlers", "--all-namespaces"]
+    assert not of_kind(docs, "Service") and not of_kind(docs, "ServiceMonitor")
+
+
+def test_namespaced_install_grants_roles_only_where_it_watches() -> None:
+    docs = render(CUSTOM)
+    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    operator_roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] != "spark-driver"]
+    assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["team-a", "team-b"]
+    assert all(grants(r) == OPERATOR_GRANTS for r in operator_roles)
+    bindings = [b for b in of_kind(docs, "RoleBinding") if b["metadata"]["name"] != "spark-driver"]
+    assert {b["subjects"][0]["name"] for b in bindings} == {"existing-sa"}
+    assert [a["metadata"]["name"] for a in of_kind(docs, "ServiceAccount")] == ["spark-driver"] * 2
+    container = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
+    assert container["image"] == "registry.example/lth-operator:dev"
+    assert {"name": "LTH_SPARK_SERVICE_ACCOUNT", "value": "spark-driver"} in container["env"]
+    (service,) = of_kind(docs, "Service")
+    assert service["spec"]["ports"][0]["port"] == 9090
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
+@pytest.mark.parametrize("values", [{}, CUSTOM], ids=["default", "custom"])
+def test_spark_driver_role_is_limited_to_its_executors(values: dict[str, Any]) -> None:
+    docs = render(values)
+    name = values.get("sparkServiceAccount", {}).get("name", "lth-spark")
+    roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == name]
+    assert roles and all(grants(r) == SPARK_DRIVER_GRANTS for r in roles)
+    namespaces = sorted(r["metadata"]["namespace"] for r in roles)
+    assert namespaces == (["team-a", "team-b"] if values else [NAMESPACE])
+
+
+def test_no_wildcards_anywhere() -> None:
+    for values in ({}, CUSTOM):
+        for role in of_kind(render(values), "Role") + of_kind(render(values), "ClusterRole"):
+            assert not any("*" in g for g in grants(role))
+
+
+def test_operator_pod_is_locked_down() -> None:
+    pod = the_deployment(render())["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert the_deployment(render())["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"watch": {"allNamespaces": "yes"}}, "/watch/allNamespaces"),
+        ({"watch": {"allNamespaces": False, "namespaces": ["Not_A_Namespace"]}}, "/watch/namespaces/0"),
+        ({"metrics": {"port": 80}}, "/metrics/port"),
+        ({"replicas": 2}, "replicas"),
+    ],
+)
+def test_values_schema_refuses_bad_values(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=where):
+        render(values)
+
+
+def test_image_digest_pins_the_image() -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render({"image": {"repository": "r.example/op", "tag": "1.0", "digest": digest}})
+    (container,) = the_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"r.example/op@{digest}"
+
+
+def test_network_policy_admits_only_the_metrics_port() -> None:
+    (policy,) = of_kind(render(CUSTOM), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}]}]
+    assert not of_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_operator_may_manage_every_child_kind_the_manifests_emit() -> None:
+    for group, _version, plural in CHILD_RESOURCES.values():
+        assert {(group, plural, verb) for verb in ("create", "get", "watch", "delete")} <= OPERATOR_GRANTS
+
+
+def test_chart_app_version_is_the_project_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -1,0 +1,407 @@
+"""Every child the operator can emit is valid for the real controllers' CRDs, named and owned right."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lth.api import Branch, LevelResult, RunSpec
+from lth.commands import SPARK_MAIN_IN_IMAGE, RunPaths, trainer_arguments
+from lth.manifests import (
+    ANNOTATION_ATTEMPT,
+    CHILD_RESOURCES,
+    LABEL_KUEUE_QUEUE,
+    LABEL_RUN,
+    RunRef,
+    level_result_from_pod,
+    master_pod_name,
+    observe_pytorch_job,
+    observe_spark_application,
+    pytorch_job,
+    spark_application,
+)
+from tests.k8s_schema import schema_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = RunRef(name="r50", namespace="ml", uid="0b7f6c1e-1111-2222-3333-444455556666")
+BRANCHES: list[Branch] = ["main", "random-reinit", "random-prune"]
+
+
+def example_spec(name: str) -> RunSpec:
+    return RunSpec.model_validate(yaml.safe_load((ROOT / "examples" / name).read_text())["spec"])
+
+
+def spec_with(**sections: dict[str, Any]) -> RunSpec:
+    return RunSpec.model_validate({"dataset": {"path": "imagenet"}, **sections})
+
+
+SPECS: dict[str, RunSpec] = {
+    "default": spec_with(),
+    "imagenet-example": example_spec("imagenet-resnet50.yaml"),
+    "cpu-example": example_spec("cpu-smallcnn.yaml"),
+    "multi-pod": spec_with(resources={"pods": 4, "gpusPerPod": 8}),
+    "cpu-only": spec_with(resources={"gpusPerPod": 0, "cpu": "2", "memory": "4Gi", "shmSize": "1Gi"}),
+    "scheduling": spec_with(
+        resources={
+            "nodeSelector": {"pool": "a100"},
+            "tolerations": [
+                {
+                    "key": "gpu",
+                    "operator": "Equal",
+                    "value": "yes",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 60,
+                },
+                {"operator": "Exists"},
+            ],
+            "priorityClassName": "research-high",
+            "queueName": "team-a",
+        }
+    ),
+    "sub-path": spec_with(storage={"claimName": "shared", "mountPath": "/data", "subPath": "lth/runs"}),
+    "prepared": spec_with(dataset={"format": "prepared", "path": "runs/old/data"}),
+}
+
+
+def paths(spec: RunSpec) -> RunPaths:
+    return RunPaths(storage_root=spec.storage.mount_path, run_name=RUN.name)
+
+
+def all_children() -> list[tuple[str, dict[str, Any]]]:
+    children = []
+    for label, spec in SPECS.items():
+        children.append((f"{label}/prep", spark_application(RUN, spec, paths(spec), 1, "lth-spark")))
+        for branch in BRANCHES:
+            job = pytorch_job(RUN, spec, paths(spec), 3, branch, 2)
+            children.append((f"{label}/level-03-{branch}", job))
+    return children
+
+
+@pytest.mark.parametrize(("label", "child"), all_children(), ids=[c[0] for c in all_children()])
+def test_every_child_validates_against_the_upstream_crd(label: str, child: dict[str, Any]) -> None:
+    assert schema_errors(child) == []
+
+
+def test_child_resources_name_the_kinds_emitted() -> None:
+    for _, child in all_children():
+        group, version, _plural = CHILD_RESOURCES[child["kind"]]
+        assert child["apiVersion"] == f"{group}/{version}"
+
+
+def test_the_validator_refuses_unknown_fields_and_wrong_types() -> None:
+    job = pytorch_job(RUN, SPECS["default"], paths(SPECS["default"]), 0, "main", 1)
+    broken = copy.deepcopy(job)
+    broken["spec"]["runPolicy"]["cleanupPolicy"] = "None"  # misspelt: the API server would prune it
+    broken["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = "1"
+    pod = broken["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 4.5
+    broken["metadata"]["labels"]["x"] = 1
+    errors = "\n".join(schema_errors(broken))
+    assert "cleanupPolicy" in errors
+    assert "spec.pytorchReplicaSpecs.Master.replicas" in errors
+    assert "nvidia.com/gpu" in errors
+    assert "metadata.labels.x" in errors
+    app = spark_application(RUN, SPECS["default"], paths(SPECS["default"]), 1, "sa")
+    app["spec"]["mode"] = "standalone"
+    assert any(e.startswith("spec.mode") for e in schema_errors(app))
+
+
+def test_names_labels_attempt_and_owner() -> None:
+    spec = SPECS["default"]
+    app = spark_application(RUN, spec, paths(spec), 3, "lth-spark")
+    job = pytorch_job(RUN, spec, paths(spec), 7, "random-prune", 2)
+    assert app["metadata"]["name"] == "r50-prep"
+    assert job["metadata"]["name"] == "r50-level-07-rprune"
+    assert (
+        pytorch_job(RUN, spec, paths(spec), 7, "random-reinit", 1)["metadata"]["name"]
+        == "r50-level-07-reinit"
+    )
+    for child, attempt in ((app, "3"), (job, "2")):
+        meta = child["metadata"]
+        assert meta["namespace"] == "ml"
+        assert meta["annotations"][ANNOTATION_ATTEMPT] == attempt
+        assert meta["labels"][LABEL_RUN] == "r50"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "lth-operator"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "lth.dev/v1alpha1",
+                "kind": "LotteryTicketRun",
+                "name": "r50",
+                "uid": RUN.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+
+def test_spark_application_runs_the_prep_job_on_the_volume() -> None:
+    spec = SPECS["imagenet-example"]
+    app = spark_application(RUN, spec, paths(spec), 1, "lth-spark")["spec"]
+    assert (app["type"], app["mode"], app["mainApplicationFile"]) == (
+        "Python",
+        "cluster",
+        SPARK_MAIN_IN_IMAGE,
+    )
+    assert app["restartPolicy"] == {"type": "Never"}
+    assert app["arguments"][:4] == ["--input", "/mnt/lth/imagenet", "--output", "/mnt/lth/runs/r50/data"]
+    assert app["driver"]["serviceAccount"] == "lth-spark"
+    assert "serviceAccount" not in app["executor"]
+    assert (app["executor"]["instances"], app["executor"]["cores"], app["executor"]["memory"]) == (8, 4, "8g")
+    assert app["volumes"] == [{"name": "lth-data", "persistentVolumeClaim": {"claimName": "lth-data"}}]
+    for side in ("driver", "executor"):
+        assert app[side]["volumeMounts"] == [{"name": "lth-data", "mountPath": "/mnt/lth"}]
+
+
+def _master(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["pytorchReplicaSpecs"]["Master"]
+
+
+def _container(job: dict[str, Any]) -> dict[str, Any]:
+    containers = _master(job)["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["pytorch"]
+    return containers[0]
+
+
+def test_single_pod_gpu_job() -> None:
+    spec = SPECS["imagenet-example"]
+    job = pytorch_job(RUN, spec, paths(spec), 0, "main", 1)
+    assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Master"}
+    assert _master(job)["replicas"] == 1 and _master(job)["restartPolicy"] == "Never"
+    assert job["spec"]["nprocPerNode"] == "4"
+    assert job["spec"]["runPolicy"] == {"backoffLimit": 0, "cleanPodPolicy": "Running", "suspend": True}
+    container = _container(job)
+    assert container["resources"] == {
+        "requests": {"cpu": "32", "memory": "128Gi"},
+        "limits": {"nvidia.com/gpu": "4"},
+    }
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    command = container["command"]
+    assert command[:5] == [
+        "torchrun",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+        "lth_trainer",
+    ]
+    assert command[5:] == trainer_arguments(spec, paths(spec), 0, "main")
+    pod = _master(job)["template"]["spec"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}} in pod["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert job["metadata"]["labels"][LABEL_KUEUE_QUEUE] == "gpu-queue"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_multi_pod_job_has_workers() -> None:
+    spec = SPECS["multi-pod"]
+    job = pytorch_job(RUN, spec, paths(spec), 1, "main", 1)
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 3)
+    assert replicas["Worker"]["template"] == replicas["Master"]["template"]
+    assert job["spec"]["nprocPerNode"] == "8"
+
+
+def test_cpu_job_asks_for_no_gpu_and_one_process() -> None:
+    spec = SPECS["cpu-only"]
+    job = pytorch_job(RUN, spec, paths(spec), 0, "main", 1)
+    assert "limits" not in _container(job)["resources"]
+    assert job["spec"]["nprocPerNode"] == "1"
+    assert "suspend" not in job["spec"]["runPolicy"]
+    assert LABEL_KUEUE_QUEUE not in job["metadata"]["labels"]
+    pod = _master(job)["template"]["spec"]
+    assert not {"nodeSelector", "tolerations", "priorityClassName"} & set(pod)
+
+
+def test_scheduling_options() -> None:
+    spec = SPECS["scheduling"]
+    pod = _master(pytorch_job(RUN, spec, paths(spec), 0, "main", 1))["template"]["spec"]
+    assert pod["priorityClassName"] == "research-high"
+    assert pod["tolerations"][0] == {
+        "key": "gpu",
+        "operator": "Equal",
+        "value": "yes",
+        "effect": "NoExecute",
+        "tolerationSeconds": 60,
+    }
+    assert pod["tolerations"][1] == {"operator": "Exists"}
+
+
+def test_sub_path_is_mounted_everywhere() -> None:
+    spec = SPECS["sub-path"]
+    mount = {"name": "lth-data", "mountPath": "/data", "subPath": "lth/runs"}
+    assert mount in _container(pytorch_job(RUN, spec, paths(spec), 0, "main", 1))["volumeMounts"]
+    app = spark_application(RUN, spec, paths(spec), 1, "sa")["spec"]
+    assert app["driver"]["volumeMounts"] == app["executor"]["volumeMounts"] == [mount]
+
+
+def kubelet_expand(arg: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of a command argument: `$$` -> `$`, `$(VAR)` -> its value when defined."""
+    out, i = [], 0
+    while i < len(arg):
+        if arg.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif arg.startswith("$(", i) and ")" in arg[i:]:
+            end = arg.index(")", i)
+            name = arg[i + 2 : end]
+            out.append(env.get(name, arg[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(arg[i])
+            i += 1
+    return "".join(out)
+
+
+def test_the_command_survives_kubernetes_expansion() -> None:
+    spec = spec_with(dataset={"path": "data/$(HOME)/$x"})
+    command = _container(pytorch_job(RUN, spec, paths(spec), 0, "main", 1))["command"]
+    env = {"MASTER_ADDR": "r50-level-00-master-0", "MASTER_PORT": "23456", "HOME": "/root"}
+    expanded = [kubelet_expand(a, env) for a in command]
+    assert expanded[1:3] == ["--master-addr=r50-level-00-master-0", "--master-port=23456"]
+    assert expanded[5:] == trainer_arguments(spec, paths(spec), 0, "main")
+    assert "data/$(HOME)/$x" in expanded[-1]
+
+
+# --------------------------------------------------------------------------- reading back
+
+RESULT = {"level": 3, "branch": "main", "density": 0.512, "top1": 74.9, "top5": 92.1, "durationSeconds": 3600}
+
+
+def pod_with_message(message: Any, container: str = "pytorch") -> dict[str, Any]:
+    return {
+        "metadata": {"name": master_pod_name("r50-level-03")},
+        "status": {
+            "containerStatuses": [
+                {"name": container, "state": {"terminated": {"exitCode": 0, "message": message}}}
+            ]
+        },
+    }
+
+
+def test_level_result_read_from_the_termination_message() -> None:
+    result = level_result_from_pod(pod_with_message(json.dumps(RESULT)), level=3, branch="main")
+    assert result == LevelResult(level=3, density=0.512, top1=74.9, top5=92.1, duration_seconds=3600)
+    assert master_pod_name("r50-level-03") == "r50-level-03-master-0"
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {},
+        {"status": {}},
+        {"status": {"containerStatuses": [{"name": "pytorch", "state": {"running": {}}}]}},
+        {"status": {"containerStatuses": [None, "x", {"name": "pytorch", "state": "garbage"}]}},
+        {"status": {"containerStatuses": {"name": "pytorch"}}},
+        pod_with_message(None),
+        pod_with_message(""),
+        pod_with_message("Traceback (most recent call last):\n  File ..."),
+        pod_with_message(json.dumps(RESULT)[:40]),  # cut at the 4 KiB limit
+        pod_with_message("[1, 2]"),
+        pod_with_message(json.dumps({**RESULT, "top1": 140})),
+        pod_with_message(json.dumps({**RESULT, "level": 4})),
+        pod_with_message(json.dumps({**RESULT, "branch": "random-reinit"})),
+        pod_with_message(json.dumps(RESULT), container="sidecar"),
+    ],
+    ids=[
+        "no-status",
+        "no-containers",
+        "still-running",
+        "odd-entries",
+        "statuses-not-a-list",
+        "no-message",
+        "empty",
+        "log-tail",
+        "truncated",
+        "not-an-object",
+        "out-of-range",
+        "other-level",
+        "other-branch",
+        "other-container",
+    ],
+)
+def test_garbage_is_no_result(pod: dict[str, Any]) -> None:
+    assert level_result_from_pod(pod, level=3, branch="main") is None
+
+
+def spark_app(
+    state: str | None, *, attempt: str | None = "2", error: str = "", deleting: bool = False
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "r50-prep", "annotations": {}}
+    if attempt is not None:
+        meta["annotations"][ANNOTATION_ATTEMPT] = attempt
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    obj: dict[str, Any] = {"metadata": meta}
+    if state is not None:
+        obj["status"] = {"applicationState": {"state": state, "errorMessage": error}}
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (None, "Pending"),
+        ("", "Pending"),
+        ("SUBMITTED", "Pending"),
+        ("SUBMISSION_FAILED", "Pending"),
+        ("PENDING_RERUN", "Pending"),
+        ("RUNNING", "Running"),
+        ("SUCCEEDING", "Running"),
+        ("FAILING", "Running"),
+        ("COMPLETED", "Succeeded"),
+        ("FAILED", "Failed"),
+    ],
+)
+def test_spark_application_states(state: str | None, expected: str) -> None:
+    assert observe_spark_application(spark_app(state)).state == expected
+
+
+def test_spark_application_failure_message_attempt_and_deletion() -> None:
+    observed = observe_spark_application(spark_app("FAILED", error="driver pod OOMKilled"))
+    assert (observed.name, observed.attempt, observed.deleting) == ("r50-prep", 2, False)
+    assert "driver pod OOMKilled" in observed.message
+    assert observe_spark_application(spark_app("RUNNING", deleting=True)).deleting
+    assert observe_spark_application(spark_app("RUNNING", attempt=None)).attempt == 1
+    assert observe_spark_application(spark_app("RUNNING", attempt="garbage")).attempt == 1
+
+
+def job_with(*conditions: tuple[str, str], message: str = "") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "r50-level-03", "annotations": {ANNOTATION_ATTEMPT: "3"}},
+        "status": {"conditions": [{"type": t, "status": s, "message": message} for t, s in conditions]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ((), "Pending"),
+        ((("Created", "True"),), "Pending"),
+        ((("Created", "True"), ("Suspended", "True")), "Pending"),
+        ((("Created", "True"), ("Running", "True")), "Running"),
+        ((("Running", "False"), ("Restarting", "True")), "Running"),
+        ((("Running", "False"), ("Succeeded", "True")), "Succeeded"),
+        ((("Running", "False"), ("Succeeded", "False")), "Pending"),
+        ((("Running", "False"), ("Failed", "True")), "Failed"),
+    ],
+)
+def test_pytorch_job_states(conditions: tuple[tuple[str, str], ...], expected: str) -> None:
+    assert observe_pytorch_job(job_with(*conditions)).state == expected
+
+
+def test_pytorch_job_carries_result_message_and_attempt() -> None:
+    result = LevelResult.model_validate(RESULT)
+    done = observe_pytorch_job(job_with(("Succeeded", "True")), result)
+    assert (done.attempt, done.result) == (3, result)
+    failed = observe_pytorch_job(job_with(("Failed", "True"), message="pod r50-level-03-master-0 exited 137"))
+    assert failed.message == "pod r50-level-03-master-0 exited 137"
+    deleting = job_with(("Running", "True"))
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert observe_pytorch_job(deleting).deleting
