@@ -1,0 +1,242 @@
+"""The operator: kopf handlers that carry out the planner on a cluster.
+
+Run it with `kopf run --standalone -m lth.kopf_handlers --all-namespaces`
+(or `-n NAMESPACE` per namespace). Every event of a LotteryTicketRun or of one
+of its children leads to one reconcile of the run: read the run and its
+children from the API server (never from memory), plan, create or delete the
+children the plan asks for (409 and 404 mean already done), post its events,
+and write the status when it changed. A lock per run keeps reconciles of one
+run in sequence; reconciles of different runs go on in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+import kubernetes
+
+from lth import api, manifests
+from lth.commands import RunPaths
+from lth.local import read_result
+from lth.metrics import OperatorMetrics, serve
+from lth.naming import RunLayout, prep_name
+from lth.planner import (
+    CreateLevelJob,
+    CreatePreprocessing,
+    DeleteChild,
+    EmitEvent,
+    ObservedChild,
+    Plan,
+    plan,
+)
+
+SPARK = manifests.CHILD_RESOURCES["SparkApplication"]
+PYTORCH = manifests.CHILD_RESOURCES["PyTorchJob"]
+SPARK_SERVICE_ACCOUNT = os.environ.get("LTH_SPARK_SERVICE_ACCOUNT", "lth-spark")
+STORAGE_ROOT = os.environ.get("LTH_STORAGE_ROOT")
+"""Where the operator mounts the runs' volume, if it does: result.json is read there when a
+master pod's termination message is gone."""
+
+METRICS = OperatorMetrics()
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def _api() -> tuple[kubernetes.client.CustomObjectsApi, kubernetes.client.CoreV1Api]:
+    return kubernetes.client.CustomObjectsApi(), kubernetes.client.CoreV1Api()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP)
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.scanning.disabled = True  # the RBAC grants no watch on CRDs
+    serve(METRICS, int(os.environ.get("LTH_METRICS_PORT", "8080")))
+
+
+@kopf.on.startup()
+async def heartbeat(**_: Any) -> None:
+    """Beats from the operator's own event loop: /healthz fails when the loop hangs."""
+
+    async def beat() -> None:
+        while True:
+            METRICS.beat()
+            await asyncio.sleep(10)
+
+    asyncio.get_running_loop().create_task(beat())
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+def run_changed(type: str, name: str, namespace: str | None, **_: Any) -> None:
+    if type != "DELETED" and namespace:
+        reconcile(namespace, name)
+
+
+@kopf.on.event(*SPARK, labels={manifests.LABEL_MANAGED_BY: manifests.MANAGED_BY})
+@kopf.on.event(*PYTORCH, labels={manifests.LABEL_MANAGED_BY: manifests.MANAGED_BY})
+def child_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    run = labels.get(manifests.LABEL_RUN)
+    if run and namespace:
+        reconcile(namespace, run)
+
+
+def reconcile(namespace: str, name: str) -> Plan | None:
+    """One level-triggered pass over one run."""
+    with _locks[(namespace, name)]:
+        custom, core = _api()
+        try:
+            body = cast(
+                dict[str, Any],
+                custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name),
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                METRICS.run_deleted(namespace, name)
+                return None
+            raise
+        old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
+        children = observe_children(custom, core, namespace, name)
+        result = plan(
+            name,
+            body["metadata"].get("generation", 1),
+            body.get("spec"),
+            old_status,
+            children,
+            datetime.now(UTC),
+        )
+        for action in result.actions:
+            _apply(custom, body, result, action)
+        new_status = result.status.to_wire()
+        if new_status != body.get("status"):
+            custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": new_status}
+            )
+        _record_metrics(namespace, name, old_status, result.status)
+        return result
+
+
+def _record_metrics(namespace: str, name: str, old: api.RunStatus | None, new: api.RunStatus) -> None:
+    METRICS.run_phase(namespace, name, new.phase)
+    before = {(e.level, e.branch): e for e in old.levels} if old else {}
+    for entry in new.levels:
+        previous = before.get((entry.level, entry.branch))
+        if entry.phase == "Succeeded" and (previous is None or previous.phase != "Succeeded"):
+            METRICS.level_finished(entry.branch, entry.duration_seconds or 0.0)
+        if entry.attempts > (previous.attempts if previous else 1) or (
+            entry.phase == "Failed" and (previous is None or previous.phase != "Failed")
+        ):
+            METRICS.child_failed("PyTorchJob")
+    prep, was = new.preprocessing, old.preprocessing if old else None
+    if prep is not None and (
+        prep.attempts > (was.attempts if was else 1)
+        or (prep.phase == "Failed" and (was is None or was.phase != "Failed"))
+    ):
+        METRICS.child_failed("SparkApplication")
+
+
+def observe_children(
+    custom: kubernetes.client.CustomObjectsApi,
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    run: str,
+) -> dict[str, ObservedChild]:
+    """The run's SparkApplication and PyTorchJobs as the planner sees them."""
+    selector = f"{manifests.LABEL_RUN}={run}"
+    children: dict[str, ObservedChild] = {}
+    apps = cast(
+        dict[str, Any],
+        custom.list_namespaced_custom_object(*SPARK[:2], namespace, SPARK[2], label_selector=selector),
+    )
+    for obj in apps["items"]:
+        if obj["metadata"]["name"] == prep_name(run):
+            children[obj["metadata"]["name"]] = manifests.observe_spark_application(obj)
+    jobs = cast(
+        dict[str, Any],
+        custom.list_namespaced_custom_object(*PYTORCH[:2], namespace, PYTORCH[2], label_selector=selector),
+    )
+    for obj in jobs["items"]:
+        child = manifests.observe_pytorch_job(obj)
+        if child.state == "Succeeded":
+            level, branch = _level_of(obj)
+            result = None
+            pod = _master_pod(core, namespace, obj)
+            if pod is not None:
+                result = manifests.level_result_from_pod(pod, level, branch)
+            if result is None and STORAGE_ROOT:
+                layout = RunLayout(Path(RunPaths(STORAGE_ROOT, run).run_dir))
+                result = read_result(layout.result_file(level, branch))
+            child = manifests.observe_pytorch_job(obj, result)
+        children[child.name] = child
+    return children
+
+
+def _level_of(job: dict[str, Any]) -> tuple[int, Any]:
+    labels = job["metadata"].get("labels") or {}
+    return int(labels.get(manifests.LABEL_LEVEL, "0")), labels.get(manifests.LABEL_BRANCH, "main")
+
+
+def _master_pod(
+    core: kubernetes.client.CoreV1Api, namespace: str, job: dict[str, Any]
+) -> dict[str, Any] | None:
+    name = manifests.master_pod_name(job["metadata"]["name"])
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    serialize = kubernetes.client.ApiClient().sanitize_for_serialization
+    return cast(dict[str, Any], serialize(pod))  # type: ignore[no-untyped-call]
+
+
+def _apply(
+    custom: kubernetes.client.CustomObjectsApi, body: dict[str, Any], result: Plan, action: Any
+) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    spec = result.spec
+    if isinstance(action, EmitEvent):
+        kopf.event(
+            cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1024]
+        )
+        return
+    if isinstance(action, DeleteChild):
+        group, version, plural = SPARK if action.kind == "SparkApplication" else PYTORCH
+        try:
+            custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, action.name, propagation_policy="Background"
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+        return
+    assert spec is not None
+    paths = RunPaths(spec.storage.mount_path, name)
+    run = manifests.RunRef(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+    if isinstance(action, CreatePreprocessing):
+        group, version, plural = SPARK
+        manifest = manifests.spark_application(run, spec, paths, action.attempt, SPARK_SERVICE_ACCOUNT)
+    elif isinstance(action, CreateLevelJob):
+        group, version, plural = PYTORCH
+        manifest = manifests.pytorch_job(run, spec, paths, action.level, action.branch, action.attempt)
+    else:
+        raise TypeError(f"unknown action {action!r}")
+    try:
+        custom.create_namespaced_custom_object(group, version, namespace, plural, manifest)
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
