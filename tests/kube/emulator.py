@@ -143,6 +143,14 @@ class ApiServer(kmock.KubernetesScaffold):
             raise _error(404, "NotFound", f"the server could not find the requested resource ({path})")
         return self._openapi[path]
 
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        if not isinstance(exc, kmock.KubernetesError):
+            return await super()._render_error(exc)
+        # kmock puts a Python traceback into every error's details; the real server sends only the Status.
+        status = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": exc.status,
+                  "reason": exc.reason, "message": exc.message, "details": exc.details or {}}
+        return aiohttp.web.json_response(status, status=exc.status)
+
     # -- request dispatch -----------------------------------------------------------------------
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
@@ -353,7 +361,7 @@ class ApiServer(kmock.KubernetesScaffold):
             match content_type:
                 case "application/json-patch+json":
                     patched: Obj = jsonpatch.apply_patch(current, request.data)
-                case "application/merge-patch+json":
+                case "application/merge-patch+json" if isinstance(request.data, dict):
                     patched = _merge_patch(current, request.data)
                 case "application/strategic-merge-patch+json" if not kind.is_custom:
                     patched = _merge_patch(current, request.data)  # lists are replaced, not merged by key

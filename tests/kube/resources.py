@@ -104,5 +104,6 @@ def project_kinds() -> list[Kind]:
     files = sorted(OUR_CRDS.glob("*.yaml")) + [UPSTREAM_CRDS / name for name in UPSTREAM_CRD_FILES]
     missing = [str(path) for path in files if not path.exists()]
     if missing:
-        raise FileNotFoundError(f"CRD files not found: {', '.join(missing)}")
+        raise FileNotFoundError(f"CRD files not found: {', '.join(missing)} "
+                                "(shared/ lies beside the checkout; or set LTH_SHARED to its path)")
     return [*BUILT_INS, *(kind for path in files for kind in kinds_from_file(path))]
