@@ -28,8 +28,12 @@ def write_kubeconfig(path: Path, server_url: str, namespace: str = "default") ->
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": {"server": server_url}}],
         "users": [{"name": "emulator", "user": {"token": "emulator"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator",
-                                                      "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": "emulator",
+                "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
+            }
+        ],
         "current-context": "emulator",
     }
     temporary = path.with_name(path.name + ".tmp")
@@ -49,13 +53,21 @@ class Cluster:
 
     def register(self, crd: Path | dict[str, Any] | Kind) -> None:
         """Serve more kinds: a CRD YAML file, a parsed CRD, or a Kind."""
-        kinds = [crd] if isinstance(crd, Kind) else kinds_from_crd(crd) if isinstance(crd, dict) else kinds_from_file(crd)
+        kinds = (
+            [crd]
+            if isinstance(crd, Kind)
+            else kinds_from_crd(crd)
+            if isinstance(crd, dict)
+            else kinds_from_file(crd)
+        )
         self._call(self.api.register, *kinds)
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """Run `fn` on the server's loop, where the store lives."""
+
         async def call() -> Any:
             return fn(*args)
+
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
 
     @property
@@ -63,25 +75,28 @@ class Cluster:
         """The environment for a subprocess (kubectl, `kopf run`) that should talk to this cluster."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this cluster; with `check`, fail with kubectl's stderr."""
-        result = subprocess.run([KUBECTL, *args], input=input, capture_output=True, text=True,
-                                env=self.env, timeout=timeout)
+        result = subprocess.run(
+            [KUBECTL, *args], input=input, capture_output=True, text=True, env=self.env, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
 
     def kubectl_background(self, *args: str) -> subprocess.Popen[str]:
         """Start kubectl and return at once (for `get -w`, `wait`, `delete --wait`)."""
-        return subprocess.Popen([KUBECTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=self.env)
+        return subprocess.Popen(
+            [KUBECTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
+        )
 
     def api_client(self) -> Any:
         """A `kubernetes.client.ApiClient` for this cluster (the KUBECONFIG variable is not consulted)."""
         import kubernetes
 
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
 
 @contextlib.contextmanager
@@ -105,7 +120,9 @@ def running(kubeconfig: Path, kinds: list[Kind] | None = None, port: int | None 
                 started.set_exception(exc)
             raise
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="kube-emulator", daemon=True)
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(serve(),), name="kube-emulator", daemon=True
+    )
     thread.start()
     try:
         yield started.result(timeout=30)
@@ -113,4 +130,3 @@ def running(kubeconfig: Path, kinds: list[Kind] | None = None, port: int | None 
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=10)
         loop.close()
-

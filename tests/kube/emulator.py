@@ -42,8 +42,12 @@ def _parse_path(path: str) -> parsing.ParsedPath:
     """kmock reads `/api/v1/namespaces[/name]` as a namespace scope; it is the namespaces resource."""
     parts = path.strip("/").split("/")
     rest = parts[2:]
-    if parts[0] == "api" and rest[:1] == ["namespaces"] and (len(rest) <= 2 or rest[2] in ("status", "finalize")):
-        return parsing.ParsedPath("", parts[1], "namespaces", None, *(rest[1:3] + [None, None])[:2])
+    if (
+        parts[0] == "api"
+        and rest[:1] == ["namespaces"]
+        and (len(rest) <= 2 or rest[2] in ("status", "finalize"))
+    ):
+        return parsing.ParsedPath("", parts[1], "namespaces", None, *[*rest[1:3], None, None][:2])
     return _kmock_parse_path(path)
 
 
@@ -85,7 +89,9 @@ class ApiServer(kmock.KubernetesScaffold):
 
     kinds: dict[tuple[str, str, str], Kind] = attrs.field(factory=dict, init=False)
     objects: dict[Key, Obj] = attrs.field(factory=dict, init=False)
-    history: list[tuple[int, Kind, str, Obj]] = attrs.field(factory=list, init=False)  # (rv, kind, type, object)
+    history: list[tuple[int, Kind, str, Obj]] = attrs.field(
+        factory=list, init=False
+    )  # (rv, kind, type, object)
     revision: int = attrs.field(default=1, init=False)
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _openapi: dict[str, Obj] = attrs.field(factory=dict, init=False)
@@ -102,8 +108,11 @@ class ApiServer(kmock.KubernetesScaffold):
         for kind in kinds:
             self.kinds[kind.group, kind.version, kind.plural] = kind
             self.resources[kmock.resource(kind.group, kind.version, kind.plural)] = kmock.ResourceInfo(
-                kind=kind.kind, singular=kind.singular or kind.kind.lower(), namespaced=kind.namespaced,
-                shortnames=set(kind.short_names), categories=set(kind.categories),
+                kind=kind.kind,
+                singular=kind.singular or kind.kind.lower(),
+                namespaced=kind.namespaced,
+                shortnames=set(kind.short_names),
+                categories=set(kind.categories),
                 subresources={"status"} if kind.has_status else set(),
                 verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
             )
@@ -111,8 +120,11 @@ class ApiServer(kmock.KubernetesScaffold):
 
     def add(self, obj: Obj) -> Obj:
         """Create an object as a POST would (for seeding a test's world without a client)."""
-        kind = next(kind for kind in self.kinds.values()
-                    if (kind.api_version, kind.kind) == (obj["apiVersion"], obj["kind"]))
+        kind = next(
+            kind
+            for kind in self.kinds.values()
+            if (kind.api_version, kind.kind) == (obj["apiVersion"], obj["kind"])
+        )
         namespace = obj["metadata"].get("namespace", "default") if kind.namespaced else None
         return self._create(kind, rendering.Request(method="POST", data=obj, namespace=namespace))[0]
 
@@ -147,8 +159,16 @@ class ApiServer(kmock.KubernetesScaffold):
         if not isinstance(exc, kmock.KubernetesError):
             return await super()._render_error(exc)
         # kmock puts a Python traceback into every error's details; the real server sends only the Status.
-        status = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": exc.status,
-                  "reason": exc.reason, "message": exc.message, "details": exc.details or {}}
+        status = {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "code": exc.status,
+            "reason": exc.reason,
+            "message": exc.message,
+            "details": exc.details or {},
+        }
         return aiohttp.web.json_response(status, status=exc.status)
 
     # -- request dispatch -----------------------------------------------------------------------
@@ -162,7 +182,9 @@ class ApiServer(kmock.KubernetesScaffold):
     async def _serve(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         kind = self._kind_of(request)
         assert kind is not None
-        if kind.namespaced != (request.namespace is not None) and not (request.method == "GET" and not request.name):
+        if kind.namespaced != (request.namespace is not None) and not (
+            request.method == "GET" and not request.name
+        ):
             raise _error(404, "NotFound", "the server could not find the requested resource")
         if request.subresource not in (None, "status") or (request.subresource and not kind.has_status):
             raise _error(404, "NotFound", f"{kind.qualified} has no subresource {request.subresource!r}")
@@ -180,18 +202,30 @@ class ApiServer(kmock.KubernetesScaffold):
             case "PUT", _:
                 return self._respond(request, kind, *self._update(kind, key, request, self._body(request)))
             case "PATCH", _:
-                return self._respond(request, kind, *self._update(kind, key, request, self._patched(kind, key, request)))
+                return self._respond(
+                    request, kind, *self._update(kind, key, request, self._patched(kind, key, request))
+                )
             case "DELETE", str():
                 return self._respond(request, kind, self._delete(key))
         raise _error(405, "MethodNotAllowed", f"{request.method} is not supported on {request.url.path}")
 
-    def _respond(self, request: rendering.Request, kind: Kind, obj: Obj,
-                 unknown: list[str] | None = None, status: int = 200) -> aiohttp.web.Response:
+    def _respond(
+        self,
+        request: rendering.Request,
+        kind: Kind,
+        obj: Obj,
+        unknown: list[str] | None = None,
+        status: int = 200,
+    ) -> aiohttp.web.Response:
         if "as=Table" in request.headers.get("Accept", ""):
-            items = obj["items"] if "items" in obj else [obj]
+            items = obj.get("items", [obj])
             include = request.params.get("includeObject", "PartialObjectMetadata")
             obj = printing.table(kind, items, obj["metadata"].get("resourceVersion", ""), include)
-        headers = {"Warning": ", ".join(f'299 - "unknown field \\"{path}\\""' for path in unknown)} if unknown else {}
+        headers = (
+            {"Warning": ", ".join(f'299 - "unknown field \\"{path}\\""' for path in unknown)}
+            if unknown
+            else {}
+        )
         return aiohttp.web.json_response(obj, status=status, headers=headers)
 
     @staticmethod
@@ -204,8 +238,14 @@ class ApiServer(kmock.KubernetesScaffold):
 
     def _get(self, kind: Kind, key: Key) -> Obj:
         if key not in self.objects:
-            raise _error(404, "NotFound", f'{kind.qualified} "{key[-1]}" not found',
-                         name=key[-1], group=kind.group, kind=kind.plural)
+            raise _error(
+                404,
+                "NotFound",
+                f'{kind.qualified} "{key[-1]}" not found',
+                name=key[-1],
+                group=kind.group,
+                kind=kind.plural,
+            )
         return self.objects[key]
 
     def _matcher(self, kind: Kind, request: rendering.Request) -> Callable[[Obj], bool]:
@@ -217,22 +257,30 @@ class ApiServer(kmock.KubernetesScaffold):
         def matches(obj: Obj) -> bool:
             meta = obj["metadata"]
             return (
-                obj["apiVersion"] == kind.api_version and obj["kind"] == kind.kind
+                obj["apiVersion"] == kind.api_version
+                and obj["kind"] == kind.kind
                 and request.namespace in (None, meta.get("namespace"))
                 and request.name in (None, meta["name"])
                 and selected(obj)
             )
+
         return matches
 
     def _in_order(self) -> list[Obj]:
         """By namespace and name, as the real server lists (etcd key order)."""
-        return [obj for key, obj in sorted(self.objects.items(), key=lambda item: (item[0][3] or "", item[0][4]))]
+        return [
+            obj for key, obj in sorted(self.objects.items(), key=lambda item: (item[0][3] or "", item[0][4]))
+        ]
 
     def _list(self, kind: Kind, request: rendering.Request) -> Obj:
         matches = self._matcher(kind, request)
         items = [obj for obj in self._in_order() if matches(obj)]
-        return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
-                "metadata": {"resourceVersion": str(self.revision)}, "items": items}
+        return {
+            "apiVersion": kind.api_version,
+            "kind": f"{kind.kind}List",
+            "metadata": {"resourceVersion": str(self.revision)},
+            "items": items,
+        }
 
     async def _watch(self, request: rendering.Request, kind: Kind) -> aiohttp.web.StreamResponse:
         """Events after `resourceVersion`; without one, the current objects first (as ADDED)."""
@@ -243,7 +291,9 @@ class ApiServer(kmock.KubernetesScaffold):
             position = len(self.history)
         else:
             backlog = []
-            position = next((i for i, (rv, *_) in enumerate(self.history) if rv > int(since)), len(self.history))
+            position = next(
+                (i for i, (rv, *_) in enumerate(self.history) if rv > int(since)), len(self.history)
+            )
         as_table = "as=Table" in request.headers.get("Accept", "")
         include = request.params.get("includeObject", "PartialObjectMetadata")
         deadline = asyncio.get_running_loop().time() + float(request.params.get("timeoutSeconds") or 3600)
@@ -256,7 +306,9 @@ class ApiServer(kmock.KubernetesScaffold):
         async def send(event_type: str, obj: Obj) -> None:
             nonlocal sent
             if as_table:
-                obj = printing.table(kind, [obj], obj["metadata"]["resourceVersion"], include, headers=not sent)
+                obj = printing.table(
+                    kind, [obj], obj["metadata"]["resourceVersion"], include, headers=not sent
+                )
             await response.write(json.dumps({"type": event_type, "object": obj}).encode() + b"\n")
             sent += 1
 
@@ -302,33 +354,66 @@ class ApiServer(kmock.KubernetesScaffold):
     def _admit(self, kind: Kind, obj: Obj, request: rendering.Request) -> list[str]:
         """Prune, default and validate against the CRD schema; return the pruned unknown fields."""
         meta = obj["metadata"]
-        errors = [] if DNS_SUBDOMAIN.fullmatch(meta["name"]) else [
-            f'metadata.name: Invalid value: "{meta["name"]}": a lowercase RFC 1123 subdomain must consist of '
-            "lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"]
+        errors = (
+            []
+            if DNS_SUBDOMAIN.fullmatch(meta["name"])
+            else [
+                f'metadata.name: Invalid value: "{meta["name"]}": a lowercase RFC 1123 subdomain must '
+                "consist of lower case alphanumeric characters, '-' or '.', and must start and end with an "
+                "alphanumeric character"
+            ]
+        )
         outcome = schema.admit(obj, kind.schema) if kind.schema is not None else schema.Outcome()
         errors += outcome.errors
         if outcome.unknown_fields and request.params.get("fieldValidation") == "Strict":
             fields = ", ".join(f'unknown field "{path}"' for path in outcome.unknown_fields)
-            raise _error(400, "BadRequest", f"{kind.kind} in version \"{kind.version}\" cannot be handled as a "
-                         f"{kind.kind}: strict decoding error: {fields}")
+            raise _error(
+                400,
+                "BadRequest",
+                f'{kind.kind} in version "{kind.version}" cannot be handled as a '
+                f"{kind.kind}: strict decoding error: {fields}",
+            )
         if errors:
             listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
-            raise _error(422, "Invalid", f'{kind.kind}.{kind.group} "{meta["name"]}" is invalid: {listed}'
-                         if kind.group else f'{kind.kind} "{meta["name"]}" is invalid: {listed}',
-                         name=meta["name"], group=kind.group, kind=kind.kind,
-                         causes=[{"reason": "FieldValueInvalid", "message": e.split(": ", 1)[1],
-                                  "field": e.split(": ", 1)[0]} for e in errors])
+            raise _error(
+                422,
+                "Invalid",
+                f'{kind.kind}.{kind.group} "{meta["name"]}" is invalid: {listed}'
+                if kind.group
+                else f'{kind.kind} "{meta["name"]}" is invalid: {listed}',
+                name=meta["name"],
+                group=kind.group,
+                kind=kind.kind,
+                causes=[
+                    {
+                        "reason": "FieldValueInvalid",
+                        "message": e.split(": ", 1)[1],
+                        "field": e.split(": ", 1)[0],
+                    }
+                    for e in errors
+                ],
+            )
         return [] if request.params.get("fieldValidation") == "Ignore" else outcome.unknown_fields
 
     def _create(self, kind: Kind, request: rendering.Request) -> tuple[Obj, list[str]]:
         obj = self._body(request)
         meta = obj.setdefault("metadata", {})
-        if obj.get("apiVersion", kind.api_version) != kind.api_version or obj.get("kind", kind.kind) != kind.kind:
-            raise _error(400, "BadRequest", f"the body is {obj.get('apiVersion')}/{obj.get('kind')}, "
-                         f"the URL is for {kind.api_version}/{kind.kind}")
+        if (
+            obj.get("apiVersion", kind.api_version) != kind.api_version
+            or obj.get("kind", kind.kind) != kind.kind
+        ):
+            raise _error(
+                400,
+                "BadRequest",
+                f"the body is {obj.get('apiVersion')}/{obj.get('kind')}, "
+                f"the URL is for {kind.api_version}/{kind.kind}",
+            )
         if meta.get("namespace", request.namespace) != request.namespace and kind.namespaced:
-            raise _error(400, "BadRequest", "the namespace of the provided object does not match "
-                         "the namespace sent on the request")
+            raise _error(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         meta.pop("namespace", None)
         if kind.namespaced:
             meta["namespace"] = request.namespace
@@ -337,12 +422,21 @@ class ApiServer(kmock.KubernetesScaffold):
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(random.choices(GENERATED_SUFFIX_ALPHABET, k=5))
         if not meta.get("name"):
-            raise _error(422, "Invalid", f'{kind.kind} "" is invalid: metadata.name: Required value: '
-                         "name or generateName is required")
+            raise _error(
+                422,
+                "Invalid",
+                f'{kind.kind} "" is invalid: metadata.name: Required value: name or generateName is required',
+            )
         key: Key = (kind.group, kind.version, kind.plural, request.namespace, meta["name"])
         if key in self.objects:
-            raise _error(409, "AlreadyExists", f'{kind.qualified} "{meta["name"]}" already exists',
-                         name=meta["name"], group=kind.group, kind=kind.plural)
+            raise _error(
+                409,
+                "AlreadyExists",
+                f'{kind.qualified} "{meta["name"]}" already exists',
+                name=meta["name"],
+                group=kind.group,
+                kind=kind.plural,
+            )
         obj.update(apiVersion=kind.api_version, kind=kind.kind)
         if kind.has_status:
             obj.pop("status", None)  # status is written through /status only
@@ -366,27 +460,44 @@ class ApiServer(kmock.KubernetesScaffold):
                 case "application/strategic-merge-patch+json" if not kind.is_custom:
                     patched = _merge_patch(current, request.data)  # lists are replaced, not merged by key
                 case _:
-                    raise _error(415, "UnsupportedMediaType", f"the body of the request was in an unknown format "
-                                 f"({content_type}) - accepted media types include: application/json-patch+json, "
-                                 "application/merge-patch+json")
+                    raise _error(
+                        415,
+                        "UnsupportedMediaType",
+                        f"the body of the request was in an unknown format "
+                        f"({content_type}) - accepted media types include: application/json-patch+json, "
+                        "application/merge-patch+json",
+                    )
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise _error(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}")
+            raise _error(
+                422, "Invalid", f"the server rejected our request due to an error in our request: {exc}"
+            ) from None
         return patched
 
     def _update(self, kind: Kind, key: Key, request: rendering.Request, new: Obj) -> tuple[Obj, list[str]]:
         current = self._get(kind, key)
         given_version = (new.get("metadata") or {}).get("resourceVersion")
         if given_version and given_version != current["metadata"]["resourceVersion"]:
-            raise _error(409, "Conflict", f'Operation cannot be fulfilled on {kind.qualified} "{key[-1]}": the object '
-                         "has been modified; please apply your changes to the latest version and try again",
-                         name=key[-1], group=kind.group, kind=kind.plural)
+            raise _error(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {kind.qualified} "{key[-1]}": the object '
+                "has been modified; please apply your changes to the latest version and try again",
+                name=key[-1],
+                group=kind.group,
+                kind=kind.plural,
+            )
         if request.subresource == "status":
             new = {**_without(current, "status"), **({"status": new["status"]} if new.get("status") else {})}
         elif kind.has_status:
-            new = {**_without(new, "status"), **({"status": current["status"]} if "status" in current else {})}
-        server_owned = {field: current["metadata"][field] for field in
-                        ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp")
-                        if field in current["metadata"]}
+            new = {
+                **_without(new, "status"),
+                **({"status": current["status"]} if "status" in current else {}),
+            }
+        server_owned = {
+            field: current["metadata"][field]
+            for field in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp")
+            if field in current["metadata"]
+        }
         new["metadata"] = {**_without(new.get("metadata") or {}, "deletionTimestamp"), **server_owned}
         new.update(apiVersion=kind.api_version, kind=kind.kind)
         unknown = self._admit(kind, new, request)

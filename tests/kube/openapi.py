@@ -32,7 +32,9 @@ def _operation(kind: Kind, action: str) -> dict[str, Any]:
     return {
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {"group": kind.group, "version": kind.version, "kind": kind.kind},
-        "parameters": [{"name": name, "in": "query", "schema": {"type": "string"}} for name in QUERY_PARAMETERS],
+        "parameters": [
+            {"name": name, "in": "query", "schema": {"type": "string"}} for name in QUERY_PARAMETERS
+        ],
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}},
     }
 
@@ -40,10 +42,14 @@ def _operation(kind: Kind, action: str) -> dict[str, Any]:
 def _paths(kind: Kind) -> dict[str, Any]:
     scope = "/namespaces/{namespace}" if kind.namespaced else ""
     collection = f"/{group_version_path(kind)}{scope}/{kind.plural}"
-    item = {verb: _operation(kind, action) for verb, action in
-            (("get", "get"), ("put", "put"), ("patch", "patch"), ("delete", "delete"))}
-    paths = {collection: {"get": _operation(kind, "list"), "post": _operation(kind, "post")},
-             f"{collection}/{{name}}": item}
+    item = {
+        verb: _operation(kind, action)
+        for verb, action in (("get", "get"), ("put", "put"), ("patch", "patch"), ("delete", "delete"))
+    }
+    paths = {
+        collection: {"get": _operation(kind, "list"), "post": _operation(kind, "post")},
+        f"{collection}/{{name}}": item,
+    }
     if kind.has_status:
         paths[f"{collection}/{{name}}/status"] = item
     return paths
@@ -54,7 +60,9 @@ def group_version_document(kinds: list[Kind]) -> dict[str, Any]:
     schemas = {
         _schema_name(kind): {
             **(kind.schema or OPEN_SCHEMA),
-            "x-kubernetes-group-version-kind": [{"group": kind.group, "version": kind.version, "kind": kind.kind}],
+            "x-kubernetes-group-version-kind": [
+                {"group": kind.group, "version": kind.version, "kind": kind.kind}
+            ],
         }
         for kind in kinds
     }
@@ -76,7 +84,13 @@ def documents(kinds: list[Kind]) -> dict[str, dict[str, Any]]:
 
 def index(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """`/openapi/v3`: where each group/version document is, with a hash that changes with it."""
+
     def digest(doc: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16].upper()
-    return {"paths": {path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest(doc)}"}
-                      for path, doc in docs.items()}}
+
+    return {
+        "paths": {
+            path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest(doc)}"}
+            for path, doc in docs.items()
+        }
+    }

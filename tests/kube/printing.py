@@ -8,8 +8,13 @@ from typing import Any
 
 from tests.kube.resources import Kind
 
-NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "priority": 0,
-               "description": "Name must be unique within a namespace."}
+NAME_COLUMN = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "priority": 0,
+    "description": "Name must be unique within a namespace.",
+}
 _STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[(-?\d*)(:?)(-?\d*)\]|\[\*\]")
 
 
@@ -25,7 +30,7 @@ def json_path(obj: Any, path: str) -> list[Any]:
                     found.append(value[key])
             elif isinstance(value, list):
                 if step.group(0) == "[*]" or is_slice:
-                    found.extend(value[int(start) if start else None: int(stop) if stop else None])
+                    found.extend(value[int(start) if start else None : int(stop) if stop else None])
                 elif -len(value) <= int(start) < len(value):
                     found.append(value[int(start)])
         values = found
@@ -67,18 +72,30 @@ def _row_object(obj: dict[str, Any], include: str) -> dict[str, Any] | None:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
 
 
-def table(kind: Kind, objects: list[dict[str, Any]], resource_version: str,
-          include_object: str = "PartialObjectMetadata", headers: bool = True) -> dict[str, Any]:
+def table(
+    kind: Kind,
+    objects: list[dict[str, Any]],
+    resource_version: str,
+    include_object: str = "PartialObjectMetadata",
+    headers: bool = True,
+) -> dict[str, Any]:
     """A Table of the objects; `headers=False` for the watch events after the first, as the server does."""
     now = datetime.datetime.now(datetime.UTC)
     columns = [
-        {"name": column["name"], "type": column["type"], "format": column.get("format", ""),
-         "description": column.get("description", ""), "priority": column.get("priority", 0)}
+        {
+            "name": column["name"],
+            "type": column["type"],
+            "format": column.get("format", ""),
+            "description": column.get("description", ""),
+            "priority": column.get("priority", 0),
+        }
         for column in kind.printer_columns
     ]
     rows = []
     for obj in objects:
-        row: dict[str, Any] = {"cells": [obj["metadata"]["name"], *(_cell(obj, c, now) for c in kind.printer_columns)]}
+        row: dict[str, Any] = {
+            "cells": [obj["metadata"]["name"], *(_cell(obj, c, now) for c in kind.printer_columns)]
+        }
         if (row_object := _row_object(obj, include_object)) is not None:
             row["object"] = row_object
         rows.append(row)

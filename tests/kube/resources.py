@@ -51,12 +51,26 @@ class Kind:
 
 
 BUILT_INS = (
-    Kind("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",),
-         printer_columns=({"name": "Status", "type": "string", "jsonPath": ".status.phase"}, AGE),
-         initial_status={"phase": "Active"}),
-    Kind("", "v1", "pods", "Pod", short_names=("po",), categories=("all",),
-         printer_columns=({"name": "Status", "type": "string", "jsonPath": ".status.phase"}, AGE),
-         initial_status={"phase": "Pending"}),
+    Kind(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        printer_columns=({"name": "Status", "type": "string", "jsonPath": ".status.phase"}, AGE),
+        initial_status={"phase": "Active"},
+    ),
+    Kind(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        categories=("all",),
+        printer_columns=({"name": "Status", "type": "string", "jsonPath": ".status.phase"}, AGE),
+        initial_status={"phase": "Pending"},
+    ),
     Kind("", "v1", "events", "Event", short_names=("ev",), has_status=False),
     Kind("events.k8s.io", "v1", "events", "Event", short_names=("ev",), has_status=False),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", has_status=False),
@@ -90,8 +104,12 @@ def kinds_from_crd(crd: dict[str, Any]) -> list[Kind]:
 def _kinds_from_file(path: Path) -> tuple[Kind, ...]:
     with path.open() as stream:
         documents = list(yaml.load_all(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-    return tuple(kind for doc in documents if doc and doc.get("kind") == "CustomResourceDefinition"
-                 for kind in kinds_from_crd(doc))
+    return tuple(
+        kind
+        for doc in documents
+        if doc and doc.get("kind") == "CustomResourceDefinition"
+        for kind in kinds_from_crd(doc)
+    )
 
 
 def kinds_from_file(path: Path) -> list[Kind]:
@@ -104,6 +122,8 @@ def project_kinds() -> list[Kind]:
     files = sorted(OUR_CRDS.glob("*.yaml")) + [UPSTREAM_CRDS / name for name in UPSTREAM_CRD_FILES]
     missing = [str(path) for path in files if not path.exists()]
     if missing:
-        raise FileNotFoundError(f"CRD files not found: {', '.join(missing)} "
-                                "(shared/ lies beside the checkout; or set LTH_SHARED to its path)")
+        raise FileNotFoundError(
+            f"CRD files not found: {', '.join(missing)} "
+            "(shared/ lies beside the checkout; or set LTH_SHARED to its path)"
+        )
     return [*BUILT_INS, *(kind for path in files for kind in kinds_from_file(path))]

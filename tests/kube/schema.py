@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Schema = dict[str, Any]
-JSON_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+JSON_TYPE_NAMES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
 
 
 @dataclass
@@ -44,7 +51,13 @@ def _type_name(value: Any) -> str:
 
 
 def _quote(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
+    return (
+        json.dumps(value)
+        if isinstance(value, str)
+        else repr(value)
+        if isinstance(value, float)
+        else str(value)
+    )
 
 
 def _preserves_unknown(schema: Schema) -> bool:
@@ -63,11 +76,17 @@ def _prune(value: Any, schema: Schema, path: str, outcome: Outcome, is_root: boo
     properties: dict[str, Schema] = schema.get("properties") or {}
     additional = schema.get("additionalProperties")
     # The root and embedded resources always keep apiVersion, kind and metadata (not pruned here).
-    kept = {"apiVersion", "kind", "metadata"} if is_root or schema.get("x-kubernetes-embedded-resource") else set()
+    kept = (
+        {"apiVersion", "kind", "metadata"}
+        if is_root or schema.get("x-kubernetes-embedded-resource")
+        else set()
+    )
     for key in list(value):
         if key in kept:
             continue
-        child = properties.get(key) if key in properties else additional if isinstance(additional, dict) else None
+        child = (
+            properties.get(key) if key in properties else additional if isinstance(additional, dict) else None
+        )
         if child is None and not (_preserves_unknown(schema) or additional is True):
             del value[key]
             outcome.unknown_fields.append(_join(path, key))
@@ -108,13 +127,16 @@ def _type_ok(value: Any, schema: Schema) -> bool:
         case "number":
             return isinstance(value, int | float) and not isinstance(value, bool)
         case _:
-            return _type_name(value) == expected
+            return bool(_type_name(value) == expected)
 
 
 def _validate(value: Any, schema: Schema, path: str, errors: list[str]) -> None:
     if not _type_ok(value, schema):
-        got = _type_name(value)
-        errors.append(f'{path}: Invalid value: "{got}": {path} in body must be of type {schema["type"]}: "{got}"')
+        got, expected = (
+            _type_name(value),
+            "integer,string" if schema.get("x-kubernetes-int-or-string") else schema["type"],
+        )
+        errors.append(f'{path}: Invalid value: "{got}": {path} in body must be of type {expected}: "{got}"')
         return
     if "enum" in schema and value not in schema["enum"]:
         supported = ", ".join(_quote(option) for option in schema["enum"])
@@ -122,8 +144,13 @@ def _validate(value: Any, schema: Schema, path: str, errors: list[str]) -> None:
     for branch_key in ("allOf", "anyOf", "oneOf"):
         branches = schema.get(branch_key) or []
         passed = sum(not _errors_of(value, branch, path) for branch in branches)
-        if branches and not {"allOf": passed == len(branches), "anyOf": passed >= 1, "oneOf": passed == 1}[branch_key]:
-            errors.append(f"{path}: Invalid value: {_quote(value)}: {path} in body must match {branch_key} schemas")
+        if (
+            branches
+            and not {"allOf": passed == len(branches), "anyOf": passed >= 1, "oneOf": passed == 1}[branch_key]
+        ):
+            errors.append(
+                f"{path}: Invalid value: {_quote(value)}: {path} in body must match {branch_key} schemas"
+            )
     if isinstance(value, bool) or value is None:
         return
     if isinstance(value, int | float):
@@ -168,8 +195,10 @@ def _validate_string(value: str, schema: Schema, path: str, errors: list[str]) -
 
 def _validate_array(value: list[Any], schema: Schema, path: str, errors: list[str]) -> None:
     if "minItems" in schema and len(value) < schema["minItems"]:
-        errors.append(f"{path}: Invalid value: {len(value)}: {path} in body should have at least "
-                      f"{schema['minItems']} items")
+        errors.append(
+            f"{path}: Invalid value: {len(value)}: {path} in body should have at least "
+            f"{schema['minItems']} items"
+        )
     if "maxItems" in schema and len(value) > schema["maxItems"]:
         errors.append(f"{path}: Too many: {len(value)}: must have at most {schema['maxItems']} items")
     items = schema.get("items") or {}

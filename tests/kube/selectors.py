@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 Predicate = Callable[[dict[str, Any]], bool]
+Requirement = tuple[str, str, frozenset[str]]  # key, operator, values
 
 # `key in (a,b)`, `key notin (a,b)`, `key=v`, `key==v`, `key!=v`, `key`, `!key`
 _SET_TERM = re.compile(r"^\s*([^\s!=(]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
@@ -14,32 +15,34 @@ _EQUALITY_TERM = re.compile(r"^\s*([^\s!=]+)\s*(==|=|!=)\s*([^\s]*)\s*$")
 _EXISTS_TERM = re.compile(r"^\s*(!?)\s*([^\s!=]+)\s*$")
 
 
-def _terms(selector: str) -> list[str]:
-    """Split on commas outside parentheses."""
-    return [term for term in re.split(r",(?![^()]*\))", selector) if term.strip()]
-
-
-def label_selector(selector: str) -> Predicate:
-    checks: list[Callable[[dict[str, str]], bool]] = []
-    for term in _terms(selector):
-        if match := _SET_TERM.match(term):
-            key, operator, values = match[1], match[2], {v.strip() for v in match[3].split(",")}
-            if operator == "in":
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+def _parse(selector: str, allow_sets: bool) -> list[Requirement]:
+    requirements = []
+    for term in re.split(r",(?![^()]*\))", selector):  # commas outside parentheses
+        if not term.strip():
+            continue
+        if allow_sets and (match := _SET_TERM.match(term)):
+            values = frozenset(value.strip() for value in match[3].split(","))
+            requirements.append((match[1], match[2], values))
         elif match := _EQUALITY_TERM.match(term):
-            key, operator, value = match[1], match[2], match[3]
-            if operator == "!=":
-                checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
-        elif match := _EXISTS_TERM.match(term):
-            negated, key = match[1] == "!", match[2]
-            checks.append(lambda labels, k=key, n=negated: (k in labels) != n)
+            requirements.append((match[1], "notin" if match[2] == "!=" else "in", frozenset([match[3]])))
+        elif allow_sets and (match := _EXISTS_TERM.match(term)):
+            requirements.append((match[2], "absent" if match[1] else "exists", frozenset()))
         else:
             raise ValueError(f"unable to parse requirement: {term!r}")
-    return lambda obj: all(check(obj.get("metadata", {}).get("labels") or {}) for check in checks)
+    return requirements
+
+
+def _holds(values: dict[str, str], requirement: Requirement) -> bool:
+    key, operator, wanted = requirement
+    match operator:
+        case "in":
+            return values.get(key) in wanted
+        case "notin":
+            return values.get(key) not in wanted  # as the server does: a missing key is "not in"
+        case "exists":
+            return key in values
+        case _:
+            return key not in values
 
 
 def _field(obj: dict[str, Any], dotted: str) -> str:
@@ -49,19 +52,24 @@ def _field(obj: dict[str, Any], dotted: str) -> str:
     return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def label_selector(selector: str) -> Predicate:
+    requirements = _parse(selector, allow_sets=True)
+
+    def matches(obj: dict[str, Any]) -> bool:
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return all(_holds(labels, requirement) for requirement in requirements)
+
+    return matches
+
+
 def field_selector(selector: str) -> Predicate:
     """Any dotted field, compared as a string (the real server allows only a few fields per kind)."""
-    checks: list[Predicate] = []
-    for term in _terms(selector):
-        match = _EQUALITY_TERM.match(term)
-        if not match:
-            raise ValueError(f"invalid field selector: {term!r}")
-        path, operator, value = match[1], match[2], match[3]
-        if operator == "!=":
-            checks.append(lambda obj, p=path, v=value: _field(obj, p) != v)
-        else:
-            checks.append(lambda obj, p=path, v=value: _field(obj, p) == v)
-    return lambda obj: all(check(obj) for check in checks)
+    requirements = _parse(selector, allow_sets=False)
+
+    def matches(obj: dict[str, Any]) -> bool:
+        return all(_holds({key: _field(obj, key)}, (key, op, values)) for key, op, values in requirements)
+
+    return matches
 
 
 def from_params(params: dict[str, str]) -> Predicate:

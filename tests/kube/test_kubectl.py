@@ -18,8 +18,10 @@ from tests.kube.resources import ROOT
 
 EXAMPLE = ROOT / "examples" / "cpu-smallcnn.yaml"
 RUN = "ltr/smallcnn-cpu"
-STATUS = ('{"status": {"phase": "Training", "level": 3, "density": 0.512, "top1": 97.1,'
-          ' "best": {"level": 2, "density": 0.64, "top1": 97.3, "summary": "L2 64%"}}}')
+STATUS = (
+    '{"status": {"phase": "Training", "level": 3, "density": 0.512, "top1": 97.1,'
+    ' "best": {"level": 2, "density": 0.64, "top1": 97.3, "summary": "L2 64%"}}}'
+)
 
 pytestmark = pytest.mark.skipif(shutil.which(KUBECTL) is None, reason="kubectl is not installed")
 
@@ -75,7 +77,9 @@ def test_patch_status_and_get_shows_the_printer_columns(applied: Cluster) -> Non
 
 
 def test_wait_for_jsonpath(applied: Cluster) -> None:
-    waiting = applied.kubectl_background("wait", RUN, "--for=jsonpath={.status.phase}=Training", "--timeout=20s")
+    waiting = applied.kubectl_background(
+        "wait", RUN, "--for=jsonpath={.status.phase}=Training", "--timeout=20s"
+    )
     time.sleep(0.5)  # let it see the run without the phase first
     patch_status(applied)
     assert waiting.wait(timeout=25) == 0, waiting.communicate()
@@ -116,13 +120,24 @@ def test_get_namespaces(kube: Cluster) -> None:
     assert rows == [["NAME", "STATUS"], ["default", "Active"], ["kube-system", "Active"]]
 
 
-@pytest.mark.parametrize(("change", "error"), [
-    ("training: {epochs: many}",
-     'spec.training.epochs: Invalid value: "string": spec.training.epochs in body must be of type integer: "string"'),
-    ("training: {optimizer: rmsprop}", 'spec.training.optimizer: Unsupported value: "rmsprop": supported values:'),
-    ("pruning: {fraction: 0}", "spec.pruning.fraction: Invalid value: 0: spec.pruning.fraction in body should be "
-     "greater than 0"),
-])
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (
+            "training: {epochs: many}",
+            'spec.training.epochs: Invalid value: "string": '
+            'spec.training.epochs in body must be of type integer: "string"',
+        ),
+        (
+            "training: {optimizer: rmsprop}",
+            'spec.training.optimizer: Unsupported value: "rmsprop": supported values:',
+        ),
+        (
+            "pruning: {fraction: 0}",
+            "spec.pruning.fraction: Invalid value: 0: spec.pruning.fraction in body should be greater than 0",
+        ),
+    ],
+)
 def test_invalid_run_is_refused_naming_the_field(kube: Cluster, change: str, error: str) -> None:
     manifest = f"""
 apiVersion: lth.dev/v1alpha1
@@ -138,8 +153,10 @@ spec:
 
 
 def test_unknown_field_is_refused_by_kubectls_strict_validation(kube: Cluster) -> None:
-    manifest = "apiVersion: lth.dev/v1alpha1\nkind: LotteryTicketRun\nmetadata: {name: bad}\n" \
-               "spec: {dataset: {path: digits, imageSise: 64}}\n"
+    manifest = (
+        "apiVersion: lth.dev/v1alpha1\nkind: LotteryTicketRun\nmetadata: {name: bad}\n"
+        "spec: {dataset: {path: digits, imageSise: 64}}\n"
+    )
     result = kube.kubectl("apply", "-f", "-", input=manifest, check=False)
     assert result.returncode == 1
     assert 'strict decoding error: unknown field "spec.dataset.imageSise"' in result.stderr

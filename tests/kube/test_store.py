@@ -62,7 +62,9 @@ def message_of(error: pytest.ExceptionInfo[ApiException]) -> str:
 
 
 def test_create_answers_201_with_server_metadata(custom: client.CustomObjectsApi) -> None:
-    obj, status, _ = custom.create_namespaced_custom_object_with_http_info(GROUP, VERSION, "default", PLURAL, run())
+    obj, status, _ = custom.create_namespaced_custom_object_with_http_info(
+        GROUP, VERSION, "default", PLURAL, run()
+    )
     meta = obj["metadata"]
     assert status == 201
     assert meta["namespace"] == "default"  # from the URL: the body had none
@@ -91,9 +93,11 @@ def test_name_clash_is_409(custom: client.CustomObjectsApi) -> None:
 def test_resource_version_bumps_on_writes_generation_on_spec_only(custom: client.CustomObjectsApi) -> None:
     created = create(custom, run())
     relabelled = custom.patch_namespaced_custom_object(
-        GROUP, VERSION, "default", PLURAL, "run-a", {"metadata": {"labels": {"team": "audio"}}})
+        GROUP, VERSION, "default", PLURAL, "run-a", {"metadata": {"labels": {"team": "audio"}}}
+    )
     respecced = custom.patch_namespaced_custom_object(
-        GROUP, VERSION, "default", PLURAL, "run-a", {"spec": {"pruning": {"levels": 5}}})
+        GROUP, VERSION, "default", PLURAL, "run-a", {"spec": {"pruning": {"levels": 5}}}
+    )
     versions = [int(obj["metadata"]["resourceVersion"]) for obj in (created, relabelled, respecced)]
     assert versions == sorted(set(versions))
     assert [obj["metadata"]["generation"] for obj in (created, relabelled, respecced)] == [1, 1, 2]
@@ -107,7 +111,9 @@ def test_no_op_patch_keeps_the_resource_version(custom: client.CustomObjectsApi)
 
 def test_stale_update_is_409(custom: client.CustomObjectsApi) -> None:
     created = create(custom, run())
-    custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a", {"spec": {"pruning": {"levels": 4}}})
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "run-a", {"spec": {"pruning": {"levels": 4}}}
+    )
     with pytest.raises(ApiException) as error:
         custom.replace_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a", created)
     assert status_of(error) == 409 and "the object has been modified" in message_of(error)
@@ -123,11 +129,17 @@ def test_put_replaces_the_object(custom: client.CustomObjectsApi) -> None:
 
 def test_status_is_written_through_the_status_subresource_only(custom: client.CustomObjectsApi) -> None:
     create(custom, run())
-    ignored = custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a",
-                                                    {"status": {"phase": "Training"}})
-    written = custom.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, "run-a",
-                                                           {"status": {"phase": "Training"},
-                                                            "spec": {"model": {"arch": "resnet50"}}})
+    ignored = custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "run-a", {"status": {"phase": "Training"}}
+    )
+    written = custom.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        "run-a",
+        {"status": {"phase": "Training"}, "spec": {"model": {"arch": "resnet50"}}},
+    )
     assert "status" not in ignored
     assert written["status"]["phase"] == "Training"
     assert written["spec"]["model"]["arch"] == "smallcnn"  # spec through /status is ignored
@@ -158,19 +170,32 @@ def test_watch_resumes_after_the_given_resource_version(custom: client.CustomObj
     first = create(custom, run("run-a"))
     create(custom, run("run-b", team="audio"))
     create(custom, run("run-c"))
-    events = [(event["type"], event["object"]["metadata"]["name"]) for event in watch.Watch().stream(
-        custom.list_namespaced_custom_object, GROUP, VERSION, "default", PLURAL,
-        resource_version=first["metadata"]["resourceVersion"], label_selector="team=vision", timeout_seconds=1)]
+    events = [
+        (event["type"], event["object"]["metadata"]["name"])
+        for event in watch.Watch().stream(
+            custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            resource_version=first["metadata"]["resourceVersion"],
+            label_selector="team=vision",
+            timeout_seconds=1,
+        )
+    ]
     assert events == [("ADDED", "run-c")]
 
 
-def test_deleting_an_owner_collects_its_children(custom: client.CustomObjectsApi,
-                                                 core: client.CoreV1Api) -> None:
+def test_deleting_an_owner_collects_its_children(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api
+) -> None:
     owner = create(custom, run())
 
     def owned_by(obj: dict[str, Any]) -> list[dict[str, Any]]:
         meta = obj["metadata"]
-        return [{"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"]}]
+        return [
+            {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"]}
+        ]
 
     child = core.create_namespaced_pod("default", pod(name="child", ownerReferences=owned_by(owner)))
     child_body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "child", "uid": child.metadata.uid}}
@@ -188,7 +213,9 @@ def test_finalizers_hold_a_deleted_object(custom: client.CustomObjectsApi) -> No
     custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a")
     held = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a")
     assert held["metadata"]["deletionTimestamp"]
-    custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a", {"metadata": {"finalizers": None}})
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "run-a", {"metadata": {"finalizers": None}}
+    )
     with pytest.raises(ApiException) as error:
         custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a")
     assert status_of(error) == 404
@@ -197,11 +224,14 @@ def test_finalizers_hold_a_deleted_object(custom: client.CustomObjectsApi) -> No
 def test_json_patch_test_failure_is_422(custom: client.CustomObjectsApi) -> None:
     """kopf adds and removes finalizers with a JSON patch that tests the resourceVersion first."""
     create(custom, run())
-    stale = [{"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
-             {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}]
+    stale = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["x"]},
+    ]
     with pytest.raises(ApiException) as error:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a", stale,
-                                              _content_type="application/json-patch+json")
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, "run-a", stale, _content_type="application/json-patch+json"
+        )
     assert status_of(error) == 422, error.value.body
 
 
@@ -211,24 +241,49 @@ def test_schema_defaults_are_applied(custom: client.CustomObjectsApi) -> None:
     assert created["spec"]["pruning"]["fraction"] == 0.2
 
 
-PYTORCHJOB = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "job"},
-              "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {"containers": []}}}}}}
-SPARKAPP = {"apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication", "metadata": {"name": "prep"},
-            "spec": {"type": "Python", "mode": "cluster", "sparkVersion": "4.0.1", "driver": {"cores": 1},
-                     "executor": {"instances": 2, "cores": 4}, "mainApplicationFile": "local:///x.py",
-                     "restartPolicy": {"type": "Never"}}}
+PYTORCHJOB = {
+    "apiVersion": "kubeflow.org/v1",
+    "kind": "PyTorchJob",
+    "metadata": {"name": "job"},
+    "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {"containers": []}}}}},
+}
+SPARKAPP = {
+    "apiVersion": "sparkoperator.k8s.io/v1beta2",
+    "kind": "SparkApplication",
+    "metadata": {"name": "prep"},
+    "spec": {
+        "type": "Python",
+        "mode": "cluster",
+        "sparkVersion": "4.0.1",
+        "driver": {"cores": 1},
+        "executor": {"instances": 2, "cores": 4},
+        "mainApplicationFile": "local:///x.py",
+        "restartPolicy": {"type": "Never"},
+    },
+}
 
 
-@pytest.mark.parametrize(("plural", "body", "message"), [
-    ("pytorchjobs", _merge(PYTORCHJOB, {"spec": {"pytorchReplicaSpecs": {"Master": {"replicas": "two"}}}}),
-     'PyTorchJob.kubeflow.org "job" is invalid: spec.pytorchReplicaSpecs[Master].replicas: Invalid value: '
-     '"string": spec.pytorchReplicaSpecs[Master].replicas in body must be of type integer: "string"'),
-    ("sparkapplications", _merge(SPARKAPP, {"spec": {"type": "Go"}}),
-     'SparkApplication.sparkoperator.k8s.io "prep" is invalid: spec.type: Unsupported value: "Go": '
-     'supported values: "Java", "Python", "Scala", "R"'),
-])
-def test_invalid_child_is_422_naming_the_field(custom: client.CustomObjectsApi, plural: str,
-                                               body: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("plural", "body", "message"),
+    [
+        (
+            "pytorchjobs",
+            _merge(PYTORCHJOB, {"spec": {"pytorchReplicaSpecs": {"Master": {"replicas": "two"}}}}),
+            'PyTorchJob.kubeflow.org "job" is invalid: spec.pytorchReplicaSpecs[Master].replicas: '
+            'Invalid value: "string": spec.pytorchReplicaSpecs[Master].replicas in body '
+            'must be of type integer: "string"',
+        ),
+        (
+            "sparkapplications",
+            _merge(SPARKAPP, {"spec": {"type": "Go"}}),
+            'SparkApplication.sparkoperator.k8s.io "prep" is invalid: spec.type: Unsupported value: "Go": '
+            'supported values: "Java", "Python", "Scala", "R"',
+        ),
+    ],
+)
+def test_invalid_child_is_422_naming_the_field(
+    custom: client.CustomObjectsApi, plural: str, body: dict[str, Any], message: str
+) -> None:
     group, version = body["apiVersion"].split("/")
     with pytest.raises(ApiException) as error:
         custom.create_namespaced_custom_object(group, version, "default", plural, body)
@@ -237,12 +292,14 @@ def test_invalid_child_is_422_naming_the_field(custom: client.CustomObjectsApi, 
 
 
 def test_unknown_field_is_pruned_or_refused_under_strict(custom: client.CustomObjectsApi) -> None:
-    """Pruned (with a warning) by default; refused with 400 under `fieldValidation=Strict`, which kubectl sends."""
+    """Pruned (with a warning) by default; refused with 400 under `fieldValidation=Strict` (kubectl's)."""
     app = _merge(SPARKAPP, {"spec": {"executers": 3}})
     args = ("sparkoperator.k8s.io", "v1beta2", "default", "sparkapplications", app)
     with pytest.raises(ApiException) as error:
         custom.create_namespaced_custom_object(*args, field_validation="Strict")
-    assert status_of(error) == 400 and message_of(error).endswith('strict decoding error: unknown field "spec.executers"')
+    assert status_of(error) == 400 and message_of(error).endswith(
+        'strict decoding error: unknown field "spec.executers"'
+    )
     created = custom.create_namespaced_custom_object(*args)
     assert "executers" not in created["spec"] and created["spec"]["executor"]["instances"] == 2
 
@@ -253,4 +310,3 @@ def test_test_specific_reactions_still_override_the_store(kube: Cluster, core: c
         core.create_namespaced_pod("default", pod(name="p"))
     assert status_of(error) == 500
     assert core.list_namespaced_pod("default").items == []
-
