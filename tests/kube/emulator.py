@@ -14,13 +14,14 @@ atomic on the event loop; watchers are woken through `self._wakeup`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import json
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp.web
@@ -189,25 +190,37 @@ class ApiServer(kmock.KubernetesScaffold):
         if request.subresource not in (None, "status") or (request.subresource and not kind.has_status):
             raise _error(404, "NotFound", f"{kind.qualified} has no subresource {request.subresource!r}")
         key: Key = (kind.group, kind.version, kind.plural, request.namespace, request.name or "")
-        params = request.params
-        match request.method, request.name:
-            case "GET", _ if params.get("watch") in ("true", "1"):
+        if request.method == "GET":
+            if request.params.get("watch") in ("true", "1"):
                 return await self._watch(request, kind)
-            case "GET", None:
-                return self._respond(request, kind, self._list(kind, request))
-            case "GET", _:
-                return self._respond(request, kind, self._get(kind, key))
+            return self._respond(
+                request, kind, self._get(kind, key) if request.name else self._list(kind, request)
+            )
+        with self._forgotten() if "dryRun" in request.params else contextlib.nullcontext():
+            return self._respond(request, kind, *self._write(kind, key, request))
+
+    def _write(self, kind: Kind, key: Key, request: rendering.Request) -> tuple[Obj, list[str], int]:
+        """The written object, the unknown fields pruned from it, and the HTTP status."""
+        match request.method, request.name:
             case "POST", None:
-                return self._respond(request, kind, *self._create(kind, request), status=201)
-            case "PUT", _:
-                return self._respond(request, kind, *self._update(kind, key, request, self._body(request)))
-            case "PATCH", _:
-                return self._respond(
-                    request, kind, *self._update(kind, key, request, self._patched(kind, key, request))
-                )
+                return *self._create(kind, request), 201
+            case "PUT", str():
+                return *self._update(kind, key, request, self._body(request)), 200
+            case "PATCH", str():
+                return *self._update(kind, key, request, self._patched(kind, key, request)), 200
             case "DELETE", str():
-                return self._respond(request, kind, self._delete(key))
+                return self._delete(key), [], 200
         raise _error(405, "MethodNotAllowed", f"{request.method} is not supported on {request.url.path}")
+
+    @contextlib.contextmanager
+    def _forgotten(self) -> Iterator[None]:
+        """`?dryRun=All`: admit and answer as for a real write, then forget the write."""
+        objects, history_length, revision = dict(self.objects), len(self.history), self.revision
+        try:
+            yield
+        finally:
+            self.objects, self.revision = objects, revision
+            del self.history[history_length:]
 
     def _respond(
         self,
@@ -474,7 +487,10 @@ class ApiServer(kmock.KubernetesScaffold):
         return patched
 
     def _update(self, kind: Kind, key: Key, request: rendering.Request, new: Obj) -> tuple[Obj, list[str]]:
-        current = self._get(kind, key)
+        current, new = (
+            self._get(kind, key),
+            copy.deepcopy(new),
+        )  # admission edits in place; stored objects stay
         given_version = (new.get("metadata") or {}).get("resourceVersion")
         if given_version and given_version != current["metadata"]["resourceVersion"]:
             raise _error(

@@ -310,3 +310,16 @@ def test_test_specific_reactions_still_override_the_store(kube: Cluster, core: c
         core.create_namespaced_pod("default", pod(name="p"))
     assert status_of(error) == 500
     assert core.list_namespaced_pod("default").items == []
+
+
+def test_server_side_dry_run_writes_nothing(custom: client.CustomObjectsApi) -> None:
+    answered = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, run(), dry_run="All")
+    assert answered["spec"]["dataset"]["resize"] == "squash"  # admitted as for real
+    assert custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"] == []
+
+
+def test_deleting_a_namespace_deletes_what_is_in_it(core: client.CoreV1Api) -> None:
+    core.create_namespace({"metadata": {"name": "scratch"}})
+    core.create_namespaced_pod("scratch", pod(name="inside"))
+    core.delete_namespace("scratch")
+    assert core.list_pod_for_all_namespaces().items == []
