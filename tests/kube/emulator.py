@@ -90,9 +90,8 @@ class ApiServer(kmock.KubernetesScaffold):
 
     kinds: dict[tuple[str, str, str], Kind] = attrs.field(factory=dict, init=False)
     objects: dict[Key, Obj] = attrs.field(factory=dict, init=False)
-    history: list[tuple[int, Kind, str, Obj]] = attrs.field(
-        factory=list, init=False
-    )  # (rv, kind, type, object)
+    # Every event, for watches that resume from a resourceVersion: (resourceVersion, kind, type, object).
+    history: list[tuple[int, Kind, str, Obj]] = attrs.field(factory=list, init=False)
     revision: int = attrs.field(default=1, init=False)
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _openapi: dict[str, Obj] = attrs.field(factory=dict, init=False)
@@ -349,20 +348,18 @@ class ApiServer(kmock.KubernetesScaffold):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def _commit(self, kind: Kind, key: Key, obj: Obj | None, event_type: str, old: Obj | None = None) -> Obj:
-        """Store (or with `obj=None`, remove) an object under a new resourceVersion; wake the watchers."""
+    def _record(self, kind: Kind, event_type: str, obj: Obj) -> Obj:
+        """Give the object a new resourceVersion, log the event, wake the watchers."""
         self.revision += 1
-        if obj is None:
-            assert old is not None
-            obj = copy.deepcopy(old)
-            del self.objects[key]
-        else:
-            self.objects[key] = obj
         obj["metadata"]["resourceVersion"] = str(self.revision)
         self.history.append((self.revision, kind, event_type, obj))
         self._wakeup.set()
         self._wakeup = asyncio.Event()
         return obj
+
+    def _store(self, kind: Kind, key: Key, obj: Obj, event_type: str) -> Obj:
+        self.objects[key] = obj
+        return self._record(kind, event_type, obj)
 
     def _admit(self, kind: Kind, obj: Obj, request: rendering.Request) -> list[str]:
         """Prune, default and validate against the CRD schema; return the pruned unknown fields."""
@@ -459,7 +456,7 @@ class ApiServer(kmock.KubernetesScaffold):
             meta.pop(server_owned, None)
         unknown = self._admit(kind, obj, request)
         meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
-        return self._commit(kind, key, obj, "ADDED"), unknown
+        return self._store(kind, key, obj, "ADDED"), unknown
 
     def _patched(self, kind: Kind, key: Key, request: rendering.Request) -> Obj:
         current = self._get(kind, key)
@@ -487,10 +484,8 @@ class ApiServer(kmock.KubernetesScaffold):
         return patched
 
     def _update(self, kind: Kind, key: Key, request: rendering.Request, new: Obj) -> tuple[Obj, list[str]]:
-        current, new = (
-            self._get(kind, key),
-            copy.deepcopy(new),
-        )  # admission edits in place; stored objects stay
+        current = self._get(kind, key)
+        new = copy.deepcopy(new)  # admission edits in place; stored objects must stay as they are
         given_version = (new.get("metadata") or {}).get("resourceVersion")
         if given_version and given_version != current["metadata"]["resourceVersion"]:
             raise _error(
@@ -524,23 +519,24 @@ class ApiServer(kmock.KubernetesScaffold):
         if _without(new, *content) != _without(current, *content):
             new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            return self._remove(kind, key), unknown  # the last finalizer is gone
-        return self._commit(kind, key, new, "MODIFIED"), unknown
+            return self._remove(kind, key, last=new), unknown  # the last finalizer is gone
+        return self._store(kind, key, new, "MODIFIED"), unknown
 
     def _delete(self, key: Key) -> Obj:
         kind = self.kinds[key[:3]]
         current = self._get(kind, key)
         if not current["metadata"].get("finalizers"):
-            return self._remove(kind, key)
+            return self._remove(kind, key, last=current)
         if current["metadata"].get("deletionTimestamp"):
             return current
         marked = copy.deepcopy(current)
         marked["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
-        return self._commit(kind, key, marked, "MODIFIED")
+        return self._store(kind, key, marked, "MODIFIED")
 
-    def _remove(self, kind: Kind, key: Key) -> Obj:
+    def _remove(self, kind: Kind, key: Key, last: Obj) -> Obj:
         """Remove for good, then collect what it owned (and, for a namespace, what was in it)."""
-        removed = self._commit(kind, key, None, "DELETED", old=self.objects[key])
+        del self.objects[key]
+        removed = self._record(kind, "DELETED", copy.deepcopy(last))
         live_uids = {obj["metadata"]["uid"] for obj in self.objects.values()}
         for other_key, obj in list(self.objects.items()):
             if other_key not in self.objects or "deletionTimestamp" in obj["metadata"]:
