@@ -19,12 +19,13 @@ RUN = ("lth.dev", "v1alpha1", "default", "lotteryticketruns", "smallcnn-cpu")
 pytestmark = pytest.mark.skipif(shutil.which(KUBECTL) is None, reason="kubectl is not installed")
 
 
-def tiny_operator(kube: Cluster, cleaned_up: list[str]) -> kopf.OperatorRegistry:
+def tiny_operator(cleaned_up: list[str]) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=kube.url)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """kopf's default login (a fresh registry has none): it finds the emulator via `kube_as_default`."""
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.create("lth.dev", "v1alpha1", "lotteryticketruns", registry=registry)
     def accept(patch: kopf.Patch, **_: Any) -> None:
@@ -37,11 +38,12 @@ def tiny_operator(kube: Cluster, cleaned_up: list[str]) -> kopf.OperatorRegistry
     return registry
 
 
-def test_kopf_operator_with_a_delete_handler(kube: Cluster) -> None:
+def test_kopf_operator_with_a_delete_handler(kube_as_default: Cluster) -> None:
+    kube = kube_as_default
     cleaned_up: list[str] = []
     custom = client.CustomObjectsApi(kube.api_client())
     args = ["run", "--standalone", "--namespace=default"]
-    with KopfRunner(args, registry=tiny_operator(kube, cleaned_up), timeout=30) as runner:
+    with KopfRunner(args, registry=tiny_operator(cleaned_up), timeout=30) as runner:
         kube.kubectl("apply", "-f", str(ROOT / "examples" / "cpu-smallcnn.yaml"))
         deadline = time.monotonic() + 20
         while (run := custom.get_namespaced_custom_object(*RUN)).get("status", {}).get("phase") != "Pending":
