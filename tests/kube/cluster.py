@@ -115,6 +115,7 @@ def running(kubeconfig: Path, kinds: list[Kind] | None = None, port: int | None 
                 url = f"http://127.0.0.1:{server.port}"
                 started.set_result(Cluster(api, url, write_kubeconfig(kubeconfig, url), loop))
                 await stop.wait()
+                api.end_watches()
         except BaseException as exc:
             if not started.done():
                 started.set_exception(exc)

@@ -94,6 +94,7 @@ class ApiServer(kmock.KubernetesScaffold):
     history: list[tuple[int, Kind, str, Obj]] = attrs.field(factory=list, init=False)
     revision: int = attrs.field(default=1, init=False)
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
     _openapi: dict[str, Obj] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -117,6 +118,11 @@ class ApiServer(kmock.KubernetesScaffold):
                 verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
             )
         self._openapi = openapi.documents(list(self.kinds.values()))
+
+    def end_watches(self) -> None:
+        """End every open watch (as a server that shuts down does), so that the HTTP server can stop."""
+        self._closing = True
+        self._wakeup.set()
 
     def add(self, obj: Obj) -> Obj:
         """Create an object as a POST would (for seeding a test's world without a client)."""
@@ -335,7 +341,7 @@ class ApiServer(kmock.KubernetesScaffold):
                     if event_kind == kind and matches(obj):
                         await send(event_type, obj)
                 remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                if remaining <= 0 or self._closing:
                     break
                 try:
                     await asyncio.wait_for(wakeup.wait(), remaining)
