@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from typing import Any
 
@@ -56,12 +57,24 @@ def human_age(timestamp: str, now: datetime.datetime) -> str:
 
 
 def _cell(obj: dict[str, Any], column: dict[str, Any], now: datetime.datetime) -> Any:
+    """As the server types a cell: strings are printed, other types pass only if the value fits."""
     values = json_path(obj, column["jsonPath"])
-    if not values or values[0] is None:
-        return None
-    if column["type"] == "date":
-        return human_age(str(values[0]), now)
-    return values[0] if len(values) == 1 else ",".join(str(value) for value in values)
+    value = values[0] if values else None
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    match column["type"]:
+        case _ if value is None:
+            return None
+        case "string":
+            return " ".join(v if isinstance(v, str) else json.dumps(v) for v in values)
+        case "integer" if is_number:
+            return int(value)
+        case "number" if is_number:
+            return value
+        case "boolean" if isinstance(value, bool):
+            return value
+        case "date" if isinstance(value, str):
+            return human_age(value, now)
+    return None
 
 
 def _row_object(obj: dict[str, Any], include: str) -> dict[str, Any] | None:

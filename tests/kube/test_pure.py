@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 
 from tests.kube import schema
-from tests.kube.printing import json_path
+from tests.kube.printing import json_path, table
+from tests.kube.resources import Kind
 from tests.kube.selectors import label_selector
 
 SCHEMA: dict[str, Any] = {
@@ -96,3 +98,28 @@ def test_label_selector_forms() -> None:
     assert label_selector("app=lth,tier in (gpu, cpu),!missing")(labels)
     assert not label_selector("tier notin (gpu)")(labels)
     assert not label_selector("app!=lth")(labels)
+
+
+def test_table_cells_are_typed_as_the_server_types_them() -> None:
+    kind = Kind(
+        "x",
+        "v1",
+        "things",
+        "Thing",
+        schema={},
+        printer_columns=(
+            {"name": "Attempts", "type": "string", "jsonPath": ".status.attempts"},
+            {"name": "Level", "type": "integer", "jsonPath": ".status.level"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ),
+    )
+    created = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=3, seconds=20)).isoformat()
+    thing = {
+        "metadata": {"name": "a", "creationTimestamp": created},
+        "spec": {"suspend": "no"},
+        "status": {"attempts": 3, "level": 2.0},
+    }
+    (row,) = table(kind, [thing], "7")["rows"]
+    assert row["cells"][:4] == ["a", "3", 2, None]
+    assert row["cells"][4] in ("3m20s", "3m21s", "3m22s")  # a humanized age, as kubectl shows it
