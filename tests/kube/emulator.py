@@ -248,6 +248,14 @@ class ApiServer(kmock.KubernetesScaffold):
 
     @staticmethod
     def _body(request: rendering.Request) -> Obj:
+        content_type = request.headers.get("Content-Type", "application/json").split(";")[0]
+        if content_type != "application/json":  # kubectl sends protobuf for built-ins; 415 makes it use JSON
+            raise _error(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format "
+                f"({content_type}) - accepted media types include: application/json",
+            )
         if not isinstance(request.data, dict):
             raise _error(400, "BadRequest", "the body of the request is not a JSON object")
         return copy.deepcopy(request.data)
