@@ -53,14 +53,18 @@ class Cluster:
 
     def register(self, crd: Path | dict[str, Any] | Kind) -> None:
         """Serve more kinds: a CRD YAML file, a parsed CRD, or a Kind."""
-        kinds = (
-            [crd]
-            if isinstance(crd, Kind)
-            else kinds_from_crd(crd)
-            if isinstance(crd, dict)
-            else kinds_from_file(crd)
-        )
+        if isinstance(crd, Kind):
+            kinds = [crd]
+        elif isinstance(crd, dict):
+            kinds = kinds_from_crd(crd)
+        else:
+            kinds = kinds_from_file(crd)
         self._call(self.api.register, *kinds)
+
+    def add(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object as a POST would, without a client (its status is dropped, as on a POST)."""
+        created: dict[str, Any] = self._call(self.api.add, obj)
+        return created
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """Run `fn` on the server's loop, where the store lives."""

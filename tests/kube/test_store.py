@@ -11,6 +11,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.kube.cluster import Cluster
+from tests.kube.resources import UPSTREAM_CRDS
 
 GROUP, VERSION, PLURAL = "lth.dev", "v1alpha1", "lotteryticketruns"
 RUN = {
@@ -323,3 +324,17 @@ def test_deleting_a_namespace_deletes_what_is_in_it(core: client.CoreV1Api) -> N
     core.create_namespaced_pod("scratch", pod(name="inside"))
     core.delete_namespace("scratch")
     assert core.list_pod_for_all_namespaces().items == []
+
+
+def test_registered_crd_is_served(kube: Cluster, custom: client.CustomObjectsApi) -> None:
+    kube.register(UPSTREAM_CRDS / "trainer.kubeflow.org_trainjobs.yaml")
+    kube.add(
+        {
+            "apiVersion": "trainer.kubeflow.org/v1alpha1",
+            "kind": "TrainJob",
+            "metadata": {"name": "t"},
+            "spec": {"runtimeRef": {"name": "torch"}},
+        }
+    )
+    listed = custom.list_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", "default", "trainjobs")
+    assert [item["metadata"]["name"] for item in listed["items"]] == ["t"]
