@@ -12,8 +12,20 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 OUR_CRDS = ROOT / "crds"
-# CI lays shared/ beside the checkout; LTH_SHARED points elsewhere (e.g. from a git worktree).
-UPSTREAM_CRDS = Path(os.environ.get("LTH_SHARED", ROOT.parent / "shared")) / "upstream-crds"
+
+
+def _shared_dir() -> Path:
+    """shared/ beside the checkout (as CI lays it out) or beside the main checkout of a git worktree."""
+    if "LTH_SHARED" in os.environ:
+        return Path(os.environ["LTH_SHARED"])
+    candidates = [ROOT.parent / "shared"]
+    if (ROOT / ".git").is_file():  # a worktree: "gitdir: <main checkout>/.git/worktrees/<name>"
+        gitdir = Path((ROOT / ".git").read_text().split("gitdir:", 1)[1].strip())
+        candidates.append(gitdir.parents[2].parent / "shared")
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
+UPSTREAM_CRDS = _shared_dir() / "upstream-crds"
 UPSTREAM_CRD_FILES = ("sparkoperator.k8s.io_sparkapplications.yaml", "kubeflow.org_pytorchjobs.yaml")
 
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -124,6 +136,6 @@ def project_kinds() -> list[Kind]:
     if missing:
         raise FileNotFoundError(
             f"CRD files not found: {', '.join(missing)} "
-            "(shared/ lies beside the checkout; or set LTH_SHARED to its path)"
+            "(shared/ lies beside the checkout; or set LTH_SHARED to the shared/ folder)"
         )
     return [*BUILT_INS, *(kind for path in files for kind in kinds_from_file(path))]
