@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The `kube` fixture: an emulated Kubernetes API server (tests/kube/).
+pytest_plugins = ("tests.kube.plugin",)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
