@@ -12,6 +12,7 @@ run in sequence; reconciles of different runs go on in parallel.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -51,7 +52,15 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 
 
 def _api() -> tuple[kubernetes.client.CustomObjectsApi, kubernetes.client.CoreV1Api]:
-    return kubernetes.client.CustomObjectsApi(), kubernetes.client.CoreV1Api()
+    """Clients over one shared connection pool (urllib3's pool is thread-safe)."""
+    global _client
+    if _client is None:
+        _client = kubernetes.client.ApiClient()
+    return kubernetes.client.CustomObjectsApi(_client), kubernetes.client.CoreV1Api(_client)
+
+
+_client: kubernetes.client.ApiClient | None = None
+RESYNC_SECONDS = float(os.environ.get("LTH_RESYNC_SECONDS", "30"))
 
 
 @kopf.on.startup()
@@ -84,6 +93,13 @@ async def heartbeat(**_: Any) -> None:
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 def run_changed(type: str, name: str, namespace: str | None, **_: Any) -> None:
     if type != "DELETED" and namespace:
+        reconcile(namespace, name)
+
+
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
+def resync(name: str, namespace: str | None, status: Mapping[str, Any], **_: Any) -> None:
+    """The safety net of a level-triggered controller: a missed or failed event costs one period."""
+    if namespace and status.get("phase") not in api.TERMINAL_PHASES:
         reconcile(namespace, name)
 
 
@@ -193,15 +209,15 @@ def _level_of(job: dict[str, Any]) -> tuple[int, Any]:
 def _master_pod(
     core: kubernetes.client.CoreV1Api, namespace: str, job: dict[str, Any]
 ) -> dict[str, Any] | None:
+    """The master pod as JSON (not the client's model: only its termination message matters)."""
     name = manifests.master_pod_name(job["metadata"]["name"])
     try:
-        pod = core.read_namespaced_pod(name, namespace)
+        response = core.read_namespaced_pod(name, namespace, _preload_content=False)
     except kubernetes.client.ApiException as error:
         if error.status == 404:
             return None
         raise
-    serialize = kubernetes.client.ApiClient().sanitize_for_serialization
-    return cast(dict[str, Any], serialize(pod))  # type: ignore[no-untyped-call]
+    return cast(dict[str, Any], json.loads(response.data))  # type: ignore[attr-defined]
 
 
 def _apply(
