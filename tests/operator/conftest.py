@@ -38,9 +38,10 @@ class Operator:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.metrics_port = free_port()
 
     def start(self) -> None:
-        env = {**self.kube.env, "LTH_METRICS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+        env = {**self.kube.env, "LTH_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1"}
         command = [
             sys.executable,
             "-m",

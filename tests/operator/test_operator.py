@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import yaml
@@ -76,6 +77,10 @@ def test_happy_path_reaches_succeeded_with_levels_best_and_events(kube: Cluster,
     assert line.split()[:5] == ["happy", "Succeeded", "2", "0.64", "74"]
     reasons = events(kube, "happy")
     assert {"Created", "LevelFinished", "Succeeded"} <= set(reasons)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics").read().decode()
+    assert 'lth_runs{phase="Succeeded"} 1.0' in metrics
+    assert 'lth_level_duration_seconds_count{branch="main"} 3.0' in metrics
+    assert urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/healthz").status == 200
     for child in children(kube).values():
         owner = child["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["uid"]) == (
@@ -121,6 +126,28 @@ def test_child_deleted_by_hand_ends_the_run_with_a_clear_condition(kube: Cluster
     failed = next(c for c in run["status"]["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "ChildDeleted" and "handsoff-prep" in failed["message"]
     assert children(kube) == {}
+
+
+def test_frozen_spec_change_is_refused_with_a_condition(kube: Cluster, operator: Operator) -> None:
+    with controllers(kube, Script(ticks=10_000)):
+        apply(kube, run_manifest("steady"))
+        wait_for_phase(kube, "steady", {"Preprocessing"}, operator=operator)
+        kube.kubectl("patch", "ltr", "steady", "--type=merge", "-p", '{"spec":{"training":{"epochs":9}}}')
+        deadline = time.monotonic() + 30
+        while True:
+            conditions = {c["type"]: c for c in get_run(kube, "steady")["status"]["conditions"]}
+            if conditions["SpecAccepted"]["status"] == "False":
+                break
+            assert time.monotonic() < deadline, operator.output()[-3000:]
+            time.sleep(0.1)
+    refused = conditions["SpecAccepted"]
+    assert refused["reason"] == "FrozenFieldChanged" and "spec.training.epochs (4 -> 9)" in refused["message"]
+    assert refused["observedGeneration"] == 2
+    run = get_run(kube, "steady")
+    assert (
+        run["status"]["acceptedSpec"]["training"]["epochs"] == 4 and run["status"]["phase"] == "Preprocessing"
+    )
+    assert "SpecRefused" in events(kube, "steady")
 
 
 def test_operator_killed_at_every_state_resumes_without_duplicates(kube: Cluster, operator: Operator) -> None:
