@@ -91,8 +91,17 @@ async def heartbeat(**_: Any) -> None:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def run_changed(type: str, name: str, namespace: str | None, **_: Any) -> None:
-    if type != "DELETED" and namespace:
+def run_changed(
+    type: str | None,
+    name: str,
+    namespace: str | None,
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    **_: Any,
+) -> None:
+    """A new run, a spec change, or the operator's start; not the echo of its own status write."""
+    echo = type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation")
+    if type != "DELETED" and namespace and not echo:
         reconcile(namespace, name)
 
 
