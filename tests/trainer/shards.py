@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import simplejpeg
+
 from lth.data_manifest import ClassInfo, DataManifest, ShardInfo, SplitInfo
 
 
@@ -49,15 +50,24 @@ def write_shards(
             with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
                 for key, (image, label) in enumerate(samples[start : start + per_shard], start=start):
                     size = image.shape[0]
-                    jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=quality, colorspace="RGB")
+                    jpeg = simplejpeg.encode_jpeg(
+                        np.ascontiguousarray(image), quality=quality, colorspace="RGB"
+                    )
                     for ext, payload in (("jpg", jpeg), ("cls", str(label).encode())):
                         member = tarfile.TarInfo(f"{key:08d}.{ext}")
                         member.size = len(payload)
                         tar.addfile(member, io.BytesIO(payload))
             blob = path.read_bytes()
             count = len(samples[start : start + per_shard])
-            shards.append(ShardInfo(split=split, path=path.name, images=count, bytes=len(blob),  # type: ignore[arg-type]
-                                    sha256=hashlib.sha256(blob).hexdigest()))
+            shards.append(
+                ShardInfo(
+                    split=split,
+                    path=path.name,
+                    images=count,
+                    bytes=len(blob),  # type: ignore[arg-type]
+                    sha256=hashlib.sha256(blob).hexdigest(),
+                )
+            )
         per_class = [sum(1 for _, label in samples if label == c) for c in range(classes)]
         split_infos[split] = SplitInfo(images=len(samples), per_class=per_class)
         if split == "train":

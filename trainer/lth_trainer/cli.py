@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from lth.api import Branch, LevelResult, RunSpec
-from lth.commands import TERMINATION_LOG
 from pydantic import ValidationError
 
+from lth.api import Branch, LevelResult, RunSpec
+from lth.commands import TERMINATION_LOG
 from lth_trainer.level import level_files, read_result
 from lth_trainer.store import TrainerError
 
@@ -32,8 +32,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="shards + manifest.json")
     parser.add_argument("--level", type=int, required=True, help="IMP level, 0 = dense")
     parser.add_argument("--branch", choices=get_args(Branch), default="main")
-    parser.add_argument("--termination-log", default=TERMINATION_LOG,
-                        help="where the compact result goes (ignored when not writable)")
+    parser.add_argument(
+        "--termination-log",
+        default=TERMINATION_LOG,
+        help="where the compact result goes (ignored when not writable)",
+    )
     parser.add_argument("--spec-json", required=True, help="the run's spec, wire form (JSON)")
     return parser.parse_args(argv)
 

@@ -25,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 import simplejpeg
 import torch
-from lth.data_manifest import DataManifest, Split
 from PIL import Image
 
+from lth.data_manifest import DataManifest, Split
 from lth_trainer.store import TrainerError
 
 RRC_SCALE = (0.1, 1.0)
@@ -154,14 +154,16 @@ class ShardDataset(torch.utils.data.Dataset[tuple[Image_, int]]):
             fd = self._files[shard] = os.open(self.index.shards[shard], os.O_RDONLY)
         return os.pread(fd, int(self.index.size[i]), int(self.index.offset[i]))
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[Image_, int]:  # type: ignore[override]
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Image_, int]:
         epoch, i = item
         image: Image_ = simplejpeg.decode_jpeg(self.read(i), colorspace="RGB")
         if self.augment:
             rng = random.Random(f"{self.seed}:{epoch}:{i}")
             top, left, h, w = random_resized_crop(rng, image.shape[0], image.shape[1])
             resized = Image.fromarray(image).resize(
-                (self.crop_size, self.crop_size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h)
+                (self.crop_size, self.crop_size),
+                Image.Resampling.BILINEAR,
+                box=(left, top, left + w, top + h),
             )
             image = np.asarray(resized)
             if rng.random() < 0.5:
@@ -229,7 +231,7 @@ def loader(
 ) -> torch.utils.data.DataLoader[tuple[Image_, int]]:
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=batches,  # type: ignore[arg-type]
+        batch_sampler=batches,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin,

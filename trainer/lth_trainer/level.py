@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lth.api import Branch, LevelResult, RunSpec
-from lth.naming import RunLayout
 from torch import nn
 
+from lth.api import Branch, LevelResult, RunSpec
+from lth.naming import RunLayout
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
 from lth_trainer.store import TrainerError, load_tensors, save_tensors
@@ -127,7 +127,9 @@ def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write:
                 f"level {level - 1} has not finished"
             )
         previous = main_mask(run_dir, spec, level - 1, model, write=False)
-        mask = pruning.prune_global_magnitude(load_tensors(before.final, "final weights"), previous, spec.pruning.fraction)
+        mask = pruning.prune_global_magnitude(
+            load_tensors(before.final, "final weights"), previous, spec.pruning.fraction
+        )
     if write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     return mask

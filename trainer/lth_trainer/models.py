@@ -24,7 +24,8 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(torch.relu(self.conv1(x)))
         x = self.pool(torch.relu(self.conv2(x)))
-        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+        logits: torch.Tensor = self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+        return logits
 
 
 def _resnet(name: str) -> Callable[[int, int], nn.Module]:

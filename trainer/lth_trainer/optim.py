@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-from lth.api import TrainingSpec
 from torch import nn
+
+from lth.api import TrainingSpec
 
 
 def lr_factor(training: TrainingSpec, step: int, steps_per_epoch: int) -> float:

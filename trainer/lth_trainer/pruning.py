@@ -30,7 +30,9 @@ def prunable_names(model: nn.Module, ignore_layers: list[str]) -> list[str]:
 
 def full_mask(model: nn.Module, ignore_layers: list[str]) -> Mask:
     params = dict(model.named_parameters())
-    return {name: torch.ones_like(params[name], dtype=torch.bool) for name in prunable_names(model, ignore_layers)}
+    return {
+        name: torch.ones_like(params[name], dtype=torch.bool) for name in prunable_names(model, ignore_layers)
+    }
 
 
 def kept(mask: Mask) -> int:
@@ -80,10 +82,14 @@ def random_like(mask: Mask, generator: torch.Generator) -> Mask:
 
 def check_mask(mask: Mask, model: nn.Module, ignore_layers: list[str], source: str) -> None:
     """The mask fits the model: same names and shapes. `source` names the file."""
-    expected = {n: p.shape for n, p in model.named_parameters() if n in set(prunable_names(model, ignore_layers))}
+    expected = {
+        n: p.shape for n, p in model.named_parameters() if n in set(prunable_names(model, ignore_layers))
+    }
     if set(mask) != set(expected):
         missing, extra = sorted(set(expected) - set(mask)), sorted(set(mask) - set(expected))
         raise TrainerError(f"{source}: mask does not fit the model (missing {missing}, unexpected {extra})")
     for n, shape in expected.items():
         if mask[n].shape != shape or mask[n].dtype != torch.bool:
-            raise TrainerError(f"{source}: mask {n} is {mask[n].dtype} {tuple(mask[n].shape)}, expected bool {tuple(shape)}")
+            raise TrainerError(
+                f"{source}: mask {n} is {mask[n].dtype} {tuple(mask[n].shape)}, expected bool {tuple(shape)}"
+            )

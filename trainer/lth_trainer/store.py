@@ -39,7 +39,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temp: temp.write_text(text))
+    def write(temp: Path) -> None:
+        temp.write_text(text)
+
+    atomic_write(path, write)
 
 
 def write_json(path: Path, value: Any) -> None:

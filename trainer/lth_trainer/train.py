@@ -8,17 +8,17 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lth.api import Branch, LevelResult, RunSpec
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lth.api import Branch, LevelResult, RunSpec
 from lth_trainer import pruning
 from lth_trainer.data import (
     ShardDataset,
@@ -29,7 +29,7 @@ from lth_trainer.data import (
     loader,
 )
 from lth_trainer.dist import Platform
-from lth_trainer.level import LevelFiles, LevelStart, level_files, plan_start, rewind_step
+from lth_trainer.level import LevelFiles, level_files, plan_start, rewind_step
 from lth_trainer.models import build_model
 from lth_trainer.optim import build_optimizer, lr_factor, set_lr
 from lth_trainer.store import (
@@ -74,16 +74,22 @@ def precision_for(spec: RunSpec, device: torch.device) -> Precision:
     wanted = spec.training.precision
     if device.type == "cuda" and wanted != "fp32":
         dtype = torch.bfloat16 if wanted == "bf16" else torch.float16
-        return Precision(torch.autocast("cuda", dtype=dtype), torch.amp.GradScaler("cuda", enabled=wanted == "fp16"))
+        return Precision(
+            torch.autocast("cuda", dtype=dtype), torch.amp.GradScaler("cuda", enabled=wanted == "fp16")
+        )
     if device.type == "cpu" and wanted == "bf16":
-        return Precision(torch.autocast("cpu", dtype=torch.bfloat16), torch.amp.GradScaler("cpu", enabled=False))
+        return Precision(
+            torch.autocast("cpu", dtype=torch.bfloat16), torch.amp.GradScaler("cpu", enabled=False)
+        )
     return Precision(None, torch.amp.GradScaler(device.type, enabled=False))
 
 
 class Inputs:
     """uint8 NHWC batches -> normalised float NCHW on the device (channels_last on GPU)."""
 
-    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float], device: torch.device):
+    def __init__(
+        self, mean: tuple[float, float, float], std: tuple[float, float, float], device: torch.device
+    ):
         self.device = device
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
@@ -95,8 +101,15 @@ class Inputs:
         return x.sub_(self.mean).div_(self.std)
 
 
-def evaluate(model: nn.Module, dataset: ShardDataset, inputs: Inputs, precision: Precision,
-             platform: Platform, batch_size: int, workers: int) -> dict[str, float | None]:
+def evaluate(
+    model: nn.Module,
+    dataset: ShardDataset,
+    inputs: Inputs,
+    precision: Precision,
+    platform: Platform,
+    batch_size: int,
+    workers: int,
+) -> dict[str, float | None]:
     """Top-1, top-5 (None under 5 classes) and mean loss over the whole val split, all ranks."""
     model.eval()
     batches = eval_batches(len(dataset), batch_size, platform.rank, platform.world_size)
@@ -109,12 +122,14 @@ def evaluate(model: nn.Module, dataset: ShardDataset, inputs: Inputs, precision:
             logits = logits.float()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top == labels[:, None]
-            totals += torch.stack([
-                torch.tensor(float(len(labels)), device=platform.device, dtype=torch.float64),
-                hits[:, 0].sum().double(),
-                hits.any(dim=1).sum().double(),
-                F.cross_entropy(logits, labels, reduction="sum").double(),
-            ])
+            totals += torch.stack(
+                [
+                    torch.tensor(float(len(labels)), device=platform.device, dtype=torch.float64),
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                    F.cross_entropy(logits, labels, reduction="sum").double(),
+                ]
+            )
     model.train()
     count, top1, top5, loss = platform.sum(totals.tolist())
     return {
@@ -144,8 +159,9 @@ def write_progress(files: LevelFiles, history: list[dict[str, Any]]) -> None:
     write_text(files.progress, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in history))
 
 
-def run_level(run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: Branch,
-              platform: Platform) -> LevelResult:
+def run_level(
+    run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: Branch, platform: Platform
+) -> LevelResult:
     began = time.perf_counter()
     training = spec.training
     files = level_files(run_dir, level, branch)
@@ -154,12 +170,17 @@ def run_level(run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: 
     val_index = index_split(data_dir, manifest, "val")
     if training.batch_size % platform.world_size:
         raise TrainerError(
-            f"spec.training.batchSize: {training.batch_size} does not split over {platform.world_size} processes"
+            f"spec.training.batchSize: {training.batch_size} does not split over "
+            f"{platform.world_size} processes"
         )
-    batches = TrainBatches(len(train_index), training.batch_size, platform.rank, platform.world_size, training.seed)
+    batches = TrainBatches(
+        len(train_index), training.batch_size, platform.rank, platform.world_size, training.seed
+    )
     spe = batches.steps_per_epoch
     if spe == 0:
-        raise TrainerError(f"spec.training.batchSize: {training.batch_size} is more than the {len(train_index)} train images")
+        raise TrainerError(
+            f"spec.training.batchSize: {training.batch_size} is more than the {len(train_index)} train images"
+        )
     num_classes = spec.model.num_classes or manifest.num_classes
     crop = training.crop_size or manifest.image_size
 
@@ -174,17 +195,33 @@ def run_level(run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: 
         for name, keep in start.mask.items():
             params[name].mul_(keep)
     cuda = platform.device.type == "cuda"
-    model.to(platform.device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+    model.to(platform.device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(training, model)
     precision = precision_for(spec, platform.device)
     counters = Counters(step=start.step)
     if files.checkpoint.is_file():
         counters = resume(files.checkpoint, model, optimizer, precision, platform, level, branch)
-        log.info("level %d %s: resumed from %s at step %d (epoch %d)", level, branch, files.checkpoint,
-                 counters.step, counters.step // spe)
+        log.info(
+            "level %d %s: resumed from %s at step %d (epoch %d)",
+            level,
+            branch,
+            files.checkpoint,
+            counters.step,
+            counters.step // spe,
+        )
     elif platform.is_main:
-        write_json(files.start, {**start.origin, "level": level, "branch": branch,
-                                 "density": pruning.density(start.mask), "stepsPerEpoch": spe})
+        write_json(
+            files.start,
+            {
+                **start.origin,
+                "level": level,
+                "branch": branch,
+                "density": pruning.density(start.mask),
+                "stepsPerEpoch": spe,
+            },
+        )
     if level == 0 and platform.is_main and rewind_step(spec, spe) == 0 and not files.rewind.is_file():
         save_tensors(files.rewind, start.weights)
 
@@ -197,32 +234,72 @@ def run_level(run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: 
     elapsed_before = counters.elapsed_seconds
     total = training.epochs * spe
     if counters.step < total:
-        stream = iter(loader(train_data, batches.from_step(counters.step, training.epochs), training.workers, cuda))
+        stream = iter(
+            loader(train_data, batches.from_step(counters.step, training.epochs), training.workers, cuda)
+        )
         net: nn.Module = model
         if platform.distributed:
             net = DistributedDataParallel(model, device_ids=[platform.device.index] if cuda else None)
-        masked = [(params[name], keep.to(platform.device, torch.float32)) for name, keep in start.mask.items()]
+        masked = [
+            (params[name], keep.to(platform.device, torch.float32)) for name, keep in start.mask.items()
+        ]
         while counters.step < total:
-            train_epoch(net, stream, masked, optimizer, precision, inputs, spec, counters, spe, level, branch,
-                        files, platform)
+            train_epoch(
+                net,
+                stream,
+                masked,
+                optimizer,
+                precision,
+                inputs,
+                spec,
+                counters,
+                spe,
+                level,
+                branch,
+                files,
+                platform,
+            )
             metrics = evaluate(model, val_data, inputs, precision, platform, local_batch, training.workers)
             counters.elapsed_seconds = elapsed_before + time.perf_counter() - session
-            record = {"level": level, "branch": branch, "epoch": counters.step // spe, "epochs": training.epochs,
-                      "step": counters.step, "trainLoss": counters.epoch_loss, **metrics,
-                      "imagesPerSecond": counters.epoch_rate, "time": round(time.time(), 3)}
+            record = {
+                "level": level,
+                "branch": branch,
+                "epoch": counters.step // spe,
+                "epochs": training.epochs,
+                "step": counters.step,
+                "trainLoss": counters.epoch_loss,
+                **metrics,
+                "imagesPerSecond": counters.epoch_rate,
+                "time": round(time.time(), 3),
+            }
             counters.history.append(record)
             if platform.is_main:
-                save_checkpoint(files.checkpoint, checkpoint_state(model, optimizer, precision, counters,
-                                                                   platform, level, branch))
+                save_checkpoint(
+                    files.checkpoint,
+                    checkpoint_state(model, optimizer, precision, counters, platform, level, branch),
+                )
                 write_progress(files, counters.history)
-            log.info("level %d %s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s", level, branch,
-                     record["epoch"], training.epochs, metrics["top1"], metrics["loss"], counters.epoch_rate)
+            log.info(
+                "level %d %s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s",
+                level,
+                branch,
+                record["epoch"],
+                training.epochs,
+                metrics["top1"],
+                metrics["loss"],
+                counters.epoch_rate,
+            )
     last = counters.history[-1] if counters.history else None
     if last is None:
         raise TrainerError(f"{files.checkpoint}: holds no evaluated epoch")
     result = LevelResult(
-        level=level, branch=branch, density=pruning.density(start.mask), top1=last["top1"], top5=last["top5"],
-        loss=last["loss"], epochs=training.epochs,
+        level=level,
+        branch=branch,
+        density=pruning.density(start.mask),
+        top1=last["top1"],
+        top5=last["top5"],
+        loss=last["loss"],
+        epochs=training.epochs,
         images_per_second=counters.train_images / counters.train_seconds if counters.train_seconds else None,
         duration_seconds=elapsed_before + time.perf_counter() - session,
     )
@@ -234,10 +311,21 @@ def run_level(run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: 
     return result
 
 
-def train_epoch(net: nn.Module, stream: Iterator[tuple[torch.Tensor, torch.Tensor]],
-                masked: list[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
-                precision: Precision, inputs: Inputs, spec: RunSpec, counters: Counters, spe: int,
-                level: int, branch: Branch, files: LevelFiles, platform: Platform) -> None:
+def train_epoch(
+    net: nn.Module,
+    stream: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    masked: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    inputs: Inputs,
+    spec: RunSpec,
+    counters: Counters,
+    spe: int,
+    level: int,
+    branch: Branch,
+    files: LevelFiles,
+    platform: Platform,
+) -> None:
     """Train to the end of the current epoch. Gradients of pruned weights are zeroed before
     every step, so the weights, momentum and Adam moments of pruned entries stay exactly 0
     (weight decay of a zero weight is zero)."""
@@ -256,9 +344,9 @@ def train_epoch(net: nn.Module, stream: Iterator[tuple[torch.Tensor, torch.Tenso
         with precision.context():
             loss = F.cross_entropy(net(x), y)
         optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
+        precision.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         if masked:
-            torch._foreach_mul_([w.grad for w in weights], keeps)  # type: ignore[misc]
+            torch._foreach_mul_([w.grad for w in weights], keeps)  # type: ignore[arg-type, misc]
         precision.scaler.step(optimizer)
         precision.scaler.update()
         loss_sum += loss.detach().float()
@@ -268,8 +356,15 @@ def train_epoch(net: nn.Module, stream: Iterator[tuple[torch.Tensor, torch.Tenso
         if platform.is_main and time.perf_counter() - last_log > LOG_EVERY_SECONDS:
             last_log = time.perf_counter()
             done = steps - (epoch_end - counters.step)
-            log.info("level %d %s epoch %d: step %d/%d, %.0f images/s", level, branch, counters.step // spe + 1,
-                     done, steps, done * training.batch_size / (last_log - began))
+            log.info(
+                "level %d %s epoch %d: step %d/%d, %.0f images/s",
+                level,
+                branch,
+                counters.step // spe + 1,
+                done,
+                steps,
+                done * training.batch_size / (last_log - began),
+            )
     seconds = time.perf_counter() - began
     counters.train_seconds += seconds
     counters.train_images += steps * training.batch_size
@@ -281,31 +376,62 @@ def net_module(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, DistributedDataParallel) else net
 
 
-def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-                     counters: Counters, platform: Platform, level: int, branch: Branch) -> dict[str, Any]:
+def checkpoint_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    counters: Counters,
+    platform: Platform,
+    level: int,
+    branch: Branch,
+) -> dict[str, Any]:
     return {
-        "format": CHECKPOINT_FORMAT, "level": level, "branch": branch, "step": counters.step,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(),
-        "rng": rng_state(platform.device), "trainSeconds": counters.train_seconds,
-        "trainImages": counters.train_images, "elapsedSeconds": counters.elapsed_seconds,
+        "format": CHECKPOINT_FORMAT,
+        "level": level,
+        "branch": branch,
+        "step": counters.step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": precision.scaler.state_dict(),
+        "rng": rng_state(platform.device),
+        "trainSeconds": counters.train_seconds,
+        "trainImages": counters.train_images,
+        "elapsedSeconds": counters.elapsed_seconds,
         "history": counters.history,
     }
 
 
-def resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-           platform: Platform, level: int, branch: Branch) -> Counters:
+def resume(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    platform: Platform,
+    level: int,
+    branch: Branch,
+) -> Counters:
     state = load_checkpoint(path)
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("level") != level or state.get("branch") != branch:
-        raise TrainerError(f"{path}: checkpoint of level {state.get('level')} {state.get('branch')}, "
-                           f"not of level {level} {branch}")
+    if (
+        state.get("format") != CHECKPOINT_FORMAT
+        or state.get("level") != level
+        or state.get("branch") != branch
+    ):
+        raise TrainerError(
+            f"{path}: checkpoint of level {state.get('level')} {state.get('branch')}, "
+            f"not of level {level} {branch}"
+        )
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             precision.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"], platform.device)
-        return Counters(step=int(state["step"]), train_seconds=float(state["trainSeconds"]),
-                        train_images=int(state["trainImages"]), elapsed_seconds=float(state["elapsedSeconds"]),
-                        history=list(state["history"]))
+        return Counters(
+            step=int(state["step"]),
+            train_seconds=float(state["trainSeconds"]),
+            train_images=int(state["trainImages"]),
+            elapsed_seconds=float(state["elapsedSeconds"]),
+            history=list(state["history"]),
+        )
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise TrainerError(f"{path}: checkpoint does not fit this level: {error}") from error
