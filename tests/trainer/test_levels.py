@@ -74,8 +74,12 @@ def test_control_branches_use_the_levels_mask_or_its_per_layer_density(imp_run: 
     assert all(torch.equal(reinit[n], main_mask[n]) for n in main_mask)
     assert {n: int(m.sum()) for n, m in rprune.items()} == {n: int(m.sum()) for n, m in main_mask.items()}
     assert not all(torch.equal(rprune[n], main_mask[n]) for n in main_mask)
-    assert json.loads(level_files(imp_run, 2, "random-reinit").start.read_text())["weights"].startswith("fresh")
-    rows = [json.loads(line) for line in level_files(imp_run, 2, "random-prune").progress.read_text().splitlines()]
+    assert json.loads(level_files(imp_run, 2, "random-reinit").start.read_text())["weights"].startswith(
+        "fresh"
+    )
+    rows = [
+        json.loads(line) for line in level_files(imp_run, 2, "random-prune").progress.read_text().splitlines()
+    ]
     assert [r["epoch"] for r in rows] == [2, 3]  # rewound to epoch 1 of 3
     assert set(rows[0]) >= {"epoch", "step", "top1", "imagesPerSecond", "trainLoss"}
 
