@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import torch
+
 from lth.api import RunSpec
 from lth.commands import spec_json
-
 from tests.trainer.shards import pattern_images, write_shards
 
 ROOT = Path(__file__).resolve().parents[2]

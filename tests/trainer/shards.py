@@ -64,7 +64,7 @@ def write_shards(
                     split=split,
                     path=path.name,
                     images=count,
-                    bytes=len(blob),  # type: ignore[arg-type]
+                    bytes=len(blob),
                     sha256=hashlib.sha256(blob).hexdigest(),
                 )
             )
@@ -78,8 +78,8 @@ def write_shards(
         classes=[ClassInfo(index=c, wnid=f"c{c}", name=f"class {c}") for c in range(classes)],
         splits=split_infos,
         shards=shards,
-        mean=tuple(float(v) for v in stacked.mean(axis=0)),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in stacked.std(axis=0)),  # type: ignore[arg-type]
+        mean=tuple(float(v) for v in stacked.mean(axis=0)),
+        std=tuple(float(v) for v in stacked.std(axis=0)),
     )
     (data_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return manifest

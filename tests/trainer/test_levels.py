@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lth.api import Branch
 from lth_trainer import pruning
 from lth_trainer.cli import main
 from lth_trainer.level import level_files
@@ -30,8 +31,8 @@ def imp_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def masks(run_dir: Path, level: int, branch: str = "main") -> dict[str, torch.Tensor]:
-    return load_file(str(level_files(run_dir, level, branch).mask))  # type: ignore[arg-type]
+def masks(run_dir: Path, level: int, branch: Branch = "main") -> dict[str, torch.Tensor]:
+    return load_file(str(level_files(run_dir, level, branch).mask))
 
 
 def test_density_halves_geometrically_and_masks_nest(imp_run: Path) -> None:
@@ -47,7 +48,8 @@ def test_density_halves_geometrically_and_masks_nest(imp_run: Path) -> None:
 
 
 def test_pruned_weights_are_zero_after_training(imp_run: Path) -> None:
-    for level, branch in [(1, "main"), (3, "main"), (2, "random-reinit"), (2, "random-prune")]:
+    cases: list[tuple[int, Branch]] = [(1, "main"), (3, "main"), (2, "random-reinit"), (2, "random-prune")]
+    for level, branch in cases:
         final = load_file(str(level_files(imp_run, level, branch).final))
         for name, keep in masks(imp_run, level, branch).items():
             assert final[name][~keep].abs().max() == 0, (level, branch, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -51,8 +52,9 @@ def test_two_processes_under_torchrun_agree_with_one(data_dir: Path, tmp_path: P
 def test_sigkill_mid_epoch_resumes_from_the_last_checkpoint(data_dir: Path, tmp_path: Path) -> None:
     spec = make_spec(epochs=4, batchSize=10, workers=1)  # 24 steps per epoch
     files = level_files(tmp_path / "killed", 0)
-    run = subprocess.Popen(trainer(trainer_args(tmp_path / "killed", data_dir, spec, 0)), env=subprocess_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = trainer(trainer_args(tmp_path / "killed", data_dir, spec, 0))
+    devnull = subprocess.DEVNULL
+    run = subprocess.Popen(command, env=subprocess_env(), stdout=devnull, stderr=devnull)
     deadline = time.monotonic() + 60
     while not files.progress.exists() and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.02)
@@ -63,12 +65,10 @@ def test_sigkill_mid_epoch_resumes_from_the_last_checkpoint(data_dir: Path, tmp_
     saved = torch.load(files.checkpoint, weights_only=True)["step"]
     assert saved % 24 == 0 and saved < 4 * 24 and not files.result.exists()
 
-    resumed = subprocess.run(trainer(trainer_args(tmp_path / "killed", data_dir, spec, 0)), env=subprocess_env(),
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    resumed = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {files.checkpoint} at step {saved} (epoch {saved // 24})" in resumed.stderr
-    epochs = [line for line in files.progress.read_text().splitlines()]
-    assert len(epochs) == 4
+    assert [json.loads(line)["epoch"] for line in files.progress.read_text().splitlines()] == [1, 2, 3, 4]
 
     assert main(trainer_args(tmp_path / "whole", data_dir, spec, 0)) == 0
     whole = level_files(tmp_path / "whole", 0)

@@ -8,6 +8,7 @@ bool tensor of its shape; True = kept.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -67,6 +68,13 @@ def prune_global_magnitude(weights: dict[str, torch.Tensor], mask: Mask, fractio
         result[n] = new_alive[start : start + count].reshape(mask[n].shape)
         start += count
     return result
+
+
+def mask_gradients(weights: Sequence[torch.Tensor], keeps: Sequence[torch.Tensor]) -> None:
+    """Zero the gradients of pruned entries (keeps: float 0/1 on the weights' device). Before
+    every optimizer step, so the weight, its momentum and its Adam moments stay exactly 0
+    (weight decay of a zero weight is zero)."""
+    torch._foreach_mul_([w.grad for w in weights], keeps)  # type: ignore[arg-type, misc]
 
 
 def random_like(mask: Mask, generator: torch.Generator) -> Mask:

@@ -326,9 +326,7 @@ def train_epoch(
     files: LevelFiles,
     platform: Platform,
 ) -> None:
-    """Train to the end of the current epoch. Gradients of pruned weights are zeroed before
-    every step, so the weights, momentum and Adam moments of pruned entries stay exactly 0
-    (weight decay of a zero weight is zero)."""
+    """Train to the end of the current epoch, pruned weights held at zero."""
     training = spec.training
     epoch_end = (counters.step // spe + 1) * spe
     rewind_at = rewind_step(spec, spe) if level == 0 else -1
@@ -346,7 +344,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         if masked:
-            torch._foreach_mul_([w.grad for w in weights], keeps)  # type: ignore[arg-type, misc]
+            pruning.mask_gradients(weights, keeps)
         precision.scaler.step(optimizer)
         precision.scaler.update()
         loss_sum += loss.detach().float()
