@@ -22,9 +22,9 @@ import numpy as np
 import simplejpeg
 import torch
 import torch.nn.functional as F
-from lth.api import RunSpec
 from torch import nn
 
+from lth.api import RunSpec
 from lth_trainer import pruning
 from lth_trainer.data import ShardDataset, TrainBatches, index_split, load_manifest, loader
 from lth_trainer.models import build_model
@@ -42,7 +42,7 @@ def photo_like(count: int, size: int, seed: int) -> list[tuple[np.ndarray, int]]
         f = rng.uniform(1, 6, size=(3, 2))
         phase = rng.uniform(0, 6.3, size=3)
         base = np.stack([np.sin(f[c, 0] * 6 * x + f[c, 1] * 6 * y + phase[c]) for c in range(3)], axis=-1)
-        image = 127 + 90 * base + rng.normal(0, 18, size=(size, size, 3))
+        image = 127 + 90 * base + rng.normal(0, 6, size=(size, size, 3))
         out.append((np.clip(image, 0, 255).astype(np.uint8), i % 10))
     return out
 
@@ -59,7 +59,9 @@ def masked_vs_dense(arch: str, size: int, batch: int, device: torch.device, roun
     model = build_model(arch, 10, size, 0).to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    spec = RunSpec.model_validate({"dataset": {"path": "x"}, "training": {"optimizer": "sgd"}})
+    spec = RunSpec.model_validate(
+        {"dataset": {"path": "x"}, "training": {"optimizer": "sgd", "precision": "bf16"}}
+    )
     optimizer = build_optimizer(spec.training, model)
     precision = precision_for(spec, device)
     mask = pruning.prune_global_magnitude(dict(model.state_dict()), pruning.full_mask(model, []), 0.8)
@@ -142,14 +144,14 @@ def gpu_real_vs_synthetic(data_dir: Path, batch: int, steps: int, workers: int) 
     model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(spec.training, model)
     precision = precision_for(spec, device)
-    inputs = Inputs(manifest.mean, manifest.std, device)
+    inputs = Inputs(manifest.mean, manifest.std, device, 224)
     mask = pruning.prune_global_magnitude(dict(model.state_dict()), pruning.full_mask(model, []), 0.8)
     params = dict(model.named_parameters())
     weights, keeps = [params[n] for n in mask], [m.to(device, torch.float32) for m in mask.values()]
 
-    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+    def step(images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> None:
         with precision.context():
-            loss = F.cross_entropy(model(inputs(images)), labels.to(device, non_blocking=True))
+            loss = F.cross_entropy(model(inputs(images, boxes)), labels.to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         pruning.mask_gradients(weights, keeps)
@@ -168,14 +170,13 @@ def gpu_real_vs_synthetic(data_dir: Path, batch: int, steps: int, workers: int) 
     torch.cuda.synchronize()
     real = steps * batch / (time.perf_counter() - began)
 
-    images = torch.randint(0, 256, (batch, 224, 224, 3), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, 1000, (batch,), device=device)
+    images, labels, boxes = (t.to(device) for t in next(stream))  # the same crops, already on the GPU
     for _ in range(5):
-        step(images, labels)
+        step(images, labels, boxes)
     torch.cuda.synchronize()
     began = time.perf_counter()
     for _ in range(steps):
-        step(images, labels)
+        step(images, labels, boxes)
     torch.cuda.synchronize()
     synthetic = steps * batch / (time.perf_counter() - began)
     print(f"ResNet-50 bf16 channels_last, batch {batch}, {torch.cuda.get_device_name(device)}, "
@@ -193,13 +194,12 @@ def run() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
         data_dir = Path(tmp) / "data"
-        count = args.images
-        write_shards(data_dir, {"train": photo_like(count, args.size, 0), "val": photo_like(64, args.size, 1)},
-                     10, per_shard=512, quality=90)  # fmt: skip
+        splits = {"train": photo_like(args.images, args.size, 0), "val": photo_like(64, args.size, 1)}
+        write_shards(data_dir, splits, 10, per_shard=512, quality=90)
         if not args.gpu_only:
             torch.set_num_threads(1)
-            masked_vs_dense("smallcnn", 28, 60, torch.device("cpu"), rounds=7, steps=40)
-            masked_vs_dense("resnet18", 64, 32, torch.device("cpu"), rounds=5, steps=3)
+            masked_vs_dense("smallcnn", 28, 60, torch.device("cpu"), rounds=15, steps=20)
+            masked_vs_dense("resnet18", 32, 32, torch.device("cpu"), rounds=7, steps=3)
             pipeline_vs_decode(data_dir, min(224, args.size), rounds=3)
         if torch.cuda.is_available():
             torch.set_num_threads(os.cpu_count() or 1)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lth.api import RunSpec
 from lth.commands import spec_json
-
 from lth_trainer.cli import main
 from lth_trainer.level import level_files
 from tests.trainer.shards import write_shards
@@ -30,7 +30,9 @@ def digits_shards(data_dir: Path, seed: int) -> None:
 
     images, labels = mnist_data()
     order = np.random.default_rng(seed).permutation(len(labels))
-    rgb = [(np.repeat(images[i].reshape(28, 28, 1), 3, axis=2).astype(np.uint8), int(labels[i])) for i in order]
+    rgb = [
+        (np.repeat(images[i].reshape(28, 28, 1), 3, axis=2).astype(np.uint8), int(labels[i])) for i in order
+    ]
     write_shards(data_dir, {"train": rgb[:4000], "val": rgb[4000:]}, 10, per_shard=2000, quality=95)
 
 
@@ -62,7 +64,8 @@ def run() -> None:
     runs += [(args.levels, "random-reinit"), (args.levels, "random-prune")]
     for level, branch in runs:
         argv = ["--run-dir", str(out / "run"), "--data", str(out / "data"), "--level", str(level),
-                "--branch", branch, "--termination-log", "/dev/null", "--spec-json", spec_json(the_spec)]  # fmt: skip
+                "--branch", branch, "--termination-log", "/dev/null",
+                "--spec-json", spec_json(the_spec)]  # fmt: skip
         assert main(argv) == 0, (level, branch)
         result = json.loads(level_files(out / "run", level, branch).result.read_text())  # type: ignore[arg-type]
         print(f"level {level:2d} {branch:13s} density {100 * result['density']:6.2f} % "

@@ -12,6 +12,7 @@ from lth_trainer import pruning
 from lth_trainer.data import TrainBatches, eval_batches, random_resized_crop
 from lth_trainer.models import build_model
 from lth_trainer.optim import build_optimizer, lr_factor
+from lth_trainer.train import Inputs
 from tests.trainer.conftest import make_spec
 
 
@@ -108,3 +109,17 @@ def test_ranks_split_every_global_batch_without_overlap_for_any_world_size() -> 
     assert list(TrainBatches(50, 8, 0, 1, seed=3).from_step(9, 2)) == single[9:]  # resume mid-epoch
     shares = [i for r in range(3) for batch in eval_batches(10, 2, r, 3) for _, i in batch]
     assert sorted(shares) == list(range(10))
+
+
+def test_device_crop_of_the_whole_image_is_the_image_and_flip_mirrors_it() -> None:
+    images = torch.randint(0, 256, (2, 6, 8, 3), dtype=torch.uint8)
+    inputs = Inputs((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), torch.device("cpu"), crop=6)
+    plain = images.permute(0, 3, 1, 2).float()
+    whole = torch.tensor([[0, 0, 6, 8, 0], [0, 0, 6, 8, 1]], dtype=torch.float32)
+    resized = inputs(images, whole)  # 6x8 -> 6x6: columns resampled, rows exact
+    assert resized.shape == (2, 3, 6, 6)
+    square = torch.tensor([[0, 1, 6, 6, 0], [0, 1, 6, 6, 1]], dtype=torch.float32)
+    cropped = inputs(images, square)
+    assert torch.allclose(cropped[0], plain[0, :, :, 1:7], atol=1e-4)
+    assert torch.allclose(cropped[1], plain[1, :, :, 1:7].flip(2), atol=1e-4)
+    assert torch.equal(inputs(images[:, :, 1:7], torch.zeros(2, 0)), plain[:, :, :, 1:7])

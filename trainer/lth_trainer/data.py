@@ -6,9 +6,10 @@ size of its JPEG, and its class, so a sample is one pread and one decode and
 any rank or worker can read any sample. That gives a global, seeded order per
 epoch that every world size cuts the same way, and a resume at any step.
 
-Batches leave the workers as uint8 NHWC tensors; the step moves them to the
-device, where they become channels_last NCHW floats, normalised there (4x less
-to copy than floats, and no per-image normalisation on the CPU).
+Batches leave the workers as uint8 NHWC tensors (with each sample's crop box when
+training augments); the step moves them to the device, where they are cropped,
+resized, flipped and normalised as a batch and become channels_last NCHW floats
+(4x less to copy than floats, and only the JPEG decode per image on the CPU).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import numpy as np
 import numpy.typing as npt
 import simplejpeg
 import torch
-from PIL import Image
 
 from lth.data_manifest import DataManifest, Split
 from lth_trainer.store import TrainerError
@@ -130,9 +130,20 @@ def center_crop(image: Image_, size: int) -> Image_:
     return image[top : top + size, left : left + size]
 
 
-class ShardDataset(torch.utils.data.Dataset[tuple[Image_, int]]):
+Sample = tuple[Image_, int, npt.NDArray[np.float32]]
+"""An image (HWC uint8), its class, and its crop box: (top, left, height, width, flip)
+in source pixels, or an empty box when the image is already cropped."""
+
+NO_BOX = np.zeros(0, dtype=np.float32)
+
+
+class ShardDataset(torch.utils.data.Dataset[Sample]):
     """Samples by (epoch, index): the augmentation draws from a seed of (seed, epoch, index),
-    so it is the same whichever rank or worker decodes the sample, and after a resume."""
+    so it is the same whichever rank or worker decodes the sample, and after a resume.
+
+    With augmentation a worker only decodes and draws the crop box; the device crops,
+    resizes and flips the whole batch at once (Inputs), which keeps the per-image CPU
+    work at the JPEG decode."""
 
     def __init__(self, index: ShardIndex, crop_size: int, augment: bool, seed: int) -> None:
         self.index = index
@@ -154,30 +165,24 @@ class ShardDataset(torch.utils.data.Dataset[tuple[Image_, int]]):
             fd = self._files[shard] = os.open(self.index.shards[shard], os.O_RDONLY)
         return os.pread(fd, int(self.index.size[i]), int(self.index.offset[i]))
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[Image_, int]:
+    def __getitem__(self, item: tuple[int, int]) -> Sample:
         epoch, i = item
         image: Image_ = simplejpeg.decode_jpeg(self.read(i), colorspace="RGB")
-        if self.augment:
-            rng = random.Random(f"{self.seed}:{epoch}:{i}")
-            top, left, h, w = random_resized_crop(rng, image.shape[0], image.shape[1])
-            resized = Image.fromarray(image).resize(
-                (self.crop_size, self.crop_size),
-                Image.Resampling.BILINEAR,
-                box=(left, top, left + w, top + h),
-            )
-            image = np.asarray(resized)
-            if rng.random() < 0.5:
-                image = image[:, ::-1]
-        else:
-            image = center_crop(image, self.crop_size)
-        return image, int(self.index.label[i])
+        label = int(self.index.label[i])
+        if not self.augment:
+            return center_crop(image, self.crop_size), label, NO_BOX
+        rng = random.Random(f"{self.seed}:{epoch}:{i}")
+        top, left, h, w = random_resized_crop(rng, image.shape[0], image.shape[1])
+        flip = float(rng.random() < 0.5)
+        return image, label, np.array([top, left, h, w, flip], dtype=np.float32)
 
 
-def collate(batch: Sequence[tuple[Image_, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NHWC images and int64 labels."""
-    images = torch.from_numpy(np.stack([image for image, _ in batch]))
-    labels = torch.tensor([label for _, label in batch], dtype=torch.int64)
-    return images, labels
+def collate(batch: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 NHWC images, int64 labels, float32 crop boxes (B x 5, or B x 0)."""
+    images = torch.from_numpy(np.stack([image for image, _, _ in batch]))
+    labels = torch.tensor([label for _, label, _ in batch], dtype=torch.int64)
+    boxes = torch.from_numpy(np.stack([box for _, _, box in batch]))
+    return images, labels, boxes
 
 
 def epoch_order(seed: int, epoch: int, samples: int) -> npt.NDArray[np.int64]:
@@ -228,7 +233,7 @@ def loader(
     batches: Iterator[list[tuple[int, int]]] | list[list[tuple[int, int]]],
     workers: int,
     pin: bool,
-) -> torch.utils.data.DataLoader[tuple[Image_, int]]:
+) -> torch.utils.data.DataLoader[Sample]:
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batches,
