@@ -130,6 +130,7 @@ def evaluate(
     platform: Platform,
     batch_size: int,
     workers: int,
+    num_classes: int,
 ) -> dict[str, float | None]:
     """Top-1, top-5 (None under 5 classes) and mean loss over the whole val split, all ranks."""
     model.eval()
@@ -155,7 +156,7 @@ def evaluate(
     count, top1, top5, loss = platform.sum(totals.tolist())
     return {
         "top1": 100.0 * top1 / count,
-        "top5": 100.0 * top5 / count if logits.shape[1] >= 5 else None,
+        "top5": 100.0 * top5 / count if num_classes >= 5 else None,
         "loss": loss / count,
     }
 
@@ -280,7 +281,9 @@ def run_level(
                 files,
                 platform,
             )
-            metrics = evaluate(model, val_data, inputs, precision, platform, local_batch, training.workers)
+            metrics = evaluate(
+                model, val_data, inputs, precision, platform, local_batch, training.workers, num_classes
+            )
             counters.elapsed_seconds = elapsed_before + time.perf_counter() - session
             record = {
                 "level": level,
