@@ -14,10 +14,10 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int, crop_size: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 5, padding=2)
-        self.conv2 = nn.Conv2d(8, 16, 5, padding=2)
+        self.conv1 = nn.Conv2d(3, 8, 5)  # no padding: 28 -> 24 -> 12 -> 8 -> 4
+        self.conv2 = nn.Conv2d(8, 16, 5)
         self.pool = nn.MaxPool2d(2)
-        side = crop_size // 4
+        side = ((crop_size - 4) // 2 - 4) // 2
         self.fc1 = nn.Linear(16 * side * side, 64)
         self.fc2 = nn.Linear(64, num_classes)
 

@@ -262,8 +262,10 @@ def run_level(
         net: nn.Module = model
         if platform.distributed:
             net = DistributedDataParallel(model, device_ids=[platform.device.index] if cuda else None)
-        masked = [
-            (params[name], keep.to(platform.device, torch.float32)) for name, keep in start.mask.items()
+        masked = [  # layers with a pruned entry; a dense level pays nothing
+            (params[name], keep.to(platform.device, torch.float32))
+            for name, keep in start.mask.items()
+            if not keep.all()
         ]
         while counters.step < total:
             train_epoch(
