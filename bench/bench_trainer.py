@@ -199,10 +199,11 @@ def run() -> None:
         if not args.gpu_only:
             torch.set_num_threads(1)
             masked_vs_dense("smallcnn", 28, 60, torch.device("cpu"), rounds=15, steps=20)
-            masked_vs_dense("resnet18", 32, 32, torch.device("cpu"), rounds=7, steps=3)
+            masked_vs_dense("resnet18", 64, 32, torch.device("cpu"), rounds=7, steps=2)
             pipeline_vs_decode(data_dir, min(224, args.size), rounds=3)
         if torch.cuda.is_available():
             torch.set_num_threads(os.cpu_count() or 1)
+            torch.backends.cudnn.benchmark = True
             masked_vs_dense("resnet50", 224, 256, torch.device("cuda", 0), rounds=5, steps=10)
             gpu_real_vs_synthetic(data_dir, args.gpu_batch, args.gpu_steps, workers=(os.cpu_count() or 2) - 1)
         else:

@@ -217,6 +217,7 @@ def run_level(
         for name, keep in start.mask.items():
             params[name].mul_(keep)
     cuda = platform.device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
     model.to(platform.device)
     if cuda:
         model.to(memory_format=torch.channels_last)
