@@ -22,12 +22,12 @@ SPEC = make_spec()  # 3 epochs of 12 steps, Adam, rewind to 1 epoch
 
 @pytest.fixture(scope="module")
 def imp_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Levels 0-3 of the main line and both control branches of level 2."""
+    """Levels 0-3 of the main line and both control branches of level 2; the reinit
+    branch starts before main level 2, so it is the one that writes levels/02/mask."""
     run_dir = tmp_path_factory.mktemp("run")
-    for level in range(4):
-        assert main(trainer_args(run_dir, data_dir, SPEC, level)) == 0
-    for branch in ("random-reinit", "random-prune"):
-        assert main(trainer_args(run_dir, data_dir, SPEC, 2, branch)) == 0
+    runs = [(0, "main"), (1, "main"), (2, "random-reinit"), (2, "main"), (2, "random-prune"), (3, "main")]
+    for level, branch in runs:
+        assert main(trainer_args(run_dir, data_dir, SPEC, level, branch)) == 0
     return run_dir
 
 
@@ -45,6 +45,23 @@ def test_density_halves_geometrically_and_masks_nest(imp_run: Path) -> None:
         assert all(not (mask[n] & ~before[n]).any() for n in mask)
         result = json.loads(level_files(imp_run, level).result.read_text())
         assert result["density"] == pytest.approx(pruning.density(mask))
+
+
+def test_level_mask_is_pruned_from_the_previous_levels_final_weights(imp_run: Path) -> None:
+    final = load_file(str(level_files(imp_run, 1).final))
+    expected = pruning.prune_global_magnitude(final, masks(imp_run, 1), 0.2)
+    written = masks(imp_run, 2)  # written by the random-reinit job, which started first
+    assert all(torch.equal(written[n], expected[n]) for n in expected)
+
+
+def test_learning_rate_rewinding_starts_from_the_final_weights_at_step_0(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    spec = make_spec(epochs=1, pruning={"rewind": "learning-rate", "rewindTo": "0"})
+    for level in (0, 1):
+        assert main(trainer_args(tmp_path, data_dir, spec, level)) == 0
+    start = json.loads(level_files(tmp_path, 1).start.read_text())
+    assert start["weights"] == "levels/00/final.safetensors" and start["step"] == 0
 
 
 def test_pruned_weights_are_zero_after_training(imp_run: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import time
@@ -21,8 +20,9 @@ from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_ar
 pytestmark = pytest.mark.slow
 
 WEIGHT_TOLERANCE = 1e-5
-"""Max |w| difference between 1 and 2 processes after 36 Adam steps (6e-8 measured): only the order
-of float sums differs (gloo's all-reduce vs one batch)."""
+"""Max |w| difference between 1 and 2 processes after 36 Adam steps (6e-8 measured): only
+the order of float sums differs (gloo's all-reduce vs one batch). Top-1 may differ by at
+most one val image."""
 
 
 def trainer(args: list[str], nproc: int = 0) -> list[str]:
@@ -45,8 +45,8 @@ def test_two_processes_under_torchrun_agree_with_one(data_dir: Path, tmp_path: P
     assert "rank 0 INFO level 0 main epoch 3/3" in pair.stderr and "images/s" in pair.stderr
     a, b = (load_file(str(level_files(d, 0).final)) for d in (one, two))
     assert max(float((a[n] - b[n]).abs().max()) for n in a) < WEIGHT_TOLERANCE
-    result_a, result_b = (level_files(d, 0).result.read_text() for d in (one, two))
-    assert re.search(r'"top1":([0-9.]+)', result_a)[1] == re.search(r'"top1":([0-9.]+)', result_b)[1]  # type: ignore[index]
+    top1_a, top1_b = (json.loads(level_files(d, 0).result.read_text())["top1"] for d in (one, two))
+    assert abs(top1_a - top1_b) <= 100 / 80  # at most one of the 80 val images
 
 
 def test_sigkill_mid_epoch_resumes_from_the_last_checkpoint(data_dir: Path, tmp_path: Path) -> None:
