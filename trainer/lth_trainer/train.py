@@ -221,6 +221,7 @@ def run_level(
     model.to(platform.device)
     if cuda:
         model.to(memory_format=torch.channels_last)
+    params = dict(model.named_parameters())
     optimizer = build_optimizer(training, model)
     precision = precision_for(spec, platform.device)
     counters = Counters(step=start.step)
