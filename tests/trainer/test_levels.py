@@ -117,6 +117,12 @@ def test_a_finished_level_exits_at_once_and_rewrites_only_the_termination_messag
     assert json.loads(message)["level"] == 1 and 0 <= json.loads(message)["top1"] <= 100
 
 
+def test_an_unwritable_termination_log_is_ignored(imp_run: Path, data_dir: Path) -> None:
+    args = trainer_args(imp_run, data_dir, SPEC, 1)
+    args[args.index("--termination-log") + 1] = str(imp_run / "no-such-dir" / "termination-log")
+    assert main(args) == 0
+
+
 def test_missing_mask_when_the_previous_level_has_no_final_weights(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
