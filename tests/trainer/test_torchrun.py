@@ -1,0 +1,78 @@
+"""The trainer as the cluster runs it: real processes, torchrun with gloo, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lth_trainer import pruning
+from lth_trainer.cli import main
+from lth_trainer.level import level_files
+from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_args
+
+pytestmark = pytest.mark.slow
+
+WEIGHT_TOLERANCE = 1e-5
+"""Max |w| difference between 1 and 2 processes after 36 Adam steps (6e-8 measured): only
+the order of float sums differs (gloo's all-reduce vs one batch). Top-1 may differ by at
+most one val image."""
+
+
+def trainer(args: list[str], nproc: int = 0) -> list[str]:
+    if nproc:
+        return [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                "-m", "lth_trainer", *args]  # fmt: skip
+    return [PYTHON, "-m", "lth_trainer", *args]
+
+
+def test_two_processes_under_torchrun_agree_with_one(data_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(augmentation="random-resized-crop", workers=1)
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.Popen(trainer(trainer_args(one, data_dir, spec, 0)), env=subprocess_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    pair = subprocess.run(trainer(trainer_args(two, data_dir, spec, 0), nproc=2), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    out, _ = single.communicate(timeout=120)
+    assert single.returncode == 0, out
+    assert pair.returncode == 0, pair.stderr
+    assert "rank 0 INFO level 0 main epoch 3/3" in pair.stderr and "images/s" in pair.stderr
+    a, b = (load_file(str(level_files(d, 0).final)) for d in (one, two))
+    assert max(float((a[n] - b[n]).abs().max()) for n in a) < WEIGHT_TOLERANCE
+    top1_a, top1_b = (json.loads(level_files(d, 0).result.read_text())["top1"] for d in (one, two))
+    assert abs(top1_a - top1_b) <= 100 / 80  # at most one of the 80 val images
+
+
+def test_sigkill_mid_epoch_resumes_from_the_last_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(epochs=4, batchSize=10, workers=1)  # 24 steps per epoch
+    files = level_files(tmp_path / "killed", 0)
+    command = trainer(trainer_args(tmp_path / "killed", data_dir, spec, 0))
+    devnull = subprocess.DEVNULL
+    run = subprocess.Popen(command, env=subprocess_env(), stdout=devnull, stderr=devnull)
+    deadline = time.monotonic() + 60
+    while not files.progress.exists() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.1)  # into the second epoch (~0.3 s here)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    saved = torch.load(files.checkpoint, weights_only=True)["step"]
+    assert saved % 24 == 0 and saved < 4 * 24 and not files.result.exists()
+
+    resumed = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {files.checkpoint} at step {saved} (epoch {saved // 24})" in resumed.stderr
+    assert [json.loads(line)["epoch"] for line in files.progress.read_text().splitlines()] == [1, 2, 3, 4]
+
+    assert main(trainer_args(tmp_path / "whole", data_dir, spec, 0)) == 0
+    whole = level_files(tmp_path / "whole", 0)
+    mask = load_file(str(files.mask))
+    after_kill = pruning.prune_global_magnitude(load_file(str(files.final)), mask, 0.2)
+    uninterrupted = pruning.prune_global_magnitude(load_file(str(whole.final)), mask, 0.2)
+    assert all(torch.equal(after_kill[n], uninterrupted[n]) for n in mask)

@@ -1,0 +1,125 @@
+"""The pure parts: pruning rules, schedule, crops, batch split across ranks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from lth_trainer import pruning
+from lth_trainer.data import TrainBatches, eval_batches, random_resized_crop
+from lth_trainer.models import build_model
+from lth_trainer.optim import build_optimizer, lr_factor
+from lth_trainer.train import Inputs
+from tests.trainer.conftest import make_spec
+
+
+def test_prunable_weights_are_conv_and_linear_weights_minus_ignored_layers() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    assert pruning.prunable_names(model, []) == ["0.weight", "3.weight"]
+    assert pruning.prunable_names(model, ["3"]) == ["0.weight"]
+    resnet_like = build_model("smallcnn", 10, 28, 0)
+    assert pruning.prunable_names(resnet_like, ["fc*"]) == ["conv1.weight", "conv2.weight"]
+
+
+def test_global_magnitude_removes_the_fraction_of_remaining_smallest_weights_across_layers() -> None:
+    weights = {"a": torch.tensor([0.1, -5.0, 0.2, 3.0]), "b": torch.tensor([[-0.05, 4.0], [0.3, 2.0]])}
+    mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
+    first = pruning.prune_global_magnitude(weights, mask, 0.25)  # 8 kept -> remove 2: -0.05, 0.1
+    assert first["a"].tolist() == [False, True, True, True]
+    assert first["b"].tolist() == [[False, True], [True, True]]
+    second = pruning.prune_global_magnitude(weights, first, 0.5)  # 6 kept -> remove 3: 0.2, 0.3, 2.0
+    assert second["a"].tolist() == [False, True, False, True]
+    assert second["b"].tolist() == [[False, True], [False, False]]
+
+
+def test_density_after_levels_is_geometric_and_masks_nest() -> None:
+    model = build_model("smallcnn", 10, 28, 0)
+    weights = dict(model.state_dict())
+    mask = pruning.full_mask(model, [])
+    total = pruning.size(mask)
+    for level in range(1, 11):
+        new = pruning.prune_global_magnitude(weights, mask, 0.2)
+        assert all(not (new[n] & ~mask[n]).any() for n in mask)  # nested
+        assert abs(pruning.kept(new) - total * 0.8**level) <= len(mask)  # one weight per layer group
+        mask = new
+
+
+def test_random_prune_mask_keeps_each_layers_count_but_not_its_positions() -> None:
+    model = build_model("smallcnn", 10, 28, 0)
+    weights = dict(model.state_dict())
+    mask = pruning.prune_global_magnitude(weights, pruning.full_mask(model, []), 0.6)
+    rand = pruning.random_like(mask, torch.Generator().manual_seed(1))
+    assert {n: int(m.sum()) for n, m in rand.items()} == {n: int(m.sum()) for n, m in mask.items()}
+    assert any(not torch.equal(rand[n], mask[n]) for n in mask)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pruned_weights_stay_exactly_zero_with_momentum_and_weight_decay(optimizer: str) -> None:
+    spec = make_spec(optimizer=optimizer, momentum=0.9, nesterov=True, weightDecay=0.1, lr=0.1)
+    model = build_model("smallcnn", 4, 16, 0)
+    mask = pruning.random_like(pruning.full_mask(model, []), torch.Generator().manual_seed(0))
+    mask = {n: m & (torch.rand(m.shape) < 0.5) for n, m in mask.items()}
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, keep in mask.items():
+            params[n].mul_(keep)
+    opt = build_optimizer(spec.training, model)
+    for _ in range(5):
+        loss = model(torch.randn(8, 3, 16, 16)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        pruning.mask_gradients([params[n] for n in mask], [m.float() for m in mask.values()])
+        opt.step()
+    for n, keep in mask.items():
+        assert params[n][~keep].abs().max() == 0
+        assert params[n][keep].abs().min() > 0
+
+
+def test_schedules_warm_up_linearly_then_follow_the_spec() -> None:
+    step = make_spec(epochs=10, schedule="step", milestones=[4, 8], gamma=0.1, warmupEpochs=2).training
+    assert lr_factor(step, 0, 10) == pytest.approx(0.05)
+    assert lr_factor(step, 19, 10) == pytest.approx(1.0)
+    assert lr_factor(step, 39, 10) == pytest.approx(1.0)
+    assert lr_factor(step, 40, 10) == pytest.approx(0.1)
+    assert lr_factor(step, 85, 10) == pytest.approx(0.01)
+    cosine = make_spec(epochs=10, schedule="cosine", milestones=[], warmupEpochs=0).training
+    assert lr_factor(cosine, 0, 10) == pytest.approx(1.0)
+    assert lr_factor(cosine, 50, 10) == pytest.approx(0.5)
+    assert lr_factor(cosine, 99, 10) < 0.001
+
+
+def test_random_resized_crop_stays_inside_the_image_within_scale_and_ratio() -> None:
+    rng = random.Random(0)
+    for _ in range(500):
+        top, left, h, w = random_resized_crop(rng, 32, 48)
+        assert top >= 0 and top + h <= 32 and left >= 0 and left + w <= 48
+        assert 0.8 * 0.09 <= h * w / (32 * 48) <= 1.0
+
+
+def test_ranks_split_every_global_batch_without_overlap_for_any_world_size() -> None:
+    single = list(TrainBatches(50, 8, 0, 1, seed=3).from_step(0, 2))
+    pairs = [list(TrainBatches(50, 8, r, 2, seed=3).from_step(0, 2)) for r in range(2)]
+    assert len(single) == 2 * (50 // 8)
+    for b, batch in enumerate(single):
+        assert pairs[0][b] + pairs[1][b] == batch
+    assert single[0] != single[6]  # a new order each epoch
+    assert list(TrainBatches(50, 8, 0, 1, seed=3).from_step(9, 2)) == single[9:]  # resume mid-epoch
+    shares = [i for r in range(3) for batch in eval_batches(10, 2, r, 3) for _, i in batch]
+    assert sorted(shares) == list(range(10))
+
+
+def test_device_crop_of_the_whole_image_is_the_image_and_flip_mirrors_it() -> None:
+    images = torch.randint(0, 256, (2, 6, 8, 3), dtype=torch.uint8)
+    inputs = Inputs((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), torch.device("cpu"), crop=6)
+    plain = images.permute(0, 3, 1, 2).float()
+    whole = torch.tensor([[0, 0, 6, 8, 0], [0, 0, 6, 8, 1]], dtype=torch.float32)
+    resized = inputs(images, whole)  # 6x8 -> 6x6: columns resampled, rows exact
+    assert resized.shape == (2, 3, 6, 6)
+    square = torch.tensor([[0, 1, 6, 6, 0], [0, 1, 6, 6, 1]], dtype=torch.float32)
+    cropped = inputs(images, square)
+    assert torch.allclose(cropped[0], plain[0, :, :, 1:7], atol=1e-4)
+    assert torch.allclose(cropped[1], plain[1, :, :, 1:7].flip(2), atol=1e-4)
+    assert torch.equal(inputs(images[:, :, 1:7], torch.zeros(2, 0)), plain[:, :, :, 1:7])

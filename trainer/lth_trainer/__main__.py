@@ -1,0 +1,3 @@
+from lth_trainer.cli import main
+
+raise SystemExit(main())

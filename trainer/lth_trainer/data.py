@@ -1,0 +1,245 @@
+"""Reading the shards: an index of the tar members, random access, JPEG decode, crops.
+
+The shards are WebDataset-layout tars (`<split>-NNNNN.tar`, members `<key>.jpg`
+and `<key>.cls`). The index keeps, per sample, the shard, the byte offset and
+size of its JPEG, and its class, so a sample is one pread and one decode and
+any rank or worker can read any sample. That gives a global, seeded order per
+epoch that every world size cuts the same way, and a resume at any step.
+
+Batches leave the workers as uint8 NHWC tensors (with each sample's crop box when
+training augments); the step moves them to the device, where they are cropped,
+resized, flipped and normalised as a batch and become channels_last NCHW floats
+(4x less to copy than floats, and only the JPEG decode per image on the CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import simplejpeg
+import torch
+
+from lth.data_manifest import DataManifest, Split
+from lth_trainer.store import TrainerError
+
+RRC_SCALE = (0.1, 1.0)
+RRC_RATIO = (0.8, 1.25)
+"""Random-resized-crop area and aspect ranges (open_lth's ImageNet settings)."""
+
+Image_ = npt.NDArray[np.uint8]
+
+
+def load_manifest(data_dir: Path) -> DataManifest:
+    path = data_dir / "manifest.json"
+    if not path.is_file():
+        raise TrainerError(f"{path}: data manifest does not exist (has the preprocessing finished?)")
+    try:
+        return DataManifest.load(path)
+    except ValueError as error:
+        raise TrainerError(f"{path}: invalid data manifest: {error}") from error
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """Every sample of one split: shard file, JPEG offset and size, class."""
+
+    shards: tuple[Path, ...]
+    shard_of: npt.NDArray[np.int32]
+    offset: npt.NDArray[np.int64]
+    size: npt.NDArray[np.int64]
+    label: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIndex:
+    """Scan the tar headers of a split's shards (labels come from the `.cls` members)."""
+    infos = manifest.shards_of(split)
+    if not infos:
+        raise TrainerError(f"{data_dir / 'manifest.json'}: no {split} shards listed")
+    shards: list[Path] = []
+    rows: list[tuple[int, int, int, int]] = []
+    for number, info in enumerate(infos):
+        path = data_dir / info.path
+        if not path.is_file():
+            raise TrainerError(f"{path}: shard listed in the manifest is missing")
+        if path.stat().st_size != info.bytes:
+            raise TrainerError(f"{path}: {path.stat().st_size} bytes, the manifest says {info.bytes}")
+        jpegs: dict[str, tuple[int, int]] = {}
+        labels: dict[str, int] = {}
+        try:
+            with tarfile.open(path, "r:") as tar:
+                for member in tar:
+                    key, _, ext = member.name.rpartition(".")
+                    if ext == "jpg":
+                        jpegs[key] = (member.offset_data, member.size)
+                    elif ext == "cls":
+                        extracted = tar.extractfile(member)
+                        assert extracted is not None
+                        labels[key] = int(extracted.read().decode().strip())
+        except (tarfile.TarError, ValueError) as error:
+            raise TrainerError(f"{path}: unreadable shard: {error}") from error
+        if len(jpegs) != info.images or set(jpegs) != set(labels):
+            raise TrainerError(
+                f"{path}: {len(jpegs)} images and {len(labels)} labels, the manifest says {info.images}"
+            )
+        shards.append(path)
+        rows.extend((number, *jpegs[key], labels[key]) for key in sorted(jpegs))
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    if table.size and (table[:, 3].min() < 0 or table[:, 3].max() >= manifest.num_classes):
+        raise TrainerError(f"{data_dir}: {split} labels outside 0..{manifest.num_classes - 1}")
+    return ShardIndex(tuple(shards), table[:, 0].astype(np.int32), table[:, 1], table[:, 2], table[:, 3])
+
+
+def random_resized_crop(rng: random.Random, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a crop with area in RRC_SCALE and aspect in RRC_RATIO, as
+    torchvision samples it: ten tries, then the largest centred crop of valid aspect."""
+    area = height * width
+    log_ratio = (math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*RRC_SCALE)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    aspect = width / height
+    if aspect < RRC_RATIO[0]:
+        w, h = width, round(width / RRC_RATIO[0])
+    elif aspect > RRC_RATIO[1]:
+        h, w = height, round(height * RRC_RATIO[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop(image: Image_, size: int) -> Image_:
+    height, width = image.shape[:2]
+    if size > height or size > width:
+        raise TrainerError(f"spec.training.cropSize {size} is larger than the {height}x{width} images")
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+Sample = tuple[Image_, int, npt.NDArray[np.float32]]
+"""An image (HWC uint8), its class, and its crop box: (top, left, height, width, flip)
+in source pixels, or an empty box when the image is already cropped."""
+
+NO_BOX = np.zeros(0, dtype=np.float32)
+
+
+class ShardDataset(torch.utils.data.Dataset[Sample]):
+    """Samples by (epoch, index): the augmentation draws from a seed of (seed, epoch, index),
+    so it is the same whichever rank or worker decodes the sample, and after a resume.
+
+    With augmentation a worker only decodes and draws the crop box; the device crops,
+    resizes and flips the whole batch at once (Inputs), which keeps the per-image CPU
+    work at the JPEG decode."""
+
+    def __init__(self, index: ShardIndex, crop_size: int, augment: bool, seed: int) -> None:
+        self.index = index
+        self.crop_size = crop_size
+        self.augment = augment
+        self.seed = seed
+        self._files: dict[int, int] = {}
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, i: int) -> bytes:
+        if self._pid != os.getpid():  # a fresh worker: descriptors do not survive fork well
+            self._files, self._pid = {}, os.getpid()
+        shard = int(self.index.shard_of[i])
+        fd = self._files.get(shard)
+        if fd is None:
+            fd = self._files[shard] = os.open(self.index.shards[shard], os.O_RDONLY)
+        return os.pread(fd, int(self.index.size[i]), int(self.index.offset[i]))
+
+    def __getitem__(self, item: tuple[int, int]) -> Sample:
+        epoch, i = item
+        image: Image_ = simplejpeg.decode_jpeg(self.read(i), colorspace="RGB")
+        label = int(self.index.label[i])
+        if not self.augment:
+            return center_crop(image, self.crop_size), label, NO_BOX
+        rng = random.Random(f"{self.seed}:{epoch}:{i}")
+        top, left, h, w = random_resized_crop(rng, image.shape[0], image.shape[1])
+        flip = float(rng.random() < 0.5)
+        return image, label, np.array([top, left, h, w, flip], dtype=np.float32)
+
+
+def collate(batch: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 NHWC images, int64 labels, float32 crop boxes (B x 5, or B x 0)."""
+    images = torch.from_numpy(np.stack([image for image, _, _ in batch]))
+    labels = torch.tensor([label for _, label, _ in batch], dtype=torch.int64)
+    boxes = torch.from_numpy(np.stack([box for _, _, box in batch]))
+    return images, labels, boxes
+
+
+def epoch_order(seed: int, epoch: int, samples: int) -> npt.NDArray[np.int64]:
+    """The global sample order of one epoch; the same for every world size."""
+    return np.random.default_rng([seed, epoch]).permutation(samples)
+
+
+@dataclass(frozen=True)
+class TrainBatches:
+    """This rank's share of every global batch, from a global step on.
+
+    Global batch b of an epoch is positions [b*B, (b+1)*B) of the epoch's order;
+    rank r takes the r-th of its world_size equal slices, so ranks never overlap
+    and any world size trains on the same global batches. The tail that does
+    not fill a batch is dropped.
+    """
+
+    samples: int
+    batch_size: int
+    rank: int
+    world_size: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.samples // self.batch_size
+
+    def from_step(self, step: int, epochs: int) -> Iterator[list[tuple[int, int]]]:
+        """Batches from global step `step` to the end of epoch `epochs` - 1, in one stream
+        (one DataLoader, whose workers live through the whole level)."""
+        local = self.batch_size // self.world_size
+        for epoch in range(step // self.steps_per_epoch, epochs):
+            order = epoch_order(self.seed, epoch, self.samples)
+            first = step - epoch * self.steps_per_epoch if epoch == step // self.steps_per_epoch else 0
+            for b in range(first, self.steps_per_epoch):
+                start = b * self.batch_size + self.rank * local
+                yield [(epoch, int(i)) for i in order[start : start + local]]
+
+
+def eval_batches(samples: int, batch_size: int, rank: int, world_size: int) -> list[list[tuple[int, int]]]:
+    """Every sample exactly once over all ranks (rank r takes r, r+W, ...), no padding."""
+    mine = list(range(rank, samples, world_size))
+    return [[(0, i) for i in mine[s : s + batch_size]] for s in range(0, len(mine), batch_size)]
+
+
+def loader(
+    dataset: ShardDataset,
+    batches: Iterator[list[tuple[int, int]]] | list[list[tuple[int, int]]],
+    workers: int,
+    pin: bool,
+) -> torch.utils.data.DataLoader[Sample]:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )

@@ -1,0 +1,181 @@
+"""One IMP level (or one control branch of a level): where it starts, and its files.
+
+Level 0 trains the dense network from theta_0 and saves theta_k, the rewind
+point. Level L >= 1 trains with the mask pruned from level L-1's final weights,
+starting from theta_k (weight rewinding) or from L-1's final weights
+(learning-rate rewinding). The control branches of level L train the same mask
+from a fresh init (random-reinit), or a random mask of the same per-layer
+density from the same start (random-prune).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lth.api import Branch, LevelResult, RunSpec
+from lth.naming import RunLayout
+from lth_trainer import pruning
+from lth_trainer.pruning import Mask
+from lth_trainer.store import TrainerError, load_tensors, save_tensors
+
+BRANCH_SEED = {"main": 0, "random-reinit": 1, "random-prune": 2}
+
+
+@dataclass(frozen=True)
+class LevelFiles:
+    """The files of levels/NN[-branch]/ (see the README's "Trainer" section)."""
+
+    dir: Path
+
+    @property
+    def mask(self) -> Path:
+        return self.dir / "mask.safetensors"
+
+    @property
+    def init(self) -> Path:
+        return self.dir / "init.safetensors"
+
+    @property
+    def rewind(self) -> Path:
+        return self.dir / "rewind.safetensors"
+
+    @property
+    def final(self) -> Path:
+        return self.dir / "final.safetensors"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    @property
+    def start(self) -> Path:
+        return self.dir / "start.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.dir / "progress.jsonl"
+
+    @property
+    def result(self) -> Path:
+        return self.dir / "result.json"
+
+
+def level_files(run_dir: Path, level: int, branch: Branch = "main") -> LevelFiles:
+    return LevelFiles(RunLayout(root=run_dir).level_dir(level, branch))
+
+
+def derived_seed(seed: int, level: int, branch: Branch) -> int:
+    """A seed of its own for each (level, branch): a reinit differs from theta_0."""
+    return int(np.random.SeedSequence([seed, level, BRANCH_SEED[branch]]).generate_state(1)[0])
+
+
+def read_result(path: Path) -> LevelResult:
+    try:
+        return LevelResult.model_validate_json(path.read_text())
+    except ValueError as error:
+        raise TrainerError(f"{path}: invalid result: {error}") from error
+
+
+def rewind_step(spec: RunSpec, steps_per_epoch: int) -> int:
+    amount, unit = spec.pruning.rewind_point()
+    step = amount * steps_per_epoch if unit == "ep" else amount
+    total = spec.training.epochs * steps_per_epoch
+    if step >= total:
+        raise TrainerError(
+            f"spec.pruning.rewindTo: {spec.pruning.rewind_to} is step {step}, "
+            f"but a level has only {total} steps ({steps_per_epoch} per epoch)"
+        )
+    return step
+
+
+@dataclass(frozen=True)
+class LevelStart:
+    """What a level trains: its mask, its first weights, its first step, and where they came from."""
+
+    mask: Mask
+    weights: dict[str, torch.Tensor]
+    step: int
+    origin: dict[str, object]
+
+
+def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write: bool) -> Mask:
+    """Mask of main level L: read levels/LL/mask, or prune it from level L-1 and write it
+    (atomically; every job of level L computes the same bytes, so a race is harmless)."""
+    ignore = spec.pruning.ignore_layers
+    files = level_files(run_dir, level)
+    if level == 0:
+        mask = pruning.full_mask(model, ignore)
+    elif files.mask.is_file():
+        mask = load_tensors(files.mask, "mask")
+        pruning.check_mask(mask, model, ignore, str(files.mask))
+        return mask
+    else:
+        before = level_files(run_dir, level - 1)
+        if not before.dir.is_dir():
+            raise TrainerError(
+                f"{before.dir}: level {level - 1} does not exist, so level {level} cannot start (level gap)"
+            )
+        if not before.final.is_file():
+            raise TrainerError(
+                f"{files.mask}: missing, and {before.final} (the weights to prune it from) does not exist: "
+                f"level {level - 1} has not finished"
+            )
+        previous = main_mask(run_dir, spec, level - 1, model, write=False)
+        mask = pruning.prune_global_magnitude(
+            load_tensors(before.final, "final weights"), previous, spec.pruning.fraction
+        )
+    if write and not files.mask.is_file():
+        save_tensors(files.mask, mask)
+    return mask
+
+
+def plan_start(
+    run_dir: Path,
+    spec: RunSpec,
+    level: int,
+    branch: Branch,
+    build: Callable[[int], nn.Module],
+    steps_per_epoch: int,
+    write: bool,
+) -> LevelStart:
+    """Where level `level` of `branch` starts. `build(seed)` makes a fresh network;
+    `write` (rank 0) writes the masks and theta_0 that this and later levels read."""
+    if branch != "main" and level == 0:
+        raise TrainerError(f"--branch {branch}: control branches start at level 1 (level 0 is the dense run)")
+    files = level_files(run_dir, level, branch)
+    root = level_files(run_dir, 0)
+    model = build(spec.training.seed)
+    mask = main_mask(run_dir, spec, level, model, write)
+    k = rewind_step(spec, steps_per_epoch)
+    if level == 0:
+        theta_0 = dict(model.state_dict())
+        if write and not root.init.is_file():
+            save_tensors(root.init, theta_0)
+        return LevelStart(mask, theta_0, 0, {"weights": f"init (seed {spec.training.seed})", "step": 0})
+
+    if spec.pruning.rewind == "weights":
+        source, step = root.rewind, k
+    else:
+        source, step = level_files(run_dir, level - 1).final, 0
+    weights = load_tensors(source, "start weights")
+    if set(weights) != set(model.state_dict()):
+        raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
+    origin: dict[str, object] = {"weights": str(source.relative_to(run_dir)), "step": step}
+    if branch == "random-reinit":
+        seed = derived_seed(spec.training.seed, level, branch)
+        weights = dict(build(seed).state_dict())
+        origin["weights"] = f"fresh init (seed {seed})"
+    elif branch == "random-prune":
+        generator = torch.Generator().manual_seed(derived_seed(spec.training.seed, level, branch))
+        mask = pruning.random_like(mask, generator)
+    mask_file = files.mask if branch != "main" else level_files(run_dir, level).mask
+    if branch != "main" and write and not files.mask.is_file():
+        save_tensors(files.mask, mask)
+    origin["mask"] = str(mask_file.relative_to(run_dir))
+    return LevelStart(mask, weights, step, origin)

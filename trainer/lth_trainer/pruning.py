@@ -1,0 +1,103 @@
+"""Masks: which weights are pruned, global magnitude pruning, layer-matched random masks.
+
+A mask maps the name of each prunable weight (conv and linear `.weight`, never
+biases or BatchNorm, never a module matching spec.pruning.ignoreLayers) to a
+bool tensor of its shape; True = kept.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lth_trainer.store import TrainerError
+
+Mask = dict[str, torch.Tensor]
+
+
+def prunable_names(model: nn.Module, ignore_layers: list[str]) -> list[str]:
+    """Names of the prunable weights, sorted (the order global pruning ranks them in)."""
+    names = [
+        f"{module_name}.weight"
+        for module_name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d | nn.Linear)
+        and not any(fnmatch.fnmatchcase(module_name, pattern) for pattern in ignore_layers)
+    ]
+    return sorted(names)
+
+
+def full_mask(model: nn.Module, ignore_layers: list[str]) -> Mask:
+    params = dict(model.named_parameters())
+    return {
+        name: torch.ones_like(params[name], dtype=torch.bool) for name in prunable_names(model, ignore_layers)
+    }
+
+
+def kept(mask: Mask) -> int:
+    return sum(int(m.sum()) for m in mask.values())
+
+
+def size(mask: Mask) -> int:
+    return sum(m.numel() for m in mask.values())
+
+
+def density(mask: Mask) -> float:
+    return kept(mask) / size(mask)
+
+
+def prune_global_magnitude(weights: dict[str, torch.Tensor], mask: Mask, fraction: float) -> Mask:
+    """Remove round(fraction * kept) of the kept weights with the smallest |w|, across
+    all layers at once. Ties break by position (a stable sort over the sorted names),
+    so the same weights always give the same mask."""
+    names = sorted(mask)
+    magnitudes = torch.cat([weights[n].detach().float().abs().flatten().cpu() for n in names])
+    alive = torch.cat([mask[n].flatten().cpu() for n in names])
+    remove = round(fraction * int(alive.sum()))
+    magnitudes[~alive] = -1.0  # already pruned: first in the order, and never counted
+    order = torch.sort(magnitudes, stable=True).indices
+    dead = int((~alive).sum())
+    new_alive = alive.clone()
+    new_alive[order[: dead + remove]] = False
+    result: Mask = {}
+    start = 0
+    for n in names:
+        count = mask[n].numel()
+        result[n] = new_alive[start : start + count].reshape(mask[n].shape)
+        start += count
+    return result
+
+
+def mask_gradients(weights: Sequence[torch.Tensor], keeps: Sequence[torch.Tensor]) -> None:
+    """Zero the gradients of pruned entries (keeps: float 0/1 on the weights' device). Before
+    every optimizer step, so the weight, its momentum and its Adam moments stay exactly 0
+    (weight decay of a zero weight is zero)."""
+    torch._foreach_mul_([w.grad for w in weights], keeps)  # type: ignore[arg-type, misc]
+
+
+def random_like(mask: Mask, generator: torch.Generator) -> Mask:
+    """A random mask that keeps as many weights in every layer as `mask` does (a uniform
+    random mask would starve small layers such as the classifier)."""
+    result: Mask = {}
+    for n in sorted(mask):
+        flat = torch.zeros(mask[n].numel(), dtype=torch.bool)
+        flat[torch.randperm(flat.numel(), generator=generator)[: int(mask[n].sum())]] = True
+        result[n] = flat.reshape(mask[n].shape)
+    return result
+
+
+def check_mask(mask: Mask, model: nn.Module, ignore_layers: list[str], source: str) -> None:
+    """The mask fits the model: same names and shapes. `source` names the file."""
+    expected = {
+        n: p.shape for n, p in model.named_parameters() if n in set(prunable_names(model, ignore_layers))
+    }
+    if set(mask) != set(expected):
+        missing, extra = sorted(set(expected) - set(mask)), sorted(set(mask) - set(expected))
+        raise TrainerError(f"{source}: mask does not fit the model (missing {missing}, unexpected {extra})")
+    for n, shape in expected.items():
+        if mask[n].shape != shape or mask[n].dtype != torch.bool:
+            raise TrainerError(
+                f"{source}: mask {n} is {mask[n].dtype} {tuple(mask[n].shape)}, expected bool {tuple(shape)}"
+            )

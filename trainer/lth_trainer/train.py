@@ -1,0 +1,463 @@
+"""The loop of one level: masked training, evaluation every epoch, a checkpoint every
+epoch, then the final weights and result.json (last)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lth.api import Branch, LevelResult, RunSpec
+from lth_trainer import pruning
+from lth_trainer.data import (
+    ShardDataset,
+    TrainBatches,
+    eval_batches,
+    index_split,
+    load_manifest,
+    loader,
+)
+from lth_trainer.dist import Platform
+from lth_trainer.level import LevelFiles, level_files, plan_start, rewind_step
+from lth_trainer.models import build_model
+from lth_trainer.optim import build_optimizer, lr_factor, set_lr
+from lth_trainer.store import (
+    TrainerError,
+    load_checkpoint,
+    save_checkpoint,
+    save_tensors,
+    write_json,
+    write_text,
+)
+
+log = logging.getLogger("lth_trainer")
+LOG_EVERY_SECONDS = 30.0
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Counters:
+    """What a checkpoint carries besides weights and optimizer: the data position (the
+    global step) and the figures that the result sums over restarts."""
+
+    step: int
+    train_seconds: float = 0.0
+    train_images: int = 0
+    elapsed_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss: float = 0.0
+    epoch_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Precision:
+    autocast: torch.autocast | None
+    scaler: torch.amp.GradScaler
+
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        return self.autocast if self.autocast is not None else contextlib.nullcontext()
+
+
+def precision_for(spec: RunSpec, device: torch.device) -> Precision:
+    """bf16/fp16 autocast on GPU (fp16 with a gradient scaler). CPUs train fp32: bf16
+    autocast measured 5x slower than fp32 on a CPU without native bf16 (no AVX512-BF16/AMX)."""
+    wanted = spec.training.precision
+    if device.type == "cuda" and wanted != "fp32":
+        dtype = torch.bfloat16 if wanted == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=wanted == "fp16")
+        return Precision(torch.autocast("cuda", dtype=dtype), scaler)
+    if wanted != "fp32":
+        log.info("spec.training.precision %s applies on GPU; training fp32 on %s", wanted, device.type)
+    return Precision(None, torch.amp.GradScaler(device.type, enabled=False))
+
+
+class Inputs:
+    """uint8 NHWC batches -> normalised float NCHW on the device (channels_last on GPU),
+    cropped to the crop boxes (random-resized-crop and flip) when the batch has them.
+
+    The crop is one bilinear grid_sample for the whole batch: no antialiasing, which
+    matters only for crops much larger than the output (at most 1.2x here for 227 px
+    shards and 224 px crops at the largest scale)."""
+
+    def __init__(
+        self,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        device: torch.device,
+        crop: int,
+    ) -> None:
+        self.device = device
+        self.crop = crop
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()  # channels_last strides
+        if boxes.shape[1]:
+            x = self.resized_crop(x, boxes.to(self.device, non_blocking=True))
+        layout = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        x = x.contiguous(memory_format=layout)
+        return x.sub_(self.mean).div_(self.std)
+
+    def resized_crop(self, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2], x.shape[3]
+        top, left, h, w, flip = boxes.unbind(1)
+        theta = torch.zeros(len(boxes), 2, 3, device=x.device)
+        theta[:, 0, 0] = w / width * (1 - 2 * flip)  # a flip mirrors the sampling grid
+        theta[:, 0, 2] = (2 * left + w) / width - 1
+        theta[:, 1, 1] = h / height
+        theta[:, 1, 2] = (2 * top + h) / height - 1
+        grid = F.affine_grid(theta, [len(boxes), 3, self.crop, self.crop], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: ShardDataset,
+    inputs: Inputs,
+    precision: Precision,
+    platform: Platform,
+    batch_size: int,
+    workers: int,
+    num_classes: int,
+) -> dict[str, float | None]:
+    """Top-1, top-5 (None under 5 classes) and mean loss over the whole val split, all ranks."""
+    model.eval()
+    batches = eval_batches(len(dataset), batch_size, platform.rank, platform.world_size)
+    totals = torch.zeros(4, dtype=torch.float64, device=platform.device)
+    with torch.inference_mode():
+        for images, labels, boxes in loader(dataset, batches, workers, platform.device.type == "cuda"):
+            labels = labels.to(platform.device, non_blocking=True)
+            with precision.context():
+                logits = model(inputs(images, boxes))
+            logits = logits.float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            totals += torch.stack(
+                [
+                    torch.tensor(float(len(labels)), device=platform.device, dtype=torch.float64),
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                    F.cross_entropy(logits, labels, reduction="sum").double(),
+                ]
+            )
+    model.train()
+    count, top1, top5, loss = platform.sum(totals.tolist())
+    return {
+        "top1": 100.0 * top1 / count,
+        "top5": 100.0 * top5 / count if num_classes >= 5 else None,
+        "loss": loss / count,
+    }
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def write_progress(files: LevelFiles, history: list[dict[str, Any]]) -> None:
+    """progress.jsonl, rewritten whole from the checkpoint's history: one line per epoch,
+    never a duplicate after a resume."""
+    write_text(files.progress, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in history))
+
+
+def run_level(
+    run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: Branch, platform: Platform
+) -> LevelResult:
+    began = time.perf_counter()
+    training = spec.training
+    files = level_files(run_dir, level, branch)
+    manifest = load_manifest(data_dir)
+    train_index = index_split(data_dir, manifest, "train")
+    val_index = index_split(data_dir, manifest, "val")
+    if training.batch_size % platform.world_size:
+        raise TrainerError(
+            f"spec.training.batchSize: {training.batch_size} does not split over "
+            f"{platform.world_size} processes"
+        )
+    batches = TrainBatches(
+        len(train_index), training.batch_size, platform.rank, platform.world_size, training.seed
+    )
+    spe = batches.steps_per_epoch
+    if spe == 0:
+        raise TrainerError(
+            f"spec.training.batchSize: {training.batch_size} is more than the {len(train_index)} train images"
+        )
+    num_classes = spec.model.num_classes or manifest.num_classes
+    crop = training.crop_size or manifest.image_size
+
+    def build(seed: int) -> nn.Module:
+        return build_model(spec.model.arch, num_classes, crop, seed)
+
+    start = plan_start(run_dir, spec, level, branch, build, spe, write=platform.is_main)
+    model = build(training.seed)
+    model.load_state_dict(start.weights)
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, keep in start.mask.items():
+            params[name].mul_(keep)
+    cuda = platform.device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
+    model.to(platform.device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    params = dict(model.named_parameters())
+    optimizer = build_optimizer(training, model)
+    precision = precision_for(spec, platform.device)
+    counters = Counters(step=start.step)
+    if files.checkpoint.is_file():
+        counters = resume(files.checkpoint, model, optimizer, precision, platform, level, branch)
+        log.info(
+            "level %d %s: resumed from %s at step %d (epoch %d)",
+            level,
+            branch,
+            files.checkpoint,
+            counters.step,
+            counters.step // spe,
+        )
+    elif platform.is_main:
+        write_json(
+            files.start,
+            {
+                **start.origin,
+                "level": level,
+                "branch": branch,
+                "density": pruning.density(start.mask),
+                "stepsPerEpoch": spe,
+            },
+        )
+    if level == 0 and platform.is_main and rewind_step(spec, spe) == 0 and not files.rewind.is_file():
+        save_tensors(files.rewind, start.weights)
+
+    inputs = Inputs(manifest.mean, manifest.std, platform.device, crop)
+    augment = training.augmentation == "random-resized-crop"
+    train_data = ShardDataset(train_index, crop, augment, training.seed)
+    val_data = ShardDataset(val_index, crop, False, training.seed)
+    local_batch = training.batch_size // platform.world_size
+    session = time.perf_counter()
+    elapsed_before = counters.elapsed_seconds
+    total = training.epochs * spe
+    if counters.step < total:
+        stream = iter(
+            loader(train_data, batches.from_step(counters.step, training.epochs), training.workers, cuda)
+        )
+        net: nn.Module = model
+        if platform.distributed:
+            net = DistributedDataParallel(model, device_ids=[platform.device.index] if cuda else None)
+        masked = [  # layers with a pruned entry; a dense level pays nothing
+            (params[name], keep.to(platform.device, torch.float32))
+            for name, keep in start.mask.items()
+            if not keep.all()
+        ]
+        while counters.step < total:
+            train_epoch(
+                net,
+                stream,
+                masked,
+                optimizer,
+                precision,
+                inputs,
+                spec,
+                counters,
+                spe,
+                level,
+                branch,
+                files,
+                platform,
+            )
+            metrics = evaluate(
+                model, val_data, inputs, precision, platform, local_batch, training.workers, num_classes
+            )
+            counters.elapsed_seconds = elapsed_before + time.perf_counter() - session
+            record = {
+                "level": level,
+                "branch": branch,
+                "epoch": counters.step // spe,
+                "epochs": training.epochs,
+                "step": counters.step,
+                "trainLoss": counters.epoch_loss,
+                **metrics,
+                "imagesPerSecond": counters.epoch_rate,
+                "time": round(time.time(), 3),
+            }
+            counters.history.append(record)
+            if platform.is_main:
+                save_checkpoint(
+                    files.checkpoint,
+                    checkpoint_state(model, optimizer, precision, counters, platform, level, branch),
+                )
+                write_progress(files, counters.history)
+            log.info(
+                "level %d %s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s",
+                level,
+                branch,
+                record["epoch"],
+                training.epochs,
+                metrics["top1"],
+                metrics["loss"],
+                counters.epoch_rate,
+            )
+    last = counters.history[-1] if counters.history else None
+    if last is None:
+        raise TrainerError(f"{files.checkpoint}: holds no evaluated epoch")
+    result = LevelResult(
+        level=level,
+        branch=branch,
+        density=pruning.density(start.mask),
+        top1=last["top1"],
+        top5=last["top5"],
+        loss=last["loss"],
+        epochs=training.epochs,
+        images_per_second=counters.train_images / counters.train_seconds if counters.train_seconds else None,
+        duration_seconds=elapsed_before + time.perf_counter() - session,
+    )
+    if platform.is_main:
+        save_tensors(files.final, dict(model.state_dict()))
+        write_text(files.result, json.dumps(result.to_wire(), separators=(",", ":")) + "\n")
+    platform.barrier()
+    log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
+    return result
+
+
+def train_epoch(
+    net: nn.Module,
+    stream: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    masked: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    inputs: Inputs,
+    spec: RunSpec,
+    counters: Counters,
+    spe: int,
+    level: int,
+    branch: Branch,
+    files: LevelFiles,
+    platform: Platform,
+) -> None:
+    """Train to the end of the current epoch, pruned weights held at zero."""
+    training = spec.training
+    epoch_end = (counters.step // spe + 1) * spe
+    rewind_at = rewind_step(spec, spe) if level == 0 else -1
+    weights = [w for w, _ in masked]
+    keeps = [k for _, k in masked]
+    loss_sum = torch.zeros((), device=platform.device)
+    steps = epoch_end - counters.step
+    began = last_log = time.perf_counter()
+    while counters.step < epoch_end:
+        images, labels, boxes = next(stream)
+        set_lr(optimizer, training.lr * lr_factor(training, counters.step, spe))
+        x, y = inputs(images, boxes), labels.to(platform.device, non_blocking=True)
+        with precision.context():
+            loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        if masked:
+            pruning.mask_gradients(weights, keeps)
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        loss_sum += loss.detach().float()
+        counters.step += 1
+        if counters.step == rewind_at and platform.is_main:
+            save_tensors(files.rewind, dict(net_module(net).state_dict()))
+        if platform.is_main and time.perf_counter() - last_log > LOG_EVERY_SECONDS:
+            last_log = time.perf_counter()
+            done = steps - (epoch_end - counters.step)
+            log.info(
+                "level %d %s epoch %d: step %d/%d, %.0f images/s",
+                level,
+                branch,
+                counters.step // spe + 1,
+                done,
+                steps,
+                done * training.batch_size / (last_log - began),
+            )
+    seconds = time.perf_counter() - began
+    counters.train_seconds += seconds
+    counters.train_images += steps * training.batch_size
+    counters.epoch_rate = steps * training.batch_size / seconds
+    counters.epoch_loss = platform.sum([float(loss_sum)])[0] / (steps * platform.world_size)
+
+
+def net_module(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def checkpoint_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    counters: Counters,
+    platform: Platform,
+    level: int,
+    branch: Branch,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "level": level,
+        "branch": branch,
+        "step": counters.step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": precision.scaler.state_dict(),
+        "rng": rng_state(platform.device),
+        "trainSeconds": counters.train_seconds,
+        "trainImages": counters.train_images,
+        "elapsedSeconds": counters.elapsed_seconds,
+        "history": counters.history,
+    }
+
+
+def resume(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    platform: Platform,
+    level: int,
+    branch: Branch,
+) -> Counters:
+    state = load_checkpoint(path)
+    if (
+        state.get("format") != CHECKPOINT_FORMAT
+        or state.get("level") != level
+        or state.get("branch") != branch
+    ):
+        raise TrainerError(
+            f"{path}: checkpoint of level {state.get('level')} {state.get('branch')}, "
+            f"not of level {level} {branch}"
+        )
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            precision.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], platform.device)
+        return Counters(
+            step=int(state["step"]),
+            train_seconds=float(state["trainSeconds"]),
+            train_images=int(state["trainImages"]),
+            elapsed_seconds=float(state["elapsedSeconds"]),
+            history=list(state["history"]),
+        )
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise TrainerError(f"{path}: checkpoint does not fit this level: {error}") from error
