@@ -70,6 +70,14 @@ class Outcome:
     log_tail: str
 
 
+@dataclass
+class Running:
+    launch: Launch
+    attempt: int
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -156,13 +164,13 @@ class LocalExecutor:
     on_event: Callable[[EmitEvent], None] = lambda event: None
     on_launch: Callable[[Launch, Plan], None] = lambda launch, plan: None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    running: dict[str, Running] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.paths = RunPaths(str(self.storage_root.resolve()), self.run.metadata.name)
         self.layout = RunLayout(Path(self.paths.run_dir))
         self.status_file = self.layout.root / "status.json"
         self.logs = self.layout.root / "logs"
-        self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_file(cls, spec_file: Path, storage_root: Path, nproc: int | None = None) -> LocalExecutor:
@@ -211,10 +219,15 @@ class LocalExecutor:
         return (Path(self.paths.data_dir(spec)) / "manifest.json").exists()
 
     def _unfinished(self, name: str, attempt: int) -> ObservedChild:
+        """A child the status says exists, without its outputs: running, to be started, or failed."""
         outcome = self.outcomes.get(name)
-        if outcome is not None and outcome.attempt == attempt:
-            reason = f"exit code {outcome.returncode}; log tail:\n{outcome.log_tail}"
-            return ObservedChild(name, attempt, "Failed", reason)
+        if outcome is not None and outcome.attempt == attempt and name not in self.running:
+            ended = (
+                "exited 0 without writing its outputs"
+                if outcome.returncode == 0
+                else (f"exit code {outcome.returncode}")
+            )
+            return ObservedChild(name, attempt, "Failed", f"{ended}; log tail:\n{outcome.log_tail}")
         return ObservedChild(name, attempt, "Running")
 
     # ------------------------------------------------------------------ loop
@@ -232,19 +245,26 @@ class LocalExecutor:
         self.save_status(result.status)
         return result
 
-    def next_launch(self, result: Plan) -> Launch | None:
-        """The first unfinished child of the plan's status, to run now."""
+    def launches(self, result: Plan) -> list[Launch]:
+        """The plan's unfinished children that are neither running nor failed at their attempt."""
         spec = result.spec
         if spec is None:
-            return None
+            return []
         status = result.status
+        ready: list[Launch] = []
         prep = status.preprocessing
-        if prep is not None and prep.phase in ("Pending", "Running") and prep.name not in self.outcomes:
-            return self._prep_launch(spec)
+        if prep is not None and self._startable(prep.name, prep.phase, prep.attempts):
+            ready.append(self._prep_launch(spec))
         for row in status.levels:
-            if row.phase in ("Pending", "Running") and row.name not in self.outcomes:
-                return self._level_launch(spec, row.name, row.level, row.branch)
-        return None
+            if self._startable(row.name, row.phase, row.attempts):
+                ready.append(self._level_launch(spec, row.name, row.level, row.branch))
+        return ready
+
+    def _startable(self, name: str, phase: str, attempt: int) -> bool:
+        if phase not in ("Pending", "Running") or name in self.running:
+            return False
+        outcome = self.outcomes.get(name)
+        return outcome is None or outcome.attempt != attempt
 
     def _prep_launch(self, spec: RunSpec) -> Launch:
         main_file = Path(_module_dir(SPARK_MODULE)) / "__main__.py"
@@ -273,53 +293,60 @@ class LocalExecutor:
             TRAINER_MODULE,
             *trainer_arguments(spec, self.paths, level, branch, str(termination)),
         ]
-        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.nproc))}
+        # Each process gets its share of the cores: oversubscribed torch threads spin and
+        # slow every job down many times over.
+        processes = self.nproc * spec.resources.max_parallel_jobs
+        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
         return Launch(name, argv, self.logs / f"{name}.log", env, level, branch)
 
-    def launch(self, launch: Launch, attempt: int, tick: Callable[[], None] = lambda: None) -> Outcome:
-        """Run one child to its end; Ctrl-C stops it and is raised again."""
+    def start(self, launch: Launch, attempt: int) -> None:
+        """Start one child in its own process group, its output appended to its log."""
         launch.log.parent.mkdir(parents=True, exist_ok=True)
-        with launch.log.open("ab") as log:
-            started = datetime.now(UTC).isoformat()
-            log.write(f"\n=== {started} attempt {attempt}: {' '.join(launch.argv[:6])} ...\n".encode())
-            log.flush()
-            returncode = self._wait(launch, log, tick)
-        outcome = Outcome(attempt, returncode, log_tail(launch.log))
-        if returncode != 0:
-            self.outcomes[launch.name] = outcome
-        return outcome
-
-    def _wait(self, launch: Launch, log: IO[bytes], tick: Callable[[], None]) -> int:
-        self.process = subprocess.Popen(
+        log = launch.log.open("ab")
+        started = datetime.now(UTC).isoformat()
+        log.write(f"\n=== {started} attempt {attempt}: {' '.join(launch.argv[:6])} ...\n".encode())
+        log.flush()
+        process = subprocess.Popen(
             launch.argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **launch.env},
             start_new_session=True,
         )
-        try:
-            while True:
-                try:
-                    return self.process.wait(timeout=0.5)
-                except subprocess.TimeoutExpired:
-                    tick()
-        except KeyboardInterrupt:
-            self._stop_child()
-            raise
-        finally:
-            self.process = None
+        self.running[launch.name] = Running(launch, attempt, process, log)
 
-    def _stop_child(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
+    def wait_any(self, tick: Callable[[], None] = lambda: None) -> list[tuple[Launch, Outcome]]:
+        """Wait until at least one running child ends; their outcomes, recorded."""
+        while True:
+            ended = [r for r in self.running.values() if r.process.poll() is not None]
+            if ended:
+                break
+            tick()
+            time.sleep(0.5)
+        finished = []
+        for child in ended:
+            del self.running[child.launch.name]
+            child.log.close()
+            assert child.process.returncode is not None
+            outcome = Outcome(child.attempt, child.process.returncode, log_tail(child.launch.log))
+            self.outcomes[child.launch.name] = outcome
+            finished.append((child.launch, outcome))
+        return finished
+
+    def stop_all(self) -> None:
+        """Stop every running child (its whole process group): TERM, then KILL after 10 s."""
+        for child in self.running.values():
+            if child.process.poll() is None:
+                os.killpg(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        for child in self.running.values():
+            while child.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if child.process.poll() is None:
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+            child.log.close()
+        self.running.clear()
 
 
 def _tool(name: str) -> str:
@@ -356,28 +383,35 @@ class Display:
 
 
 def run_local(executor: LocalExecutor, display: Display) -> RunStatus:
-    """Run (or resume) a LotteryTicketRun on this machine until it succeeds or fails."""
+    """Run (or resume) a LotteryTicketRun on this machine until it succeeds or fails.
+
+    Children run as the plan allows (spec.resources.maxParallelJobs at once); each
+    finished child leads to a new plan.
+    """
     executor.on_event = display.event
     with run_lock(executor.layout.root):
         status = executor.load_status()
         plans_without_launch = 0
-        while True:
-            result = executor.step(status)
-            status = result.status
-            if result.done:
-                break
-            launch = executor.next_launch(result)
-            if launch is None:
-                # A retry takes two plans: one deletes the failed attempt, the next creates it.
-                plans_without_launch += 1
-                if plans_without_launch > 2:
-                    raise RunError(f"{executor.status_file}: the run waits on nothing it can start")
-                continue
-            plans_without_launch = 0
-            attempt = _attempt_of(status, launch.name)
-            display.child_started(launch, status, executor.layout)
-            outcome = executor.launch(launch, attempt, display.tick)
-            display.child_finished(launch, outcome)
+        try:
+            while True:
+                result = executor.step(status)
+                status = result.status
+                if result.done:
+                    break
+                for launch in executor.launches(result):
+                    executor.start(launch, _attempt_of(status, launch.name))
+                    display.child_started(launch, status, executor.layout)
+                if not executor.running:
+                    # A retry takes two plans: one deletes the failed attempt, the next creates it.
+                    plans_without_launch += 1
+                    if plans_without_launch > 2:
+                        raise RunError(f"{executor.status_file}: the run waits on nothing it can start")
+                    continue
+                plans_without_launch = 0
+                for launch, outcome in executor.wait_any(display.tick):
+                    display.child_finished(launch, outcome)
+        finally:
+            executor.stop_all()
     if status.phase == "Failed":
         failed = status.condition("Failed")
         raise RunError(failed.message if failed else "the run failed")
