@@ -199,8 +199,8 @@ def _is_empty_tar(path: Path, offset: int, length: int) -> bool:
 
 
 def _imagenet(root: Path, wanted: list[str] | None) -> InputPlan:
-    devkit = _read_devkit(root / DEVKIT)
     train = {tar.wnid: tar for tar in _train_tars(root)}
+    devkit = _read_devkit(root / DEVKIT)
     for tar in sorted(train.values()):
         if tar.wnid not in devkit.name_of_wnid:
             raise InputError(

@@ -43,6 +43,8 @@ MANIFEST = "manifest.json"
 WORK_DIR = ".work"
 """Unit blobs and sidecars of an unfinished job; removed once the manifest is written."""
 SPLITS = ("train", "val", "test")
+PROCESS_STEP = "decode+resize+encode"
+SHARD_STEP = "write shards"
 
 Mapper = Callable[[Callable[[Any], dict[str, Any]], Sequence[Any], str], list[dict[str, Any]]]
 """map(function, items, what) -> results in item order; each result has an "images" count for progress."""
@@ -214,11 +216,11 @@ def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
         sum(u.input_bytes for u in plan.units) / (1 << 20),
     )
     mapper = start_mapper()
-    mapper(partial(process_unit, processing=job.processing, work_dir=str(work)), todo, "decode+resize+encode")
+    mapper(partial(process_unit, processing=job.processing, work_dir=str(work)), todo, PROCESS_STEP)
     names = sorted(u.name for u in plan.units)
     sidecars = [json.loads(unit_paths(str(work), name)[1].read_text()) for name in names]
     shard_plans = plan_shards(sidecars, work, job.output, job.target_shard_bytes)
-    shards = mapper(write_shard, shard_plans, "write shards")
+    shards = mapper(write_shard, shard_plans, SHARD_STEP)
     manifest = build_manifest(job, plan.classes, sidecars, shards)
     _write_json_atomically(manifest_path, manifest.model_dump_json(indent=2) + "\n")
     shutil.rmtree(work)
