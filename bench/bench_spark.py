@@ -55,19 +55,43 @@ def build_input(root: Path, images: int) -> None:
     classes = images // PER_CLASS
     layout = Layout([f"n{c:08d}" for c in range(classes)], [f"class {c}" for c in range(classes)])
     for c in range(classes):
-        layout.train[c] = [(f"n{c:08d}_{i}.JPEG", jpegs[(c * PER_CLASS + i) % DISTINCT]) for i in range(PER_CLASS)]
+        layout.train[c] = [
+            (f"n{c:08d}_{i}.JPEG", jpegs[(c * PER_CLASS + i) % DISTINCT]) for i in range(PER_CLASS)
+        ]
     layout.val = [(c, jpegs[c % DISTINCT]) for c in range(classes)]
     write_layout(layout, root)
 
 
 def _timed(mapper: Mapper, steps: dict[str, Any]) -> Mapper:
-    def timed(function: Callable[[Any], dict[str, Any]], items: Sequence[Any], what: str) -> list[dict[str, Any]]:
+    def timed(
+        function: Callable[[Any], dict[str, Any]], items: Sequence[Any], what: str
+    ) -> list[dict[str, Any]]:
         started = time.perf_counter()
         results = mapper(function, items, what)
         steps[what] = {"seconds": time.perf_counter() - started, "results": results}
         return results
 
     return timed
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of a process and all its live descendants (from /proc), seconds."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo += children.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure(engine: str, input: Path, output: Path, cores: int, size: int, resize: str) -> dict[str, Any]:
@@ -83,19 +107,25 @@ def measure(engine: str, input: Path, output: Path, cores: int, size: int, resiz
         spark.sparkContext.parallelize(range(cores), cores).count()  # start the Python workers
         startup = time.perf_counter() - started
         jvm_pid = spark.sparkContext._jvm.ProcessHandle.current().pid()
+        cpu = tree_cpu_seconds(os.getpid())
         started = time.perf_counter()
         manifest = run(job, lambda: _timed(SparkMapper(spark.sparkContext), steps))
         seconds = time.perf_counter() - started
+        cpu = tree_cpu_seconds(os.getpid()) - cpu
         status = Path(f"/proc/{jvm_pid}/status").read_text()
-        jvm_peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) * 1024
+        jvm_peak = (
+            int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) * 1024
+        )
         spark.stop()
     else:
         with multiprocessing.get_context("fork").Pool(cores) as pool:
             pool.map(abs, range(cores))  # start the workers
             startup = time.perf_counter() - started
+            cpu = tree_cpu_seconds(os.getpid())
             started = time.perf_counter()
             manifest = run(job, lambda: _timed(lambda f, items, what: pool.map(f, items, chunksize=1), steps))
             seconds = time.perf_counter() - started
+            cpu = tree_cpu_seconds(os.getpid()) - cpu
         jvm_peak = 0
     images = sum(s.images for s in manifest.splits.values())
     process = steps[PROCESS_STEP]
@@ -105,6 +135,7 @@ def measure(engine: str, input: Path, output: Path, cores: int, size: int, resiz
         "size": size,
         "startup_s": startup,
         "job_s": seconds,
+        "cpu_s": cpu,
         "process_s": process["seconds"],
         "worker_peak_rss": max(r["peak_rss_bytes"] for r in process["results"]),
         "jvm_peak_rss": jvm_peak,
@@ -149,7 +180,9 @@ def main() -> None:
         results = []
         for n, (engine, scale, size, resize) in enumerate(runs):
             output = work / f"out{n}"
-            result = _child([engine, str(work / f"in{scale}x"), str(output), str(arguments.cores), str(size), resize])
+            result = _child(
+                [engine, str(work / f"in{scale}x"), str(output), str(arguments.cores), str(size), resize]
+            )
             result["scale"] = scale
             results.append(result)
             shutil.rmtree(output)
@@ -161,21 +194,27 @@ def main() -> None:
 
 def _report(results: list[dict[str, Any]], cores: int) -> None:
     mib = 1 << 20
-    print("| engine | files | output | job s | images/s/core (job) | images/s/core (decode+resize+encode) |"
-          " startup s | peak RSS: JVM / Python worker MiB | load avg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| engine | files | output | job s | images/s/core (job) | images/s/core (decode+resize+encode) |"
+        " images per CPU-second | startup s | peak RSS: JVM / Python worker MiB | load avg |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(
             f"| {r['engine']} | {r['images']} ({r['scale']}x) | {r['size']} | {r['job_s']:.2f} "
             f"| {r['images'] / r['job_s'] / cores:.0f} | {r['images'] / r['process_s'] / cores:.0f} "
-            f"| {r['startup_s']:.1f} | {r['jvm_peak_rss'] / mib:.0f} / {r['worker_peak_rss'] / mib:.0f} "
+            f"| {r['images'] / r['cpu_s']:.0f} | {r['startup_s']:.1f} "
+            f"| {r['jvm_peak_rss'] / mib:.0f} / {r['worker_peak_rss'] / mib:.0f} "
             f"| {r['load_before']:.1f} |"
         )
     by = {(r["engine"], r["scale"], r["size"]): r for r in results}
     for scale, size in ((1, 224), (1, 227), (2, 224)):
         spark, pool = by[("spark", scale, size)], by[("pool", scale, size)]
-        print(f"\nSpark / pool throughput at {scale}x, {size}: job {pool['job_s'] / spark['job_s']:.2f}x, "
-              f"decode+resize+encode step {pool['process_s'] / spark['process_s']:.2f}x")
+        print(
+            f"\nSpark / pool at {scale}x, {size}: throughput (job) {pool['job_s'] / spark['job_s']:.2f}x, "
+            f"decode+resize+encode step {pool['process_s'] / spark['process_s']:.2f}x, "
+            f"CPU efficiency {pool['cpu_s'] / spark['cpu_s']:.2f}x"
+        )
 
 
 if __name__ == "__main__":
