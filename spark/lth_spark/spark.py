@@ -56,12 +56,15 @@ def session(master: str | None, app_name: str = "lth-prep") -> SparkSession:
 
 def _counted(function: Callable[[Any], dict[str, Any]], counter: Any, item: Any) -> dict[str, Any]:
     result = function(item)
-    counter.add(int(result.get("images", len(result.get("records", ())))))
+    counter.add(int(result["images"]))
     return result
 
 
 class SparkMapper:
-    """map(function, items) as one Spark task per item, logging tasks and images done every 10 s."""
+    """map(function, items) as one Spark task per item, logging tasks and images done every 10 s.
+
+    Each result must have an "images" count (units and shards both report one).
+    """
 
     def __init__(self, context: SparkContext, progress_seconds: float = PROGRESS_SECONDS) -> None:
         self.context = context

@@ -135,7 +135,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str, Any]:
-    """Process every image of a unit into its blob; return (and write last) the sidecar."""
+    """Process every image of a unit into its blob, write the sidecar last; return a summary.
+
+    The summary leaves out the per-image records, so the driver does not hold them twice.
+    """
     blob_path, sidecar_path = unit_paths(work_dir, unit.name)
     started = time.perf_counter()
     records: list[list[Any]] = []
@@ -165,7 +168,13 @@ def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     _write_atomically(sidecar_path, json.dumps(sidecar).encode())
-    return sidecar
+    return {
+        "unit": unit.name,
+        "images": len(records),
+        "skipped": len(skipped),
+        "seconds": sidecar["seconds"],
+        "peak_rss_bytes": sidecar["peak_rss_bytes"],
+    }
 
 
 @dataclass(frozen=True)
