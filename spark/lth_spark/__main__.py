@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-if not __package__:  # run as a file by spark-submit: make the package beside this file importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file by spark-submit: import the package, not its modules as top-level ones
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from pydantic import ValidationError
 from pyspark.sql import SparkSession
