@@ -65,39 +65,37 @@ def _exif_rotated(data: bytes) -> bool:
         return False
 
 
-def decode_rgb(data: bytes) -> Pixels:
-    """RGB pixels (height, width, 3) of any image file, upright as its EXIF orientation says."""
+def decode(data: bytes) -> Image.Image:
+    """Any image file as an upright RGBX image (RGB padded to 4 bytes, Pillow's own layout: no copies)."""
     if not data:
         raise UnreadableImage("empty file")
     if data[:2] == b"\xff\xd8" and not _exif_rotated(data):
         try:
-            pixels: Pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")
-            return pixels
+            pixels: Pixels = simplejpeg.decode_jpeg(data, colorspace="RGBX")
         except ValueError:
             pass  # CMYK, or a recoverable error that Pillow tolerates: decided below
+        else:
+            height, width = pixels.shape[:2]
+            return Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            upright = ImageOps.exif_transpose(img)
-            return np.asarray(upright.convert("RGB"))
+            return ImageOps.exif_transpose(img).convert("RGB").convert("RGBX")
     except UnidentifiedImageError:
         raise UnreadableImage("not an image Pillow can identify") from None
     except Exception as error:  # any file at all arrives here; one must not fail the whole task
         raise UnreadableImage(f"{type(error).__name__}: {error}") from None
 
 
-def resize(pixels: Pixels, geometry: Geometry) -> Image.Image:
+def resize(image: Image.Image, geometry: Geometry) -> Image.Image:
     """Bilinear (antialiased) resize of the surviving region to image_size x image_size."""
-    height, width = pixels.shape[:2]
     side = geometry.image_size
-    return Image.fromarray(pixels).resize(
-        (side, side), Image.Resampling.BILINEAR, box=geometry.source_box(width, height)
-    )
+    return image.resize((side, side), Image.Resampling.BILINEAR, box=geometry.source_box(*image.size))
 
 
 def process_image(data: bytes, geometry: Geometry, quality: int) -> Processed:
     """File bytes in, output JPEG and histogram out; `UnreadableImage` when it cannot be decoded."""
-    image = resize(decode_rgb(data), geometry)
+    image = resize(decode(data), geometry)
     jpeg = simplejpeg.encode_jpeg(
-        np.asarray(image), quality=quality, colorspace="RGB", colorsubsampling="420"
+        np.asarray(image), quality=quality, colorspace="RGBX", colorsubsampling="420"
     )
-    return Processed(jpeg=jpeg, histogram=image.histogram())
+    return Processed(jpeg=jpeg, histogram=image.histogram()[:768])  # the X band's counts dropped
