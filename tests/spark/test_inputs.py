@@ -149,3 +149,16 @@ def test_imagefolder_of_class_folders_only_splits_by_path_hash(tmp_path: Path) -
 )
 def test_imagefolder_wrong_layout(tmp_path: Path, files: list[str], named: str) -> None:
     _expect(_folder(tmp_path, files), named, "", format="imagefolder")
+
+
+def test_inner_tars_already_unpacked(tmp_path: Path) -> None:
+    packed = plan_input(_imagenet(tmp_path), DatasetSpec(path=str(tmp_path)))
+    with tarfile.open(tmp_path / TRAIN_TAR) as outer:
+        outer.extractall(tmp_path / "train", filter="data")
+    (tmp_path / TRAIN_TAR).unlink()
+    unpacked = plan_input(tmp_path, DatasetSpec(path=str(tmp_path)))
+    assert unpacked.classes == packed.classes
+    assert [(u.name, u.label, u.tar_length) for u in unpacked.units] == [
+        (u.name, u.label, u.tar_length) for u in packed.units
+    ]
+    assert {u.source for u in unpacked.units if u.split == "train"} == {f"train/{w}.tar" for w in WNIDS}
