@@ -1,0 +1,83 @@
+"""`python -m lth_spark --input IN --output OUT --spec-json JSON [--master local[2]]`.
+
+The same file is spark-submit's main application file (`spark-submit
+spark/lth_spark/__main__.py --input ...`, or the SparkApplication's
+mainApplicationFile), so it uses absolute imports only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file by spark-submit: import the package, not its modules as top-level ones
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from pydantic import ValidationError
+from pyspark.sql import SparkSession
+
+from lth.api import RunSpec
+from lth_spark.inputs import InputError
+from lth_spark.job import Job, run
+from lth_spark.spark import SparkMapper, session
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lth_spark",
+        description="Preprocess ImageNet archives or an image-folder tree into shards and manifest.json.",
+    )
+    parser.add_argument(
+        "--input", required=True, type=Path, help="the input folder (spec.dataset.path, resolved)"
+    )
+    parser.add_argument(
+        "--output", required=True, type=Path, help="the data folder to write (the run's data/)"
+    )
+    parser.add_argument("--spec-json", required=True, help="the run's spec, wire form (camelCase JSON)")
+    parser.add_argument(
+        "--master", default=None, help="Spark master; default local[*], or what spark-submit was given"
+    )
+    return parser.parse_args(argv)
+
+
+def _log_progress() -> None:
+    """The job's own lines on stderr, whatever pyspark did to the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logger = logging.getLogger("lth_spark")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    _log_progress()
+    try:
+        spec = RunSpec.model_validate(json.loads(arguments.spec_json))
+    except (json.JSONDecodeError, ValidationError) as error:
+        print(f"error: --spec-json: {error}", file=sys.stderr)
+        return 2
+    job = Job(arguments.input, arguments.output, spec.dataset, spec.preprocessing)
+    sessions: list[SparkSession] = []
+
+    def start_spark() -> SparkMapper:
+        sessions.append(session(arguments.master))
+        return SparkMapper(sessions[0].sparkContext)
+
+    try:
+        run(job, start_spark)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        for spark in sessions:
+            spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The two kinds of Spark task, as plain functions: process one unit of input, write one shard.
+
+A *unit* is a slice of the input that one task streams: an inner tar of the
+ImageNet train archive (one class), or a list of members at known byte ranges
+(val/test tars, image-folder files). A task writes the unit's output JPEGs into
+one blob plus a JSON sidecar under `<out>/.work/`; the sidecar is written last,
+so a unit with a sidecar is done and a rerun skips it. Shards are then packed
+from the blobs in a deterministic order, each written to a temp file and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import resource
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+
+from lth_spark.images import Geometry, UnreadableImage, process_image
+
+TEST_LABEL = -1
+"""The `.cls` of the unlabeled test split."""
+
+
+def key_of(member_path: str) -> str:
+    """WebDataset key of an input path: no extension, no dots (WebDataset splits names at the first dot)."""
+    return str(PurePosixPath(member_path).with_suffix("")).replace(".", "_")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One input file: `size` bytes at `offset` of `path` (a tar, or the file itself at offset 0)."""
+
+    path: str
+    offset: int
+    size: int
+    key: str
+    label: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one task reads: the tar at [offset, offset + length) of `tar_path` streamed, or `members`."""
+
+    split: str
+    name: str
+    source: str
+    input_bytes: int
+    tar_path: str | None = None
+    tar_offset: int = 0
+    tar_length: int = 0
+    label: int = 0
+    members: tuple[Member, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Processing:
+    geometry: Geometry
+    quality: int
+
+
+class _Window(io.RawIOBase):
+    """A read-only view of [offset, offset + length) of a file, for tarfile's stream mode."""
+
+    def __init__(self, file: IO[bytes], offset: int, length: int) -> None:
+        file.seek(offset)
+        self._file, self._left = file, length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)[: self._left]
+        n = self._file.readinto(view)  # type: ignore[attr-defined]
+        self._left -= n
+        return int(n)
+
+
+class _OpenFiles(ExitStack):
+    """Files opened once for reading, closed together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._files: dict[str, BinaryIO] = {}
+
+    def get(self, path: str) -> BinaryIO:
+        if path not in self._files:
+            self._files[path] = self.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by the stack)
+        return self._files[path]
+
+
+def _unit_inputs(unit: Unit) -> Iterator[tuple[str, int, str, bytes]]:
+    """(key, label, source, bytes) of every file of a unit, streamed."""
+    if unit.tar_path is not None:
+        with open(unit.tar_path, "rb") as archive:
+            window = io.BufferedReader(_Window(archive, unit.tar_offset, unit.tar_length), 1 << 20)
+            with tarfile.open(fileobj=window, mode="r|") as tar:
+                for info in tar:
+                    if not info.isfile():
+                        continue
+                    data = tar.extractfile(info)
+                    assert data is not None  # a regular file
+                    yield key_of(info.name), unit.label, f"{unit.source}:{info.name}", data.read()
+        return
+    with _OpenFiles() as files:
+        for member in unit.members:
+            file = files.get(member.path)
+            file.seek(member.offset)
+            yield member.key, member.label, member.source, file.read(member.size)
+
+
+def unit_paths(work_dir: str, unit_name: str) -> tuple[Path, Path]:
+    """The blob of output JPEGs and the sidecar JSON that marks the unit done."""
+    base = Path(work_dir) / unit_name
+    return base.with_suffix(".bin"), base.with_suffix(".json")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+
+
+def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str, Any]:
+    """Process every image of a unit into its blob, write the sidecar last; return a summary.
+
+    The summary leaves out the per-image records, so the driver does not hold them twice.
+    """
+    blob_path, sidecar_path = unit_paths(work_dir, unit.name)
+    started = time.perf_counter()
+    records: list[list[Any]] = []
+    skipped: list[list[str]] = []
+    histogram = np.zeros(768, dtype=np.int64)
+    temp = blob_path.with_name(f".{blob_path.name}.tmp")
+    with open(temp, "wb") as blob:
+        for key, label, source, data in _unit_inputs(unit):
+            try:
+                out = process_image(data, processing.geometry, processing.quality)
+            except UnreadableImage as error:
+                skipped.append([source, str(error)])
+                continue
+            records.append([key, label, blob.tell(), len(out.jpeg), source])
+            blob.write(out.jpeg)
+            histogram += np.asarray(out.histogram, dtype=np.int64)
+        blob.flush()
+        os.fsync(blob.fileno())
+    os.replace(temp, blob_path)
+    sidecar = {
+        "unit": unit.name,
+        "split": unit.split,
+        "records": records,
+        "skipped": skipped,
+        "histogram": histogram.tolist(),
+        "seconds": time.perf_counter() - started,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    _write_atomically(sidecar_path, json.dumps(sidecar).encode())
+    return {
+        "unit": unit.name,
+        "images": len(records),
+        "skipped": len(skipped),
+        "seconds": sidecar["seconds"],
+        "peak_rss_bytes": sidecar["peak_rss_bytes"],
+    }
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    key: str
+    label: int
+    blob: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    split: str
+    path: str
+    records: tuple[ShardRecord, ...]
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    """Fixed metadata, so the same images give byte-identical shards."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def tar_entry_bytes(size: int) -> int:
+    """Bytes one member takes in a tar: a header block plus the data rounded up to blocks."""
+    return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def write_shard(plan: ShardPlan) -> dict[str, Any]:
+    """Write one shard (temp + rename) unless it exists; return its size and checksum."""
+    path = Path(plan.path)
+    if not path.exists():
+        temp = path.with_name(f".{path.name}.tmp")
+        with _OpenFiles() as blobs, open(temp, "wb") as file:
+            with tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for record in plan.records:
+                    blob = blobs.get(record.blob)
+                    blob.seek(record.offset)
+                    jpeg = blob.read(record.size)
+                    tar.addfile(_tar_info(f"{record.key}.jpg", len(jpeg)), io.BytesIO(jpeg))
+                    label = str(record.label).encode()
+                    tar.addfile(_tar_info(f"{record.key}.cls", len(label)), io.BytesIO(label))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    return {
+        "split": plan.split,
+        "path": path.name,
+        "images": len(plan.records),
+        "bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+    }
