@@ -12,11 +12,12 @@ PACKAGES := operator/lth spark/lth_spark trainer/lth_trainer
 # pip's file-index warnings say nothing about this project.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv lint typecheck pytest test crd clean
+.PHONY: help venv lint typecheck pytest test crd demo clean
 
 help:
 	@echo "make test    build .venv and run the whole gate (ruff, mypy, pytest)"
 	@echo "make venv    only build .venv (all extras: operator, spark, trainer, dev)"
+	@echo "make demo    build the MNIST demo archives and find a ticket with lth run (CPU, ~5 min)"
 	@echo "make crd     regenerate crds/ and the chart's copy from the API models"
 	@echo "make clean   remove .venv and caches"
 
@@ -42,6 +43,14 @@ test: lint typecheck pytest
 crd: venv
 	$(BIN)/lth crd > crds/lotteryticketruns.lth.dev.yaml
 	cp crds/lotteryticketruns.lth.dev.yaml charts/lth-operator/crds/
+
+DEMO_INPUT := runs/demo-input
+
+$(DEMO_INPUT)/ILSVRC2012_img_train.tar: | venv
+	$(BIN)/python -m lth_spark.demo $(DEMO_INPUT)
+
+demo: venv $(DEMO_INPUT)/ILSVRC2012_img_train.tar
+	$(BIN)/lth run examples/demo.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -24,7 +24,8 @@ from kubernetes import client, watch
 
 from lth import manifests
 from tests.kube.cluster import running
-from tests.operator.conftest import Operator, Script, get_run, run_manifest
+from tests.operator.helpers import Script, get_run, run_manifest
+from tests.operator.plugin import Operator
 from tests.operator.simulators import ChildControllers, Finished
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # The `kube` fixture: an emulated Kubernetes API server (tests/kube/).
-pytest_plugins = ("tests.kube.plugin",)
+pytest_plugins = ("tests.kube.plugin", "tests.operator.plugin")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lth.report import write_report
 
     display = ConsoleDisplay()
+    # `kill` and a closing terminal stop the children too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         executor = LocalExecutor.from_file(args.spec, args.root, args.nproc)
         status = run_local(executor, display)
@@ -74,6 +78,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _print_summary(display.console, status)
     display.console.print(f"report and ticket: {ticket}")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _load_status(run_dir: Path) -> RunStatus:

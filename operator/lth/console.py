@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from lth.api import RunStatus
+from lth.api import Branch, RunStatus
 from lth.local import Display, Launch, Outcome
 from lth.naming import RunLayout
 from lth.planner import EmitEvent
@@ -43,36 +43,35 @@ def _clock(seconds: float) -> str:
 
 
 class ConsoleDisplay(Display):
-    """Events as lines; the running child as a live status line."""
+    """Events as lines; each running child as a live status line."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self.started = time.monotonic()
-        self.child_started_at = self.started
-        self.launch: Launch | None = None
+        self.children: dict[str, tuple[Launch, float]] = {}
         self.status: RunStatus | None = None
         self.layout: RunLayout | None = None
-        self.live: Live | None = None
+        self.live = Live(console=self.console, refresh_per_second=2, transient=True)
 
     def event(self, event: EmitEvent) -> None:
         style = "yellow" if event.type == "Warning" else "dim"
         self.console.print(Text(f"{event.reason}: {event.message}", style=style))
 
     def child_started(self, launch: Launch, status: RunStatus, layout: RunLayout) -> None:
-        self.launch, self.status, self.layout = launch, status, layout
-        self.child_started_at = time.monotonic()
-        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=True)
-        self.live.start()
+        self.status, self.layout = status, layout
+        self.children[launch.name] = (launch, time.monotonic())
+        if not self.live.is_started:
+            self.live.start()
+        self.tick()
 
     def tick(self) -> None:
-        if self.live is not None:
-            self.live.update(self._render())
+        self.live.update(self._render())
 
     def child_finished(self, launch: Launch, outcome: Outcome) -> None:
-        if self.live is not None:
+        _, started = self.children.pop(launch.name, (launch, time.monotonic()))
+        if not self.children:
             self.live.stop()
-            self.live = None
-        took = _clock(time.monotonic() - self.child_started_at)
+        took = _clock(time.monotonic() - started)
         if outcome.returncode == 0:
             self.console.print(f"[green]done[/] {launch.name} in {took}")
         else:
@@ -81,33 +80,37 @@ class ConsoleDisplay(Display):
                 f"log: {launch.log}\n{outcome.log_tail}"
             )
 
-    def _render(self) -> Group:
-        launch, status = self.launch, self.status
-        elapsed = time.monotonic() - self.started
+    def _render(self) -> Table:
         table = Table.grid(padding=(0, 2))
-        if launch is None or status is None:
-            return Group(table)
-        row: list[str] = []
-        if launch.level is None:
-            row = ["[bold]preprocessing[/]", launch.name]
-        else:
-            entry = status.level_entry(launch.level, launch.branch)  # type: ignore[arg-type]
-            density = f"density {entry.density * 100:.1f}%" if entry and entry.density else ""
-            row = [f"[bold]level {launch.level}[/] ({launch.branch})", density]
-            assert self.layout is not None
-            progress = last_progress(self.layout.level_dir(launch.level, launch.branch) / PROGRESS_FILE)  # type: ignore[arg-type]
-            if progress:
-                epoch, epochs = progress.get("epoch"), progress.get("epochs")
-                row.append(f"epoch {epoch}/{epochs}")
-                if progress.get("top1") is not None:
-                    row.append(f"top-1 {progress['top1']:.1f}%")
-                if progress.get("imagesPerSecond"):
-                    row.append(f"{progress['imagesPerSecond']:,.0f} img/s")
-                if isinstance(epoch, int) and isinstance(epochs, int) and epoch > 0:
-                    spent = time.monotonic() - self.child_started_at
-                    row.append(f"level eta {_clock(spent / epoch * (epochs - epoch))}")
-        if status.top1 is not None:
-            row.append(f"last top-1 {status.top1:.1f}%")
-        row.append(f"elapsed {_clock(elapsed)}")
-        table.add_row(*row)
-        return Group(table)
+        for launch, started in self.children.values():
+            table.add_row(*self._row(launch, started))
+        return table
+
+    def _row(self, launch: Launch, started: float) -> list[str]:
+        status, layout = self.status, self.layout
+        assert status is not None and layout is not None
+        spent = time.monotonic() - started
+        if launch.level is None or launch.branch is None:
+            return [
+                "[bold]preprocessing[/]",
+                launch.name,
+                f"{_clock(spent)}",
+                f"run {_clock(time.monotonic() - self.started)}",
+            ]
+        branch = cast(Branch, launch.branch)
+        entry = status.level_entry(launch.level, branch)
+        row = [f"[bold]level {launch.level}[/] ({launch.branch})"]
+        if entry is not None and entry.density is not None:
+            row.append(f"density {entry.density * 100:.1f}%")
+        progress = last_progress(layout.level_dir(launch.level, branch) / PROGRESS_FILE)
+        if progress:
+            epoch, epochs = progress.get("epoch"), progress.get("epochs")
+            row.append(f"epoch {epoch}/{epochs}")
+            if progress.get("top1") is not None:
+                row.append(f"top-1 {progress['top1']:.1f}%")
+            if progress.get("imagesPerSecond"):
+                row.append(f"{progress['imagesPerSecond']:,.0f} img/s")
+            if isinstance(epoch, int) and isinstance(epochs, int) and epoch > 0:
+                row.append(f"remaining {_clock(spent / epoch * (epochs - epoch))}")
+        row.append(f"run {_clock(time.monotonic() - self.started)}")
+        return row

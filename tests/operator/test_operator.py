@@ -12,7 +12,7 @@ from kubernetes import client
 
 from lth import manifests
 from tests.kube.cluster import Cluster
-from tests.operator.conftest import (
+from tests.operator.helpers import (
     RUNS,
     Operator,
     Script,

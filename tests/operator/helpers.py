@@ -1,77 +1,23 @@
-"""The operator as users run it (`kopf run -m lth.kopf_handlers`), against the emulator."""
+"""Helpers for the operator tests: scripted children, run manifests, waiting on a run."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from lth import manifests
 from lth.api import LevelResult
 from tests.kube.cluster import Cluster
+from tests.operator.plugin import Operator
 from tests.operator.simulators import ChildControllers, Finished
 
 RUNS = ("lth.dev", "v1alpha1", "lotteryticketruns")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Operator:
-    """The operator in its own process, as the Deployment runs it; it can be killed and started again."""
-
-    def __init__(self, kube: Cluster, log: Path) -> None:
-        self.kube = kube
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.metrics_port = free_port()
-
-    def start(self) -> None:
-        env = {**self.kube.env, "LTH_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1"}
-        command = [
-            sys.executable,
-            "-m",
-            "kopf",
-            "run",
-            "--standalone",
-            "-m",
-            "lth.kopf_handlers",
-            "--all-namespaces",
-        ]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.starts += 1
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@pytest.fixture
-def operator(kube: Cluster, tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(kube, tmp_path / "operator.log")
-    running.start()
-    yield running
-    running.kill()
 
 
 @dataclass

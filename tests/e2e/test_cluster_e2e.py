@@ -1,0 +1,109 @@
+"""End to end on the emulator: the real operator's manifests, executed.
+
+The simulated Spark and training controllers run the SparkApplication's
+main file and arguments under spark-submit and the PyTorchJob's container
+command with the training operator's environment, the storage volume mapped
+to a temp folder. A tiny run must reach Succeeded with real numbers in its
+status, the same numbers `lth run` gets on the same spec and seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.executing import ExecutingWorkload
+from tests.kube.cluster import Cluster
+from tests.operator.helpers import wait_for_phase
+from tests.operator.plugin import Operator
+from tests.operator.simulators import ChildControllers
+
+MOUNT = "/mnt/lth"
+
+RUN: dict[str, Any] = {
+    "apiVersion": "lth.dev/v1alpha1",
+    "kind": "LotteryTicketRun",
+    "metadata": {"name": "e2e"},
+    "spec": {
+        "dataset": {
+            "format": "imagenet",
+            "path": "digits",
+            "imageSize": 28,
+            "classes": ["n00000000", "n00000001", "n00000007"],
+        },
+        "preprocessing": {"shardSizeMb": 1},
+        "model": {"arch": "smallcnn"},
+        "training": {
+            "epochs": 2,
+            "batchSize": 30,
+            "optimizer": "adam",
+            "lr": 0.0012,
+            "weightDecay": 0,
+            "schedule": "constant",
+            "milestones": [],
+            "warmupEpochs": 0,
+            "augmentation": "none",
+            "precision": "fp32",
+            "workers": 0,
+            "seed": 3,
+        },
+        "pruning": {"levels": 1, "rewindTo": "0", "controls": {"branches": ["random-prune"]}},
+        "resources": {"gpusPerPod": 0},
+        "storage": {"mountPath": MOUNT},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    subprocess.run([sys.executable, "-m", "lth_spark.demo", str(out)], check=True, capture_output=True)
+    return out
+
+
+def rows(status: dict[str, Any]) -> list[tuple[int, str, float, float]]:
+    return sorted((r["level"], r["branch"], round(r["density"], 6), r["top1"]) for r in status["levels"])
+
+
+def test_a_tiny_run_on_the_emulator_equals_lth_run(
+    kube: Cluster, operator: Operator, digits: Path, tmp_path: Path
+) -> None:
+    storage = tmp_path / "volume"
+    (storage).mkdir()
+    (storage / "digits").symlink_to(digits)
+    workload = ExecutingWorkload(MOUNT, storage, tmp_path)
+    try:
+        with ChildControllers(kube.api_client(), workload, tick=0.2):
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(RUN))
+            run = wait_for_phase(kube, "e2e", {"Succeeded", "Failed"}, timeout=400, operator=operator)
+    finally:
+        workload.stop()
+    status = run["status"]
+    assert status["phase"] == "Succeeded", (
+        status,
+        {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in workload.commands},
+    )
+    assert set(workload.commands) == {"e2e-prep", "e2e-level-00", "e2e-level-01", "e2e-level-01-rprune"}
+    assert (storage / "runs" / "e2e" / "data" / "manifest.json").exists()
+    assert all(
+        r["top1"] > 40 and r["durationSeconds"] > 0 for r in status["levels"]
+    )  # 3 classes: chance is 33 %
+
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "digits").symlink_to(digits)
+    spec_file = local / "run.yaml"
+    spec_file.write_text(yaml.safe_dump(copy.deepcopy(RUN)))
+    subprocess.run(
+        [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(local)],
+        check=True,
+        capture_output=True,
+    )
+    local_status = yaml.safe_load((local / "runs" / "e2e" / "status.json").read_text())
+    assert rows(local_status) == rows(status)
