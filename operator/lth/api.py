@@ -170,7 +170,7 @@ class TrainingSpec(ApiModel):
         ),
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "bf16", description="Autocast precision on GPU (CPU training runs fp32 or bf16)."
+        "bf16", description="Autocast precision on GPU; on CPU the trainer runs fp32."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of init, data order and augmentation.")
     workers: int = Field(8, ge=0, le=128, description="Data-loader worker processes per trainer.")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,15 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from lth.commands import SPARK_MAIN_IN_IMAGE, TERMINATION_LOG
+from tests.operator.plugin import free_port
 from tests.operator.simulators import Finished
 
 LOCAL_SPARK_MAIN = Path(__import__("lth_spark").__file__).parent / "__main__.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
