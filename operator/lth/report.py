@@ -81,6 +81,10 @@ def plot(status: RunStatus, path: Path) -> Path:
             label=f"best ticket (level {status.best.level})",
         )
     axes.set_xscale("log")
+    densities = [r.density * 100 for r in table] or [100.0]
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if min(densities) * 0.9 <= t <= 100]
+    axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    axes.minorticks_off()
     axes.invert_xaxis()
     axes.set_xlabel("weights remaining (%), log scale")
     axes.set_ylabel("top-1 accuracy (%)")
