@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import random
+import tarfile
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from lth_trainer import pruning
-from lth_trainer.data import TrainBatches, eval_batches, random_resized_crop
+from lth_trainer.data import TrainBatches, eval_batches, random_resized_crop, scan_tar
 from lth_trainer.models import build_model
 from lth_trainer.optim import build_optimizer, lr_factor
 from lth_trainer.train import Inputs
@@ -123,3 +126,33 @@ def test_device_crop_of_the_whole_image_is_the_image_and_flip_mirrors_it() -> No
     assert torch.allclose(cropped[0], plain[0, :, :, 1:7], atol=1e-4)
     assert torch.allclose(cropped[1], plain[1, :, :, 1:7].flip(2), atol=1e-4)
     assert torch.equal(inputs(images[:, :, 1:7], torch.zeros(2, 0)), plain[:, :, :, 1:7])
+
+
+def _tar(path: Path, members: dict[str, bytes], tar_format: int = tarfile.USTAR_FORMAT) -> Path:
+    with tarfile.open(path, "w", format=tar_format) as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_scan_tar_reads_what_tarfile_reads(tmp_path: Path) -> None:
+    short = {"a/0001.jpg": b"\xff\xd8" * 700, "a/0001.cls": b"3\n"}
+    cases = [
+        _tar(tmp_path / "ustar.tar", short),  # read from the headers directly
+        _tar(tmp_path / "gnu.tar", {**short, "b" * 120 + ".cls": b"1"}, tarfile.GNU_FORMAT),  # long name
+    ]
+    for path in cases:
+        with tarfile.open(path) as tar:
+            expected = [(m.name, m.offset_data, m.size, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+        assert [(name, offset, size, content()) for name, offset, size, content in scan_tar(path)] == expected
+
+
+def test_scan_tar_refuses_a_corrupt_header(tmp_path: Path) -> None:
+    path = _tar(tmp_path / "shard.tar", {"x.cls": b"1"})
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF  # a name byte changes, the checksum no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(tarfile.TarError, match="checksum"):
+        list(scan_tar(path))

@@ -15,10 +15,11 @@ resized, flipped and normalised as a batch and become channels_last NCHW floats
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import random
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,9 @@ import torch
 
 from lth.data_manifest import DataManifest, Split
 from lth_trainer.store import TrainerError
+
+BLOCK = tarfile.BLOCKSIZE
+ZERO_BLOCK = bytes(BLOCK)
 
 RRC_SCALE = (0.1, 1.0)
 RRC_RATIO = (0.8, 1.25)
@@ -61,6 +65,51 @@ class ShardIndex:
         return len(self.label)
 
 
+def scan_tar(path: Path) -> Iterator[tuple[str, int, int, Callable[[], bytes]]]:
+    """(name, data offset, size, content) of each regular member, headers read straight from a map.
+
+    The shards are plain ustar archives, so a header is one 512-byte block: this is
+    about 20 times faster than `tarfile` (seconds per level start at ImageNet scale).
+    Any other header kind (pax, GNU long names) goes through `tarfile` instead.
+    """
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        position, end = 0, len(data)
+        members: list[tuple[str, int, int]] = []
+        while position + BLOCK <= end:
+            header = data[position : position + BLOCK]
+            if header == ZERO_BLOCK:
+                break
+            if header[156:157] not in (b"0", b"\0") or header[257:262] != b"ustar":
+                yield from _scan_with_tarfile(path)
+                return
+            checksum = sum(header[:148]) + 8 * 32 + sum(header[156:])  # the checksum field counts as spaces
+            if checksum != int(header[148:156].strip(b"\0 ") or b"0", 8):
+                raise tarfile.TarError(f"bad header checksum at byte {position}")
+            name = header[0:100].split(b"\0", 1)[0].decode()
+            prefix = header[345:500].split(b"\0", 1)[0].decode()
+            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+            offset = position + BLOCK
+            if offset + size > end:
+                raise tarfile.TarError(f"member {name} runs past the end of the file")
+            members.append((f"{prefix}/{name}" if prefix else name, offset, size))
+            position = offset + -(-size // BLOCK) * BLOCK
+        for name, offset, size in members:
+            yield name, offset, size, _reader(data, offset, size)
+
+
+def _reader(data: mmap.mmap, offset: int, size: int) -> Callable[[], bytes]:
+    return lambda: bytes(data[offset : offset + size])
+
+
+def _scan_with_tarfile(path: Path) -> Iterator[tuple[str, int, int, Callable[[], bytes]]]:
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            if member.isfile():
+                content = tar.extractfile(member)
+                assert content is not None
+                yield member.name, member.offset_data, member.size, content.read
+
+
 def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIndex:
     """Scan the tar headers of a split's shards (labels come from the `.cls` members)."""
     infos = manifest.shards_of(split)
@@ -77,15 +126,12 @@ def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIn
         jpegs: dict[str, tuple[int, int]] = {}
         labels: dict[str, int] = {}
         try:
-            with tarfile.open(path, "r:") as tar:
-                for member in tar:
-                    key, _, ext = member.name.rpartition(".")
-                    if ext == "jpg":
-                        jpegs[key] = (member.offset_data, member.size)
-                    elif ext == "cls":
-                        extracted = tar.extractfile(member)
-                        assert extracted is not None
-                        labels[key] = int(extracted.read().decode().strip())
+            for name, offset, size, content in scan_tar(path):
+                key, _, ext = name.rpartition(".")
+                if ext == "jpg":
+                    jpegs[key] = (offset, size)
+                elif ext == "cls":
+                    labels[key] = int(content().decode().strip())
         except (tarfile.TarError, ValueError) as error:
             raise TrainerError(f"{path}: unreadable shard: {error}") from error
         if len(jpegs) != info.images or set(jpegs) != set(labels):
