@@ -142,6 +142,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ticket_inspect(args: argparse.Namespace) -> int:
+    from lth.ticket import TicketError, inspect
+
+    try:
+        info = inspect(args.ticket)
+    except TicketError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"ticket of run {info.get('run')} level {info.get('level')}: {info.get('architecture')}, "
+        f"{info.get('numClasses')} classes, density {info['density'] * 100:.2f}%, top-1 {info.get('top1')} "
+        f"(dense {info.get('denseTop1')})"
+    )
+    for name, layer in info["layers"].items():
+        print(f"  {name:40s} {layer['kept']:>10,d} / {layer['total']:>10,d}  {layer['density'] * 100:6.2f}%")
+    for name, file in info["files"].items():
+        print(f"  {name}: sha256 {file['sha256'][:16]}... verified")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="lth", description="Find lottery tickets: IMP with rewinding, on Kubernetes or locally."
@@ -183,6 +203,14 @@ def parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     report.set_defaults(func=_cmd_report)
+
+    ticket = commands.add_parser("ticket", help="exported tickets")
+    ticket_commands = ticket.add_subparsers(dest="ticket_command", required=True, metavar="COMMAND")
+    inspect = ticket_commands.add_parser(
+        "inspect", help="print a ticket's description (ticket.json) after checking every file's checksum"
+    )
+    inspect.add_argument("ticket", type=Path, metavar="TICKET_DIR")
+    inspect.set_defaults(func=_cmd_ticket_inspect)
     return root
 
 

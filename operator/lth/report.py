@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from lth.api import RunStatus
+from lth.data_manifest import DataManifest
 from lth.local import atomic_write_text
+from lth.ticket import TICKET_FILE, describe
 
 BRANCH_LABELS = {
     "main": "IMP ticket",
@@ -129,14 +132,33 @@ def model_card(status: RunStatus, run_name: str) -> str:
 
 
 def write_report(run_dir: Path, status: RunStatus) -> Path:
-    """ticket/: the best level's files, the spec, the model card and the plot."""
+    """ticket/: the best mask, the rewind weights, ticket.json, the spec, the model card, the plot."""
     ticket = run_dir / "ticket"
     ticket.mkdir(parents=True, exist_ok=True)
     plot(status, ticket / "accuracy.png")
+    spec = status.accepted_spec or {}
+    atomic_write_text(ticket / "spec.json", json.dumps(spec, indent=2) + "\n")
     if status.best is not None:
-        best_dir = run_dir / "levels" / f"{status.best.level:02d}"
-        for source in sorted(best_dir.glob("mask*")) + sorted((run_dir / "levels" / "00").glob("rewind*")):
-            shutil.copy2(source, ticket / source.name)
-    atomic_write_text(ticket / "spec.json", json.dumps(status.accepted_spec, indent=2) + "\n")
+        best = status.best
+        best_dir = run_dir / "levels" / f"{best.level:02d}"
+        for source in (best_dir / "mask.safetensors", run_dir / "levels" / "00" / "rewind.safetensors"):
+            if source.exists():
+                shutil.copy2(source, ticket / source.name)
+        classes = spec.get("model", {}).get("numClasses")
+        # Prepared data elsewhere, or none: the spec's count (if any) stands.
+        with contextlib.suppress(OSError, ValueError):
+            classes = DataManifest.load(run_dir / "data" / "manifest.json").num_classes
+        source_info = {
+            "run": run_dir.name,
+            "level": best.level,
+            "architecture": spec.get("model", {}).get("arch"),
+            "numClasses": classes,
+            "top1": best.top1,
+            "denseTop1": status.dense_top1,
+            "spec": spec,
+        }
+        if (ticket / "mask.safetensors").exists() and (ticket / "rewind.safetensors").exists():
+            described = describe(ticket, source_info)
+            atomic_write_text(ticket / TICKET_FILE, json.dumps(described, indent=2) + "\n")
     atomic_write_text(ticket / "README.md", model_card(status, run_dir.name))
     return ticket

@@ -1,0 +1,93 @@
+"""The exported ticket's description: `ticket/ticket.json`, readable without this project.
+
+The mask and rewind weights are safetensors files; this module reads their
+headers (and the mask's bytes) with the standard library only, so the control
+plane still needs no torch: per-layer density from the mask, a SHA-256 per
+file, and what the ticket came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+TICKET_FILE = "ticket.json"
+
+
+class TicketError(Exception):
+    """A ticket directory that is incomplete, corrupt or not a ticket; the message names the file."""
+
+
+def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and the offset where its data starts."""
+    try:
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+    except (OSError, struct.error, ValueError) as error:
+        raise TicketError(f"{path}: not a readable safetensors file ({error})") from None
+    header.pop("__metadata__", None)
+    return header, 8 + length
+
+
+def mask_densities(path: Path) -> dict[str, dict[str, int]]:
+    """Kept and total weights per layer of a boolean mask file."""
+    header, start = safetensors_header(path)
+    data = path.read_bytes()
+    layers = {}
+    for name, tensor in sorted(header.items()):
+        if tensor["dtype"] != "BOOL":
+            raise TicketError(f"{path}: {name} is {tensor['dtype']}, a mask holds BOOL tensors")
+        begin, end = tensor["data_offsets"]
+        values = data[start + begin : start + end]
+        layers[name] = {"kept": len(values) - values.count(0), "total": len(values)}
+    return layers
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(ticket: Path, source: dict[str, Any]) -> dict[str, Any]:
+    """ticket.json's content for the mask and rewind weights in `ticket`."""
+    mask, rewind = ticket / "mask.safetensors", ticket / "rewind.safetensors"
+    for path in (mask, rewind):
+        if not path.is_file():
+            raise TicketError(f"{path}: missing from the ticket")
+    layers = mask_densities(mask)
+    kept = sum(layer["kept"] for layer in layers.values())
+    total = sum(layer["total"] for layer in layers.values())
+    return {
+        "format": "lth.dev/ticket-v1",
+        **source,
+        "density": kept / total if total else 1.0,
+        "layers": {
+            name: {**layer, "density": layer["kept"] / layer["total"]} for name, layer in layers.items()
+        },
+        "files": {
+            path.name: {"sha256": sha256(path), "bytes": path.stat().st_size} for path in (mask, rewind)
+        },
+    }
+
+
+def inspect(ticket: Path) -> dict[str, Any]:
+    """ticket.json, with every file's checksum verified."""
+    described = ticket / TICKET_FILE
+    try:
+        info: dict[str, Any] = json.loads(described.read_text())
+    except (OSError, ValueError) as error:
+        raise TicketError(f"{described}: unreadable ({error})") from None
+    for name, expected in info.get("files", {}).items():
+        path = ticket / name
+        if not path.is_file():
+            raise TicketError(f"{path}: listed in {TICKET_FILE} but missing")
+        if sha256(path) != expected["sha256"]:
+            raise TicketError(f"{path}: checksum mismatch, the file changed since the ticket was exported")
+    return info
