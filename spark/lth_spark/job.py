@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from lth_spark.work import (
     process_unit,
     tar_entry_bytes,
     unit_paths,
+    write_atomically,
     write_shard,
 )
 
@@ -172,15 +172,6 @@ def build_manifest(
     )
 
 
-def _write_json_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-
-
 def _claim_work_dir(job: Job) -> Path:
     """The work folder, refusing one that an unfinished run with other parameters left."""
     work = job.output / WORK_DIR
@@ -192,7 +183,7 @@ def _claim_work_dir(job: Job) -> Path:
             f"{job.output}: holds an unfinished run with other parameters ({marker}); "
             "remove the folder to start over"
         )
-    _write_json_atomically(marker, wanted)
+    write_atomically(marker, wanted.encode())
     return work
 
 
@@ -222,7 +213,7 @@ def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
     shard_plans = plan_shards(sidecars, work, job.output, job.target_shard_bytes)
     shards = mapper(write_shard, shard_plans, SHARD_STEP)
     manifest = build_manifest(job, plan.classes, sidecars, shards)
-    _write_json_atomically(manifest_path, manifest.model_dump_json(indent=2) + "\n")
+    write_atomically(manifest_path, (manifest.model_dump_json(indent=2) + "\n").encode())
     shutil.rmtree(work)
     log.info(
         "wrote %s: %s, %d shards, %d skipped",

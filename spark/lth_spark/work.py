@@ -125,7 +125,8 @@ def unit_paths(work_dir: str, unit_name: str) -> tuple[Path, Path]:
     return base.with_suffix(".bin"), base.with_suffix(".json")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename: a reader sees the old file or the whole new one."""
     temp = path.with_name(f".{path.name}.tmp")
     with open(temp, "wb") as file:
         file.write(data)
@@ -167,7 +168,7 @@ def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str,
         "seconds": time.perf_counter() - started,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
-    _write_atomically(sidecar_path, json.dumps(sidecar).encode())
+    write_atomically(sidecar_path, json.dumps(sidecar).encode())
     return {
         "unit": unit.name,
         "images": len(records),
