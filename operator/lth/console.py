@@ -14,11 +14,8 @@ from rich.text import Text
 
 from lth.api import Branch, RunStatus
 from lth.local import Display, Launch, Outcome
-from lth.naming import RunLayout
+from lth.naming import PROGRESS_FILE, RunLayout
 from lth.planner import EmitEvent
-
-PROGRESS_FILE = "progress.jsonl"
-"""Per-epoch JSON lines a level writes in its directory (epoch, epochs, top1, imagesPerSecond)."""
 
 
 def last_progress(path: Path) -> dict[str, Any] | None:

@@ -162,7 +162,6 @@ class LocalExecutor:
     storage_root: Path
     nproc: int = 1
     on_event: Callable[[EmitEvent], None] = lambda event: None
-    on_launch: Callable[[Launch, Plan], None] = lambda launch, plan: None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     running: dict[str, Running] = field(default_factory=dict)
 

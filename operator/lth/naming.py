@@ -10,6 +10,12 @@ from lth.api import Branch
 
 DNS1035_MAX = 63
 
+MASK_FILE = "mask.safetensors"
+REWIND_FILE = "rewind.safetensors"
+PROGRESS_FILE = "progress.jsonl"
+"""One JSON line per finished epoch of a level (epoch, epochs, top1, imagesPerSecond, ...)."""
+RESULT_FILE = "result.json"
+
 BRANCH_SUFFIX: dict[Branch, str] = {"main": "", "random-reinit": "-reinit", "random-prune": "-rprune"}
 
 
@@ -61,7 +67,7 @@ class RunLayout:
         return self.root / "levels" / f"{level:02d}{BRANCH_SUFFIX[branch]}"
 
     def result_file(self, level: int, branch: Branch = "main") -> Path:
-        return self.level_dir(level, branch) / "result.json"
+        return self.level_dir(level, branch) / RESULT_FILE
 
     @property
     def ticket(self) -> Path:

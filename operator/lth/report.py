@@ -11,6 +11,7 @@ from pathlib import Path
 from lth.api import RunStatus
 from lth.data_manifest import DataManifest
 from lth.local import atomic_write_text
+from lth.naming import MASK_FILE, REWIND_FILE
 from lth.ticket import TICKET_FILE, describe
 
 BRANCH_LABELS = {
@@ -141,7 +142,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
     if status.best is not None:
         best = status.best
         best_dir = run_dir / "levels" / f"{best.level:02d}"
-        for source in (best_dir / "mask.safetensors", run_dir / "levels" / "00" / "rewind.safetensors"):
+        for source in (best_dir / MASK_FILE, run_dir / "levels" / "00" / REWIND_FILE):
             if source.exists():
                 shutil.copy2(source, ticket / source.name)
         classes = spec.get("model", {}).get("numClasses")
@@ -157,7 +158,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
             "denseTop1": status.dense_top1,
             "spec": spec,
         }
-        if (ticket / "mask.safetensors").exists() and (ticket / "rewind.safetensors").exists():
+        if (ticket / MASK_FILE).exists() and (ticket / REWIND_FILE).exists():
             described = describe(ticket, source_info)
             atomic_write_text(ticket / TICKET_FILE, json.dumps(described, indent=2) + "\n")
     atomic_write_text(ticket / "README.md", model_card(status, run_dir.name))

@@ -14,6 +14,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from lth.naming import MASK_FILE, REWIND_FILE
+
 TICKET_FILE = "ticket.json"
 
 
@@ -57,7 +59,7 @@ def sha256(path: Path) -> str:
 
 def describe(ticket: Path, source: dict[str, Any]) -> dict[str, Any]:
     """ticket.json's content for the mask and rewind weights in `ticket`."""
-    mask, rewind = ticket / "mask.safetensors", ticket / "rewind.safetensors"
+    mask, rewind = ticket / MASK_FILE, ticket / REWIND_FILE
     for path in (mask, rewind):
         if not path.is_file():
             raise TicketError(f"{path}: missing from the ticket")

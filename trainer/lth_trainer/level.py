@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lth.api import Branch, LevelResult, RunSpec
-from lth.naming import RunLayout
+from lth.naming import MASK_FILE, PROGRESS_FILE, RESULT_FILE, REWIND_FILE, RunLayout
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
 from lth_trainer.store import TrainerError, load_tensors, save_tensors
@@ -35,7 +35,7 @@ class LevelFiles:
 
     @property
     def mask(self) -> Path:
-        return self.dir / "mask.safetensors"
+        return self.dir / MASK_FILE
 
     @property
     def init(self) -> Path:
@@ -43,7 +43,7 @@ class LevelFiles:
 
     @property
     def rewind(self) -> Path:
-        return self.dir / "rewind.safetensors"
+        return self.dir / REWIND_FILE
 
     @property
     def final(self) -> Path:
@@ -59,11 +59,11 @@ class LevelFiles:
 
     @property
     def progress(self) -> Path:
-        return self.dir / "progress.jsonl"
+        return self.dir / PROGRESS_FILE
 
     @property
     def result(self) -> Path:
-        return self.dir / "result.json"
+        return self.dir / RESULT_FILE
 
 
 def level_files(run_dir: Path, level: int, branch: Branch = "main") -> LevelFiles:
