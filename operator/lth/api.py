@@ -201,6 +201,8 @@ class StopRules(ApiModel):
 
 ControlBranch = Literal["random-reinit", "random-prune"]
 CONTROL_BRANCHES: tuple[ControlBranch, ...] = ("random-reinit", "random-prune")
+Branch = Literal["main", "random-reinit", "random-prune", "dense"]
+"""main: the IMP level itself (or the transferred ticket); the rest are controls."""
 
 
 class ControlsSpec(ApiModel):
@@ -238,8 +240,14 @@ class PruningSpec(ApiModel):
     fraction: float = Field(
         0.2, gt=0, lt=1, description="Fraction of the remaining weights removed at each level."
     )
-    levels: int = Field(
-        10, ge=0, le=100, description="Pruned levels after the dense level 0 (the level budget)."
+    levels: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=(
+            "Pruned levels after level 0 (the level budget): default 10 for a search, 0 for a "
+            "transfer run (spec.ticket), which then trains the transferred ticket once."
+        ),
     )
     rewind_to: str = Field(
         "6ep",
@@ -266,13 +274,15 @@ class PruningSpec(ApiModel):
     stop: StopRules = Field(default_factory=StopRules, description="Early stop rules.")
     controls: ControlsSpec = Field(default_factory=ControlsSpec, description="Control branches.")
 
-    def density(self, level: int) -> float:
-        """Expected density after `level` levels: (1 - fraction) ** level."""
-        return (1.0 - self.fraction) ** level
+    def density(self, level: int, start: float = 1.0) -> float:
+        """Expected density after `level` levels from `start`: start * (1 - fraction) ** level."""
+        return start * (1.0 - self.fraction) ** level
 
-    def levels_to_reach(self, density: float) -> int:
+    def levels_to_reach(self, density: float, start: float = 1.0) -> int:
         """Smallest level whose expected density is at or below `density`."""
-        return max(0, math.ceil(math.log(density) / math.log(1.0 - self.fraction) - 1e-9))
+        if density >= start:
+            return 0
+        return max(0, math.ceil(math.log(density / start) / math.log(1.0 - self.fraction) - 1e-9))
 
     def rewind_point(self) -> tuple[int, Literal["ep", "it"]]:
         if self.rewind_to == "0":
@@ -353,10 +363,71 @@ class RetrySpec(ApiModel):
     training: ChildRetry = Field(default_factory=ChildRetry)
 
 
+TicketControl = Literal["dense", "random-prune", "random-reinit"]
+DEFAULT_TICKET_CONTROLS: tuple[TicketControl, ...] = ("dense", "random-prune")
+
+
+class TicketSpec(ApiModel):
+    """Start from a ticket found earlier (transfer) instead of searching from a dense network."""
+
+    run: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description="A finished LotteryTicketRun in the same namespace whose ticket to transfer.",
+    )
+    level: int | None = Field(
+        None, ge=0, description="Which level of spec.ticket.run; its best ticket (status.best) when absent."
+    )
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Or an exported ticket directory (ticket.json, mask.safetensors, rewind.safetensors, "
+            "final.safetensors): an absolute path, or relative to the storage root."
+        ),
+    )
+    weights: Literal["rewind", "final"] = Field(
+        "rewind",
+        description=(
+            "rewind: fine-tune from the ticket's rewind weights (the lottery-ticket way); "
+            "final: from the weights the source level ended with."
+        ),
+    )
+    head: Literal["reinit", "keep"] = Field(
+        "reinit",
+        description=(
+            "reinit: a fresh classifier head for the target's classes; keep: the ticket's head "
+            "(the class counts must be equal)."
+        ),
+    )
+    prune_head: bool = Field(
+        False,
+        description=(
+            "With head reinit: prune the new head at random to the density of the ticket's head; "
+            "false leaves it dense."
+        ),
+    )
+    controls: list[TicketControl] = Field(
+        default_factory=lambda: list(DEFAULT_TICKET_CONTROLS),
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "What the transferred ticket is compared with on the target, all from a fresh init: "
+            "dense (no mask), random-prune (a random mask with the ticket's density in every "
+            "layer), random-reinit (the ticket's mask)."
+        ),
+    )
+
+
 class RunSpec(ApiModel):
     """What a user writes under `spec:` of a LotteryTicketRun."""
 
-    dataset: DatasetSpec = Field(description="Input data.")
+    dataset: DatasetSpec = Field(
+        description="Input data (with spec.ticket: the target data set the ticket is transferred to)."
+    )
+    ticket: TicketSpec | None = Field(
+        None, description="Transfer: train a ticket found earlier on this data set instead of searching."
+    )
     preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -364,6 +435,23 @@ class RunSpec(ApiModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+
+    @property
+    def level_budget(self) -> int:
+        """Pruned levels after level 0: spec.pruning.levels, else 10 (search) or 0 (transfer)."""
+        if self.pruning.levels is not None:
+            return self.pruning.levels
+        return 0 if self.ticket is not None else 10
+
+    def control_branches(self, level: int) -> list[Branch]:
+        """The control branches of `level`: the transfer controls at a transfer run's level 0,
+        spec.pruning.controls at pruned levels."""
+        if level == 0:
+            return list(self.ticket.controls) if self.ticket is not None else []
+        controls = self.pruning.controls
+        if controls.levels is not None and level not in controls.levels:
+            return []
+        return list(controls.branches)
 
 
 MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
@@ -373,6 +461,7 @@ MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
     ("pruning", "stop"),
     ("pruning", "controls"),
     ("pruning", "match_tolerance"),
+    ("ticket", "controls"),
 )
 """Spec fields that may change while a run is in progress; every other field is frozen at start."""
 
@@ -382,7 +471,6 @@ MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
 Phase = Literal["Pending", "Preprocessing", "Training", "Succeeded", "Failed"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 
-Branch = Literal["main", "random-reinit", "random-prune"]
 ChildPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
 
 
@@ -441,6 +529,18 @@ class BestTicket(ApiModel):
     summary: str = Field(description="One line for kubectl, e.g. 'L7 21.0% 75.3%'.")
 
 
+class TicketStatus(ApiModel):
+    """The transferred ticket, resolved once at start (a later change to its source does not matter)."""
+
+    source: str = Field(description="What it is, in words: 'run digits-0to4 level 5' or 'directory ...'.")
+    run: str | None = Field(None, description="The source run, for spec.ticket.run.")
+    level: int | None = Field(None, ge=0, description="The source run's level.")
+    path: str | None = Field(None, description="The ticket directory, for spec.ticket.path.")
+    density: Fraction | None = Field(None, description="Density of the ticket (None: not known yet).")
+    top1: Percent | None = Field(None, description="Top-1 of the ticket on its source data.")
+    architecture: str | None = None
+
+
 class RunStatus(ApiModel):
     """What the controller writes under `status:`; every field derives from the children."""
 
@@ -450,6 +550,7 @@ class RunStatus(ApiModel):
     top1: Percent | None = Field(None, description="Top-1 of the latest finished main level.")
     dense_top1: Percent | None = None
     best: BestTicket | None = None
+    ticket: TicketStatus | None = Field(None, description="The transferred ticket (spec.ticket).")
     preprocessing: ChildStatus | None = None
     levels: list[LevelStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)

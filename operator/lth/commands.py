@@ -10,13 +10,18 @@ import json
 import posixpath
 from dataclasses import dataclass
 
-from lth.api import Branch, RunSpec
+from lth.api import Branch, RunSpec, TicketStatus
 
 SPARK_MODULE = "lth_spark"
 TRAINER_MODULE = "lth_trainer"
 SPARK_MAIN_IN_IMAGE = "local:///opt/lth/lth_spark/__main__.py"
 """Where the Spark image keeps the job's entry file (spark-submit wants a file, not -m)."""
 TERMINATION_LOG = "/dev/termination-log"
+
+
+def run_dir(storage_root: str, run_name: str) -> str:
+    """A run's directory on the storage: runs/<name>."""
+    return posixpath.join(storage_root, "runs", run_name)
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class RunPaths:
 
     @property
     def run_dir(self) -> str:
-        return posixpath.join(self.storage_root, "runs", self.run_name)
+        return run_dir(self.storage_root, self.run_name)
 
     def resolve(self, path: str) -> str:
         """A path from the spec: absolute, or relative to the storage root."""
@@ -61,11 +66,34 @@ def prep_arguments(spec: RunSpec, paths: RunPaths) -> list[str]:
     ]
 
 
+def ticket_arguments(ticket: TicketStatus | None, paths: RunPaths) -> list[str]:
+    """Where a transfer run's trainer reads the ticket: the source run's levels, or a directory."""
+    if ticket is None:
+        return []
+    if ticket.run is not None:
+        assert ticket.level is not None, "the planner resolves the source level"
+        return [
+            "--ticket-run-dir",
+            run_dir(paths.storage_root, ticket.run),
+            "--ticket-level",
+            str(ticket.level),
+        ]
+    assert ticket.path is not None
+    return ["--ticket-dir", paths.resolve(ticket.path)]
+
+
 def trainer_arguments(
-    spec: RunSpec, paths: RunPaths, level: int, branch: Branch, termination_log: str = TERMINATION_LOG
+    spec: RunSpec,
+    paths: RunPaths,
+    level: int,
+    branch: Branch,
+    termination_log: str = TERMINATION_LOG,
+    ticket: TicketStatus | None = None,
 ) -> list[str]:
-    """Arguments of one level of the trainer (`torchrun ... -m lth_trainer ...`)."""
+    """Arguments of one level of the trainer (`torchrun ... -m lth_trainer ...`); `ticket` is
+    the transferred ticket as the planner resolved it (status.ticket)."""
     return [
+        *ticket_arguments(ticket, paths),
         "--run-dir",
         paths.run_dir,
         "--data",

@@ -12,11 +12,17 @@ DNS1035_MAX = 63
 
 MASK_FILE = "mask.safetensors"
 REWIND_FILE = "rewind.safetensors"
+FINAL_FILE = "final.safetensors"
 PROGRESS_FILE = "progress.jsonl"
 """One JSON line per finished epoch of a level (epoch, epochs, top1, imagesPerSecond, ...)."""
 RESULT_FILE = "result.json"
 
-BRANCH_SUFFIX: dict[Branch, str] = {"main": "", "random-reinit": "-reinit", "random-prune": "-rprune"}
+BRANCH_SUFFIX: dict[Branch, str] = {
+    "main": "",
+    "random-reinit": "-reinit",
+    "random-prune": "-rprune",
+    "dense": "-dense",
+}
 
 
 def prep_name(run: str) -> str:

@@ -35,6 +35,8 @@ from lth.api import (
     LevelStatus,
     RunSpec,
     RunStatus,
+    TicketSpec,
+    TicketStatus,
 )
 from lth.naming import level_job_name, prep_name
 from lth.validation import Problem, check_name, check_spec, parse_spec
@@ -53,6 +55,30 @@ class ObservedChild:
     message: str = ""
     result: LevelResult | None = None
     deleting: bool = False
+
+
+@dataclass(frozen=True)
+class ObservedSource:
+    """What an executor found where spec.ticket points.
+
+    For spec.ticket.run: whether the run exists, its status and accepted spec. For
+    spec.ticket.path: ticket.json (its checksums verified), or the problem that kept
+    it from being read. An executor that cannot look (an operator without the volume)
+    passes no source, and the trainer checks the directory instead.
+    """
+
+    found: bool
+    status: RunStatus | None = None
+    description: Mapping[str, Any] | None = None
+    problem: str = ""
+
+
+def ticket_to_resolve(raw_spec: Mapping[str, Any] | None, status: RunStatus | None) -> TicketSpec | None:
+    """The spec.ticket an executor should look up for `plan`: only until it is resolved."""
+    if status is not None and (status.ticket is not None or status.phase in TERMINAL_PHASES):
+        return None
+    spec, _ = parse_spec(raw_spec)
+    return spec.ticket if spec is not None else None
 
 
 @dataclass(frozen=True)
@@ -116,12 +142,14 @@ def plan(
     status: RunStatus | None,
     children: Mapping[str, ObservedChild],
     now: datetime,
+    source: ObservedSource | None = None,
 ) -> Plan:
-    """The next actions for run `name` and the status to record."""
+    """The next actions for run `name` and the status to record. `source` is what the
+    executor found where spec.ticket points (see `ticket_to_resolve`)."""
     current = status or RunStatus()
     if current.phase in TERMINAL_PHASES:
         return Plan(status=current)
-    return _Planner(name, generation, current.model_copy(deep=True), children, now).run(raw_spec)
+    return _Planner(name, generation, current.model_copy(deep=True), children, now, source).run(raw_spec)
 
 
 class _Planner:
@@ -132,12 +160,14 @@ class _Planner:
         status: RunStatus,
         children: Mapping[str, ObservedChild],
         now: datetime,
+        source: ObservedSource | None,
     ) -> None:
         self.name = name
         self.generation = generation
         self.status = status
         self.children = children
         self.now = now
+        self.source = source
         self.actions: list[Action] = []
 
     # ------------------------------------------------------------------ top level
@@ -154,6 +184,9 @@ class _Planner:
         return Plan(status=self.status, actions=self.actions, spec=spec)
 
     def _advance(self, spec: RunSpec) -> None:
+        if spec.ticket is not None and self.status.ticket is None:
+            self.status.ticket = self._resolve_ticket(spec, spec.ticket)
+            self._condition("TicketResolved", "True", "Resolved", f"transferring {self.status.ticket.source}")
         if spec.dataset.format != "prepared":
             entry, verb = self._step_child(
                 self.status.preprocessing,
@@ -176,11 +209,95 @@ class _Planner:
             self._succeed(spec)
         else:
             level = self.status.level or 0
+            density = self._expected_density(spec, level)
             self._set_phase(
                 "Training",
                 "Training",
-                f"level {level} of at most {spec.pruning.levels}, density {spec.pruning.density(level):.4f}",
+                f"level {level} of at most {spec.level_budget}"
+                + (f", density {density:.4f}" if density is not None else ""),
             )
+
+    # ------------------------------------------------------------------ transfer
+
+    def _resolve_ticket(self, spec: RunSpec, ticket: TicketSpec) -> TicketStatus:
+        """The ticket spec.ticket names, from what the executor found there; raises _RunFailed
+        (and no child is created) when it is missing, unfinished or does not fit."""
+        source = self.source
+        if ticket.run is not None:
+            what = f"LotteryTicketRun {ticket.run!r} (spec.ticket.run)"
+            if source is None or not source.found:
+                self._ticket_refused("TicketNotFound", f"{what} does not exist in this namespace")
+            assert source is not None
+            status = source.status or RunStatus()
+            if status.phase != "Succeeded":
+                self._ticket_refused(
+                    "TicketNotReady",
+                    f"{what} is {status.phase}, not Succeeded: a ticket is transferred once its run finished",
+                )
+            if ticket.level is None:
+                if status.best is None:
+                    self._ticket_refused(
+                        "TicketNotReady",
+                        f"{what} found no ticket within its match tolerance (status.best is empty); "
+                        "name one of its levels in spec.ticket.level",
+                    )
+                assert status.best is not None
+                level = status.best.level
+            else:
+                level = ticket.level
+            entry = status.level_entry(level)
+            if entry is None or entry.phase != "Succeeded":
+                self._ticket_refused("TicketNotReady", f"{what} has no finished level {level}")
+            assert entry is not None
+            arch = (status.accepted_spec or {}).get("model", {}).get("arch")
+            self._check_architecture(spec, what, arch)
+            return TicketStatus(
+                source=f"run {ticket.run} level {level}",
+                run=ticket.run,
+                level=level,
+                density=entry.density,
+                top1=entry.top1,
+                architecture=arch,
+            )
+        assert ticket.path is not None
+        what = f"ticket directory {ticket.path!r} (spec.ticket.path)"
+        resolved = TicketStatus(source=f"directory {ticket.path}", path=ticket.path)
+        if source is None:
+            return resolved  # the executor cannot see the volume: the trainer checks the files
+        if not source.found:
+            self._ticket_refused("TicketNotFound", f"{what} does not exist")
+        if source.problem or source.description is None:
+            self._ticket_refused("TicketInvalid", f"{what}: {source.problem or 'no ticket.json'}")
+        assert source.description is not None
+        arch = source.description.get("architecture")
+        self._check_architecture(spec, what, arch)
+        density = source.description.get("density")
+        top1 = source.description.get("top1")
+        return resolved.model_copy(
+            update={
+                "density": density if isinstance(density, float | int) else None,
+                "top1": top1 if isinstance(top1, float | int) else None,
+                "architecture": arch,
+            }
+        )
+
+    def _check_architecture(self, spec: RunSpec, what: str, arch: Any) -> None:
+        if arch is not None and arch != spec.model.arch:
+            self._ticket_refused(
+                "TicketMismatch",
+                f"{what} is a {arch} ticket, but spec.model.arch is {spec.model.arch}",
+            )
+
+    def _ticket_refused(self, reason: str, message: str) -> None:
+        self._condition("TicketResolved", "False", reason, message)
+        raise _RunFailed(reason, message)
+
+    def _expected_density(self, spec: RunSpec, level: int) -> float | None:
+        """Density of `level` before its result: a transfer run starts from its ticket's."""
+        if spec.ticket is None:
+            return spec.pruning.density(level)
+        start = self.status.ticket.density if self.status.ticket else None
+        return None if start is None else spec.pruning.density(level, start)
 
     # ------------------------------------------------------------------ spec
 
@@ -330,7 +447,8 @@ class _Planner:
             else LevelStatus(**entry.model_dump(), level=level, branch=branch)
         )
         if row.density is None:
-            row.density = round(spec.pruning.density(level), 6)
+            expected = 1.0 if branch == "dense" else self._expected_density(spec, level)
+            row.density = None if expected is None else round(expected, 6)
         child = self.children.get(name)
         if verb == "succeeded" and before != "Succeeded" and child and child.result:
             self._record_result(row, child.result)
@@ -340,11 +458,8 @@ class _Planner:
             self.status.levels[self.status.levels.index(existing)] = row
         if verb == "create":
             self.actions.append(CreateLevelJob(name, level, branch, row.attempts))
-            self._event(
-                "Normal",
-                "Created",
-                f"created PyTorchJob {name} (level {level}, {branch}, density {row.density:.4f})",
-            )
+            density = f", density {row.density:.4f}" if row.density is not None else ""
+            self._event("Normal", "Created", f"created PyTorchJob {name} (level {level}, {branch}{density})")
         return verb
 
     def _record_result(self, row: LevelStatus, result: LevelResult) -> None:
@@ -394,16 +509,17 @@ class _Planner:
         pruning = spec.pruning
         previous = self.status.level_entry(level - 1)
         assert previous is not None and previous.density is not None
-        if level > pruning.levels:
-            return f"reached the level budget ({pruning.levels} pruned levels)"
+        if level > spec.level_budget:
+            return f"reached the level budget ({spec.level_budget} pruned levels)"
         target = pruning.stop.target_density
         if target is not None and previous.density <= target:
             return f"reached the target density {target} at level {level - 1}"
         drop = pruning.stop.max_top1_drop
         dense = self.status.dense_top1
+        sparse = level - 1 >= 1 or spec.ticket is not None  # a transferred level 0 is sparse already
         if (
             drop is not None
-            and level - 1 >= 1
+            and sparse
             and dense is not None
             and previous.top1 is not None
             and previous.top1 < dense - drop
@@ -415,14 +531,11 @@ class _Planner:
         return None
 
     def _controls(self, spec: RunSpec) -> bool:
-        """Advance the control branches of every started pruned level; True when all are done."""
-        controls = spec.pruning.controls
+        """Advance the control branches of every started level; True when all are done."""
         done = True
-        started = sorted(e.level for e in self.status.levels if e.branch == "main" and e.level >= 1)
+        started = sorted(e.level for e in self.status.levels if e.branch == "main")
         for level in started:
-            if controls.levels is not None and level not in controls.levels:
-                continue
-            for branch in controls.branches:
+            for branch in spec.control_branches(level):
                 name = level_job_name(self.name, level, branch)
                 entry = self.status.level_entry(level, branch)
                 if entry is None and name not in self.children and self._slots(spec) <= 0:
@@ -444,7 +557,12 @@ class _Planner:
         finished = [e for e in main if e.phase == "Succeeded" and e.top1 is not None]
         if finished:
             self.status.top1 = finished[-1].top1
-        dense = next((e for e in finished if e.level == 0), None)
+        # The dense reference: level 0 of a search; the dense control of a transfer run.
+        reference = "dense" if spec.ticket else "main"
+        dense = next(
+            (e for e in self.status.levels if (e.level, e.branch, e.phase) == (0, reference, "Succeeded")),
+            None,
+        )
         if dense is None or dense.top1 is None:
             return
         self.status.dense_top1 = dense.top1
@@ -549,7 +667,10 @@ def _with_mutable_fields(accepted: RunSpec, new: RunSpec) -> RunSpec:
         target, source = merged, updates
         for key in path[:-1]:
             target, source = target[key], source[key]
-        target[path[-1]] = source[path[-1]]
+            if target is None or source is None:
+                break  # the section itself is frozen (spec.ticket): nothing mutable to take
+        else:
+            target[path[-1]] = source[path[-1]]
     return RunSpec.model_validate(merged)
 
 

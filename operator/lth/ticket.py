@@ -11,16 +11,39 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.naming import MASK_FILE, REWIND_FILE
+from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE, RunLayout
 
 TICKET_FILE = "ticket.json"
 
 
 class TicketError(Exception):
     """A ticket directory that is incomplete, corrupt or not a ticket; the message names the file."""
+
+
+@dataclass(frozen=True)
+class TicketFiles:
+    """Where a ticket's tensors are: an exported ticket directory, or a level of a run."""
+
+    mask: Path
+    rewind: Path
+    final: Path
+    description: Path | None
+    """ticket.json (an exported directory), else None."""
+
+    @classmethod
+    def from_dir(cls, ticket: Path) -> TicketFiles:
+        return cls(ticket / MASK_FILE, ticket / REWIND_FILE, ticket / FINAL_FILE, ticket / TICKET_FILE)
+
+    @classmethod
+    def from_run(cls, run_dir: Path, level: int) -> TicketFiles:
+        """Level `level` of a run: its mask and final weights, and the run's rewind point."""
+        layout = RunLayout(root=run_dir)
+        chosen = layout.level_dir(level)
+        return cls(chosen / MASK_FILE, layout.level_dir(0) / REWIND_FILE, chosen / FINAL_FILE, None)
 
 
 def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -58,8 +81,8 @@ def sha256(path: Path) -> str:
 
 
 def describe(ticket: Path, source: dict[str, Any]) -> dict[str, Any]:
-    """ticket.json's content for the mask and rewind weights in `ticket`."""
-    mask, rewind = ticket / MASK_FILE, ticket / REWIND_FILE
+    """ticket.json's content for the mask, rewind and (if there) final weights in `ticket`."""
+    mask, rewind, final = ticket / MASK_FILE, ticket / REWIND_FILE, ticket / FINAL_FILE
     for path in (mask, rewind):
         if not path.is_file():
             raise TicketError(f"{path}: missing from the ticket")
@@ -74,7 +97,9 @@ def describe(ticket: Path, source: dict[str, Any]) -> dict[str, Any]:
             name: {**layer, "density": layer["kept"] / layer["total"]} for name, layer in layers.items()
         },
         "files": {
-            path.name: {"sha256": sha256(path), "bytes": path.stat().st_size} for path in (mask, rewind)
+            path.name: {"sha256": sha256(path), "bytes": path.stat().st_size}
+            for path in (mask, rewind, final)
+            if path.is_file()
         },
     }
 
@@ -82,10 +107,14 @@ def describe(ticket: Path, source: dict[str, Any]) -> dict[str, Any]:
 def inspect(ticket: Path) -> dict[str, Any]:
     """ticket.json, with every file's checksum verified."""
     described = ticket / TICKET_FILE
+    if not ticket.is_dir():
+        raise TicketError(f"{ticket}: no such ticket directory")
     try:
         info: dict[str, Any] = json.loads(described.read_text())
     except (OSError, ValueError) as error:
         raise TicketError(f"{described}: unreadable ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != "lth.dev/ticket-v1":
+        raise TicketError(f"{described}: not a ticket description (format lth.dev/ticket-v1)")
     for name, expected in info.get("files", {}).items():
         path = ticket / name
         if not path.is_file():

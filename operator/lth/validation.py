@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lth.api import CONTROL_BRANCHES, LotteryTicketRun, RunSpec
+from lth.api import CONTROL_BRANCHES, Branch, LotteryTicketRun, RunSpec
 from lth.naming import DNS1035_MAX, derived_names
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -72,9 +72,10 @@ def check_name(name: str, spec: RunSpec) -> list[Problem]:
                 "starting with a letter): child job names are built from it",
             )
         ]
-    longest = derived_names(
-        name, spec.pruning.levels, spec.resources.pods, list(spec.pruning.controls.branches)
-    )[-1]
+    if spec.ticket is not None and spec.ticket.run == name:
+        return [Problem("spec.ticket.run", f"{name!r} is this run: a run cannot transfer its own ticket")]
+    branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
+    longest = derived_names(name, spec.level_budget, spec.resources.pods, branches)[-1]
     if len(longest) > DNS1035_MAX:
         allowed = len(name) - (len(longest) - DNS1035_MAX)
         return [
@@ -126,28 +127,31 @@ def check_spec(spec: RunSpec) -> list[Problem]:
     if resources.gpus_per_pod == 0 and training.precision == "fp16":
         problems.append(Problem("spec.training.precision", "fp16 needs GPUs; use bf16 or fp32 on CPU"))
 
+    budget = spec.level_budget
     target = pruning.stop.target_density
-    if target is not None:
+    if target is not None and spec.ticket is None:
+        # A transfer run's start density is known only once its ticket is resolved.
         needed = pruning.levels_to_reach(target)
-        if needed > pruning.levels:
+        if needed > budget:
             problems.append(
                 Problem(
                     "spec.pruning.stop.targetDensity",
                     f"density {target} needs {needed} levels at fraction {pruning.fraction}, "
-                    f"but spec.pruning.levels is {pruning.levels} "
-                    f"(reaches {pruning.density(pruning.levels):.4f})",
+                    f"but spec.pruning.levels is {budget} "
+                    f"(reaches {pruning.density(budget):.4f})",
                 )
             )
     control_levels = pruning.controls.levels
     if control_levels:
-        beyond = [level for level in control_levels if level > pruning.levels]
+        beyond = [level for level in control_levels if level > budget]
         if beyond:
             problems.append(
                 Problem(
                     "spec.pruning.controls.levels",
-                    f"levels {beyond} are beyond spec.pruning.levels ({pruning.levels})",
+                    f"levels {beyond} are beyond spec.pruning.levels ({budget})",
                 )
             )
+    problems += _check_ticket(spec)
     if len(set(pruning.controls.branches)) != len(pruning.controls.branches):
         problems.append(
             Problem(
@@ -182,6 +186,33 @@ def check_spec(spec: RunSpec) -> list[Problem]:
                 f"is {spec.model.num_classes} but spec.dataset.classes lists {len(classes)}",
             )
         )
+    return problems
+
+
+def _check_ticket(spec: RunSpec) -> list[Problem]:
+    ticket = spec.ticket
+    if ticket is None:
+        return []
+    problems = []
+    if (ticket.run is None) == (ticket.path is None):
+        problems.append(Problem("spec.ticket", "name exactly one source: run (a LotteryTicketRun) or path"))
+    if ticket.path is not None and ticket.level is not None:
+        problems.append(
+            Problem("spec.ticket.level", "applies to spec.ticket.run; a ticket directory holds one level")
+        )
+    if ticket.path is not None and "://" in ticket.path:
+        problems.append(
+            Problem(
+                "spec.ticket.path",
+                f"{ticket.path!r}: URLs are not supported; copy the ticket directory onto the run's volume",
+            )
+        )
+    if ticket.prune_head and ticket.head == "keep":
+        problems.append(
+            Problem("spec.ticket.pruneHead", "applies to a re-initialised head; a kept head keeps its mask")
+        )
+    if len(set(ticket.controls)) != len(ticket.controls):
+        problems.append(Problem("spec.ticket.controls", "each control at most once"))
     return problems
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lth.api import Branch, LevelResult, RunSpec
-from lth.naming import MASK_FILE, PROGRESS_FILE, RESULT_FILE, REWIND_FILE, RunLayout
+from lth.naming import FINAL_FILE, MASK_FILE, PROGRESS_FILE, RESULT_FILE, REWIND_FILE, RunLayout
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
 from lth_trainer.store import TrainerError, load_tensors, save_tensors
@@ -47,7 +47,7 @@ class LevelFiles:
 
     @property
     def final(self) -> Path:
-        return self.dir / "final.safetensors"
+        return self.dir / FINAL_FILE
 
     @property
     def checkpoint(self) -> Path:
