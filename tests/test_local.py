@@ -7,6 +7,7 @@ result.json), so the loop's behaviour is tested in seconds.
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lth.api import RunSpec
+from lth.api import RunSpec, RunStatus
 from lth.local import Display, LocalExecutor, RunError, run_local, run_lock
 from lth.report import write_report
 
@@ -60,8 +61,8 @@ class FakeExecutor(LocalExecutor):
         argv = [sys.executable, str(self.storage_root / "fake_child.py"), "prep", self.paths.data_dir(spec)]
         return type(launch)(launch.name, argv, launch.log, launch.env)
 
-    def _level_launch(self, spec: RunSpec, name: str, level: int, branch: Any) -> Any:
-        launch = super()._level_launch(spec, name, level, branch)
+    def _level_launch(self, spec: RunSpec, status: RunStatus, name: str, level: int, branch: Any) -> Any:
+        launch = super()._level_launch(spec, status, name, level, branch)
         out = self.layout.level_dir(level, branch)
         argv = [
             sys.executable,
@@ -199,3 +200,39 @@ def test_invalid_spec_file_names_the_file_and_field(root: Path) -> None:
     (root / "bad.yaml").write_text(yaml.safe_dump(broken))
     with pytest.raises(RunError, match=r"bad.yaml: spec.pruning.fraction"):
         LocalExecutor.from_file(root / "bad.yaml", root, 1)
+
+
+def transfer_run(root: Path, source: str) -> FakeExecutor:
+    spec = copy.deepcopy(SPEC)
+    spec["metadata"]["name"] = "moved"
+    spec["spec"]["ticket"] = {"run": source, "level": 1}
+    spec["spec"]["pruning"] = {"rewindTo": "0"}
+    (root / "moved.yaml").write_text(yaml.safe_dump(spec))
+    return FakeExecutor.from_file(root / "moved.yaml", root, 1)  # type: ignore[return-value]
+
+
+def test_a_transfer_run_trains_the_ticket_beside_its_controls_and_reports_them(root: Path) -> None:
+    run_local(executor(root), Display())
+    status = run_local(transfer_run(root, "tiny"), Display())
+
+    assert status.phase == "Succeeded"
+    assert status.ticket is not None and status.ticket.source == "run tiny level 1"
+    assert launches(root)[-4:] == ["prep data", "level 00", "level 00-dense", "level 00-rprune"]
+    ticket = write_report(root / "runs" / "moved", status)
+    card = (ticket / "README.md").read_text()
+    assert "Transfer run: the ticket of run tiny level 1" in card
+    assert "| top-1 transferred ticket | top-1 dense, fresh init | top-1 random mask" in card
+
+    # The trainer is pointed at the source run's level (the stand-in above ignores it).
+    real = LocalExecutor.from_file(root / "moved.yaml", root, 1)
+    spec = RunSpec.model_validate(status.accepted_spec)
+    argv = real._level_launch(spec, status, "moved-level-00", 0, "main").argv
+    source_dir = str((root / "runs" / "tiny").resolve())
+    assert argv[argv.index("--ticket-run-dir") + 1] == source_dir
+    assert argv[argv.index("--ticket-level") + 1] == "1"
+
+
+def test_a_transfer_from_a_missing_run_fails_naming_it_and_starts_nothing(root: Path) -> None:
+    with pytest.raises(RunError, match=r"LotteryTicketRun 'nowhere' \(spec.ticket.run\) does not exist"):
+        run_local(transfer_run(root, "nowhere"), Display())
+    assert launches(root) == []

@@ -16,6 +16,7 @@ from lth.planner import (
     DeleteChild,
     EmitEvent,
     ObservedChild,
+    ObservedSource,
     Plan,
     plan,
 )
@@ -86,16 +87,22 @@ class Cluster:
 
 
 def drive(
-    spec: dict[str, Any], cluster: Cluster | None = None, max_steps: int = 200, name: str = "run"
+    spec: dict[str, Any],
+    cluster: Cluster | None = None,
+    max_steps: int = 200,
+    name: str = "run",
+    source: ObservedSource | None = None,
 ) -> tuple[Plan, Cluster, list[tuple[RunStatus | None, dict[str, ObservedChild]]]]:
-    """Plan, act, let children finish, repeat: returns the last plan and every state seen."""
+    """Plan, act, let children finish, repeat: returns the last plan and every state seen.
+    `source` is what the executor finds where spec.ticket points (shown to the first plan only:
+    the ticket is resolved once)."""
     world = cluster or Cluster()
     status: RunStatus | None = None
     seen: list[tuple[RunStatus | None, dict[str, ObservedChild]]] = []
     for step in range(max_steps):
         now = T0 + timedelta(minutes=step)
         seen.append((copy.deepcopy(status), dict(world.children)))
-        result = plan(name, 1, spec, status, world.children, now)
+        result = plan(name, 1, spec, status, world.children, now, source if step == 0 else None)
         world.apply(result)
         status = result.status
         if result.done:
@@ -380,3 +387,156 @@ def test_condition_transition_time_only_moves_on_status_change() -> None:
 def test_density_rows_follow_one_minus_fraction_to_the_level(levels: int) -> None:
     result, _, _ = drive(make_spec(pruning={"levels": levels}))
     assert [e.density for e in result.status.levels] == [round(0.8**level, 6) for level in range(levels + 1)]
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def finished_search() -> RunStatus:
+    """A search whose best ticket is level 2 (64% density): top-1 holds, then drops at level 3."""
+    result, _, _ = drive(make_spec(), Cluster(top1=lambda level, branch: 76.0 - (5.0 if level == 3 else 0.0)))
+    assert result.status.phase == "Succeeded" and result.status.best is not None
+    assert result.status.best.level == 2
+    return result.status
+
+
+def transfer_spec(**ticket: Any) -> dict[str, Any]:
+    spec = make_spec(ticket={"run": "search", **ticket}, dataset={"path": "places"})
+    del spec["pruning"]["levels"]
+    return spec
+
+
+def test_transfer_trains_the_best_ticket_once_beside_its_dense_and_random_mask_controls() -> None:
+    source = ObservedSource(found=True, status=finished_search())
+    top1 = {"main": 70.0, "dense": 70.5, "random-prune": 61.0}
+    result, world, _ = drive(transfer_spec(), Cluster(top1=lambda level, branch: top1[branch]), source=source)
+
+    assert world.created == ["run-prep", "run-level-00", "run-level-00-dense", "run-level-00-rprune"]
+    status = result.status
+    assert status.phase == "Succeeded"
+    assert status.ticket is not None
+    assert (status.ticket.run, status.ticket.level, status.ticket.density) == ("search", 2, 0.64)
+    assert status.ticket.source == "run search level 2"
+    rows = {e.branch: (e.density, e.top1) for e in status.levels}
+    assert rows == {"main": (0.64, 70.0), "dense": (1.0, 70.5), "random-prune": (0.64, 61.0)}
+    # The dense reference of a transfer run is its dense control on the target.
+    assert status.dense_top1 == 70.5
+    assert status.best is not None and (status.best.level, status.best.density) == (0, 0.64)
+    resolved = status.condition("TicketResolved")
+    assert resolved is not None and resolved.status == "True"
+
+
+def test_transfer_continues_imp_from_the_ticket_when_asked_for_levels() -> None:
+    source = ObservedSource(found=True, status=finished_search())
+    spec = transfer_spec(level=1, controls=["dense"])
+    spec["pruning"].update(levels=2, controls={"branches": ["random-reinit"]})
+    result, world, _ = drive(spec, source=source)
+
+    assert sorted(world.created) == [
+        "run-level-00",
+        "run-level-00-dense",
+        "run-level-01",
+        "run-level-01-reinit",
+        "run-level-02",
+        "run-level-02-reinit",
+        "run-prep",
+    ]
+    densities = {(e.level, e.branch): e.density for e in result.status.levels}
+    assert densities[(0, "main")] == 0.8  # the ticket of level 1
+    assert densities[(1, "main")] == pytest.approx(0.64)
+    assert densities[(2, "main")] == pytest.approx(0.512)
+    assert densities[(0, "dense")] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("source", "reason", "words"),
+    [
+        (
+            ObservedSource(found=False),
+            "TicketNotFound",
+            "LotteryTicketRun 'search' (spec.ticket.run) does not exist",
+        ),
+        (
+            ObservedSource(found=True, status=RunStatus(phase="Training")),
+            "TicketNotReady",
+            "'search' (spec.ticket.run) is Training, not Succeeded",
+        ),
+        (ObservedSource(found=True, status=None), "TicketNotReady", "is Pending, not Succeeded"),
+    ],
+)
+def test_a_missing_or_unfinished_source_run_fails_the_transfer_without_children(
+    source: ObservedSource, reason: str, words: str
+) -> None:
+    result, world, _ = drive(transfer_spec(), source=source)
+
+    assert world.created == []
+    assert result.status.phase == "Failed"
+    for type_ in ("TicketResolved", "Failed"):
+        condition = result.status.condition(type_)
+        assert condition is not None and condition.reason == reason and words in condition.message
+    assert any(e.reason == reason and e.type == "Warning" for e in world.events)
+
+
+def test_a_source_without_the_named_level_or_of_another_architecture_is_refused() -> None:
+    search = finished_search()
+    result, world, _ = drive(transfer_spec(level=7), source=ObservedSource(found=True, status=search))
+    failed = result.status.condition("Failed")
+    assert (
+        failed is not None and failed.reason == "TicketNotReady" and "no finished level 7" in failed.message
+    )
+    assert world.created == []
+
+    spec = transfer_spec()
+    spec["model"] = {"arch": "resnet18"}
+    result, world, _ = drive(spec, source=ObservedSource(found=True, status=search))
+    failed = result.status.condition("Failed")
+    assert failed is not None and failed.reason == "TicketMismatch"
+    assert "is a resnet50 ticket, but spec.model.arch is resnet18" in failed.message
+    assert world.created == []
+
+
+def test_the_ticket_is_resolved_once_and_later_changes_of_its_source_do_not_matter() -> None:
+    # drive() shows the source to the first plan only; every later plan sees none.
+    result, _, _ = drive(transfer_spec(), source=ObservedSource(found=True, status=finished_search()))
+    assert result.status.phase == "Succeeded"
+    assert result.status.ticket is not None and result.status.ticket.level == 2
+
+
+def test_a_ticket_directory_is_checked_where_the_executor_can_see_it() -> None:
+    spec = transfer_spec()
+    spec["ticket"] = {"path": "tickets/digits"}
+    described = ObservedSource(
+        found=True, description={"architecture": "resnet50", "density": 0.2, "top1": 75.0}
+    )
+    result, world, _ = drive(spec, source=described)
+    assert result.status.phase == "Succeeded"
+    assert result.status.ticket is not None
+    assert (result.status.ticket.path, result.status.ticket.density) == ("tickets/digits", 0.2)
+
+    corrupt = ObservedSource(found=True, problem="mask.safetensors: checksum mismatch")
+    result, world, _ = drive(spec, source=corrupt)
+    failed = result.status.condition("Failed")
+    assert failed is not None and failed.reason == "TicketInvalid" and "checksum mismatch" in failed.message
+    assert world.created == []
+
+    # An operator without the volume cannot look: the run goes on and the trainer checks the files.
+    result, world, _ = drive(spec, source=None)
+    assert "run-level-00" in world.created
+    assert result.status.ticket is not None and result.status.ticket.density is None
+
+
+def test_transfer_spec_problems_name_the_field() -> None:
+    from lth.api import RunSpec
+    from lth.validation import check_name, check_spec
+
+    both = RunSpec.model_validate(transfer_spec(path="tickets/x"))
+    assert [p.path for p in check_spec(both)] == ["spec.ticket"]
+    url = RunSpec.model_validate({**transfer_spec(), "ticket": {"path": "s3://bucket/ticket"}})
+    assert [p.path for p in check_spec(url)] == ["spec.ticket.path"]
+    keep = RunSpec.model_validate(transfer_spec(head="keep", pruneHead=True))
+    assert [p.path for p in check_spec(keep)] == ["spec.ticket.pruneHead"]
+    assert [p.path for p in check_name("search", RunSpec.model_validate(transfer_spec()))] == [
+        "spec.ticket.run"
+    ]
+    assert RunSpec.model_validate(transfer_spec()).level_budget == 0
+    assert RunSpec.model_validate(make_spec()).level_budget == 3

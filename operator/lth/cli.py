@@ -97,12 +97,14 @@ def _load_status(run_dir: Path) -> RunStatus:
 def _print_summary(console: Console, status: RunStatus) -> None:
     from rich.table import Table
 
-    from lth.report import BRANCH_LABELS, branches, rows
+    from lth.report import branches, labels, rows
 
     console.print(f"phase [bold]{status.phase}[/]", end="")
     if status.level is not None:
         console.print(f", level {status.level}, density {status.density or 0:.4f}", end="")
     console.print()
+    if status.ticket is not None:
+        console.print(f"  transfer of the ticket of {status.ticket.source}")
     for condition in status.conditions:
         if condition.status == "True" or condition.type == "SpecAccepted":
             console.print(f"  {condition.type}={condition.status} {condition.reason}: {condition.message}")
@@ -111,7 +113,7 @@ def _print_summary(console: Console, status: RunStatus) -> None:
     table.add_column("density", justify="right")
     columns = branches(status)
     for branch in columns:
-        table.add_column(f"top-1 {BRANCH_LABELS[branch]}", justify="right")
+        table.add_column(f"top-1 {labels(status)[branch]}", justify="right")
     phase: dict[tuple[int, str], str] = {(e.level, e.branch): e.phase for e in status.levels}
     for row in rows(status):
         cells = [

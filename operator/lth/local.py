@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from lth.api import LevelResult, LotteryTicketRun, RunSpec, RunStatus
+from lth.api import LevelResult, LotteryTicketRun, RunSpec, RunStatus, TicketSpec
 from lth.commands import (
     SPARK_MODULE,
     TRAINER_MODULE,
@@ -40,8 +40,10 @@ from lth.planner import (
     DeleteChild,
     EmitEvent,
     ObservedChild,
+    ObservedSource,
     Plan,
     plan,
+    ticket_to_resolve,
 )
 
 LOG_TAIL_LINES = 25
@@ -142,6 +144,16 @@ def load_run(spec_file: Path) -> tuple[LotteryTicketRun, dict[str, Any]]:
     return run, document["spec"]
 
 
+def load_status(status_file: Path) -> RunStatus | None:
+    """A local run's status (status.json); None before its first plan."""
+    try:
+        return RunStatus.model_validate_json(status_file.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValidationError, ValueError) as error:
+        raise RunError(f"{status_file}: unreadable run state ({error}); remove it to start over") from None
+
+
 def local_nproc() -> int:
     """Processes per level: the local GPUs, or one process on CPU."""
     smi = shutil.which("nvidia-smi")
@@ -168,7 +180,7 @@ class LocalExecutor:
     def __post_init__(self) -> None:
         self.paths = RunPaths(str(self.storage_root.resolve()), self.run.metadata.name)
         self.layout = RunLayout(Path(self.paths.run_dir))
-        self.status_file = self.layout.root / "status.json"
+        self.status_file = self.layout.status_file
         self.logs = self.layout.root / "logs"
 
     @classmethod
@@ -183,14 +195,7 @@ class LocalExecutor:
     # ------------------------------------------------------------------ state
 
     def load_status(self) -> RunStatus | None:
-        try:
-            return RunStatus.model_validate_json(self.status_file.read_text())
-        except FileNotFoundError:
-            return None
-        except (ValidationError, ValueError) as error:
-            raise RunError(
-                f"{self.status_file}: unreadable run state ({error}); remove it to start over"
-            ) from None
+        return load_status(self.status_file)
 
     def save_status(self, status: RunStatus) -> None:
         atomic_write_text(self.status_file, json.dumps(status.to_wire(), indent=2) + "\n")
@@ -211,6 +216,17 @@ class LocalExecutor:
             elif row.phase in ("Pending", "Running"):
                 children[row.name] = self._unfinished(row.name, row.attempts)
         return children
+
+    def observe_source(self, ticket: TicketSpec) -> ObservedSource:
+        """Where spec.ticket points: another run under the same storage root, or a directory."""
+        from lth.ticket import observe_directory
+
+        if ticket.run is not None:
+            source = RunLayout(Path(RunPaths(self.paths.storage_root, ticket.run).run_dir))
+            status = load_status(source.status_file)
+            return ObservedSource(found=status is not None, status=status)
+        assert ticket.path is not None
+        return observe_directory(Path(self.paths.resolve(ticket.path)))
 
     def _data_ready(self, spec: RunSpec | None) -> bool:
         if spec is None or spec.dataset.format == "prepared":
@@ -235,7 +251,9 @@ class LocalExecutor:
         """Plan once from what the run directory shows, and record the new status."""
         spec = RunSpec.model_validate(status.accepted_spec) if status and status.accepted_spec else None
         children = self.observe(status, spec)
-        result = plan(self.name, 1, self.raw_spec, status, children, datetime.now(UTC))
+        ticket = ticket_to_resolve(self.raw_spec, status)
+        source = self.observe_source(ticket) if ticket is not None else None
+        result = plan(self.name, 1, self.raw_spec, status, children, datetime.now(UTC), source)
         for action in result.actions:
             if isinstance(action, EmitEvent):
                 self.on_event(action)
@@ -256,7 +274,7 @@ class LocalExecutor:
             ready.append(self._prep_launch(spec))
         for row in status.levels:
             if self._startable(row.name, row.phase, row.attempts):
-                ready.append(self._level_launch(spec, row.name, row.level, row.branch))
+                ready.append(self._level_launch(spec, status, row.name, row.level, row.branch))
         return ready
 
     def _startable(self, name: str, phase: str, attempt: int) -> bool:
@@ -282,7 +300,7 @@ class LocalExecutor:
         env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
         return Launch(prep_name(self.name), argv, self.logs / f"{prep_name(self.name)}.log", env)
 
-    def _level_launch(self, spec: RunSpec, name: str, level: int, branch: Any) -> Launch:
+    def _level_launch(self, spec: RunSpec, status: RunStatus, name: str, level: int, branch: Any) -> Launch:
         termination = self.logs / f"{name}.termination-log"
         # torchrun for several processes; one process needs no launcher, and skipping it
         # saves about 5 s per level (a second torch import, the agent's start and stop).
@@ -295,7 +313,7 @@ class LocalExecutor:
             *launcher,
             "-m",
             TRAINER_MODULE,
-            *trainer_arguments(spec, self.paths, level, branch, str(termination)),
+            *trainer_arguments(spec, self.paths, level, branch, str(termination), status.ticket),
         ]
         # Each process gets its share of the cores: oversubscribed torch threads spin and
         # slow every job down many times over.

@@ -62,6 +62,11 @@ class RunLayout:
         return self.root / "spec.json"
 
     @property
+    def status_file(self) -> Path:
+        """The local runner's record of the run's status (the API server's, on a cluster)."""
+        return self.root / "status.json"
+
+    @property
     def data(self) -> Path:
         return self.root / "data"
 

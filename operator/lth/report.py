@@ -11,14 +11,26 @@ from pathlib import Path
 from lth.api import RunStatus
 from lth.data_manifest import DataManifest
 from lth.local import atomic_write_text
-from lth.naming import MASK_FILE, REWIND_FILE
+from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE
 from lth.ticket import TICKET_FILE, describe
 
 BRANCH_LABELS = {
     "main": "IMP ticket",
     "random-reinit": "random reinit (same mask)",
     "random-prune": "random mask (same density per layer)",
+    "dense": "dense",
 }
+TRANSFER_LABELS = {
+    "main": "transferred ticket",
+    "dense": "dense, fresh init",
+    "random-prune": "random mask (same density per layer), fresh init",
+    "random-reinit": "ticket's mask, fresh init",
+}
+
+
+def labels(status: RunStatus) -> dict[str, str]:
+    """What each branch is called: a transfer run compares its ticket with controls on the target."""
+    return TRANSFER_LABELS if status.ticket is not None else BRANCH_LABELS
 
 
 @dataclass(frozen=True)
@@ -43,13 +55,14 @@ def rows(status: RunStatus) -> list[Row]:
 
 def branches(status: RunStatus) -> list[str]:
     present = {e.branch for e in status.levels}
-    return [b for b in BRANCH_LABELS if b in present]
+    return [b for b in labels(status) if b in present]
 
 
 def markdown_table(status: RunStatus) -> str:
     """The table as Markdown: level, density, then top-1 per branch."""
     columns = branches(status)
-    header = "| level | density | " + " | ".join(f"top-1 {BRANCH_LABELS[b]}" for b in columns) + " |"
+    names = labels(status)
+    header = "| level | density | " + " | ".join(f"top-1 {names[b]}" for b in columns) + " |"
     lines = [header, "|" + " --- |" * (2 + len(columns))]
     for row in rows(status):
         cells = [f"{row.top1[b]:.2f}" if b in row.top1 else "" for b in columns]
@@ -67,13 +80,17 @@ def plot(status: RunStatus, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     table = rows(status)
     markers = {"main": "o-", "random-reinit": "s--", "random-prune": "^:"}
+    names = labels(status)
     for branch in branches(status):
+        if branch == "dense":
+            continue  # the dense reference is the horizontal line
         points = [(r.density * 100, r.top1[branch]) for r in table if branch in r.top1]
         if points:
             xs, ys = zip(*points, strict=True)
-            axes.plot(xs, ys, markers[branch], label=BRANCH_LABELS[branch])
+            axes.plot(xs, ys, markers[branch], markersize=8, label=names[branch])
     if status.dense_top1 is not None:
-        axes.axhline(status.dense_top1, color="grey", linewidth=1, label=f"dense ({status.dense_top1:.1f}%)")
+        dense = f"{names['dense']} ({status.dense_top1:.1f}%)"
+        axes.axhline(status.dense_top1, color="grey", linewidth=1, label=dense)
     if status.best is not None:
         axes.plot(
             status.best.density * 100,
@@ -85,7 +102,7 @@ def plot(status: RunStatus, path: Path) -> Path:
             label=f"best ticket (level {status.best.level})",
         )
     axes.set_xscale("log")
-    densities = [r.density * 100 for r in table] or [100.0]
+    densities = [r.density * 100 for r in table if r.density] or [100.0]
     ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if min(densities) * 0.9 <= t <= 100]
     axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
     axes.minorticks_off()
@@ -94,7 +111,10 @@ def plot(status: RunStatus, path: Path) -> Path:
     axes.set_ylabel("top-1 accuracy (%)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower left", fontsize=8)
-    axes.set_title("Accuracy vs density")
+    transfer = status.ticket
+    axes.set_title(
+        f"Transferred ticket ({transfer.source}) vs controls" if transfer else "Accuracy vs density"
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -107,11 +127,19 @@ def plot(status: RunStatus, path: Path) -> Path:
 def model_card(status: RunStatus, run_name: str) -> str:
     best = status.best
     lines = [f"# Lottery ticket of run `{run_name}`", ""]
+    transfer = status.ticket
+    if transfer is not None:
+        source_top1 = f", top-1 {transfer.top1:.2f}% on its own data" if transfer.top1 is not None else ""
+        lines += [
+            f"Transfer run: the ticket of {transfer.source}{source_top1}, trained on this run's data "
+            "beside the controls below.",
+            "",
+        ]
     if best is not None:
         lines += [
             f"- best ticket: level {best.level}, {best.density * 100:.2f}% of the prunable weights "
             f"remain, top-1 {best.top1:.2f}%",
-            f"- dense network (level 0): top-1 {status.dense_top1:.2f}%",
+            f"- dense network ({'dense control' if transfer else 'level 0'}): top-1 {status.dense_top1:.2f}%",
             "",
         ]
     spec = status.accepted_spec or {}
@@ -142,7 +170,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
     if status.best is not None:
         best = status.best
         best_dir = run_dir / "levels" / f"{best.level:02d}"
-        for source in (best_dir / MASK_FILE, run_dir / "levels" / "00" / REWIND_FILE):
+        for source in (best_dir / MASK_FILE, run_dir / "levels" / "00" / REWIND_FILE, best_dir / FINAL_FILE):
             if source.exists():
                 shutil.copy2(source, ticket / source.name)
         classes = spec.get("model", {}).get("numClasses")
@@ -158,6 +186,8 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
             "denseTop1": status.dense_top1,
             "spec": spec,
         }
+        if status.ticket is not None:
+            source_info["transferredFrom"] = status.ticket.to_wire()
         if (ticket / MASK_FILE).exists() and (ticket / REWIND_FILE).exists():
             described = describe(ticket, source_info)
             atomic_write_text(ticket / TICKET_FILE, json.dumps(described, indent=2) + "\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE, RunLayout
+from lth.planner import ObservedSource
 
 TICKET_FILE = "ticket.json"
 
@@ -122,3 +123,13 @@ def inspect(ticket: Path) -> dict[str, Any]:
         if sha256(path) != expected["sha256"]:
             raise TicketError(f"{path}: checksum mismatch, the file changed since the ticket was exported")
     return info
+
+
+def observe_directory(ticket: Path) -> ObservedSource:
+    """A ticket directory as the planner wants to know it: missing, unreadable, or described."""
+    if not ticket.is_dir():
+        return ObservedSource(found=False)
+    try:
+        return ObservedSource(found=True, description=inspect(ticket))
+    except TicketError as error:
+        return ObservedSource(found=True, problem=str(error))
