@@ -2,8 +2,9 @@
 
 Run it with `kopf run --standalone -m lth.kopf_handlers --all-namespaces`
 (or `-n NAMESPACE` per namespace). Every event of a LotteryTicketRun or of one
-of its children leads to one reconcile of the run: read the run and its
-children from the API server (never from memory), plan, create or delete the
+of its children leads to one reconcile of the run: read the run, its children
+and, until it is resolved, the source of its ticket (spec.ticket) from the API
+server or the volume (never from memory), plan, create or delete the
 children the plan asks for (409 and 404 mean already done), post its events,
 and write the status when it changed. A lock per run keeps reconciles of one
 run in sequence; reconciles of different runs go on in parallel.
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import posixpath
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ from typing import Any, cast
 
 import kopf
 import kubernetes
+from pydantic import ValidationError
 
 from lth import api, manifests
 from lth.commands import RunPaths
@@ -36,16 +39,21 @@ from lth.planner import (
     DeleteChild,
     EmitEvent,
     ObservedChild,
+    ObservedSource,
     Plan,
     plan,
+    ticket_to_resolve,
 )
+from lth.ticket import TicketError
+from lth.ticket import inspect as inspect_ticket
 
 SPARK = manifests.CHILD_RESOURCES["SparkApplication"]
 PYTORCH = manifests.CHILD_RESOURCES["PyTorchJob"]
 SPARK_SERVICE_ACCOUNT = os.environ.get("LTH_SPARK_SERVICE_ACCOUNT", "lth-spark")
 STORAGE_ROOT = os.environ.get("LTH_STORAGE_ROOT")
-"""Where the operator mounts the runs' volume, if it does: result.json is read there when a
-master pod's termination message is gone."""
+"""Where the operator mounts the runs' volume (what pods see at spec.storage.mountPath), if it
+does: result.json is read there when a master pod's termination message is gone, and an
+exported ticket (spec.ticket.path) is checked there before any child is created."""
 
 METRICS = OperatorMetrics()
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -136,6 +144,7 @@ def reconcile(namespace: str, name: str) -> Plan | None:
             raise
         old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
         children = observe_children(custom, core, namespace, name)
+        ticket = ticket_to_resolve(body.get("spec"), old_status)
         result = plan(
             name,
             body["metadata"].get("generation", 1),
@@ -143,6 +152,7 @@ def reconcile(namespace: str, name: str) -> Plan | None:
             old_status,
             children,
             datetime.now(UTC),
+            source=None if ticket is None else observe_source(custom, namespace, name, body["spec"], ticket),
         )
         for action in result.actions:
             _apply(custom, body, result, action)
@@ -210,6 +220,48 @@ def observe_children(
     return children
 
 
+def observe_source(
+    custom: kubernetes.client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    raw_spec: Mapping[str, Any],
+    ticket: api.TicketSpec,
+) -> ObservedSource | None:
+    """What spec.ticket points at, as the planner judges it; None where the operator cannot look."""
+    if ticket.run is not None:
+        try:
+            source = cast(
+                dict[str, Any],
+                custom.get_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, ticket.run
+                ),
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return ObservedSource(found=False)
+            raise
+        try:
+            status = api.RunStatus.model_validate(source.get("status") or {})
+        except ValidationError:
+            status = None  # a status this operator cannot read is no finished run to build on
+        return ObservedSource(found=True, status=status)
+    assert ticket.path is not None
+    if STORAGE_ROOT is None:
+        return None  # the trainer checks the directory
+    # ticket_to_resolve has parsed this spec already; its pods see the volume at mountPath.
+    mount_path = api.RunSpec.model_validate(raw_spec).storage.mount_path
+    on_volume = posixpath.relpath(RunPaths(mount_path, name).resolve(ticket.path), mount_path)
+    if on_volume == ".." or on_volume.startswith("../"):
+        return None  # elsewhere in the pods' file system: the trainer checks it
+    directory = Path(STORAGE_ROOT) / on_volume
+    if not directory.is_dir():
+        return ObservedSource(found=False)
+    try:
+        return ObservedSource(found=True, description=inspect_ticket(directory))
+    except TicketError as error:
+        return ObservedSource(found=True, problem=str(error))
+
+
 def _level_of(job: dict[str, Any]) -> tuple[int, Any]:
     labels = job["metadata"].get("labels") or {}
     return int(labels.get(manifests.LABEL_LEVEL, "0")), labels.get(manifests.LABEL_BRANCH, "main")
@@ -257,7 +309,9 @@ def _apply(
         manifest = manifests.spark_application(run, spec, paths, action.attempt, SPARK_SERVICE_ACCOUNT)
     elif isinstance(action, CreateLevelJob):
         group, version, plural = PYTORCH
-        manifest = manifests.pytorch_job(run, spec, paths, action.level, action.branch, action.attempt)
+        manifest = manifests.pytorch_job(
+            run, spec, paths, action.level, action.branch, action.attempt, result.status.ticket
+        )
     else:
         raise TypeError(f"unknown action {action!r}")
     try:

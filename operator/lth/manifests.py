@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lth import api
-from lth.api import Branch, LevelResult, RunSpec
+from lth.api import Branch, LevelResult, RunSpec, TicketStatus
 from lth.commands import (
     SPARK_MAIN_IN_IMAGE,
     TERMINATION_LOG,
@@ -166,8 +166,11 @@ def _escape_expansion(arg: str) -> str:
     return arg.replace("$", "$$")
 
 
-def trainer_command(spec: RunSpec, paths: RunPaths, level: int, branch: Branch) -> list[str]:
-    """torchrun for one level; the training operator's environment gives it the topology.
+def trainer_command(
+    spec: RunSpec, paths: RunPaths, level: int, branch: Branch, ticket: TicketStatus | None = None
+) -> list[str]:
+    """torchrun for one level (of a transfer run: `ticket`, status.ticket); the training
+    operator's environment gives it the topology.
 
     torchrun reads PET_NNODES, PET_NPROC_PER_NODE and PET_NODE_RANK itself, but takes
     the rendezvous address only from PET_MASTER_ADDR / --master-addr, so the
@@ -180,11 +183,16 @@ def trainer_command(spec: RunSpec, paths: RunPaths, level: int, branch: Branch) 
         "--master-port=$(MASTER_PORT)",
         "-m",
         TRAINER_MODULE,
-        *(_escape_expansion(a) for a in trainer_arguments(spec, paths, level, branch, TERMINATION_LOG)),
+        *(
+            _escape_expansion(a)
+            for a in trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket)
+        ),
     ]
 
 
-def _trainer_pod(run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch: Branch) -> dict[str, Any]:
+def _trainer_pod(
+    run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch: Branch, ticket: TicketStatus | None
+) -> dict[str, Any]:
     res = spec.resources
     requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
     resources: dict[str, Any] = {"requests": requests}
@@ -195,7 +203,7 @@ def _trainer_pod(run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch
         "name": TRAINER_CONTAINER,
         "image": res.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": trainer_command(spec, paths, level, branch),
+        "command": trainer_command(spec, paths, level, branch, ticket),
         "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
         "resources": resources,
         "volumeMounts": [_storage_mount(spec), {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
@@ -228,15 +236,22 @@ def _trainer_pod(run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch
 
 
 def pytorch_job(
-    run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch: Branch, attempt: int
+    run: RunRef,
+    spec: RunSpec,
+    paths: RunPaths,
+    level: int,
+    branch: Branch,
+    attempt: int,
+    ticket: TicketStatus | None = None,
 ) -> dict[str, Any]:
-    """The PyTorchJob `<run>-level-NN[-reinit|-rprune]` that trains, evaluates and prunes one level.
+    """The PyTorchJob `<run>-level-NN[-reinit|-rprune|-dense]` that trains, evaluates and prunes
+    one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket).
 
     With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
     when the queue has room, instead of racing its webhook.
     """
     res = spec.resources
-    template = _trainer_pod(run, spec, paths, level, branch)
+    template = _trainer_pod(run, spec, paths, level, branch, ticket)
 
     def replica(count: int) -> dict[str, Any]:
         return {"replicas": count, "restartPolicy": "Never", "template": template}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lth.api import Branch, LevelResult, RunSpec
+from lth.api import Branch, LevelResult, RunSpec, TicketStatus
 from lth.commands import SPARK_MAIN_IN_IMAGE, RunPaths, trainer_arguments
 from lth.manifests import (
     ANNOTATION_ATTEMPT,
@@ -239,6 +239,31 @@ def test_sub_path_is_mounted_everywhere() -> None:
     assert mount in _container(pytorch_job(RUN, spec, paths(spec), 0, "main", 1))["volumeMounts"]
     app = spark_application(RUN, spec, paths(spec), 1, "sa")["spec"]
     assert app["driver"]["volumeMounts"] == app["executor"]["volumeMounts"] == [mount]
+
+
+@pytest.mark.parametrize(
+    ("ticket", "flags"),
+    [
+        (
+            TicketStatus(source="run digits level 3", run="digits", level=3),
+            ["--ticket-run-dir", "/mnt/lth/runs/digits", "--ticket-level", "3"],
+        ),
+        (
+            TicketStatus(source="directory tickets/digits", path="tickets/digits"),
+            ["--ticket-dir", "/mnt/lth/tickets/digits"],
+        ),
+    ],
+    ids=["run", "path"],
+)
+def test_transfer_jobs_read_the_resolved_ticket(ticket: TicketStatus, flags: list[str]) -> None:
+    spec = spec_with(ticket={"run": "digits"} if ticket.run else {"path": "tickets/digits"})
+    branches: list[Branch] = ["main", "dense", "random-prune"]
+    for branch in branches:
+        job = pytorch_job(RUN, spec, paths(spec), 0, branch, 1, ticket)
+        assert schema_errors(job) == []
+        arguments = _container(job)["command"][5:]
+        assert arguments == trainer_arguments(spec, paths(spec), 0, branch, ticket=ticket)
+        assert arguments[: len(flags)] == flags
 
 
 def kubelet_expand(arg: str, env: dict[str, str]) -> str:
