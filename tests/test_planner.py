@@ -461,7 +461,11 @@ def test_transfer_continues_imp_from_the_ticket_when_asked_for_levels() -> None:
             "TicketNotReady",
             "'search' (spec.ticket.run) is Training, not Succeeded",
         ),
-        (ObservedSource(found=True, status=None), "TicketNotReady", "is Pending, not Succeeded"),
+        (
+            ObservedSource(found=True, status=None),
+            "TicketNotReady",
+            "'search' (spec.ticket.run) has no status",
+        ),
     ],
 )
 def test_a_missing_or_unfinished_source_run_fails_the_transfer_without_children(

@@ -44,8 +44,7 @@ from lth.planner import (
     plan,
     ticket_to_resolve,
 )
-from lth.ticket import TicketError
-from lth.ticket import inspect as inspect_ticket
+from lth.ticket import observe_directory
 
 SPARK = manifests.CHILD_RESOURCES["SparkApplication"]
 PYTORCH = manifests.CHILD_RESOURCES["PyTorchJob"]
@@ -253,13 +252,7 @@ def observe_source(
     on_volume = posixpath.relpath(RunPaths(mount_path, name).resolve(ticket.path), mount_path)
     if on_volume == ".." or on_volume.startswith("../"):
         return None  # elsewhere in the pods' file system: the trainer checks it
-    directory = Path(STORAGE_ROOT) / on_volume
-    if not directory.is_dir():
-        return ObservedSource(found=False)
-    try:
-        return ObservedSource(found=True, description=inspect_ticket(directory))
-    except TicketError as error:
-        return ObservedSource(found=True, problem=str(error))
+    return observe_directory(Path(STORAGE_ROOT) / on_volume)
 
 
 def _level_of(job: dict[str, Any]) -> tuple[int, Any]:

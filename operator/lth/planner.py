@@ -228,7 +228,12 @@ class _Planner:
             if source is None or not source.found:
                 self._ticket_refused("TicketNotFound", f"{what} does not exist in this namespace")
             assert source is not None
-            status = source.status or RunStatus()
+            status = source.status
+            if status is None:
+                self._ticket_refused(
+                    "TicketNotReady", f"{what} has no status: it has not started, or its status is unreadable"
+                )
+            assert status is not None
             if status.phase != "Succeeded":
                 self._ticket_refused(
                     "TicketNotReady",
