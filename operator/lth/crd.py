@@ -35,6 +35,7 @@ PRINTER_COLUMNS = [
     {"name": "Density", "type": "number", "jsonPath": ".status.density"},
     {"name": "Top-1", "type": "number", "jsonPath": ".status.top1"},
     {"name": "Best", "type": "string", "jsonPath": ".status.best.summary"},
+    {"name": "Ticket", "type": "string", "jsonPath": ".status.ticket.source", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -91,6 +91,9 @@ def test_transfer_from_a_finished_run_trains_the_ticket_and_its_controls(
     assert all("--ticket-run-dir" not in command for command in commands(kube, "source").values())
     table = kube.kubectl("get", "lotteryticketruns").stdout.splitlines()
     assert [line.split()[:2] for line in table[1:]] == [["source", "Succeeded"], ["target", "Succeeded"]]
+    assert "TICKET" not in table[0]
+    wide = kube.kubectl("get", "ltr", "target", "-o", "wide").stdout.splitlines()
+    assert "TICKET" in wide[0] and "run source level 0" in wide[1]
 
 
 def test_transfer_from_a_missing_run_fails_without_children(kube: Cluster, operator: Operator) -> None:
