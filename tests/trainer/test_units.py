@@ -13,7 +13,7 @@ from torch import nn
 
 from lth_trainer import pruning
 from lth_trainer.data import TrainBatches, eval_batches, random_resized_crop, scan_tar
-from lth_trainer.models import build_model
+from lth_trainer.models import ARCHITECTURES, build_model
 from lth_trainer.optim import build_optimizer, lr_factor
 from lth_trainer.train import Inputs
 from tests.trainer.conftest import make_spec
@@ -25,6 +25,13 @@ def test_prunable_weights_are_conv_and_linear_weights_minus_ignored_layers() -> 
     assert pruning.prunable_names(model, ["3"]) == ["0.weight"]
     resnet_like = build_model("smallcnn", 10, 28, 0)
     assert pruning.prunable_names(resnet_like, ["fc*"]) == ["conv1.weight", "conv2.weight"]
+
+
+def test_every_architecture_names_its_classifier_head() -> None:
+    for arch, architecture in ARCHITECTURES.items():
+        with torch.device("meta"):  # shapes only: no init cost for the ResNets
+            head = build_model(arch, 7, 32, 0).get_submodule(architecture.head)
+        assert isinstance(head, nn.Linear) and head.out_features == 7, arch
 
 
 def test_global_magnitude_removes_the_fraction_of_remaining_smallest_weights_across_layers() -> None:

@@ -1,6 +1,8 @@
 """`python -m lth_trainer` / `torchrun ... -m lth_trainer`: train one level of IMP.
 
-The arguments are what lth.commands.trainer_arguments builds from the spec.
+The arguments are what lth.commands.trainer_arguments builds from the spec; a
+transfer run (spec.ticket) also names its ticket: --ticket-run-dir and
+--ticket-level (a level of a source run), or --ticket-dir (an exported ticket).
 Exit 0 with result.json written (or already there), 1 on bad inputs with a
 message that names the file, and the same message in the termination log.
 """
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.commands import TERMINATION_LOG
+from lth.ticket import TicketFiles
 from lth_trainer.level import level_files, read_result
 from lth_trainer.store import TrainerError
 
@@ -38,7 +41,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where the compact result goes (ignored when not writable)",
     )
     parser.add_argument("--spec-json", required=True, help="the run's spec, wire form (JSON)")
+    parser.add_argument("--ticket-run-dir", type=Path, help="transfer: the source run of the ticket")
+    parser.add_argument("--ticket-level", type=int, help="transfer: the source run's level (its ticket)")
+    parser.add_argument(
+        "--ticket-dir", type=Path, help="transfer: an exported ticket directory (with ticket.json)"
+    )
     return parser.parse_args(argv)
+
+
+def ticket_files(args: argparse.Namespace, spec: RunSpec) -> TicketFiles | None:
+    """Where a transfer run's ticket is. Checked here rather than by an argparse group, so
+    a wrong combination exits 1 with its message in the termination log like any bad input."""
+    given = [
+        flag
+        for flag, value in (
+            ("--ticket-run-dir", args.ticket_run_dir),
+            ("--ticket-level", args.ticket_level),
+            ("--ticket-dir", args.ticket_dir),
+        )
+        if value is not None
+    ]
+    if spec.ticket is None:
+        if given:
+            raise TrainerError(f"{given[0]}: this run has no spec.ticket, so it takes no ticket")
+        return None
+    if args.ticket_dir is not None:
+        if len(given) > 1:
+            raise TrainerError(
+                f"{given[0]}: give --ticket-dir or --ticket-run-dir with --ticket-level, not both"
+            )
+        return TicketFiles.from_dir(args.ticket_dir)
+    if args.ticket_run_dir is None or args.ticket_level is None:
+        raise TrainerError(
+            "--ticket-run-dir and --ticket-level, or --ticket-dir: "
+            "a transfer run (spec.ticket) needs its ticket"
+        )
+    if args.ticket_level < 0:
+        raise TrainerError(f"--ticket-level {args.ticket_level}: levels start at 0")
+    return TicketFiles.from_run(args.ticket_run_dir, args.ticket_level)
 
 
 def write_termination_log(path: str, message: str) -> None:
@@ -77,6 +117,7 @@ def run(args: argparse.Namespace) -> LevelResult:
         raise TrainerError(f"--spec-json: invalid spec: {error}") from error
     if args.level < 0:
         raise TrainerError(f"--level {args.level}: levels start at 0")
+    ticket = ticket_files(args, spec)
     files = level_files(args.run_dir, args.level, args.branch)
     if files.result.is_file():
         log.info("%s exists: level %d %s is done", files.result, args.level, args.branch)
@@ -87,6 +128,6 @@ def run(args: argparse.Namespace) -> LevelResult:
 
     platform = dist.start()
     try:
-        return run_level(args.run_dir, args.data, spec, args.level, args.branch, platform)
+        return run_level(args.run_dir, args.data, spec, args.level, args.branch, platform, ticket)
     finally:
         dist.stop(platform)

@@ -6,6 +6,11 @@ starting from theta_k (weight rewinding) or from L-1's final weights
 (learning-rate rewinding). The control branches of level L train the same mask
 from a fresh init (random-reinit), or a random mask of the same per-layer
 density from the same start (random-prune).
+
+A transfer run (spec.ticket) starts instead from a ticket found by another run:
+level 0 trains that ticket on this run's data (see lth_trainer.transfer), beside
+controls from a fresh init (dense; random-prune; random-reinit), and its later
+levels prune on from there.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from torch import nn
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.naming import FINAL_FILE, MASK_FILE, PROGRESS_FILE, RESULT_FILE, REWIND_FILE, RunLayout
+from lth.ticket import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
 from lth_trainer.store import TrainerError, load_tensors, save_tensors
+from lth_trainer.transfer import transfer
 
-BRANCH_SEED = {"main": 0, "random-reinit": 1, "random-prune": 2}
+BRANCH_SEED: dict[Branch, int] = {"main": 0, "random-reinit": 1, "random-prune": 2, "dense": 3}
 
 
 @dataclass(frozen=True)
@@ -106,15 +113,21 @@ class LevelStart:
 
 def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write: bool) -> Mask:
     """Mask of main level L: read levels/LL/mask, or prune it from level L-1 and write it
-    (atomically; every job of level L computes the same bytes, so a race is harmless)."""
+    (atomically; every job of level L computes the same bytes, so a race is harmless).
+    Level 0 is dense, or a transfer run's ticket, which level 0 writes when it starts."""
     ignore = spec.pruning.ignore_layers
     files = level_files(run_dir, level)
-    if level == 0:
+    if level == 0 and spec.ticket is None:
         mask = pruning.full_mask(model, ignore)
     elif files.mask.is_file():
         mask = load_tensors(files.mask, "mask")
         pruning.check_mask(mask, model, ignore, str(files.mask))
         return mask
+    elif level == 0:
+        raise TrainerError(
+            f"{files.mask}: missing: level 0 of this transfer run has not started "
+            "(it writes the transferred ticket's mask)"
+        )
     else:
         before = level_files(run_dir, level - 1)
         if not before.dir.is_dir():
@@ -143,16 +156,23 @@ def plan_start(
     build: Callable[[int], nn.Module],
     steps_per_epoch: int,
     write: bool,
+    ticket: TicketFiles | None = None,
 ) -> LevelStart:
     """Where level `level` of `branch` starts. `build(seed)` makes a fresh network;
-    `write` (rank 0) writes the masks and theta_0 that this and later levels read."""
-    if branch != "main" and level == 0:
+    `write` (rank 0) writes the masks and theta_0 that this and later levels read;
+    `ticket` is a transfer run's ticket, read at level 0."""
+    if level == 0 and branch != "main" and spec.ticket is None:
         raise TrainerError(f"--branch {branch}: control branches start at level 1 (level 0 is the dense run)")
+    if level > 0 and branch == "dense":
+        raise TrainerError("--branch dense: a control of a transfer run's level 0 only")
     files = level_files(run_dir, level, branch)
     root = level_files(run_dir, 0)
     model = build(spec.training.seed)
-    mask = main_mask(run_dir, spec, level, model, write)
     k = rewind_step(spec, steps_per_epoch)
+    if level == 0 and spec.ticket is not None:
+        assert ticket is not None, "the CLI requires a transfer run's ticket flags"
+        return transfer_start(run_dir, spec, branch, build, model, ticket, write)
+    mask = main_mask(run_dir, spec, level, model, write)
     if level == 0:
         theta_0 = dict(model.state_dict())
         if write and not root.init.is_file():
@@ -174,8 +194,46 @@ def plan_start(
     elif branch == "random-prune":
         generator = torch.Generator().manual_seed(derived_seed(spec.training.seed, level, branch))
         mask = pruning.random_like(mask, generator)
-    mask_file = files.mask if branch != "main" else level_files(run_dir, level).mask
     if branch != "main" and write and not files.mask.is_file():
         save_tensors(files.mask, mask)
-    origin["mask"] = str(mask_file.relative_to(run_dir))
+    origin["mask"] = str(files.mask.relative_to(run_dir))
     return LevelStart(mask, weights, step, origin)
+
+
+def transfer_start(
+    run_dir: Path,
+    spec: RunSpec,
+    branch: Branch,
+    build: Callable[[int], nn.Module],
+    model: nn.Module,
+    ticket: TicketFiles,
+    write: bool,
+) -> LevelStart:
+    """Level 0 of a transfer run, at step 0 of the target's schedule: the ticket (main),
+    or a control from a fresh init: no mask (dense), a random mask with the ticket's
+    count in every layer (random-prune), the ticket's mask (random-reinit)."""
+    seed = spec.training.seed
+    files = level_files(run_dir, 0, branch)
+    weights = dict(model.state_dict())  # build(seed): theta_0 of the controls but random-reinit
+    if branch == "dense":
+        mask = pruning.full_mask(model, spec.pruning.ignore_layers)
+    else:
+        ticketed = transfer(spec, ticket, model, derived_seed(seed, 0, "main"))
+        root = level_files(run_dir, 0)
+        if write and not root.mask.is_file():  # what level 1 prunes from
+            save_tensors(root.mask, ticketed.mask)
+        if branch == "main":
+            if write and not root.init.is_file():
+                save_tensors(root.init, ticketed.weights)
+            return LevelStart(ticketed.mask, ticketed.weights, 0, {**ticketed.origin, "step": 0})
+        mask = ticketed.mask
+        if branch == "random-reinit":
+            seed = derived_seed(seed, 0, branch)
+            weights = dict(build(seed).state_dict())
+        else:
+            generator = torch.Generator().manual_seed(derived_seed(seed, 0, branch))
+            mask = pruning.random_like(mask, generator)
+    if write and not files.mask.is_file():
+        save_tensors(files.mask, mask)
+    origin = {"weights": f"fresh init (seed {seed})", "step": 0, "mask": str(files.mask.relative_to(run_dir))}
+    return LevelStart(mask, weights, 0, origin)

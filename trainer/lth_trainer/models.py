@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,15 +39,27 @@ def _resnet(name: str) -> Callable[[int, int], nn.Module]:
     return build
 
 
-ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
-    "smallcnn": SmallCNN,
-    "resnet18": _resnet("resnet18"),
-    "resnet34": _resnet("resnet34"),
-    "resnet50": _resnet("resnet50"),
+@dataclass(frozen=True)
+class Architecture:
+    build: Callable[[int, int], nn.Module]
+    """(num_classes, crop_size) -> a fresh network."""
+    head: str
+    """The classifier head's module name: what a transfer to other classes re-initialises."""
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "smallcnn": Architecture(SmallCNN, "fc2"),
+    "resnet18": Architecture(_resnet("resnet18"), "fc"),
+    "resnet34": Architecture(_resnet("resnet34"), "fc"),
+    "resnet50": Architecture(_resnet("resnet50"), "fc"),
 }
 
 
 def build_model(arch: str, num_classes: int, crop_size: int, seed: int) -> nn.Module:
     """A freshly initialised network; the same seed gives the same weights."""
     torch.manual_seed(seed)
-    return ARCHITECTURES[arch](num_classes, crop_size)
+    return ARCHITECTURES[arch].build(num_classes, crop_size)
+
+
+def head_name(arch: str) -> str:
+    return ARCHITECTURES[arch].head

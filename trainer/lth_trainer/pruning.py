@@ -80,12 +80,14 @@ def mask_gradients(weights: Sequence[torch.Tensor], keeps: Sequence[torch.Tensor
 def random_like(mask: Mask, generator: torch.Generator) -> Mask:
     """A random mask that keeps as many weights in every layer as `mask` does (a uniform
     random mask would starve small layers such as the classifier)."""
-    result: Mask = {}
-    for n in sorted(mask):
-        flat = torch.zeros(mask[n].numel(), dtype=torch.bool)
-        flat[torch.randperm(flat.numel(), generator=generator)[: int(mask[n].sum())]] = True
-        result[n] = flat.reshape(mask[n].shape)
-    return result
+    return {n: random_mask(mask[n].shape, int(mask[n].sum()), generator) for n in sorted(mask)}
+
+
+def random_mask(shape: torch.Size, kept: int, generator: torch.Generator) -> torch.Tensor:
+    """A bool mask of `shape` that keeps `kept` entries drawn uniformly at random."""
+    flat = torch.zeros(shape.numel(), dtype=torch.bool)
+    flat[torch.randperm(flat.numel(), generator=generator)[:kept]] = True
+    return flat.reshape(shape)
 
 
 def check_mask(mask: Mask, model: nn.Module, ignore_layers: list[str], source: str) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lth.api import Branch, LevelResult, RunSpec
+from lth.ticket import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.data import (
     ShardDataset,
@@ -182,7 +183,13 @@ def write_progress(files: LevelFiles, history: list[dict[str, Any]]) -> None:
 
 
 def run_level(
-    run_dir: Path, data_dir: Path, spec: RunSpec, level: int, branch: Branch, platform: Platform
+    run_dir: Path,
+    data_dir: Path,
+    spec: RunSpec,
+    level: int,
+    branch: Branch,
+    platform: Platform,
+    ticket: TicketFiles | None = None,
 ) -> LevelResult:
     began = time.perf_counter()
     training = spec.training
@@ -209,7 +216,7 @@ def run_level(
     def build(seed: int) -> nn.Module:
         return build_model(spec.model.arch, num_classes, crop, seed)
 
-    start = plan_start(run_dir, spec, level, branch, build, spe, write=platform.is_main)
+    start = plan_start(run_dir, spec, level, branch, build, spe, write=platform.is_main, ticket=ticket)
     model = build(training.seed)
     model.load_state_dict(start.weights)
     with torch.no_grad():
@@ -246,7 +253,8 @@ def run_level(
                 "stepsPerEpoch": spe,
             },
         )
-    if level == 0 and platform.is_main and rewind_step(spec, spe) == 0 and not files.rewind.is_file():
+    rewinds = level == 0 and branch == "main"  # a level-0 control is never rewound to
+    if rewinds and platform.is_main and rewind_step(spec, spe) == 0 and not files.rewind.is_file():
         save_tensors(files.rewind, start.weights)
 
     inputs = Inputs(manifest.mean, manifest.std, platform.device, crop)
@@ -357,7 +365,7 @@ def train_epoch(
     """Train to the end of the current epoch, pruned weights held at zero."""
     training = spec.training
     epoch_end = (counters.step // spe + 1) * spe
-    rewind_at = rewind_step(spec, spe) if level == 0 else -1
+    rewind_at = rewind_step(spec, spe) if level == 0 and branch == "main" else -1
     weights = [w for w, _ in masked]
     keeps = [k for _, k in masked]
     loss_sum = torch.zeros((), device=platform.device)
