@@ -426,6 +426,20 @@ def test_transfer_trains_the_best_ticket_once_beside_its_dense_and_random_mask_c
     assert resolved is not None and resolved.status == "True"
 
 
+def test_a_transferred_ticket_below_its_dense_control_succeeds_without_a_best_ticket() -> None:
+    source = ObservedSource(found=True, status=finished_search())
+    top1 = {"main": 60.0, "dense": 70.5, "random-prune": 58.0}
+    result, _, _ = drive(transfer_spec(), Cluster(top1=lambda level, branch: top1[branch]), source=source)
+    assert result.status.phase == "Succeeded"
+    assert result.status.best is None and result.status.dense_top1 == 70.5
+    succeeded = result.status.condition("Succeeded")
+    assert succeeded is not None and succeeded.reason == "LevelsDone"
+    assert succeeded.message == (
+        "transferred ticket (run search level 2): top-1 60.00% at density 0.6400, dense 70.50%; "
+        "all levels finished"
+    )
+
+
 def test_transfer_continues_imp_from_the_ticket_when_asked_for_levels() -> None:
     source = ObservedSource(found=True, status=finished_search())
     spec = transfer_spec(level=1, controls=["dense"])

@@ -574,6 +574,9 @@ class _Planner:
         matching = [
             e for e in finished if e.top1 is not None and e.top1 >= dense.top1 - spec.pruning.match_tolerance
         ]
+        if not matching:
+            self.status.best = None  # a transferred ticket that falls short of its dense control
+            return
         best = max(matching, key=lambda e: e.level)
         assert best.density is not None and best.top1 is not None
         self.status.best = BestTicket(
@@ -597,9 +600,16 @@ class _Planner:
             if best
             else "all levels finished"
         )
+        transferred = self.status.level_entry(0)
+        if self.status.ticket is not None and transferred is not None and transferred.top1 is not None:
+            dense = f", dense {self.status.dense_top1:.2f}%" if self.status.dense_top1 is not None else ""
+            message = (
+                f"transferred ticket ({self.status.ticket.source}): top-1 {transferred.top1:.2f}% at "
+                f"density {transferred.density or 0:.4f}{dense}; " + message
+            )
         self.status.phase = "Succeeded"
         self._condition("Progressing", "False", "Succeeded", message)
-        self._condition("Succeeded", "True", "TicketFound", message)
+        self._condition("Succeeded", "True", "TicketFound" if best else "LevelsDone", message)
         self._event("Normal", "Succeeded", message)
 
     def _fail(self, reason: str, message: str) -> None:

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.e2e.executing import ExecutingWorkload
@@ -58,13 +57,6 @@ RUN: dict[str, Any] = {
         "storage": {"mountPath": MOUNT},
     },
 }
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("digits")
-    subprocess.run([sys.executable, "-m", "lth_spark.demo", str(out)], check=True, capture_output=True)
-    return out
 
 
 def rows(status: dict[str, Any]) -> list[tuple[int, str, float, float]]:
