@@ -33,6 +33,10 @@ def labels(status: RunStatus) -> dict[str, str]:
     return TRANSFER_LABELS if status.ticket is not None else BRANCH_LABELS
 
 
+RESULT_FIELDS = {"level", "branch", "density", "top1", "top5", "loss", "duration_seconds"}
+"""What ticket.json records of each finished level of the source run."""
+
+
 @dataclass(frozen=True)
 class Row:
     level: int
@@ -185,6 +189,11 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
             "top1": best.top1,
             "denseTop1": status.dense_top1,
             "spec": spec,
+            "results": [
+                row.model_dump(mode="json", by_alias=True, include=RESULT_FIELDS, exclude_none=True)
+                for row in status.levels
+                if row.phase == "Succeeded"
+            ],
         }
         if status.ticket is not None:
             source_info["transferredFrom"] = status.ticket.to_wire()

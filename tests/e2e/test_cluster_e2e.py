@@ -22,6 +22,7 @@ from tests.kube.cluster import Cluster
 from tests.operator.helpers import wait_for_phase
 from tests.operator.plugin import Operator
 from tests.operator.simulators import ChildControllers
+from tests.tiny import TINY_TRAINING
 
 MOUNT = "/mnt/lth"
 
@@ -38,20 +39,7 @@ RUN: dict[str, Any] = {
         },
         "preprocessing": {"shardSizeMb": 1},
         "model": {"arch": "smallcnn"},
-        "training": {
-            "epochs": 2,
-            "batchSize": 30,
-            "optimizer": "adam",
-            "lr": 0.0012,
-            "weightDecay": 0,
-            "schedule": "constant",
-            "milestones": [],
-            "warmupEpochs": 0,
-            "augmentation": "none",
-            "precision": "fp32",
-            "workers": 0,
-            "seed": 3,
-        },
+        "training": {**TINY_TRAINING, "batchSize": 30, "seed": 3},
         "pruning": {"levels": 1, "rewindTo": "0", "controls": {"branches": ["random-prune"]}},
         "resources": {"gpusPerPod": 0},
         "storage": {"mountPath": MOUNT},

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from lth.ticket import mask_densities
+from tests.tiny import TINY_TRAINING
 
 CLASSES = [f"n{i:08d}" for i in range(10)]
 
@@ -29,20 +30,7 @@ SEARCH: dict[str, Any] = {
         "dataset": {"format": "imagenet", "path": "digits", "imageSize": 28, "classes": CLASSES[:5]},
         "preprocessing": {"shardSizeMb": 1},
         "model": {"arch": "smallcnn"},
-        "training": {
-            "epochs": 2,
-            "batchSize": 50,
-            "optimizer": "adam",
-            "lr": 0.0012,
-            "weightDecay": 0,
-            "schedule": "constant",
-            "milestones": [],
-            "warmupEpochs": 0,
-            "augmentation": "none",
-            "precision": "fp32",
-            "workers": 0,
-            "seed": 1,
-        },
+        "training": {**TINY_TRAINING, "batchSize": 50, "seed": 1},
         "pruning": {"levels": 1, "rewindTo": "0", "matchTolerance": 100},
         "resources": {"gpusPerPod": 0},
     },
@@ -113,6 +101,7 @@ def test_an_exported_ticket_directory_transfers_and_a_corrupt_one_is_refused(sto
     exported = storage / "runs" / "digits-low" / "ticket"
     described = json.loads((exported / "ticket.json").read_text())
     assert set(described["files"]) == {"mask.safetensors", "rewind.safetensors", "final.safetensors"}
+    assert [(r["level"], r["branch"]) for r in described["results"]] == [(0, "main"), (1, "main")]
 
     # A fresh head pruned to the ticket head's density; the source's shards spare a Spark job.
     ticket = {"path": "runs/digits-low/ticket", "weights": "final", "pruneHead": True, "controls": []}

@@ -13,6 +13,7 @@ import torch
 
 from lth.api import RunSpec
 from lth.commands import spec_json
+from tests.tiny import TINY_TRAINING
 from tests.trainer.shards import pattern_images, write_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,20 +42,7 @@ def make_spec(**training: Any) -> RunSpec:
         {
             "dataset": {"format": "prepared", "path": "data", "imageSize": 16},
             "model": {"arch": "smallcnn"},
-            "training": {
-                "epochs": 3,
-                "batchSize": 20,
-                "optimizer": "adam",
-                "lr": 0.002,
-                "weightDecay": 0,
-                "schedule": "constant",
-                "milestones": [],
-                "warmupEpochs": 0,
-                "augmentation": "none",
-                "precision": "fp32",
-                "workers": 0,
-                **training,
-            },
+            "training": {**TINY_TRAINING, "epochs": 3, "batchSize": 20, "lr": 0.002, **training},
             "pruning": {"fraction": 0.2, "rewindTo": "1ep", **pruning},
         }
     )
