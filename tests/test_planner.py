@@ -537,6 +537,13 @@ def test_a_ticket_directory_is_checked_where_the_executor_can_see_it() -> None:
     assert failed is not None and failed.reason == "TicketInvalid" and "checksum mismatch" in failed.message
     assert world.created == []
 
+    spec["ticket"] = {"url": "https://tickets.example.com/digits/"}
+    result, world, _ = drive(spec)
+    assert "run-level-00" in world.created  # the trainer downloads it and checks it
+    assert result.status.ticket is not None
+    assert result.status.ticket.source == "url https://tickets.example.com/digits/"
+
+    spec["ticket"] = {"path": "tickets/digits"}
     # An operator without the volume cannot look: the run goes on and the trainer checks the files.
     result, world, _ = drive(spec, source=None)
     assert "run-level-00" in world.created
@@ -551,6 +558,8 @@ def test_transfer_spec_problems_name_the_field() -> None:
     assert [p.path for p in check_spec(both)] == ["spec.ticket"]
     url = RunSpec.model_validate({**transfer_spec(), "ticket": {"path": "s3://bucket/ticket"}})
     assert [p.path for p in check_spec(url)] == ["spec.ticket.path"]
+    two = RunSpec.model_validate({**transfer_spec(), "ticket": {"path": "x", "url": "https://h/t"}})
+    assert [p.path for p in check_spec(two)] == ["spec.ticket"]
     keep = RunSpec.model_validate(transfer_spec(head="keep", pruneHead=True))
     assert [p.path for p in check_spec(keep)] == ["spec.ticket.pruneHead"]
     assert [p.path for p in check_name("search", RunSpec.model_validate(transfer_spec()))] == [

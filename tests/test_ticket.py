@@ -12,6 +12,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from lth.ticket import TICKET_FILE, TicketError, describe, inspect
+from tests.serving import serving
 
 
 @pytest.fixture
@@ -58,3 +59,22 @@ def test_lth_ticket_inspect_prints_layers_or_names_the_bad_file(ticket: Path) ->
         [sys.executable, "-m", "lth", "ticket", "inspect", str(ticket)], capture_output=True, text=True
     )
     assert bad.returncode == 1 and "mask.safetensors: listed in ticket.json but missing" in bad.stderr
+
+
+def test_a_ticket_is_downloaded_with_its_checksums_checked(ticket: Path, tmp_path: Path) -> None:
+    from lth.ticket import download
+
+    with serving(ticket) as url:
+        fetched = download(url, tmp_path / "fetched")
+        assert inspect(fetched) == inspect(ticket)
+
+        mask = ticket / "mask.safetensors"
+        data = mask.read_bytes()
+        mask.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # changed after ticket.json was written
+        again = tmp_path / "again"
+        with pytest.raises(TicketError, match=r"mask.safetensors: checksum mismatch"):
+            download(url, again)
+        assert not any(again.iterdir())  # nothing half-written is left to be mistaken for a ticket
+
+        with pytest.raises(TicketError, match=r"/missing/ticket.json: cannot download \(HTTP Error 404"):
+            download(url + "missing", tmp_path / "none")

@@ -387,6 +387,14 @@ class TicketSpec(ApiModel):
             "final.safetensors): an absolute path, or relative to the storage root."
         ),
     )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description=(
+            "Or the http(s) URL of an exported ticket directory: the trainer downloads ticket.json "
+            "and the files it lists, and checks their SHA-256."
+        ),
+    )
     weights: Literal["rewind", "final"] = Field(
         "rewind",
         description=(
@@ -536,6 +544,7 @@ class TicketStatus(ApiModel):
     run: str | None = Field(None, description="The source run, for spec.ticket.run.")
     level: int | None = Field(None, ge=0, description="The source run's level.")
     path: str | None = Field(None, description="The ticket directory, for spec.ticket.path.")
+    url: str | None = Field(None, description="The ticket's URL, for spec.ticket.url.")
     density: Fraction | None = Field(None, description="Density of the ticket (None: not known yet).")
     top1: Percent | None = Field(None, description="Top-1 of the ticket on its source data.")
     architecture: str | None = None

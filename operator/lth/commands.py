@@ -67,7 +67,7 @@ def prep_arguments(spec: RunSpec, paths: RunPaths) -> list[str]:
 
 
 def ticket_arguments(ticket: TicketStatus | None, paths: RunPaths) -> list[str]:
-    """Where a transfer run's trainer reads the ticket: the source run's levels, or a directory."""
+    """Where a transfer run's trainer reads the ticket: the source run's levels, a directory, a URL."""
     if ticket is None:
         return []
     if ticket.run is not None:
@@ -78,6 +78,8 @@ def ticket_arguments(ticket: TicketStatus | None, paths: RunPaths) -> list[str]:
             "--ticket-level",
             str(ticket.level),
         ]
+    if ticket.url is not None:
+        return ["--ticket-url", ticket.url]
     assert ticket.path is not None
     return ["--ticket-dir", paths.resolve(ticket.path)]
 

@@ -244,9 +244,8 @@ def observe_source(
         except ValidationError:
             status = None  # a status this operator cannot read is no finished run to build on
         return ObservedSource(found=True, status=status)
-    assert ticket.path is not None
-    if STORAGE_ROOT is None:
-        return None  # the trainer checks the directory
+    if ticket.path is None or STORAGE_ROOT is None:
+        return None  # a URL, or no volume here: the trainer checks the ticket
     # ticket_to_resolve has parsed this spec already; its pods see the volume at mountPath.
     mount_path = api.RunSpec.model_validate(raw_spec).storage.mount_path
     on_volume = posixpath.relpath(RunPaths(mount_path, name).resolve(ticket.path), mount_path)

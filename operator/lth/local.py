@@ -217,15 +217,17 @@ class LocalExecutor:
                 children[row.name] = self._unfinished(row.name, row.attempts)
         return children
 
-    def observe_source(self, ticket: TicketSpec) -> ObservedSource:
-        """Where spec.ticket points: another run under the same storage root, or a directory."""
+    def observe_source(self, ticket: TicketSpec) -> ObservedSource | None:
+        """Where spec.ticket points: another run under the same storage root, or a directory
+        (a URL is the trainer's to fetch and check)."""
         from lth.ticket import observe_directory
 
         if ticket.run is not None:
             source = RunLayout(Path(RunPaths(self.paths.storage_root, ticket.run).run_dir))
             status = load_status(source.status_file)
             return ObservedSource(found=status is not None, status=status)
-        assert ticket.path is not None
+        if ticket.path is None:
+            return None
         return observe_directory(Path(self.paths.resolve(ticket.path)))
 
     def _data_ready(self, spec: RunSpec | None) -> bool:

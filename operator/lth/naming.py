@@ -83,3 +83,8 @@ class RunLayout:
     @property
     def ticket(self) -> Path:
         return self.root / "ticket"
+
+    @property
+    def source_ticket(self) -> Path:
+        """Where a transfer run keeps the ticket it downloaded (spec.ticket.url)."""
+        return self.root / "source-ticket"

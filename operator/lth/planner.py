@@ -264,6 +264,10 @@ class _Planner:
                 top1=entry.top1,
                 architecture=arch,
             )
+        if ticket.url is not None:
+            return TicketStatus(
+                source=f"url {ticket.url}", url=ticket.url
+            )  # the trainer fetches and checks it
         assert ticket.path is not None
         what = f"ticket directory {ticket.path!r} (spec.ticket.path)"
         resolved = TicketStatus(source=f"directory {ticket.path}", path=ticket.path)

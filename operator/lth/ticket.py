@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import struct
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,3 +138,54 @@ def observe_directory(ticket: Path) -> ObservedSource:
         return ObservedSource(found=True, description=inspect(ticket))
     except TicketError as error:
         return ObservedSource(found=True, problem=str(error))
+
+
+def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Fetch the exported ticket at `url` (a directory URL) into `dest` and verify it.
+
+    ticket.json first, then each file it lists; a file already in `dest` with the right
+    checksum is kept, so a restarted job (or a second process) does not fetch it again.
+    Each file is written under a temporary name and renamed once its SHA-256 matches.
+    """
+    base = url if url.endswith("/") else url + "/"
+    dest.mkdir(parents=True, exist_ok=True)
+    description = _fetch(urllib.parse.urljoin(base, TICKET_FILE), timeout)
+    try:
+        info = json.loads(description)
+        files = info["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise TicketError(f"{base}{TICKET_FILE}: not a ticket description ({error})") from None
+    for name, expected in files.items():
+        target = dest / name
+        if name != Path(name).name:
+            raise TicketError(f"{base}{TICKET_FILE}: file name {name!r} is not a plain file name")
+        if target.is_file() and sha256(target) == expected["sha256"]:
+            continue
+        temporary = dest / f".{name}.{os.getpid()}.part"
+        _fetch_to(urllib.parse.urljoin(base, name), temporary, timeout)
+        if sha256(temporary) != expected["sha256"]:
+            temporary.unlink()
+            raise TicketError(f"{base}{name}: checksum mismatch with {TICKET_FILE}, the file changed")
+        temporary.replace(target)
+    temporary = dest / f".{TICKET_FILE}.{os.getpid()}.part"
+    temporary.write_bytes(description)
+    temporary.replace(dest / TICKET_FILE)
+    return dest
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body: bytes = response.read()
+            return body
+    except (urllib.error.URLError, OSError) as error:
+        raise TicketError(f"{url}: cannot download ({error})") from None
+
+
+def _fetch_to(url: str, path: Path, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, path.open("wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except (urllib.error.URLError, OSError) as error:
+        path.unlink(missing_ok=True)
+        raise TicketError(f"{url}: cannot download ({error})") from None

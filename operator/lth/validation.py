@@ -194,17 +194,20 @@ def _check_ticket(spec: RunSpec) -> list[Problem]:
     if ticket is None:
         return []
     problems = []
-    if (ticket.run is None) == (ticket.path is None):
-        problems.append(Problem("spec.ticket", "name exactly one source: run (a LotteryTicketRun) or path"))
-    if ticket.path is not None and ticket.level is not None:
+    if sum(source is not None for source in (ticket.run, ticket.path, ticket.url)) != 1:
         problems.append(
-            Problem("spec.ticket.level", "applies to spec.ticket.run; a ticket directory holds one level")
+            Problem("spec.ticket", "name exactly one source: run (a LotteryTicketRun), path or url")
+        )
+    if ticket.run is None and ticket.level is not None:
+        problems.append(
+            Problem("spec.ticket.level", "applies to spec.ticket.run; an exported ticket holds one level")
         )
     if ticket.path is not None and "://" in ticket.path:
         problems.append(
             Problem(
                 "spec.ticket.path",
-                f"{ticket.path!r}: URLs are not supported; copy the ticket directory onto the run's volume",
+                f"{ticket.path!r} is a URL: give http(s) URLs as spec.ticket.url; copy tickets in "
+                "object storage onto the run's volume",
             )
         )
     if ticket.prune_head and ticket.head == "keep":

@@ -252,11 +252,16 @@ def test_sub_path_is_mounted_everywhere() -> None:
             TicketStatus(source="directory tickets/digits", path="tickets/digits"),
             ["--ticket-dir", "/mnt/lth/tickets/digits"],
         ),
+        (
+            TicketStatus(source="url https://t.example/digits/", url="https://t.example/digits/"),
+            ["--ticket-url", "https://t.example/digits/"],
+        ),
     ],
-    ids=["run", "path"],
+    ids=["run", "path", "url"],
 )
 def test_transfer_jobs_read_the_resolved_ticket(ticket: TicketStatus, flags: list[str]) -> None:
-    spec = spec_with(ticket={"run": "digits"} if ticket.run else {"path": "tickets/digits"})
+    source = {"run": ticket.run, "path": ticket.path, "url": ticket.url}
+    spec = spec_with(ticket={key: value for key, value in source.items() if value})
     branches: list[Branch] = ["main", "dense", "random-prune"]
     for branch in branches:
         job = pytorch_job(RUN, spec, paths(spec), 0, branch, 1, ticket)

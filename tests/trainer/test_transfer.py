@@ -20,6 +20,7 @@ from lth_trainer import pruning
 from lth_trainer.cli import main
 from lth_trainer.level import level_files, plan_start
 from lth_trainer.models import build_model
+from tests.serving import serving
 from tests.trainer.conftest import make_spec, trainer_args
 from tests.trainer.shards import pattern_images, write_shards
 
@@ -28,7 +29,7 @@ HEAD = "fc2.weight"
 
 
 def transfer_spec(**ticket: Any) -> RunSpec:
-    where = {} if "path" in ticket else {"run": "source", "level": 1}
+    where = {} if "path" in ticket or "url" in ticket else {"run": "source", "level": 1}
     wire = {**SOURCE.to_wire(), "ticket": {**where, **ticket}}
     wire["pruning"]["levels"] = 1
     return RunSpec.model_validate(wire)
@@ -135,6 +136,29 @@ def test_final_weights_from_an_exported_ticket_directory(
     assert equal(tensors(level_files(tmp_path, 0).init), tensors(level_files(source, 1).final))
     assert equal(masks(tmp_path), masks(source, 1))
     assert str(exported / FINAL_FILE) in start(tmp_path)["weights"]
+
+
+def test_a_ticket_at_a_url_is_downloaded_once_and_checked(
+    source: Path, exported: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    with serving(exported.parent) as url:
+        ticket = f"{url}{exported.name}"
+        spec = transfer_spec(url=ticket, head="keep", controls=["dense"])
+        assert train(tmp_path, data_dir, spec, ["--ticket-url", ticket]) == 0
+        downloaded = tmp_path / "source-ticket"
+        assert {p.name for p in downloaded.iterdir()} == {p.name for p in exported.iterdir()}
+        assert equal(masks(tmp_path), masks(source, 1))
+        # A level-0 control (in parallel, or after a restart) fetches only what is missing.
+        (downloaded / MASK_FILE).unlink()
+        rewind = (downloaded / "rewind.safetensors").stat().st_mtime_ns
+        assert train(tmp_path, data_dir, spec, ["--ticket-url", ticket], branch="dense") == 0
+        assert (downloaded / MASK_FILE).exists()
+        assert (downloaded / "rewind.safetensors").stat().st_mtime_ns == rewind
+
+        (tmp_path / "missing").mkdir()
+        assert train(tmp_path / "missing", data_dir, spec, ["--ticket-url", f"{url}nowhere"]) == 1
+        assert "--ticket-url: " in termination(tmp_path / "missing")
+        assert "nowhere/ticket.json: cannot download (HTTP Error 404" in termination(tmp_path / "missing")
 
 
 def test_reinit_head_for_other_classes_keeps_the_body_and_trains_a_dense_head(

@@ -2,7 +2,8 @@
 
 The arguments are what lth.commands.trainer_arguments builds from the spec; a
 transfer run (spec.ticket) also names its ticket: --ticket-run-dir and
---ticket-level (a level of a source run), or --ticket-dir (an exported ticket).
+--ticket-level (a level of a source run), --ticket-dir (an exported ticket), or
+--ticket-url (one to download; level 0 fetches it into the run's source-ticket/).
 Exit 0 with result.json written (or already there), 1 on bad inputs with a
 message that names the file, and the same message in the termination log.
 """
@@ -21,7 +22,8 @@ from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.commands import TERMINATION_LOG
-from lth.ticket import TicketFiles
+from lth.naming import RunLayout
+from lth.ticket import TicketError, TicketFiles, download
 from lth_trainer.level import level_files, read_result
 from lth_trainer.store import TrainerError
 
@@ -46,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ticket-dir", type=Path, help="transfer: an exported ticket directory (with ticket.json)"
     )
+    parser.add_argument("--ticket-url", help="transfer: the http(s) URL of an exported ticket directory")
     return parser.parse_args(argv)
 
 
@@ -58,6 +61,7 @@ def ticket_files(args: argparse.Namespace, spec: RunSpec) -> TicketFiles | None:
             ("--ticket-run-dir", args.ticket_run_dir),
             ("--ticket-level", args.ticket_level),
             ("--ticket-dir", args.ticket_dir),
+            ("--ticket-url", args.ticket_url),
         )
         if value is not None
     ]
@@ -65,20 +69,32 @@ def ticket_files(args: argparse.Namespace, spec: RunSpec) -> TicketFiles | None:
         if given:
             raise TrainerError(f"{given[0]}: this run has no spec.ticket, so it takes no ticket")
         return None
-    if args.ticket_dir is not None:
+    if args.ticket_dir is not None or args.ticket_url is not None:
         if len(given) > 1:
             raise TrainerError(
-                f"{given[0]}: give --ticket-dir or --ticket-run-dir with --ticket-level, not both"
+                f"{given[0]}: give one of --ticket-dir, --ticket-url, or --ticket-run-dir with "
+                "--ticket-level, not both"
             )
+        if args.ticket_url is not None:
+            return TicketFiles.from_dir(RunLayout(root=args.run_dir).source_ticket)
         return TicketFiles.from_dir(args.ticket_dir)
     if args.ticket_run_dir is None or args.ticket_level is None:
         raise TrainerError(
-            "--ticket-run-dir and --ticket-level, or --ticket-dir: "
+            "--ticket-run-dir and --ticket-level, --ticket-dir or --ticket-url: "
             "a transfer run (spec.ticket) needs its ticket"
         )
     if args.ticket_level < 0:
         raise TrainerError(f"--ticket-level {args.ticket_level}: levels start at 0")
     return TicketFiles.from_run(args.ticket_run_dir, args.ticket_level)
+
+
+def fetch_ticket(url: str, dest: Path) -> None:
+    """Download the ticket at `url` (only level 0 reads it); every file's checksum is checked."""
+    log.info("downloading the ticket %s into %s", url, dest)
+    try:
+        download(url, dest)
+    except TicketError as error:
+        raise TrainerError(f"--ticket-url: {error}") from error
 
 
 def write_termination_log(path: str, message: str) -> None:
@@ -122,6 +138,8 @@ def run(args: argparse.Namespace) -> LevelResult:
     if files.result.is_file():
         log.info("%s exists: level %d %s is done", files.result, args.level, args.branch)
         return read_result(files.result)
+    if args.ticket_url is not None and args.level == 0:
+        fetch_ticket(args.ticket_url, RunLayout(root=args.run_dir).source_ticket)
 
     from lth_trainer import dist  # torch: only for work to do
     from lth_trainer.train import run_level
