@@ -5,8 +5,12 @@
 Per seed: examples/digits-0to4.yaml searches the digits 0-4 (IMP to 5.5 %), then
 examples/transfer-digits.yaml trains its best ticket on the digits 5-9 beside a
 dense network and a random mask with the ticket's density in every layer (both
-from a fresh init). Spark runs once per data set; later seeds reuse the shards
-as `prepared` data. Prints top-1 on the target per seed and as mean (range).
+from a fresh init); one more transfer fine-tunes the ticket from its final
+(trained) weights instead of its rewind weights. `--levels` transfers other
+levels of the same search the same way (default: level 7, 21 %). Spark runs once per data set;
+later seeds reuse the shards as `prepared` data. Runs that finished earlier are
+not run again (`lth run` on a finished run does nothing). Prints top-1 on the
+target per seed and as mean (range).
 """
 
 from __future__ import annotations
@@ -45,54 +49,80 @@ def lth_run(example: str, name: str, seed: int, root: Path, prepared: Path | Non
     return root / "runs" / name
 
 
-def summarise(source: Path, target: Path) -> dict[str, float]:
+def level0(run_dir: Path) -> dict[str, dict[str, Any]]:
+    status = json.loads((run_dir / "status.json").read_text())
+    return {r["branch"]: r for r in status["levels"] if r["level"] == 0}
+
+
+def transfer_seed(
+    seed: int, level: int | None, root: Path, source: Path, high: Path | None
+) -> dict[str, Any]:
+    """The ticket of `source`'s `level` (its best when None) on the digits 5-9: from its rewind
+    weights beside a random mask (and the dense network once per seed), and from its final weights."""
+    tag = "best" if level is None else f"l{level}"
+    chosen = {} if level is None else {"level": level}
+    controls = ["dense", "random-prune"] if level is None else ["random-prune"]
+    rewind = lth_run(
+        "transfer-digits.yaml", f"high-{tag}-seed{seed}", seed, root, high, run=source.name,
+        controls=controls, **chosen,
+    )  # fmt: skip
+    data = high or rewind / "data"
+    final = lth_run(
+        "transfer-digits.yaml", f"final-{tag}-seed{seed}", seed, root, data, run=source.name,
+        weights="final", controls=[], **chosen,
+    )  # fmt: skip
     searched = json.loads((source / "status.json").read_text())
-    moved = json.loads((target / "status.json").read_text())
-    rows = {r["branch"]: r for r in moved["levels"] if r["level"] == 0}
+    source_level = searched["best"]["level"] if level is None else level
+    source_row = next(r for r in searched["levels"] if (r["level"], r["branch"]) == (source_level, "main"))
+    rows = level0(rewind)
     return {
-        "source_level": searched["best"]["level"],
-        "source_density": searched["best"]["density"],
-        "source_top1": searched["best"]["top1"],
-        "source_dense": searched["denseTop1"],
+        "data": data,
+        "source": f"L{source_level}, {source_row['density'] * 100:.1f}%, {source_row['top1']:.1f}",
         "density": rows["main"]["density"],
         "ticket": rows["main"]["top1"],
-        "dense": rows["dense"]["top1"],
+        "final": level0(final)["main"]["top1"],
         "random_prune": rows["random-prune"]["top1"],
+        "dense": rows["dense"]["top1"] if "dense" in rows else None,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--levels", type=int, nargs="*", default=[7], help="source levels to transfer besides the best"
+    )
     parser.add_argument("--root", type=Path, default=ROOT / "runs" / "bench-transfer")
     args = parser.parse_args()
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    results = []
+    table: dict[int | None, list[dict[str, Any]]] = {level: [] for level in [None, *args.levels]}
     low: Path | None = None
     high: Path | None = None
     for seed in args.seeds:
         source = lth_run("digits-0to4.yaml", f"low-seed{seed}", seed, root, low)
-        target = lth_run("transfer-digits.yaml", f"high-seed{seed}", seed, root, high, run=source.name)
-        low, high = low or source / "data", high or target / "data"
-        results.append(summarise(source, target))
+        low = low or source / "data"
+        for level, results in table.items():
+            results.append(transfer_seed(seed, level, root, source, high))
+            high = high or results[-1]["data"]
+            if level is not None:
+                results[-1]["dense"] = table[None][-1]["dense"]
     print(
-        "\n| seed | source: level, density, top-1 (dense) on 0-4 | transferred ticket | dense | random mask |"
+        "\n| source level | seed | source ticket: level, density, top-1 on 0-4 | density on 5-9 "
+        "| transferred ticket (rewind weights) | transferred ticket (final weights) | dense | random mask |"
     )
-    print("| --- | --- | --- | --- | --- |")
-    for seed, r in zip(args.seeds, results, strict=True):
-        source = (
-            f"L{r['source_level']:.0f}, {r['source_density'] * 100:.1f}%, {r['source_top1']:.1f} "
-            f"({r['source_dense']:.1f})"
-        )
-        print(f"| {seed} | {source} | {r['ticket']:.1f} | {r['dense']:.1f} | {r['random_prune']:.1f} |")
-    cells = []
-    for key in ("ticket", "dense", "random_prune"):
-        values = [r[key] for r in results]
-        cells.append(f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})")
-    print(f"| mean (range) | | {cells[0]} | {cells[1]} | {cells[2]} |")
-    densities = sorted({round(r["density"] * 100, 2) for r in results})
-    print(f"\ndensity of the transferred network on 5-9 (dense new head included): {densities} %")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    keys = ("ticket", "final", "dense", "random_prune")
+    for level, results in table.items():
+        name = "best" if level is None else str(level)
+        for seed, r in zip(args.seeds, results, strict=True):
+            scores = " | ".join(f"{r[key]:.1f}" for key in keys)
+            print(f"| {name} | {seed} | {r['source']} | {r['density'] * 100:.2f}% | {scores} |")
+        cells = []
+        for key in keys:
+            values = [r[key] for r in results]
+            cells.append(f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})")
+        print(f"| {name} | mean (range) | | | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
