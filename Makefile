@@ -18,7 +18,7 @@ help:
 	@echo "make test    build .venv and run the whole gate (ruff, mypy, pytest)"
 	@echo "make venv    only build .venv (all extras: operator, spark, trainer, dev)"
 	@echo "make demo    build the MNIST demo archives and find a ticket with lth run (CPU, ~5 min)"
-	@echo "make demo-transfer  a ticket found on the digits 0-4, transferred to 5-9, with controls (~3 min)"
+	@echo "make demo-transfer  a ticket found on the digits 0-4, transferred to 5-9, with controls (~4 min)"
 	@echo "make crd     regenerate crds/ and the chart's copy from the API models"
 	@echo "make clean   remove .venv and caches"
 
