@@ -513,6 +513,15 @@ def test_a_source_without_the_named_level_or_of_another_architecture_is_refused(
     assert world.created == []
 
 
+def test_a_source_run_on_another_volume_is_refused() -> None:
+    spec = transfer_spec()
+    spec["storage"] = {"claimName": "other-data"}
+    result, world, _ = drive(spec, source=ObservedSource(found=True, status=finished_search()))
+    failed = result.status.condition("Failed")
+    assert failed is not None and failed.reason == "TicketMismatch" and world.created == []
+    assert "keeps its files on volume 'lth-data'" in failed.message and "spec.storage" in failed.message
+
+
 def test_the_ticket_is_resolved_once_and_later_changes_of_its_source_do_not_matter() -> None:
     # drive() shows the source to the first plan only; every later plan sees none.
     result, _, _ = drive(transfer_spec(), source=ObservedSource(found=True, status=finished_search()))

@@ -254,8 +254,19 @@ class _Planner:
             if entry is None or entry.phase != "Succeeded":
                 self._ticket_refused("TicketNotReady", f"{what} has no finished level {level}")
             assert entry is not None
-            arch = (status.accepted_spec or {}).get("model", {}).get("arch")
+            accepted = RunSpec.model_validate(status.accepted_spec) if status.accepted_spec else None
+            arch = accepted.model.arch if accepted else None
             self._check_architecture(spec, what, arch)
+            if accepted is not None and (accepted.storage.claim_name, accepted.storage.sub_path) != (
+                spec.storage.claim_name,
+                spec.storage.sub_path,
+            ):
+                self._ticket_refused(
+                    "TicketMismatch",
+                    f"{what} keeps its files on volume {accepted.storage.claim_name!r} (subPath "
+                    f"{accepted.storage.sub_path!r}), which this run does not mount (spec.storage); "
+                    "export its ticket (lth report) to a directory on this run's volume",
+                )
             return TicketStatus(
                 source=f"run {ticket.run} level {level}",
                 run=ticket.run,
