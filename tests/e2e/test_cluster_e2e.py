@@ -47,6 +47,18 @@ RUN: dict[str, Any] = {
 }
 
 
+TRANSFER: dict[str, Any] = {
+    **RUN,
+    "metadata": {"name": "moved"},
+    "spec": {
+        **RUN["spec"],
+        "dataset": {"format": "prepared", "path": "runs/e2e/data", "imageSize": 28},
+        "ticket": {"run": "e2e", "level": 1, "head": "keep", "controls": ["dense"]},
+        "pruning": {"rewindTo": "0"},
+    },
+}
+
+
 def rows(status: dict[str, Any]) -> list[tuple[int, str, float, float]]:
     return sorted((r["level"], r["branch"], round(r["density"], 6), r["top1"]) for r in status["levels"])
 
@@ -62,14 +74,33 @@ def test_a_tiny_run_on_the_emulator_equals_lth_run(
         with ChildControllers(kube.api_client(), workload, tick=0.2):
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(RUN))
             run = wait_for_phase(kube, "e2e", {"Succeeded", "Failed"}, timeout=400, operator=operator)
+            # Its ticket, transferred by a second run (on the same shards, to spare a Spark job).
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(TRANSFER))
+            moved = wait_for_phase(kube, "moved", {"Succeeded", "Failed"}, timeout=200, operator=operator)
     finally:
         workload.stop()
+    assert moved["status"]["phase"] == "Succeeded", (
+        moved["status"],
+        {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in workload.commands if n.startswith("moved")},
+    )
+    assert moved["status"]["ticket"]["source"] == "run e2e level 1"
+    source_mask = storage / "runs" / "e2e" / "levels" / "01" / "mask.safetensors"
+    moved_mask = storage / "runs" / "moved" / "levels" / "00" / "mask.safetensors"
+    assert moved_mask.read_bytes() == source_mask.read_bytes()  # the same classes: the head is kept
+    assert workload.commands["moved-level-00"].count("--ticket-run-dir") == 1
     status = run["status"]
     assert status["phase"] == "Succeeded", (
         status,
         {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in workload.commands},
     )
-    assert set(workload.commands) == {"e2e-prep", "e2e-level-00", "e2e-level-01", "e2e-level-01-rprune"}
+    assert set(workload.commands) == {
+        "e2e-prep",
+        "e2e-level-00",
+        "e2e-level-01",
+        "e2e-level-01-rprune",
+        "moved-level-00",
+        "moved-level-00-dense",
+    }
     assert (storage / "runs" / "e2e" / "data" / "manifest.json").exists()
     assert all(
         r["top1"] > 40 and r["durationSeconds"] > 0 for r in status["levels"]
