@@ -409,7 +409,8 @@ def transfer_spec(**ticket: Any) -> dict[str, Any]:
 def test_transfer_trains_the_best_ticket_once_beside_its_dense_and_random_mask_controls() -> None:
     source = ObservedSource(found=True, status=finished_search())
     top1 = {"main": 70.0, "dense": 70.5, "random-prune": 61.0}
-    result, world, _ = drive(transfer_spec(), Cluster(top1=lambda level, branch: top1[branch]), source=source)
+    spec = transfer_spec(head="keep")
+    result, world, _ = drive(spec, Cluster(top1=lambda level, branch: top1[branch]), source=source)
 
     assert world.created == ["run-prep", "run-level-00", "run-level-00-dense", "run-level-00-rprune"]
     status = result.status
@@ -426,10 +427,35 @@ def test_transfer_trains_the_best_ticket_once_beside_its_dense_and_random_mask_c
     assert resolved is not None and resolved.status == "True"
 
 
+def test_a_new_head_leaves_the_density_to_the_result_and_later_levels_start_from_it() -> None:
+    source = ObservedSource(found=True, status=finished_search())
+    spec = transfer_spec(controls=[])
+    spec["pruning"]["levels"] = 1
+    world = Cluster()
+    first = plan("run", 1, spec, None, world.children, T0, source)
+    world.apply(first)
+    world.finish_all(first)
+    second = plan("run", 1, spec, first.status, world.children, T0)
+    row = second.status.level_entry(0)
+    assert row is not None and row.density is None  # the size of the new head decides it
+
+    def finished(result: Plan, density: float) -> None:
+        for name, child in list(world.children.items()):
+            if child.state == "Running":
+                done = LevelResult(level=0, density=density, top1=70.0)
+                world.children[name] = ObservedChild(name, child.attempt, "Succeeded", result=done)
+
+    world.apply(second)
+    finished(second, 0.66)
+    third = plan("run", 1, spec, second.status, world.children, T0)
+    assert third.status.level_entry(1) is not None
+    assert third.status.level_entry(1).density == pytest.approx(0.528)  # 0.66 * 0.8
+
+
 def test_a_transferred_ticket_below_its_dense_control_succeeds_without_a_best_ticket() -> None:
     source = ObservedSource(found=True, status=finished_search())
     top1 = {"main": 60.0, "dense": 70.5, "random-prune": 58.0}
-    result, _, _ = drive(transfer_spec(), Cluster(top1=lambda level, branch: top1[branch]), source=source)
+    result, _, _ = drive(transfer_spec(head="keep"), Cluster(top1=lambda level, branch: top1[branch]), source=source)
     assert result.status.phase == "Succeeded"
     assert result.status.best is None and result.status.dense_top1 == 70.5
     succeeded = result.status.condition("Succeeded")
@@ -442,7 +468,7 @@ def test_a_transferred_ticket_below_its_dense_control_succeeds_without_a_best_ti
 
 def test_transfer_continues_imp_from_the_ticket_when_asked_for_levels() -> None:
     source = ObservedSource(found=True, status=finished_search())
-    spec = transfer_spec(level=1, controls=["dense"])
+    spec = transfer_spec(level=1, controls=["dense"], head="keep")
     spec["pruning"].update(levels=2, controls={"branches": ["random-reinit"]})
     result, world, _ = drive(spec, source=source)
 

@@ -313,10 +313,18 @@ class _Planner:
         raise _RunFailed(reason, message)
 
     def _expected_density(self, spec: RunSpec, level: int) -> float | None:
-        """Density of `level` before its result: a transfer run starts from its ticket's."""
+        """Density of `level` before its result (None: not known yet). A transfer run starts
+        from its ticket's density, which a re-initialised head (dense, or pruned to the
+        ticket head's density: its size depends on the target's classes) changes."""
         if spec.ticket is None:
             return spec.pruning.density(level)
-        start = self.status.ticket.density if self.status.ticket else None
+        first = self.status.level_entry(0)
+        if first is not None and first.phase == "Succeeded":
+            start = first.density
+        elif spec.ticket.head == "keep" and self.status.ticket is not None:
+            start = self.status.ticket.density
+        else:
+            start = None
         return None if start is None else spec.pruning.density(level, start)
 
     # ------------------------------------------------------------------ spec
