@@ -455,7 +455,9 @@ def test_a_new_head_leaves_the_density_to_the_result_and_later_levels_start_from
 def test_a_transferred_ticket_below_its_dense_control_succeeds_without_a_best_ticket() -> None:
     source = ObservedSource(found=True, status=finished_search())
     top1 = {"main": 60.0, "dense": 70.5, "random-prune": 58.0}
-    result, _, _ = drive(transfer_spec(head="keep"), Cluster(top1=lambda level, branch: top1[branch]), source=source)
+    result, _, _ = drive(
+        transfer_spec(head="keep"), Cluster(top1=lambda level, branch: top1[branch]), source=source
+    )
     assert result.status.phase == "Succeeded"
     assert result.status.best is None and result.status.dense_top1 == 70.5
     succeeded = result.status.condition("Succeeded")

@@ -89,6 +89,7 @@ CUSTOM = {
     "image": {"repository": "registry.example/lth-operator", "tag": "dev"},
     "logFormat": "plain",
     "nodeSelector": {"pool": "system"},
+    "runsVolume": {"claimName": "lth-data", "mountPath": "/mnt/lth", "subPath": "team-a"},
 }
 
 
@@ -188,11 +189,27 @@ def test_operator_pod_is_locked_down() -> None:
         ({"watch": {"allNamespaces": False, "namespaces": ["Not_A_Namespace"]}}, "/watch/namespaces/0"),
         ({"metrics": {"port": 80}}, "/metrics/port"),
         ({"replicas": 2}, "replicas"),
+        ({"runsVolume": {"mountPath": "mnt"}}, "/runsVolume/mountPath"),
     ],
 )
 def test_values_schema_refuses_bad_values(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm_python.HelmValuesError, match=where):
         render(values)
+
+
+def test_the_runs_volume_is_mounted_read_only_where_the_operator_looks_for_it() -> None:
+    pod = the_deployment(render())["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert "LTH_STORAGE_ROOT" not in {e["name"] for e in pod["containers"][0]["env"]}
+
+    pod = the_deployment(render(CUSTOM))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    runs = next(v for v in pod["volumes"] if v["name"] == "runs")
+    assert runs["persistentVolumeClaim"] == {"claimName": "lth-data", "readOnly": True}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "runs")
+    assert mount == {"name": "runs", "mountPath": "/mnt/lth", "readOnly": True, "subPath": "team-a"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LTH_STORAGE_ROOT"] == "/mnt/lth"
 
 
 def test_image_digest_pins_the_image() -> None:
