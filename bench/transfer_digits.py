@@ -7,7 +7,8 @@ examples/transfer-digits.yaml trains its best ticket on the digits 5-9 beside a
 dense network and a random mask with the ticket's density in every layer (both
 from a fresh init); one more transfer fine-tunes the ticket from its final
 (trained) weights instead of its rewind weights. `--levels` transfers other
-levels of the same search the same way (default: level 7, 21 %). Spark runs once per data set;
+levels of the same search the same way (default: level 7, 21 %); `--rewind-to 1ep`
+searches with late rewinding (give it its own `--root`). Spark runs once per data set;
 later seeds reuse the shards as `prepared` data. Runs that finished earlier are
 not run again (`lth run` on a finished run does nothing). Prints top-1 on the
 target per seed and as mean (range).
@@ -28,11 +29,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lth_run(example: str, name: str, seed: int, root: Path, prepared: Path | None, **ticket: Any) -> Path:
+def lth_run(
+    example: str, name: str, seed: int, root: Path, prepared: Path | None, rewind_to: str = "0", **ticket: Any
+) -> Path:
     doc = yaml.safe_load((ROOT / "examples" / example).read_text())
     doc["metadata"]["name"] = name
     spec = doc["spec"]
     spec["training"]["seed"] = seed
+    spec["pruning"]["rewindTo"] = rewind_to
     if ticket:
         spec["ticket"].update(ticket)
     if prepared is not None:
@@ -60,7 +64,7 @@ def transfer_seed(
     """The ticket of `source`'s `level` (its best when None) on the digits 5-9: from its rewind
     weights beside a random mask (and the dense network once per seed), and from its final weights."""
     tag = "best" if level is None else f"l{level}"
-    chosen = {} if level is None else {"level": level}
+    chosen: dict[str, Any] = {} if level is None else {"level": level}
     controls = ["dense", "random-prune"] if level is None else ["random-prune"]
     rewind = lth_run(
         "transfer-digits.yaml", f"high-{tag}-seed{seed}", seed, root, high, run=source.name,
@@ -93,6 +97,7 @@ def main() -> None:
         "--levels", type=int, nargs="*", default=[7], help="source levels to transfer besides the best"
     )
     parser.add_argument("--root", type=Path, default=ROOT / "runs" / "bench-transfer")
+    parser.add_argument("--rewind-to", default="0", help="the search's spec.pruning.rewindTo (0, 1ep, ...)")
     args = parser.parse_args()
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -100,7 +105,7 @@ def main() -> None:
     low: Path | None = None
     high: Path | None = None
     for seed in args.seeds:
-        source = lth_run("digits-0to4.yaml", f"low-seed{seed}", seed, root, low)
+        source = lth_run("digits-0to4.yaml", f"low-seed{seed}", seed, root, low, args.rewind_to)
         low = low or source / "data"
         for level, results in table.items():
             results.append(transfer_seed(seed, level, root, source, high))
