@@ -40,6 +40,9 @@ FAKE_CHILD = textwrap.dedent(
         failures.write_text(str((int(failures.read_text()) if failures.exists() else 0) + 1))
         print(f"CUDA error: out of memory in {name}", flush=True)
         sys.exit(3)
+    if name in rules.get("bad", []):
+        print(f"{name}/mask.safetensors: truncated", flush=True)
+        sys.exit(2)
     time.sleep(rules.get("sleep", {}).get(name, 0))
     out.mkdir(parents=True, exist_ok=True)
     if kind == "prep":
@@ -165,6 +168,14 @@ DRIVER = textwrap.dedent(
         sys.exit(130)
     """
 )
+
+
+def test_a_child_that_reports_bad_input_is_not_retried(root: Path) -> None:
+    control(root, bad=["01"])
+    with pytest.raises(RunError, match=r"failed on its input \(not retried\): bad input;") as failure:
+        run_local(executor(root), Display())
+    assert "01/mask.safetensors: truncated" in str(failure.value)
+    assert launches(root).count("level 01") == 1
 
 
 def test_interrupted_run_resumes_without_redoing_finished_levels(root: Path) -> None:

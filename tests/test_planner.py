@@ -604,3 +604,30 @@ def test_transfer_spec_problems_name_the_field() -> None:
     ]
     assert RunSpec.model_validate(transfer_spec()).level_budget == 0
     assert RunSpec.model_validate(make_spec()).level_budget == 3
+
+
+def test_a_child_that_failed_on_its_input_is_not_retried() -> None:
+    spec = make_spec(retry={"training": {"backoffLimit": 3}})
+    world = Cluster()
+    status = None
+    for step in range(20):
+        result = plan("run", 1, spec, status, world.children, T0 + timedelta(minutes=step))
+        world.apply(result)
+        status = result.status
+        if result.done:
+            break
+        for name, child in list(world.children.items()):
+            if child.state != "Running":
+                continue
+            if name == "run-level-01":
+                message = "levels/00/final.safetensors: truncated"
+                world.children[name] = ObservedChild(name, child.attempt, "Failed", message, retryable=False)
+            else:
+                world.finish_all(result)
+    assert status is not None and status.phase == "Failed"
+    assert world.created.count("run-level-01") == 1 and not world.deleted
+    failed = status.condition("Failed")
+    assert failed is not None and failed.reason == "LevelFailed"
+    assert failed.message == (
+        "PyTorchJob run-level-01 failed on its input (not retried): levels/00/final.safetensors: truncated"
+    )

@@ -17,6 +17,12 @@ TRAINER_MODULE = "lth_trainer"
 SPARK_MAIN_IN_IMAGE = "local:///opt/lth/lth_spark/__main__.py"
 """Where the Spark image keeps the job's entry file (spark-submit wants a file, not -m)."""
 TERMINATION_LOG = "/dev/termination-log"
+EXIT_BAD_INPUT = 2
+"""How both workloads exit on bad input (argparse's usage-error code, a missing or corrupt
+file, a spec the data does not fit): the same input fails again, so it is not retried."""
+BAD_INPUT = "bad input: "
+"""How the trainer's termination message starts when it failed on its input: torchrun
+exits 1 whatever its workers' codes were, so executors read this instead."""
 
 
 def run_dir(storage_root: str, run_name: str) -> str:

@@ -215,6 +215,10 @@ def observe_children(
                 layout = RunLayout(Path(RunPaths(STORAGE_ROOT, run).run_dir))
                 result = read_result(layout.result_file(level, branch))
             child = manifests.observe_pytorch_job(obj, result)
+        elif child.state == "Failed":
+            pod = _master_pod(core, namespace, obj)
+            if pod is not None:
+                child = manifests.with_pod_failure(child, pod)
         children[child.name] = child
     return children
 

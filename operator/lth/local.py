@@ -29,6 +29,8 @@ from pydantic import ValidationError
 
 from lth.api import LevelResult, LotteryTicketRun, RunSpec, RunStatus, TicketSpec
 from lth.commands import (
+    BAD_INPUT,
+    EXIT_BAD_INPUT,
     SPARK_MODULE,
     TRAINER_MODULE,
     RunPaths,
@@ -85,6 +87,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -239,6 +248,13 @@ class LocalExecutor:
         """A child the status says exists, without its outputs: running, to be started, or failed."""
         outcome = self.outcomes.get(name)
         if outcome is not None and outcome.attempt == attempt and name not in self.running:
+            # The trainer's one-line reason (its termination message); the Spark job's is in its log.
+            reason = _read_text(self.logs / f"{name}.termination-log")
+            if reason.startswith(BAD_INPUT) or outcome.returncode == EXIT_BAD_INPUT:
+                message = (
+                    reason if reason.startswith(BAD_INPUT) else f"bad input; log tail:\n{outcome.log_tail}"
+                )
+                return ObservedChild(name, attempt, "Failed", message, retryable=False)
             ended = (
                 "exited 0 without writing its outputs"
                 if outcome.returncode == 0
@@ -326,6 +342,7 @@ class LocalExecutor:
     def start(self, launch: Launch, attempt: int) -> None:
         """Start one child in its own process group, its output appended to its log."""
         launch.log.parent.mkdir(parents=True, exist_ok=True)
+        (self.logs / f"{launch.name}.termination-log").unlink(missing_ok=True)  # an earlier attempt's
         log = launch.log.open("ab")
         started = datetime.now(UTC).isoformat()
         log.write(f"\n=== {started} attempt {attempt}: {' '.join(launch.argv[:6])} ...\n".encode())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from lth import api
 from lth.api import Branch, LevelResult, RunSpec, TicketStatus
 from lth.commands import (
+    BAD_INPUT,
+    EXIT_BAD_INPUT,
     SPARK_MAIN_IN_IMAGE,
     TERMINATION_LOG,
     TRAINER_MODULE,
@@ -309,6 +311,28 @@ def level_result_from_pod(
             return None
         return result
     return None
+
+
+def with_pod_failure(child: ObservedChild, pod: Mapping[str, Any]) -> ObservedChild:
+    """A failed job with its master's own words: the trainer's termination message (the
+    file or field at fault), and whether it said its input is bad (not worth a retry)."""
+    for status in _list(_mapping(pod.get("status")).get("containerStatuses")):
+        if _mapping(status).get("name") != TRAINER_CONTAINER:
+            continue
+        terminated = _mapping(_mapping(_mapping(status).get("state")).get("terminated"))
+        reason = terminated.get("message")
+        message = child.message
+        if isinstance(reason, str) and reason.strip() and not reason.lstrip().startswith("{"):
+            message = f"{message.rstrip('.')}: {reason.strip()}" if message else reason.strip()
+        bad_input = terminated.get("exitCode") == EXIT_BAD_INPUT or (
+            isinstance(reason, str) and reason.startswith(BAD_INPUT)
+        )
+        return replace(child, message=message, retryable=child.retryable and not bad_input)
+    return child
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _attempt(obj: Mapping[str, Any]) -> int:

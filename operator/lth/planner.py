@@ -55,6 +55,8 @@ class ObservedChild:
     message: str = ""
     result: LevelResult | None = None
     deleting: bool = False
+    retryable: bool = True
+    """False when the workload said its input is bad (EXIT_BAD_INPUT): the same input fails again."""
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,7 @@ class _Planner:
             return entry, "succeeded"
         if child.state == "Failed":
             detail = child.message or "no reason given"
-            if entry.attempts <= backoff_limit:
+            if entry.attempts <= backoff_limit and child.retryable:
                 entry.message = f"attempt {entry.attempts} failed: {detail}"
                 entry.attempts += 1
                 entry.phase = "Retrying"
@@ -445,7 +447,11 @@ class _Planner:
                 self._delete_stale(child, kind)
                 return entry, "wait"
             entry.phase, entry.finish_time = "Failed", self.now
-            entry.message = f"{kind} {name} failed after {entry.attempts} attempt(s): {detail}"
+            entry.message = (
+                f"{kind} {name} failed after {entry.attempts} attempt(s): {detail}"
+                if child.retryable
+                else f"{kind} {name} failed on its input (not retried): {detail}"
+            )
             raise _RunFailed(failure_reason, entry.message)
         entry.phase = child.state
         entry.message = child.message or None

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pyspark.sql import SparkSession
 
 from lth.api import RunSpec
+from lth.commands import EXIT_BAD_INPUT
 from lth_spark.inputs import InputError
 from lth_spark.job import Job, run
 from lth_spark.spark import SparkMapper, session
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = RunSpec.model_validate(json.loads(arguments.spec_json))
     except (json.JSONDecodeError, ValidationError) as error:
         print(f"error: --spec-json: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     job = Job(arguments.input, arguments.output, spec.dataset, spec.preprocessing)
     sessions: list[SparkSession] = []
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         run(job, start_spark)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     finally:
         for spark in sessions:
             spark.stop()

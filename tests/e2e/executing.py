@@ -46,7 +46,7 @@ class ExecutingWorkload:
             return None
         message = termination.read_text() if termination.exists() else None
         if process.returncode != 0:
-            return Finished(False, f"exit code {process.returncode}", message)
+            return Finished(False, f"exit code {process.returncode}", message, process.returncode)
         return Finished(True, termination_message=message)
 
     def _start(self, kind: str, obj: dict[str, Any], key: str) -> None:

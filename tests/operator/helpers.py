@@ -13,6 +13,7 @@ from kubernetes import client
 
 from lth import manifests
 from lth.api import LevelResult
+from lth.commands import BAD_INPUT
 from tests.kube.cluster import Cluster
 from tests.operator.plugin import Operator
 from tests.operator.simulators import ChildControllers, Finished
@@ -27,6 +28,8 @@ class Script:
     top1: Callable[[str, int, str], float] = lambda run, level, branch: 76.0 if branch == "main" else 60.0
     fail: dict[str, int] = field(default_factory=dict)
     """child name -> attempts that fail"""
+    bad_input: dict[str, str] = field(default_factory=dict)
+    """child name -> the trainer's message when it fails on bad input (under torchrun: exit 1)"""
     ticks: int = 2
     seen: dict[str, int] = field(default_factory=dict)
     uids: dict[str, set[str]] = field(default_factory=dict)
@@ -40,6 +43,9 @@ class Script:
         if self.seen[key] < self.ticks:
             return None
         attempt = int(meta.get("annotations", {}).get(manifests.ANNOTATION_ATTEMPT, "1"))
+        if name in self.bad_input:
+            failed = "PyTorchJob failed because 1 Master replica(s) failed."
+            return Finished(False, failed, BAD_INPUT + self.bad_input[name], 1)
         if attempt <= self.fail.get(name, 0):
             return Finished(False, "OOMKilled: the container used more memory than its limit")
         if kind == "SparkApplication":

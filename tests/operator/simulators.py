@@ -32,6 +32,8 @@ class Finished:
     succeeded: bool
     message: str = ""
     termination_message: str | None = None
+    exit_code: int | None = None
+    """The master container's exit code: 0 on success, 1 on failure unless given."""
 
 
 Workload = Callable[[str, dict[str, Any]], Finished | None]
@@ -183,7 +185,8 @@ class ChildControllers:
             state: dict[str, Any] = {"running": {"startedAt": _now()}}
             phase = "Running"
         else:
-            terminated: dict[str, Any] = {"exitCode": 0 if finished.succeeded else 1, "finishedAt": _now()}
+            code = finished.exit_code if finished.exit_code is not None else (0 if finished.succeeded else 1)
+            terminated: dict[str, Any] = {"exitCode": code, "finishedAt": _now()}
             if finished.termination_message is not None:
                 terminated["message"] = finished.termination_message
             state = {"terminated": terminated}

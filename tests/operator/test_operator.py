@@ -113,6 +113,22 @@ def test_pytorchjob_failing_after_its_backoff_fails_the_run(kube: Cluster, opera
     assert "Retrying" in events(kube, "flaky")
 
 
+def test_a_trainer_that_reports_bad_input_fails_the_run_at_once_with_its_reason(
+    kube: Cluster, operator: Operator
+) -> None:
+    reason = "/mnt/lth/runs/badin/levels/00/final.safetensors: truncated (no safetensors header)"
+    script = Script(bad_input={"badin-level-01": reason})
+    with controllers(kube, script):
+        apply(kube, run_manifest("badin", retry={"training": {"backoffLimit": 3}}))
+        run = wait_for_phase(kube, "badin", {"Succeeded", "Failed"}, operator=operator)
+    failed = next(c for c in run["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "LevelFailed"
+    assert "failed on its input (not retried)" in failed["message"]
+    assert failed["message"].endswith("1 Master replica(s) failed: bad input: " + reason)
+    assert len(script.uids["badin-level-01"]) == 1  # not recreated
+    assert "Retrying" not in events(kube, "badin")
+
+
 def test_child_deleted_by_hand_ends_the_run_with_a_clear_condition(kube: Cluster, operator: Operator) -> None:
     script = Script(ticks=10_000)  # children never finish on their own
     with controllers(kube, script):

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from lth.api import Branch
+from lth.commands import EXIT_BAD_INPUT
 from lth_trainer import pruning
 from lth_trainer.cli import main
 from lth_trainer.level import level_files
@@ -127,14 +128,14 @@ def test_missing_mask_when_the_previous_level_has_no_final_weights(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     level_files(tmp_path, 0).dir.mkdir(parents=True)
-    assert main(trainer_args(tmp_path, data_dir, SPEC, 1)) == 1
+    assert main(trainer_args(tmp_path, data_dir, SPEC, 1)) == EXIT_BAD_INPUT
     message = (tmp_path / "termination-1-main").read_text()
     assert str(level_files(tmp_path, 1).mask) in message and str(level_files(tmp_path, 0).final) in message
     assert message in caplog.text
 
 
 def test_level_gap_names_the_missing_level(data_dir: Path, tmp_path: Path) -> None:
-    assert main(trainer_args(tmp_path, data_dir, SPEC, 2)) == 1
+    assert main(trainer_args(tmp_path, data_dir, SPEC, 2)) == EXIT_BAD_INPUT
     message = (tmp_path / "termination-2-main").read_text()
     assert str(level_files(tmp_path, 1).dir) in message and "gap" in message
 
@@ -146,7 +147,7 @@ def test_damaged_checkpoint_names_the_file(data_dir: Path, tmp_path: Path, damag
     files.result.unlink()
     blob = files.checkpoint.read_bytes()
     files.checkpoint.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else os.urandom(len(blob)))
-    assert main(trainer_args(tmp_path, data_dir, SPEC, 0)) == 1
+    assert main(trainer_args(tmp_path, data_dir, SPEC, 0)) == EXIT_BAD_INPUT
     assert str(files.checkpoint) in (tmp_path / "termination-0-main").read_text()
 
 
@@ -156,17 +157,17 @@ def test_missing_shard_and_missing_manifest_name_the_file(data_dir: Path, tmp_pa
     for p in data_dir.iterdir():
         (copy / p.name).symlink_to(p)
     (copy / "train-00001.tar").unlink()
-    assert main(trainer_args(tmp_path, copy, SPEC, 0)) == 1
+    assert main(trainer_args(tmp_path, copy, SPEC, 0)) == EXIT_BAD_INPUT
     assert str(copy / "train-00001.tar") in (tmp_path / "termination-0-main").read_text()
     (copy / "manifest.json").unlink()
-    assert main(trainer_args(tmp_path, copy, SPEC, 0)) == 1
+    assert main(trainer_args(tmp_path, copy, SPEC, 0)) == EXIT_BAD_INPUT
     assert str(copy / "manifest.json") in (tmp_path / "termination-0-main").read_text()
 
 
 def test_bad_spec_and_branch_on_level_zero_are_refused(data_dir: Path, tmp_path: Path) -> None:
-    assert main(trainer_args(tmp_path, data_dir, SPEC, 0, "random-reinit")) == 1
+    assert main(trainer_args(tmp_path, data_dir, SPEC, 0, "random-reinit")) == EXIT_BAD_INPUT
     assert "--branch random-reinit" in (tmp_path / "termination-0-random-reinit").read_text()
     args = trainer_args(tmp_path, data_dir, SPEC, 0)
     args[-1] = args[-1].replace('"epochs":3', '"epochs":-3')
-    assert main(args) == 1
+    assert main(args) == EXIT_BAD_INPUT
     assert "training.epochs" in (tmp_path / "termination-0-main").read_text()

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lth.api import Branch, RunSpec
+from lth.commands import EXIT_BAD_INPUT
 from lth.naming import FINAL_FILE, MASK_FILE
 from lth.ticket import TICKET_FILE, TicketFiles, describe
 from lth_trainer import pruning
@@ -156,7 +157,9 @@ def test_a_ticket_at_a_url_is_downloaded_once_and_checked(
         assert (downloaded / "rewind.safetensors").stat().st_mtime_ns == rewind
 
         (tmp_path / "missing").mkdir()
-        assert train(tmp_path / "missing", data_dir, spec, ["--ticket-url", f"{url}nowhere"]) == 1
+        assert (
+            train(tmp_path / "missing", data_dir, spec, ["--ticket-url", f"{url}nowhere"]) == EXIT_BAD_INPUT
+        )
         assert "--ticket-url: " in termination(tmp_path / "missing")
         assert "nowhere/ticket.json: cannot download (HTTP Error 404" in termination(tmp_path / "missing")
 
@@ -229,7 +232,7 @@ def test_a_continued_level_prunes_from_the_transferred_mask(kept: Path) -> None:
 def test_a_kept_head_needs_the_same_class_count(
     three_classes: Path, ticket_args: list[str], tmp_path: Path
 ) -> None:
-    assert train(tmp_path, three_classes, transfer_spec(head="keep"), ticket_args) == 1
+    assert train(tmp_path, three_classes, transfer_spec(head="keep"), ticket_args) == EXIT_BAD_INPUT
     message = termination(tmp_path)
     assert "spec.ticket.head" in message and "4 classes" in message and "this run 3" in message
 
@@ -252,7 +255,7 @@ def test_a_bad_ticket_directory_is_refused_naming_the_file(
     spec = transfer_spec(path=str(ticket), weights="final", head="keep", controls=[])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    assert train(run_dir, data_dir, spec, ["--ticket-dir", str(ticket)]) == 1
+    assert train(run_dir, data_dir, spec, ["--ticket-dir", str(ticket)]) == EXIT_BAD_INPUT
     message = termination(run_dir)
     expected = {
         "architecture": [str(ticket / TICKET_FILE), "resnet18", "smallcnn"],
@@ -265,11 +268,13 @@ def test_a_bad_ticket_directory_is_refused_naming_the_file(
 
 def test_ticket_flags_go_with_spec_ticket(data_dir: Path, ticket_args: list[str], tmp_path: Path) -> None:
     transfer = transfer_spec()
-    assert train(tmp_path, data_dir, transfer, []) == 1
+    assert train(tmp_path, data_dir, transfer, []) == EXIT_BAD_INPUT
     assert "--ticket-run-dir" in termination(tmp_path)
-    assert train(tmp_path, data_dir, SOURCE, ticket_args) == 1
+    assert train(tmp_path, data_dir, SOURCE, ticket_args) == EXIT_BAD_INPUT
     assert "--ticket-run-dir" in termination(tmp_path) and "spec.ticket" in termination(tmp_path)
-    assert train(tmp_path, data_dir, transfer, [*ticket_args, "--ticket-dir", str(tmp_path)]) == 1
+    assert (
+        train(tmp_path, data_dir, transfer, [*ticket_args, "--ticket-dir", str(tmp_path)]) == EXIT_BAD_INPUT
+    )
     assert "not both" in termination(tmp_path)
-    assert train(tmp_path, data_dir, transfer, ticket_args, 1, "dense") == 1
+    assert train(tmp_path, data_dir, transfer, ticket_args, 1, "dense") == EXIT_BAD_INPUT
     assert "--branch dense" in termination(tmp_path, 1, "dense")

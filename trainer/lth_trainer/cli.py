@@ -4,8 +4,9 @@ The arguments are what lth.commands.trainer_arguments builds from the spec; a
 transfer run (spec.ticket) also names its ticket: --ticket-run-dir and
 --ticket-level (a level of a source run), --ticket-dir (an exported ticket), or
 --ticket-url (one to download; level 0 fetches it into the run's source-ticket/).
-Exit 0 with result.json written (or already there), 1 on bad inputs with a
-message that names the file, and the same message in the termination log.
+Exit 0 with result.json written (or already there), 2 (EXIT_BAD_INPUT) on bad
+inputs with a message that names the file, and the same message in the
+termination log.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import get_args
 from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
-from lth.commands import TERMINATION_LOG
+from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG
 from lth.naming import RunLayout
 from lth.ticket import TicketError, TicketFiles, download
 from lth_trainer.level import level_files, read_result
@@ -117,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args)
     except TrainerError as error:
-        log.error("%s", error)
+        message = BAD_INPUT + str(error)
+        log.error("%s", message)
         if rank == 0:
-            write_termination_log(args.termination_log, str(error))
-        return 1
+            write_termination_log(args.termination_log, message)
+        return EXIT_BAD_INPUT
     if rank == 0:
         write_termination_log(args.termination_log, json.dumps(result.to_wire(), separators=(",", ":")))
     return 0
