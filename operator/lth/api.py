@@ -278,11 +278,9 @@ class PruningSpec(ApiModel):
         """Expected density after `level` levels from `start`: start * (1 - fraction) ** level."""
         return start * (1.0 - self.fraction) ** level
 
-    def levels_to_reach(self, density: float, start: float = 1.0) -> int:
+    def levels_to_reach(self, density: float) -> int:
         """Smallest level whose expected density is at or below `density`."""
-        if density >= start:
-            return 0
-        return max(0, math.ceil(math.log(density / start) / math.log(1.0 - self.fraction) - 1e-9))
+        return max(0, math.ceil(math.log(density) / math.log(1.0 - self.fraction) - 1e-9))
 
     def rewind_point(self) -> tuple[int, Literal["ep", "it"]]:
         if self.rewind_to == "0":

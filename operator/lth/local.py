@@ -90,6 +90,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _read_text(path: Path) -> str:
+    """A child's log or termination message, stripped; empty when there is none."""
     try:
         return path.read_text(errors="replace").strip()
     except OSError:
@@ -97,11 +98,7 @@ def _read_text(path: Path) -> str:
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return "\n".join(_read_text(path).splitlines()[-lines:])
 
 
 def read_result(path: Path) -> LevelResult | None:
@@ -239,6 +236,10 @@ class LocalExecutor:
             return None
         return observe_directory(Path(self.paths.resolve(ticket.path)))
 
+    def _termination_log(self, name: str) -> Path:
+        """Where a level's trainer writes its termination message (the pod's, on a cluster)."""
+        return self.logs / f"{name}.termination-log"
+
     def _data_ready(self, spec: RunSpec | None) -> bool:
         if spec is None or spec.dataset.format == "prepared":
             return False
@@ -249,7 +250,7 @@ class LocalExecutor:
         outcome = self.outcomes.get(name)
         if outcome is not None and outcome.attempt == attempt and name not in self.running:
             # The trainer's one-line reason (its termination message); the Spark job's is in its log.
-            reason = _read_text(self.logs / f"{name}.termination-log")
+            reason = _read_text(self._termination_log(name))
             if reason.startswith(BAD_INPUT) or outcome.returncode == EXIT_BAD_INPUT:
                 message = (
                     reason if reason.startswith(BAD_INPUT) else f"bad input; log tail:\n{outcome.log_tail}"
@@ -319,7 +320,7 @@ class LocalExecutor:
         return Launch(prep_name(self.name), argv, self.logs / f"{prep_name(self.name)}.log", env)
 
     def _level_launch(self, spec: RunSpec, status: RunStatus, name: str, level: int, branch: Any) -> Launch:
-        termination = self.logs / f"{name}.termination-log"
+        termination = self._termination_log(name)
         # torchrun for several processes; one process needs no launcher, and skipping it
         # saves about 5 s per level (a second torch import, the agent's start and stop).
         launcher = (
@@ -342,7 +343,7 @@ class LocalExecutor:
     def start(self, launch: Launch, attempt: int) -> None:
         """Start one child in its own process group, its output appended to its log."""
         launch.log.parent.mkdir(parents=True, exist_ok=True)
-        (self.logs / f"{launch.name}.termination-log").unlink(missing_ok=True)  # an earlier attempt's
+        self._termination_log(launch.name).unlink(missing_ok=True)  # an earlier attempt's
         log = launch.log.open("ab")
         started = datetime.now(UTC).isoformat()
         log.write(f"\n=== {started} attempt {attempt}: {' '.join(launch.argv[:6])} ...\n".encode())

@@ -11,8 +11,8 @@ from pathlib import Path
 from lth.api import RunStatus
 from lth.data_manifest import DataManifest
 from lth.local import atomic_write_text
-from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE
-from lth.ticket import TICKET_FILE, describe
+from lth.naming import MASK_FILE, REWIND_FILE
+from lth.ticket import TICKET_FILE, TicketFiles, describe
 
 BRANCH_LABELS = {
     "main": "IMP ticket",
@@ -173,8 +173,8 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
     atomic_write_text(ticket / "spec.json", json.dumps(spec, indent=2) + "\n")
     if status.best is not None:
         best = status.best
-        best_dir = run_dir / "levels" / f"{best.level:02d}"
-        for source in (best_dir / MASK_FILE, run_dir / "levels" / "00" / REWIND_FILE, best_dir / FINAL_FILE):
+        files = TicketFiles.from_run(run_dir, best.level)
+        for source in (files.mask, files.rewind, files.final):
             if source.exists():
                 shutil.copy2(source, ticket / source.name)
         classes = spec.get("model", {}).get("numClasses")

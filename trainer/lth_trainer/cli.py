@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def ticket_files(args: argparse.Namespace, spec: RunSpec) -> TicketFiles | None:
     """Where a transfer run's ticket is. Checked here rather than by an argparse group, so
-    a wrong combination exits 1 with its message in the termination log like any bad input."""
+    a wrong combination exits 2 with its message in the termination log like any bad input."""
     given = [
         flag
         for flag, value in (

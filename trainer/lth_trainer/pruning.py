@@ -99,7 +99,12 @@ def check_mask(mask: Mask, model: nn.Module, ignore_layers: list[str], source: s
         missing, extra = sorted(set(expected) - set(mask)), sorted(set(mask) - set(expected))
         raise TrainerError(f"{source}: mask does not fit the model (missing {missing}, unexpected {extra})")
     for n, shape in expected.items():
-        if mask[n].shape != shape or mask[n].dtype != torch.bool:
-            raise TrainerError(
-                f"{source}: mask {n} is {mask[n].dtype} {tuple(mask[n].shape)}, expected bool {tuple(shape)}"
-            )
+        check_layer(mask[n], shape, n, source)
+
+
+def check_layer(keep: torch.Tensor, shape: torch.Size, name: str, source: str) -> None:
+    """One layer's mask fits its weight: bool, of the weight's shape. `source` names the file."""
+    if keep.dtype != torch.bool or keep.shape != shape:
+        raise TrainerError(
+            f"{source}: mask {name} is {keep.dtype} {tuple(keep.shape)}, expected bool {tuple(shape)}"
+        )

@@ -69,7 +69,7 @@ def transfer(spec: RunSpec, ticket: TicketFiles, model: nn.Module, head_seed: in
                 f"{ticket.mask}: a mask for layer {name}, which the target {arch} does not prune "
                 f"(spec.pruning.ignoreLayers {ignore})"
             )
-        check_layer(found[name], shapes[name], name, ticket.mask)
+        pruning.check_layer(found[name], shapes[name], name, str(ticket.mask))
     mask = {name: found[name] for name in sorted(body)}
     origin: dict[str, object] = {
         "mask": f"ticket {ticket.mask}",
@@ -92,7 +92,7 @@ def head_mask(
     assert settings is not None, "a transfer run"
     if settings.head == "keep":
         keep = found if found is not None else torch.ones(shape, dtype=torch.bool)
-        check_layer(keep, shape, name, source)
+        pruning.check_layer(keep, shape, name, str(source))
         return keep, "kept from the ticket"
     fresh = f"fresh init (seed {spec.training.seed})"
     if not settings.prune_head or found is None:
@@ -134,11 +134,3 @@ def fit_weights(
                 f"{source}: {key} is {tuple(loaded[key].shape)}, the target {arch}'s is {tuple(tensor.shape)}"
             )
     return {key: target[key] if key in fresh else loaded[key] for key in target}
-
-
-def check_layer(keep: torch.Tensor, shape: torch.Size, name: str, source: Path) -> None:
-    if keep.dtype != torch.bool or keep.shape != shape:
-        raise TrainerError(
-            f"{source}: mask of layer {name} is {keep.dtype} {tuple(keep.shape)}, "
-            f"the target model's is bool {tuple(shape)}"
-        )
