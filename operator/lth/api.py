@@ -103,7 +103,11 @@ class DatasetSpec(ApiModel):
 class PreprocessingSpec(ApiModel):
     """The one-off Spark job that turns the input into training shards."""
 
-    image: str = Field("ghcr.io/lth-dev/lth-spark:0.1.0", min_length=1, description="Spark container image.")
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description="Spark container image (default: the operator's, chart value workloads.sparkImage).",
+    )
     spark_version: str = Field("4.0.1", min_length=1, description="Spark version of the image.")
     executors: int = Field(4, ge=1, le=1000, description="Number of Spark executors.")
     executor_cores: int = Field(4, ge=1, le=256, description="Cores per executor.")
@@ -304,8 +308,10 @@ class Toleration(ApiModel):
 class ResourcesSpec(ApiModel):
     """What one level's PyTorchJob asks the cluster for."""
 
-    image: str = Field(
-        "ghcr.io/lth-dev/lth-trainer:0.1.0", min_length=1, description="Trainer container image."
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description="Trainer container image (default: the operator's, chart value workloads.trainerImage).",
     )
     gpus_per_pod: int = Field(4, ge=0, le=16, description="GPUs per pod (0: CPU training).")
     pods: int = Field(1, ge=1, le=64, description="Pods per level (1 master + pods-1 workers).")
@@ -314,8 +320,14 @@ class ResourcesSpec(ApiModel):
     shm_size: str = Field(
         "16Gi", pattern=QUANTITY_PATTERN, description="Size of /dev/shm (data-loader workers)."
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod node selector.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pod node selector (default for GPU pods: the operator's workloads.gpuNodeSelector).",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Pod tolerations (default for GPU pods: the operator's workloads.gpuTolerations).",
+    )
     priority_class_name: str | None = Field(None, description="Pod priority class.")
     queue_name: str | None = Field(
         None,
@@ -346,6 +358,17 @@ class StorageSpec(ApiModel):
     )
     mount_path: str = Field("/mnt/lth", pattern=r"^/.*", description="Where the volume is mounted.")
     sub_path: str = Field("", description="Sub-path of the volume to mount (Kubernetes subPath).")
+    run_as_user: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "uid of every pod that writes the volume (Spark driver and executors, trainers): one "
+            "owner, as volumes such as NFS ignore fsGroup (default: the operator's workloads.runAsUser)."
+        ),
+    )
+    run_as_group: int | None = Field(
+        None, ge=0, description="gid of those pods (default: the operator's workloads.runAsGroup)."
+    )
 
 
 class ChildRetry(ApiModel):

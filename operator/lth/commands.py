@@ -21,8 +21,19 @@ EXIT_BAD_INPUT = 2
 """How both workloads exit on bad input (argparse's usage-error code, a missing or corrupt
 file, a spec the data does not fit): the same input fails again, so it is not retried."""
 BAD_INPUT = "bad input: "
-"""How the trainer's termination message starts when it failed on its input: torchrun
+"""How a workload's termination message starts when it failed on its input: torchrun
 exits 1 whatever its workers' codes were, so executors read this instead."""
+TERMINATION_LIMIT = 4096
+"""Kubernetes keeps at most 4 KiB of a container's termination message."""
+
+
+def write_termination_log(path: str, message: str) -> None:
+    """The container's termination message; best effort (a path that is not writable is no error)."""
+    try:
+        with open(path, "w") as f:
+            f.write(message[:TERMINATION_LIMIT])
+    except OSError:
+        pass
 
 
 def run_dir(storage_root: str, run_name: str) -> str:
@@ -60,13 +71,15 @@ def spec_json(spec: RunSpec) -> str:
     return json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)
 
 
-def prep_arguments(spec: RunSpec, paths: RunPaths) -> list[str]:
-    """Arguments of the Spark job (`python -m lth_spark ...`, or spark-submit's main file)."""
+def prep_arguments(spec: RunSpec, paths: RunPaths, termination_log: str | None = None) -> list[str]:
+    """Arguments of the Spark job (`python -m lth_spark ...`, or spark-submit's main file);
+    on a cluster, the driver's termination message says why it failed on bad input."""
     return [
         "--input",
         paths.input_path(spec),
         "--output",
         paths.data_dir(spec),
+        *(["--termination-log", termination_log] if termination_log else []),
         "--spec-json",
         spec_json(spec),
     ]

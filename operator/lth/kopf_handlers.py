@@ -28,7 +28,7 @@ import kopf
 import kubernetes
 from pydantic import ValidationError
 
-from lth import api, manifests
+from lth import api, defaults, manifests
 from lth.commands import RunPaths
 from lth.local import read_result
 from lth.metrics import OperatorMetrics, serve
@@ -49,6 +49,8 @@ from lth.ticket import observe_directory
 SPARK = manifests.CHILD_RESOURCES["SparkApplication"]
 PYTORCH = manifests.CHILD_RESOURCES["PyTorchJob"]
 SPARK_SERVICE_ACCOUNT = os.environ.get("LTH_SPARK_SERVICE_ACCOUNT", "lth-spark")
+WORKLOAD_DEFAULTS = defaults.from_environment()
+"""The chart's `workloads` values: images, pull secrets, GPU placement, uid and gid."""
 STORAGE_ROOT = os.environ.get("LTH_STORAGE_ROOT")
 """Where the operator mounts the runs' volume (what pods see at spec.storage.mountPath), if it
 does: result.json is read there when a master pod's termination message is gone, and an
@@ -197,8 +199,14 @@ def observe_children(
         custom.list_namespaced_custom_object(*SPARK[:2], namespace, SPARK[2], label_selector=selector),
     )
     for obj in apps["items"]:
-        if obj["metadata"]["name"] == prep_name(run):
-            children[obj["metadata"]["name"]] = manifests.observe_spark_application(obj)
+        if obj["metadata"]["name"] != prep_name(run):
+            continue
+        app = manifests.observe_spark_application(obj)
+        if app.state == "Failed":
+            pod = _read_pod(core, namespace, manifests.spark_driver_pod_name(obj))
+            if pod is not None:
+                app = manifests.with_pod_failure(app, pod, manifests.SPARK_DRIVER_CONTAINER)
+        children[app.name] = app
     jobs = cast(
         dict[str, Any],
         custom.list_namespaced_custom_object(*PYTORCH[:2], namespace, PYTORCH[2], label_selector=selector),
@@ -266,8 +274,11 @@ def _level_of(job: dict[str, Any]) -> tuple[int, Any]:
 def _master_pod(
     core: kubernetes.client.CoreV1Api, namespace: str, job: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The master pod as JSON (not the client's model: only its termination message matters)."""
-    name = manifests.master_pod_name(job["metadata"]["name"])
+    return _read_pod(core, namespace, manifests.master_pod_name(job["metadata"]["name"]))
+
+
+def _read_pod(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> dict[str, Any] | None:
+    """A pod as JSON (not the client's model: only its container states matter); None if gone."""
     try:
         response = core.read_namespaced_pod(name, namespace, _preload_content=False)
     except kubernetes.client.ApiException as error:
@@ -302,11 +313,20 @@ def _apply(
     run = manifests.RunRef(name=name, namespace=namespace, uid=body["metadata"]["uid"])
     if isinstance(action, CreatePreprocessing):
         group, version, plural = SPARK
-        manifest = manifests.spark_application(run, spec, paths, action.attempt, SPARK_SERVICE_ACCOUNT)
+        manifest = manifests.spark_application(
+            run, spec, paths, action.attempt, SPARK_SERVICE_ACCOUNT, WORKLOAD_DEFAULTS
+        )
     elif isinstance(action, CreateLevelJob):
         group, version, plural = PYTORCH
         manifest = manifests.pytorch_job(
-            run, spec, paths, action.level, action.branch, action.attempt, result.status.ticket
+            run,
+            spec,
+            paths,
+            action.level,
+            action.branch,
+            action.attempt,
+            result.status.ticket,
+            WORKLOAD_DEFAULTS,
         )
     else:
         raise TypeError(f"unknown action {action!r}")

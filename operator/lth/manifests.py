@@ -4,12 +4,15 @@ Pure functions of the spec: the kopf handlers create what these return and feed
 what they observe through `observe_*`, so every field and every state mapping
 is testable without an API server. Retries are the planner's (it recreates a
 failed child with the next attempt number), so the children themselves never
-restart: SparkApplication restartPolicy Never, PyTorchJob backoffLimit 0.
+restart: SparkApplication restartPolicy Never, PyTorchJob replicas restartPolicy Never.
+Cluster-wide defaults (images, pull secrets, GPU placement, the uid and gid the pods
+run as) come from `lth.defaults.WorkloadDefaults`; the spec overrides each.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,6 +31,7 @@ from lth.commands import (
     prep_arguments,
     trainer_arguments,
 )
+from lth.defaults import WorkloadDefaults
 from lth.naming import level_job_name, prep_name
 from lth.planner import ChildKind, ChildState, ObservedChild
 
@@ -47,6 +51,8 @@ LABEL_BRANCH = "lth.dev/branch"
 ANNOTATION_ATTEMPT = "lth.dev/attempt"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 
+SPARK_DRIVER_CONTAINER = "spark-kubernetes-driver"
+"""Spark names the driver's container so; the Spark operator reads its exit code there."""
 TRAINER_CONTAINER = "pytorch"
 """The training operator finds the rendezvous port and the job's exit status on this container name."""
 PYTORCHJOB_PORT = 23456
@@ -56,7 +62,17 @@ SHM_VOLUME = "dshm"
 
 CLEAN_POD_POLICY = "Running"
 """After the job ends, delete pods still running (stragglers holding GPUs after a failure)
-but keep finished ones: the master pod's termination message carries the level's result."""
+but keep finished ones: the master pod's termination message carries the level's result.
+
+No `runPolicy.backoffLimit`: on training-operator 1.8.1 to 1.9.3 a job past its backoff
+limit has its pods deleted before it is marked Failed, whatever cleanPodPolicy says
+(kubeflow/trainer issue 3419; `ReconcileJobs` in pkg/controller.v1/common/job.go), and
+with limit 0 the first failed pod takes that path. Without a limit, a failed replica under
+restartPolicy Never fails the job through `UpdateJobStatus`, which keeps the failed pods."""
+
+SPARK_EXIT_CODE = re.compile(r"driver container failed with ExitCode: (-?[0-9]+)")
+"""How the Spark operator words a failed driver in status.applicationState.errorMessage
+(`updateDriverState`, internal/controller/sparkapplication/controller.go)."""
 
 SPARK_RUNNING_STATES = frozenset({"RUNNING", "SUCCEEDING", "FAILING", "UNKNOWN"})
 """Spark operator states with a driver up. COMPLETED and FAILED are its only terminal states;
@@ -112,24 +128,65 @@ def _container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
 
 
+def pod_security(spec: RunSpec, defaults: WorkloadDefaults) -> dict[str, Any]:
+    """Every pod that writes the run directory runs as one uid and gid, set here, not by the image.
+
+    A ReadWriteMany volume such as NFS ignores fsGroup, so two images with different users
+    (Spark's 185, the trainer's 10001) could not write each other's folders. An explicit
+    runAsUser also admits the training operator's init container (`init-pytorch`, alpine,
+    no USER), which runAsNonRoot alone would refuse as root.
+    """
+    storage = spec.storage
+    group = storage.run_as_group if storage.run_as_group is not None else defaults.run_as_group
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": storage.run_as_user or defaults.run_as_user,
+        "runAsGroup": group,
+        "fsGroup": group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _spark_volume_conf(spec: RunSpec) -> dict[str, str]:
+    """The storage claim as Spark's own volume settings: spark-submit mounts it in the driver and
+    the executors, where `volumes`/`volumeMounts` would need the Spark operator's pod webhook."""
+    conf: dict[str, str] = {}
+    for role in ("driver", "executor"):
+        prefix = f"spark.kubernetes.{role}.volumes.persistentVolumeClaim.{STORAGE_VOLUME}"
+        conf[f"{prefix}.options.claimName"] = spec.storage.claim_name
+        conf[f"{prefix}.mount.path"] = spec.storage.mount_path
+        conf[f"{prefix}.mount.readOnly"] = "false"
+        if spec.storage.sub_path:
+            conf[f"{prefix}.mount.subPath"] = spec.storage.sub_path
+    return conf
+
+
 # --------------------------------------------------------------------------- SparkApplication
 
 
 def spark_application(
-    run: RunRef, spec: RunSpec, paths: RunPaths, attempt: int, service_account: str
+    run: RunRef,
+    spec: RunSpec,
+    paths: RunPaths,
+    attempt: int,
+    service_account: str,
+    defaults: WorkloadDefaults | None = None,
 ) -> dict[str, Any]:
     """The SparkApplication `<run>-prep` that writes the shards and the data manifest.
 
     `service_account` runs the driver (it creates the executor pods); the executors
-    keep the namespace default, as they need no API access.
+    keep the namespace default, as they need no API access. The pods' uid and gid
+    reach them through the Spark operator's pod webhook (on by default); without it
+    they run as the image's user, which the project's images set to the default uid.
     """
+    defaults = defaults or WorkloadDefaults()
     prep = spec.preprocessing
     side = {
         "labels": {LABEL_RUN: run.name},
-        "volumeMounts": [_storage_mount(spec)],
+        "podSecurityContext": pod_security(spec, defaults),
         "securityContext": _container_security(),
     }
-    return {
+    app: dict[str, Any] = {
         "apiVersion": SPARK_API_VERSION,
         "kind": "SparkApplication",
         "metadata": _metadata(run, prep_name(run.name), attempt),
@@ -138,12 +195,12 @@ def spark_application(
             "pythonVersion": "3",
             "mode": "cluster",
             "sparkVersion": prep.spark_version,
-            "image": prep.image,
-            "imagePullPolicy": "IfNotPresent",
+            "image": prep.image or defaults.spark_image,
+            "imagePullPolicy": defaults.image_pull_policy,
             "mainApplicationFile": SPARK_MAIN_IN_IMAGE,
-            "arguments": prep_arguments(spec, paths),
+            "arguments": prep_arguments(spec, paths, TERMINATION_LOG),
             "restartPolicy": {"type": "Never"},
-            "volumes": [_storage_volume(spec)],
+            "sparkConf": _spark_volume_conf(spec),
             "driver": {
                 **side,
                 "cores": prep.driver_cores,
@@ -158,6 +215,9 @@ def spark_application(
             },
         },
     }
+    if defaults.image_pull_secrets:
+        app["spec"]["imagePullSecrets"] = list(defaults.image_pull_secrets)
+    return app
 
 
 # --------------------------------------------------------------------------- PyTorchJob
@@ -193,7 +253,13 @@ def trainer_command(
 
 
 def _trainer_pod(
-    run: RunRef, spec: RunSpec, paths: RunPaths, level: int, branch: Branch, ticket: TicketStatus | None
+    run: RunRef,
+    spec: RunSpec,
+    paths: RunPaths,
+    level: int,
+    branch: Branch,
+    ticket: TicketStatus | None,
+    defaults: WorkloadDefaults,
 ) -> dict[str, Any]:
     res = spec.resources
     requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
@@ -203,8 +269,8 @@ def _trainer_pod(
         resources["limits"] = {"nvidia.com/gpu": str(res.gpus_per_pod)}
     container = {
         "name": TRAINER_CONTAINER,
-        "image": res.image,
-        "imagePullPolicy": "IfNotPresent",
+        "image": res.image or defaults.trainer_image,
+        "imagePullPolicy": defaults.image_pull_policy,
         "command": trainer_command(spec, paths, level, branch, ticket),
         "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
         "resources": resources,
@@ -221,14 +287,19 @@ def _trainer_pod(
             # DataLoader workers pass batches through shared memory; the default 64 MiB is far too small.
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
         ],
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security(spec, defaults),
         # The trainer never talks to the API server.
         "automountServiceAccountToken": False,
     }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in res.tolerations]
+    gpus = res.gpus_per_pod > 0
+    node_selector = res.node_selector or (defaults.gpu_node_selector if gpus else {})
+    tolerations = res.tolerations or (defaults.gpu_tolerations if gpus else [])
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in tolerations]
+    if defaults.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
     return {
@@ -245,6 +316,7 @@ def pytorch_job(
     branch: Branch,
     attempt: int,
     ticket: TicketStatus | None = None,
+    defaults: WorkloadDefaults | None = None,
 ) -> dict[str, Any]:
     """The PyTorchJob `<run>-level-NN[-reinit|-rprune|-dense]` that trains, evaluates and prunes
     one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket).
@@ -253,7 +325,7 @@ def pytorch_job(
     when the queue has room, instead of racing its webhook.
     """
     res = spec.resources
-    template = _trainer_pod(run, spec, paths, level, branch, ticket)
+    template = _trainer_pod(run, spec, paths, level, branch, ticket, defaults or WorkloadDefaults())
 
     def replica(count: int) -> dict[str, Any]:
         return {"replicas": count, "restartPolicy": "Never", "template": template}
@@ -261,7 +333,7 @@ def pytorch_job(
     replicas = {"Master": replica(1)}
     if res.pods > 1:
         replicas["Worker"] = replica(res.pods - 1)
-    run_policy: dict[str, Any] = {"backoffLimit": 0, "cleanPodPolicy": CLEAN_POD_POLICY}
+    run_policy: dict[str, Any] = {"cleanPodPolicy": CLEAN_POD_POLICY}
     labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
     if res.queue_name:
         labels[LABEL_KUEUE_QUEUE] = res.queue_name
@@ -313,11 +385,14 @@ def level_result_from_pod(
     return None
 
 
-def with_pod_failure(child: ObservedChild, pod: Mapping[str, Any]) -> ObservedChild:
-    """A failed job with its master's own words: the trainer's termination message (the
-    file or field at fault), and whether it said its input is bad (not worth a retry)."""
+def with_pod_failure(
+    child: ObservedChild, pod: Mapping[str, Any], container: str = TRAINER_CONTAINER
+) -> ObservedChild:
+    """A failed child with its workload's own words: the termination message of the master's
+    trainer or of the Spark driver (the file or field at fault), and whether it said its input
+    is bad (not worth a retry)."""
     for status in _list(_mapping(pod.get("status")).get("containerStatuses")):
-        if _mapping(status).get("name") != TRAINER_CONTAINER:
+        if _mapping(status).get("name") != container:
             continue
         terminated = _mapping(_mapping(_mapping(status).get("state")).get("terminated"))
         reason = terminated.get("message")
@@ -362,13 +437,21 @@ def observe_spark_application(obj: Mapping[str, Any]) -> ObservedChild:
         state = "Pending"
     detail = str(app_state.get("errorMessage") or "")
     message = f"{state_name}: {detail}" if detail else ""
+    exit_code = SPARK_EXIT_CODE.search(detail)
     return ObservedChild(
         name=str(obj["metadata"]["name"]),
         attempt=_attempt(obj),
         state=state,
         message=message,
         deleting=_deleting(obj),
+        retryable=exit_code is None or int(exit_code.group(1)) != EXIT_BAD_INPUT,
     )
+
+
+def spark_driver_pod_name(obj: Mapping[str, Any]) -> str:
+    """The driver pod: status.driverInfo.podName once submitted, else the operator's default name."""
+    recorded = _mapping(_mapping(obj.get("status")).get("driverInfo")).get("podName")
+    return recorded if isinstance(recorded, str) and recorded else f"{obj['metadata']['name']}-driver"
 
 
 def _true_condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from pyspark.sql import SparkSession
 
 from lth.api import RunSpec
-from lth.commands import EXIT_BAD_INPUT
+from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, write_termination_log
 from lth_spark.inputs import InputError
 from lth_spark.job import Job, run
 from lth_spark.spark import SparkMapper, session
@@ -36,6 +37,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--output", required=True, type=Path, help="the data folder to write (the run's data/)"
+    )
+    parser.add_argument(
+        "--termination-log",
+        default=None,
+        help="where to say why the job failed on its input (the driver container's termination message)",
     )
     parser.add_argument("--spec-json", required=True, help="the run's spec, wire form (camelCase JSON)")
     parser.add_argument(
@@ -57,11 +63,19 @@ def _log_progress() -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     _log_progress()
+    # The run directory is shared by pods that may run as other users of the same group.
+    os.umask(0o002)
+
+    def bad_input(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        if arguments.termination_log:
+            write_termination_log(arguments.termination_log, BAD_INPUT + message)
+        return EXIT_BAD_INPUT
+
     try:
         spec = RunSpec.model_validate(json.loads(arguments.spec_json))
     except (json.JSONDecodeError, ValidationError) as error:
-        print(f"error: --spec-json: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input(f"--spec-json: {error}")
     job = Job(arguments.input, arguments.output, spec.dataset, spec.preprocessing)
     sessions: list[SparkSession] = []
 
@@ -72,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(job, start_spark)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input(str(error))
     finally:
         for spark in sessions:
             spark.stop()

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from lth.api import Branch, LevelResult, RunSpec, TicketStatus
+from lth.api import Branch, LevelResult, RunSpec, TicketStatus, Toleration
 from lth.commands import SPARK_MAIN_IN_IMAGE, RunPaths, trainer_arguments
+from lth.defaults import WorkloadDefaults
 from lth.manifests import (
     ANNOTATION_ATTEMPT,
     CHILD_RESOURCES,
@@ -152,9 +153,16 @@ def test_spark_application_runs_the_prep_job_on_the_volume() -> None:
     assert app["driver"]["serviceAccount"] == "lth-spark"
     assert "serviceAccount" not in app["executor"]
     assert (app["executor"]["instances"], app["executor"]["cores"], app["executor"]["memory"]) == (8, 4, "8g")
-    assert app["volumes"] == [{"name": "lth-data", "persistentVolumeClaim": {"claimName": "lth-data"}}]
+    # Spark's own volume settings mount the claim: no pod webhook needed for it.
+    assert "volumes" not in app
     for side in ("driver", "executor"):
-        assert app[side]["volumeMounts"] == [{"name": "lth-data", "mountPath": "/mnt/lth"}]
+        assert "volumeMounts" not in app[side]
+        prefix = f"spark.kubernetes.{side}.volumes.persistentVolumeClaim.lth-data"
+        assert app["sparkConf"][f"{prefix}.options.claimName"] == "lth-data"
+        assert app["sparkConf"][f"{prefix}.mount.path"] == "/mnt/lth"
+        assert app[side]["podSecurityContext"]["runAsUser"] == 10001
+    # The driver's termination message names the file when the input is bad.
+    assert app["arguments"][4:6] == ["--termination-log", "/dev/termination-log"]
 
 
 def _master(job: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +181,8 @@ def test_single_pod_gpu_job() -> None:
     assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Master"}
     assert _master(job)["replicas"] == 1 and _master(job)["restartPolicy"] == "Never"
     assert job["spec"]["nprocPerNode"] == "4"
-    assert job["spec"]["runPolicy"] == {"backoffLimit": 0, "cleanPodPolicy": "Running", "suspend": True}
+    # No backoffLimit: past it, training-operator <= 1.9.3 deletes the failed master pod (issue 3419).
+    assert job["spec"]["runPolicy"] == {"cleanPodPolicy": "Running", "suspend": True}
     container = _container(job)
     assert container["resources"] == {
         "requests": {"cpu": "32", "memory": "128Gi"},
@@ -237,8 +246,64 @@ def test_sub_path_is_mounted_everywhere() -> None:
     spec = SPECS["sub-path"]
     mount = {"name": "lth-data", "mountPath": "/data", "subPath": "lth/runs"}
     assert mount in _container(pytorch_job(RUN, spec, paths(spec), 0, "main", 1))["volumeMounts"]
+    conf = spark_application(RUN, spec, paths(spec), 1, "sa")["spec"]["sparkConf"]
+    for side in ("driver", "executor"):
+        prefix = f"spark.kubernetes.{side}.volumes.persistentVolumeClaim.lth-data.mount"
+        assert (conf[f"{prefix}.path"], conf[f"{prefix}.subPath"]) == ("/data", "lth/runs")
+
+
+def test_every_writer_of_the_volume_runs_as_one_uid_and_gid() -> None:
+    spec = SPECS["multi-pod"]
+    job = pytorch_job(RUN, spec, paths(spec), 1, "main", 1)
     app = spark_application(RUN, spec, paths(spec), 1, "sa")["spec"]
-    assert app["driver"]["volumeMounts"] == app["executor"]["volumeMounts"] == [mount]
+    contexts = [
+        replica["template"]["spec"]["securityContext"]
+        for replica in job["spec"]["pytorchReplicaSpecs"].values()
+    ] + [app["driver"]["podSecurityContext"], app["executor"]["podSecurityContext"]]
+    for context in contexts:
+        assert (context["runAsUser"], context["runAsGroup"], context["runAsNonRoot"]) == (10001, 10001, True)
+    own = spec.model_copy(
+        update={"storage": spec.storage.model_copy(update={"run_as_user": 2000, "run_as_group": 3000})}
+    )
+    pod = _master(pytorch_job(RUN, own, paths(own), 1, "main", 1))["template"]["spec"]
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (2000, 3000)
+
+
+def test_cluster_defaults_fill_what_the_spec_leaves_out() -> None:
+    defaults = WorkloadDefaults(
+        trainer_image="registry.example/lth-trainer:1",
+        spark_image="registry.example/lth-spark:1",
+        image_pull_policy="Always",
+        image_pull_secrets=["regcred"],
+        gpu_node_selector={"gpu": "yes"},
+        gpu_tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        run_as_user=4242,
+        run_as_group=4343,
+    )
+    spec = SPECS["multi-pod"]
+    pod = _master(pytorch_job(RUN, spec, paths(spec), 1, "main", 1, None, defaults))["template"]["spec"]
+    assert (pod["containers"][0]["image"], pod["containers"][0]["imagePullPolicy"]) == (
+        "registry.example/lth-trainer:1",
+        "Always",
+    )
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == {"gpu": "yes"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["securityContext"]["runAsUser"] == 4242
+    app = spark_application(RUN, spec, paths(spec), 1, "sa", defaults)["spec"]
+    assert (app["image"], app["imagePullPolicy"], app["imagePullSecrets"]) == (
+        "registry.example/lth-spark:1",
+        "Always",
+        ["regcred"],
+    )
+    assert app["driver"]["podSecurityContext"]["runAsGroup"] == 4343
+    # The spec wins; a CPU job gets no GPU placement.
+    example = SPECS["imagenet-example"]
+    pod = _master(pytorch_job(RUN, example, paths(example), 1, "main", 1, None, defaults))["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    cpu = SPECS["cpu-only"]
+    pod = _master(pytorch_job(RUN, cpu, paths(cpu), 0, "main", 1, None, defaults))["template"]["spec"]
+    assert not {"nodeSelector", "tolerations"} & set(pod)
 
 
 @pytest.mark.parametrize(

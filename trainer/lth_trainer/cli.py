@@ -22,14 +22,13 @@ from typing import get_args
 from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
-from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG
+from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
 from lth.naming import RunLayout
 from lth.ticket import TicketError, TicketFiles, download
 from lth_trainer.level import level_files, read_result
 from lth_trainer.store import TrainerError
 
 log = logging.getLogger("lth_trainer")
-TERMINATION_LIMIT = 4096
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,17 +97,10 @@ def fetch_ticket(url: str, dest: Path) -> None:
         raise TrainerError(f"--ticket-url: {error}") from error
 
 
-def write_termination_log(path: str, message: str) -> None:
-    """The container's termination message (Kubernetes reads at most 4 KiB); best effort."""
-    try:
-        with open(path, "w") as f:
-            f.write(message[:TERMINATION_LIMIT])
-    except OSError as error:
-        log.debug("termination log %s not writable: %s", path, error)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The run directory is shared by pods that may run as other users of the same group.
+    os.umask(0o002)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,

@@ -1,0 +1,59 @@
+"""Cluster-wide defaults for a run's children, set once by whoever installs the operator.
+
+The chart's `workloads` values reach the operator as one JSON document in
+`LTH_WORKLOAD_DEFAULTS`; a run's spec overrides each of them (an image, a node
+selector, the uid), so a `run.yaml` need not repeat what every run on the cluster
+shares. Imports only pydantic, like `lth.api`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from lth.api import ApiModel, Toleration
+
+ENV_VAR = "LTH_WORKLOAD_DEFAULTS"
+TRAINER_IMAGE = "ghcr.io/lth-dev/lth-trainer:0.1.0"
+SPARK_IMAGE = "ghcr.io/lth-dev/lth-spark:0.1.0"
+WORKLOAD_UID = 10001
+"""The user the project's trainer and Spark images declare (images/*/Dockerfile): pods run
+as it unless told otherwise, so a Spark pod without the Spark operator's webhook (which
+alone applies a securityContext to Spark pods) writes as the same user as the trainers."""
+
+
+class WorkloadDefaults(ApiModel):
+    """What a run's pods get where its spec says nothing (chart values `workloads`)."""
+
+    trainer_image: str = Field(TRAINER_IMAGE, min_length=1, description="Trainer image.")
+    spark_image: str = Field(SPARK_IMAGE, min_length=1, description="Spark image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets (in each run's namespace) to pull the images with."
+    )
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node selector of GPU training pods, unless the spec has one."
+    )
+    gpu_tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of GPU training pods, unless the spec has some."
+    )
+    run_as_user: int = Field(WORKLOAD_UID, ge=1, description="uid of every pod that writes the volume.")
+    run_as_group: int = Field(WORKLOAD_UID, ge=0, description="gid of every pod that writes the volume.")
+
+
+class DefaultsError(ValueError):
+    """LTH_WORKLOAD_DEFAULTS is not what the chart writes."""
+
+
+def from_environment(environ: dict[str, str] | None = None) -> WorkloadDefaults:
+    """The defaults the operator was started with; the built-in ones where it was given none."""
+    raw = (os.environ if environ is None else environ).get(ENV_VAR, "").strip()
+    if not raw:
+        return WorkloadDefaults()
+    try:
+        return WorkloadDefaults.model_validate(json.loads(raw))
+    except (json.JSONDecodeError, ValidationError) as error:
+        raise DefaultsError(f"{ENV_VAR}: {error}") from error
