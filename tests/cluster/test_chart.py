@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lth.defaults import ENV_VAR, WorkloadDefaults
 from lth.manifests import CHILD_RESOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,6 +192,14 @@ def test_operator_pod_is_locked_down() -> None:
         ({"metrics": {"port": 80}}, "/metrics/port"),
         ({"replicas": 2}, "replicas"),
         ({"runsVolume": {"mountPath": "mnt"}}, "/runsVolume/mountPath"),
+        ({"workloads": {"runAsUser": "10001"}}, "/workloads/runAsUser"),
+        ({"workloads": {"runAsUser": 0}}, "/workloads/runAsUser"),
+        ({"workloads": {"imagePullPolicy": "Sometimes"}}, "/workloads/imagePullPolicy"),
+        ({"workloads": {"imagePullSecrets": [{"name": "regcred"}]}}, "/workloads/imagePullSecrets/0"),
+        ({"workloads": {"gpuNodeSelector": {"gpu": True}}}, "/workloads/gpuNodeSelector/gpu"),
+        ({"workloads": {"gpuTolerations": [{"operator": "Exists", "effekt": "NoSchedule"}]}}, "effekt"),
+        ({"workloads": {"trainerImage": ""}}, "/workloads/trainerImage"),
+        ({"workloads": {"sparkimage": "x"}}, "sparkimage"),
     ],
 )
 def test_values_schema_refuses_bad_values(values: dict[str, Any], where: str) -> None:
@@ -234,3 +244,53 @@ def test_operator_may_manage_every_child_kind_the_manifests_emit() -> None:
 def test_chart_app_version_is_the_project_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+# --------------------------------------------------------------------------- workload defaults
+
+WORKLOADS = {
+    "trainerImage": "registry.example/lth-trainer:1.2.3",
+    "sparkImage": "registry.example/lth-spark:1.2.3",
+    "imagePullPolicy": "Always",
+    "imagePullSecrets": ["regcred", "mirror.cred"],
+    "gpuNodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+    "gpuTolerations": [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "pool", "operator": "Equal", "value": "ml", "effect": "NoExecute", "tolerationSeconds": 60},
+    ],
+    "runAsUser": 2147483647,
+    "runAsGroup": 0,
+}
+
+
+def workload_defaults(docs: list[dict[str, Any]]) -> WorkloadDefaults:
+    """What the operator reads from its environment, as `lth.defaults.from_environment` does."""
+    (container,) = the_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    (value,) = [e["value"] for e in container["env"] if e["name"] == ENV_VAR]
+    return WorkloadDefaults.model_validate(json.loads(value))
+
+
+def test_default_workloads_are_the_operators_built_in_defaults() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["workloads"] == WorkloadDefaults().to_wire()
+    assert workload_defaults(render()) == WorkloadDefaults()
+
+
+def test_values_schema_knows_exactly_the_workload_defaults() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    fields = {info.alias for info in WorkloadDefaults.model_fields.values()}
+    assert set(schema["properties"]["workloads"]["properties"]) == fields
+
+
+@pytest.mark.parametrize(
+    "workloads",
+    [WORKLOADS, {"trainerImage": "r.example/t:dev", "runAsUser": 4242}],
+    ids=["all", "some"],
+)
+def test_workloads_reach_the_operator_as_one_json_value(workloads: dict[str, Any]) -> None:
+    docs = render({"workloads": workloads})
+    got = workload_defaults(docs)
+    assert got == WorkloadDefaults.model_validate({**WorkloadDefaults().to_wire(), **workloads})
+    assert {k: v for k, v in got.to_wire().items() if k in workloads} == workloads
+    report = helm_python.lint(str(CHART), {"workloads": workloads}, namespace=NAMESPACE)
+    assert report["errors"] == []
