@@ -12,7 +12,7 @@ PACKAGES := operator/lth spark/lth_spark trainer/lth_trainer
 # pip's file-index warnings say nothing about this project.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv lint typecheck pytest test crd demo demo-transfer clean
+.PHONY: help venv lint typecheck pytest test crd images demo demo-transfer clean
 
 help:
 	@echo "make test    build .venv and run the whole gate (ruff, mypy, pytest)"
@@ -20,6 +20,8 @@ help:
 	@echo "make demo    build the MNIST demo archives and find a ticket with lth run (CPU, ~5 min)"
 	@echo "make demo-transfer  a ticket found on the digits 0-4, transferred to 5-9, with controls (~4 min)"
 	@echo "make crd     regenerate crds/ and the chart's copy from the API models"
+	@echo "make images REGISTRY=... [TAG=...]  build and push the operator, Spark and trainer images"
+	@echo "             (docker, podman or buildah; TAG defaults to the project version) and print the chart values"
 	@echo "make clean   remove .venv and caches"
 
 $(STAMP): pyproject.toml
@@ -44,6 +46,13 @@ test: lint typecheck pytest
 crd: venv
 	$(BIN)/lth crd > crds/lotteryticketruns.lth.dev.yaml
 	cp crds/lotteryticketruns.lth.dev.yaml charts/lth-operator/crds/
+
+# images/build.sh needs no .venv: only bash and a builder (docker with an engine, podman or buildah).
+REGISTRY ?=
+TAG ?=
+PLATFORM ?=
+images:
+	@REGISTRY="$(REGISTRY)" TAG="$(TAG)" PLATFORM="$(PLATFORM)" images/build.sh
 
 DEMO_INPUT := runs/demo-input
 

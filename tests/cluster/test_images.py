@@ -19,6 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from lth.commands import SPARK_MAIN_IN_IMAGE
+from lth.defaults import WORKLOAD_UID
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = {"operator": ["lth"], "spark": ["lth_spark"], "trainer": ["lth_trainer"]}
@@ -54,6 +55,16 @@ def test_runs_as_a_numeric_non_root_user(image: str) -> None:
     users = [c.value[0] for c in instructions(image) if c.cmd == "USER"]
     assert users, f"{image} never leaves root"
     assert users[-1].isdigit() and users[-1] != "0"
+
+
+@pytest.mark.parametrize("image", ["spark", "trainer"])
+def test_workload_images_run_as_the_default_workload_uid(image: str) -> None:
+    """Spark and trainer pods write the same volume: without a securityContext from the pod
+    spec (no Spark webhook), the images' own user must already be the operator's default."""
+    users = [c.value[0] for c in instructions(image) if c.cmd == "USER"]
+    assert users[-1] == str(WORKLOAD_UID)
+    runs = " ".join(" ".join(c.value) for c in instructions(image) if c.cmd == "RUN")
+    assert f"useradd --uid {WORKLOAD_UID} --user-group" in runs, f"{image}: the user has no passwd entry"
 
 
 @pytest.mark.parametrize("image", IMAGES)
@@ -205,3 +216,142 @@ def test_entry_packages_import_with_only_their_extra(image: str) -> None:
 def test_the_import_guard_catches_a_stray_import() -> None:
     result = import_in_image("operator", ["lth"], forbidden_modules("operator") | {"pydantic"})
     assert result.returncode != 0 and "not in this image" in result.stderr
+
+
+# --------------------------------------------------------------------------- make images
+
+BUILD = ROOT / "images" / "build.sh"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def stub(bin_dir: Path, name: str, log: Path, fail_on: str = "") -> None:
+    """A fake `name` that appends its command line to `log`, then fails when its
+    arguments start with `fail_on` (e.g. `info`: a docker CLI without an engine)."""
+    bin_dir.mkdir(exist_ok=True)
+    fails = f'case "$*" in "{fail_on}"*) exit 1;; esac\n' if fail_on else ""
+    script = bin_dir / name
+    script.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n{fails}')
+    script.chmod(0o755)
+
+
+def build_images(bin_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """images/build.sh with nothing on PATH but the stubs in bin_dir."""
+    bin_dir.mkdir(exist_ok=True)
+    return subprocess.run(
+        ["/bin/bash", str(BUILD)],
+        env={"PATH": str(bin_dir), **env},
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+
+
+def pushed(builder: str, registry: str, tag: str, build_flags: tuple[str, ...] = ()) -> list[str]:
+    lines = [f"{builder} info"]
+    for image in ("operator", "spark", "trainer"):
+        ref = f"{registry}/lth-{image}:{tag}"
+        flags = " ".join(build_flags)
+        lines += [
+            f"{builder} build {flags + ' ' if flags else ''}-f images/{image}/Dockerfile -t {ref} .",
+            f"{builder} push {ref}",
+        ]
+    return lines
+
+
+def helm_values(registry: str, tag: str) -> list[str]:
+    return [
+        f"--set image.repository={registry}/lth-operator",
+        f"--set image.tag={tag}",
+        f"--set workloads.trainerImage={registry}/lth-trainer:{tag}",
+        f"--set workloads.sparkImage={registry}/lth-spark:{tag}",
+    ]
+
+
+def test_make_images_builds_pushes_and_prints_the_chart_values_with_docker(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    for name in ("docker", "podman", "buildah"):
+        stub(tmp_path / "bin", name, log)
+    result = build_images(
+        tmp_path / "bin", REGISTRY="registry.example:5000/ml/", TAG="v2-rc.1", PLATFORM="linux/amd64"
+    )
+    assert result.returncode == 0, result.stderr
+    registry = "registry.example:5000/ml"
+    assert log.read_text().splitlines() == pushed(
+        "docker", registry, "v2-rc.1", ("--platform", "linux/amd64")
+    )
+    for line in helm_values(registry, "v2-rc.1"):
+        assert line in result.stdout
+
+
+def test_make_images_passes_over_a_docker_cli_without_an_engine(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    stub(tmp_path / "bin", "docker", log, fail_on="info")
+    stub(tmp_path / "bin", "podman", log)
+    result = build_images(tmp_path / "bin", REGISTRY="r.example")
+    assert result.returncode == 0, result.stderr
+    # The tag defaults to the project version, the chart's appVersion.
+    assert log.read_text().splitlines() == ["docker info", *pushed("podman", "r.example", VERSION)]
+    assert f"--set workloads.sparkImage=r.example/lth-spark:{VERSION}" in result.stdout
+
+
+def test_make_images_with_buildah_only(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    stub(tmp_path / "bin", "buildah", log)
+    result = build_images(tmp_path / "bin", REGISTRY="r.example", TAG="1")
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == pushed("buildah", "r.example", "1")
+
+
+@pytest.mark.parametrize("docker", [False, True], ids=["nothing", "docker-without-engine"])
+def test_make_images_without_a_builder_says_what_is_missing(tmp_path: Path, docker: bool) -> None:
+    log = tmp_path / "log"
+    if docker:
+        stub(tmp_path / "bin", "docker", log, fail_on="info")
+    result = build_images(tmp_path / "bin", REGISTRY="r.example")
+    assert result.returncode == 1 and result.stdout == ""
+    (message,) = result.stderr.splitlines()
+    assert message.startswith("make images: no image builder works here")
+    assert "podman: not installed" in message and "buildah: not installed" in message
+    if docker:
+        assert "docker: installed, but `docker info` cannot reach an engine" in message
+        assert log.read_text().splitlines() == ["docker info"]
+    else:
+        assert "docker: not installed" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({}, "REGISTRY is required"),
+        ({"REGISTRY": "Registry.Example"}, "REGISTRY=Registry.Example is not"),
+        ({"REGISTRY": "r.example", "TAG": "not a tag"}, "TAG=not a tag is not a valid image tag"),
+    ],
+)
+def test_make_images_refuses_bad_arguments_before_building(
+    tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    log = tmp_path / "log"
+    stub(tmp_path / "bin", "docker", log)
+    result = build_images(tmp_path / "bin", **env)
+    assert result.returncode == 1
+    (message,) = result.stderr.splitlines()
+    assert message.startswith("make images: ") and says in message
+    assert not log.exists()
+
+
+def test_make_images_stops_at_the_first_failed_build(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    stub(tmp_path / "bin", "podman", log, fail_on="build -f images/spark")
+    result = build_images(tmp_path / "bin", REGISTRY="r.example", TAG="1")
+    assert result.returncode == 1
+    assert "podman could not build r.example/lth-spark:1 (images/spark/Dockerfile)" in result.stderr
+    assert log.read_text().splitlines() == pushed("podman", "r.example", "1")[:4]
+    assert "--set" not in result.stdout
+
+
+def test_make_images_is_a_make_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^images:\n\t@?REGISTRY=.* images/build\.sh$", makefile, re.MULTILINE)
+    assert BUILD.stat().st_mode & 0o111, "images/build.sh is not executable"
+    helptext = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "make images REGISTRY=" in helptext
