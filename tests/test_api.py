@@ -93,6 +93,17 @@ def test_resnet50_example_is_the_reference_setup() -> None:
     assert spec.dataset.format == "imagenet"
 
 
+def test_resnet50_example_needs_no_optional_add_on() -> None:
+    """Kueue (queueName), GPU Feature Discovery labels (nodeSelector) and a PriorityClass are
+    shown commented out: a cluster without them would never start the jobs."""
+    text = (ROOT / "examples/imagenet-resnet50.yaml").read_text()
+    resources = LotteryTicketRun.model_validate(yaml.safe_load(text)).spec.resources
+    assert resources.queue_name is None and resources.priority_class_name is None
+    assert resources.node_selector == {}
+    for field in ("nodeSelector:", "queueName:", "priorityClassName:"):
+        assert f"    # {field}" in text, f"the example should show {field} commented out"
+
+
 # Each broken spec, the field path the message must name, and whether the CRD's
 # schema alone can refuse it (the rest is for `lth validate` and the operator).
 BROKEN: list[tuple[str, dict[str, Any], str, bool]] = [

@@ -45,6 +45,18 @@ SPECS: dict[str, RunSpec] = {
     "default": spec_with(),
     "imagenet-example": example_spec("imagenet-resnet50.yaml"),
     "cpu-example": example_spec("cpu-smallcnn.yaml"),
+    # The example's resources with the optional add-ons it shows commented out (Kueue, GFD labels).
+    "queued-gpu": spec_with(
+        resources={
+            "gpusPerPod": 4,
+            "cpu": "32",
+            "memory": "128Gi",
+            "shmSize": "32Gi",
+            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "queueName": "gpu-queue",
+        }
+    ),
     "multi-pod": spec_with(resources={"pods": 4, "gpusPerPod": 8}),
     "cpu-only": spec_with(resources={"gpusPerPod": 0, "cpu": "2", "memory": "4Gi", "shmSize": "1Gi"}),
     "scheduling": spec_with(
@@ -176,7 +188,7 @@ def _container(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_single_pod_gpu_job() -> None:
-    spec = SPECS["imagenet-example"]
+    spec = SPECS["queued-gpu"]
     job = pytorch_job(RUN, spec, paths(spec), 0, "main", 1)
     assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Master"}
     assert _master(job)["replicas"] == 1 and _master(job)["restartPolicy"] == "Never"
@@ -298,8 +310,8 @@ def test_cluster_defaults_fill_what_the_spec_leaves_out() -> None:
     )
     assert app["driver"]["podSecurityContext"]["runAsGroup"] == 4343
     # The spec wins; a CPU job gets no GPU placement.
-    example = SPECS["imagenet-example"]
-    pod = _master(pytorch_job(RUN, example, paths(example), 1, "main", 1, None, defaults))["template"]["spec"]
+    placed = SPECS["queued-gpu"]
+    pod = _master(pytorch_job(RUN, placed, paths(placed), 1, "main", 1, None, defaults))["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     cpu = SPECS["cpu-only"]
     pod = _master(pytorch_job(RUN, cpu, paths(cpu), 0, "main", 1, None, defaults))["template"]["spec"]
