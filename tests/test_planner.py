@@ -18,6 +18,7 @@ from lth.planner import (
     ObservedChild,
     ObservedSource,
     Plan,
+    Stuck,
     plan,
 )
 
@@ -631,3 +632,164 @@ def test_a_child_that_failed_on_its_input_is_not_retried() -> None:
     assert failed.message == (
         "PyTorchJob run-level-01 failed on its input (not retried): levels/00/final.safetensors: truncated"
     )
+
+
+# ---------------------------------------------------------------------- stuck children
+
+PULL = Stuck(
+    "ImagePullBackOff", "pod run-level-00-master-0 container pytorch", 'Back-off pulling image "t:1"'
+)
+PULL_AGAIN = Stuck(
+    "ImagePullBackOff",
+    "pod run-level-00-master-0 container pytorch",
+    'ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image "t:1"',
+)
+
+
+def started_level_zero() -> tuple[dict[str, Any], Plan]:
+    spec = make_spec(dataset={"format": "prepared"})
+    first = plan("run", 1, spec, None, {}, T0)
+    assert [a.name for a in first.creates] == ["run-level-00"]
+    return spec, first
+
+
+def stuck(name: str, why: Stuck | None, state: Any = "Pending") -> dict[str, ObservedChild]:
+    return {name: ObservedChild(name, 1, state, stuck=why)}
+
+
+def warned(result: Plan) -> list[EmitEvent]:
+    return [a for a in result.actions if isinstance(a, EmitEvent) and a.type == "Warning"]
+
+
+def test_a_stuck_child_is_the_progressing_reason_and_its_rows_message() -> None:
+    spec, first = started_level_zero()
+    result = plan("run", 1, spec, first.status, stuck("run-level-00", PULL), T0)
+    progressing = result.status.condition("Progressing")
+    assert progressing is not None and progressing.status == "True"
+    assert progressing.reason == "ImagePullBackOff"
+    assert progressing.message == (
+        'pod run-level-00-master-0 container pytorch: ImagePullBackOff: Back-off pulling image "t:1"'
+    )
+    row = result.status.level_entry(0)
+    assert row is not None and row.phase == "Pending" and row.message == progressing.message
+    assert warned(result) == [EmitEvent("Warning", "ImagePullBackOff", progressing.message)]
+    assert result.status.phase == "Training"
+
+
+def test_a_stuck_child_warns_once_across_replays_while_the_kubelet_alternates() -> None:
+    spec, first = started_level_zero()
+    status, events = first.status, []
+    for step in range(6):
+        why = PULL if step % 2 else PULL_AGAIN
+        result = plan("run", 1, spec, status, stuck("run-level-00", why), T0 + timedelta(minutes=step))
+        again = plan("run", 1, spec, status, stuck("run-level-00", why), T0 + timedelta(minutes=step))
+        assert again == result  # a replay of the same pass asks for the same
+        events += warned(result)
+        status = result.status
+        assert status.condition("Progressing").reason == "ImagePullBackOff"  # type: ignore[union-attr]
+        assert status.condition("Progressing").message == why.message  # type: ignore[union-attr]
+    assert [e.reason for e in events] == ["ImagePullBackOff"]
+
+
+def test_a_new_cause_or_pod_is_a_new_warning() -> None:
+    spec, first = started_level_zero()
+    pulled = plan("run", 1, spec, first.status, stuck("run-level-00", PULL), T0)
+    root = Stuck(
+        "CreateContainerConfigError",
+        "pod run-level-00-worker-0 init container init-pytorch",
+        "container has runAsNonRoot and image will run as root "
+        '(pod: "run-level-00-worker-0_ml(0f1e)", container: init-pytorch)',
+    )
+    refused = plan("run", 1, spec, pulled.status, stuck("run-level-00", root, "Running"), T0)
+    assert [e.reason for e in warned(refused)] == ["CreateContainerConfigError"]
+    progressing = refused.status.condition("Progressing")
+    assert progressing is not None and progressing.reason == "CreateContainerConfigError"
+    assert "run-level-00-worker-0" in progressing.message and "init-pytorch" in progressing.message
+
+
+def test_a_child_that_runs_again_brings_back_the_usual_progressing() -> None:
+    spec, first = started_level_zero()
+    held = plan("run", 1, spec, first.status, stuck("run-level-00", PULL), T0)
+    freed = plan("run", 1, spec, held.status, stuck("run-level-00", None, "Running"), T0)
+    progressing = freed.status.condition("Progressing")
+    assert progressing is not None and (progressing.reason, progressing.status) == ("Training", "True")
+    assert progressing.message == first.status.condition("Progressing").message  # type: ignore[union-attr]
+    assert freed.status.level_entry(0).message is None  # type: ignore[union-attr]
+    assert warned(freed) == []
+    # held again later: a new episode, a new warning
+    again = plan("run", 1, spec, freed.status, stuck("run-level-00", PULL), T0)
+    assert [e.reason for e in warned(again)] == ["ImagePullBackOff"]
+
+
+def test_a_stuck_child_is_never_failed_or_retried() -> None:
+    spec, first = started_level_zero()
+    status = first.status
+    for hour in range(48):
+        result = plan("run", 1, spec, status, stuck("run-level-00", PULL), T0 + timedelta(hours=hour))
+        assert [a for a in result.actions if not isinstance(a, EmitEvent)] == []
+        status = result.status
+    row = status.level_entry(0)
+    assert status.phase == "Training" and row is not None
+    assert (row.phase, row.attempts) == ("Pending", 1)
+    assert status.condition("Failed") is None
+
+
+def test_stuck_preprocessing_and_a_job_waiting_for_its_queue() -> None:
+    spec = make_spec()
+    first = plan("run", 1, spec, None, {}, T0)
+    driver = Stuck(
+        "Unschedulable",
+        "pod run-prep-driver",
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+        "1 No preemption victims found for incoming pod.",
+    )
+    held = plan("run", 1, spec, first.status, stuck("run-prep", driver), T0)
+    assert held.status.phase == "Preprocessing" and held.status.preprocessing is not None
+    assert held.status.condition("Progressing").reason == "Unschedulable"  # type: ignore[union-attr]
+    assert held.status.preprocessing.message == driver.message
+    assert [e.reason for e in warned(held)] == ["Unschedulable"]
+
+    spec, first = started_level_zero()
+    queue = Stuck(
+        "WaitingForQueue", "PyTorchJob run-level-00", "suspended until Kueue admits it from queue 'gpu'"
+    )
+    child = {
+        "run-level-00": ObservedChild(
+            "run-level-00", 1, "Pending", "PyTorchJob run-level-00 is suspended.", stuck=queue
+        )
+    }
+    waiting = plan("run", 1, spec, first.status, child, T0)
+    progressing = waiting.status.condition("Progressing")
+    assert (
+        progressing is not None and progressing.reason == "WaitingForQueue" and "'gpu'" in progressing.message
+    )
+
+
+def test_each_stuck_child_warns_once_and_the_first_is_the_condition() -> None:
+    spec = make_spec(
+        dataset={"format": "prepared"},
+        resources={"maxParallelJobs": 2},
+        pruning={"controls": {"branches": ["random-reinit"]}},
+    )
+    first = plan("run", 1, spec, None, {}, T0)
+    dense = {
+        "run-level-00": ObservedChild(
+            "run-level-00", 1, "Succeeded", result=LevelResult(level=0, density=1.0, top1=76.0)
+        )
+    }
+    second = plan("run", 1, spec, first.status, dense, T0)
+    assert [a.name for a in second.creates] == ["run-level-01", "run-level-01-reinit"]
+    level = Stuck("Unschedulable", "pod run-level-01-master-0", "0/1 nodes are available")
+    control = Stuck("ImagePullBackOff", "pod run-level-01-reinit-master-0 container pytorch", "Back-off")
+    children = {
+        **dense,
+        **stuck("run-level-01", level),
+        **stuck("run-level-01-reinit", control),
+    }
+    result = plan("run", 1, spec, second.status, children, T0)
+    assert [e.message for e in warned(result)] == [level.message, control.message]
+    progressing = result.status.condition("Progressing")
+    assert progressing is not None and progressing.reason == "Unschedulable"
+    assert progressing.message == f"{level.message} (and 1 more stuck)"
+    assert result.status.level_entry(1, "random-reinit").message == control.message  # type: ignore[union-attr]
+    assert warned(plan("run", 1, spec, result.status, children, T0)) == []

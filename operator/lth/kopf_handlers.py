@@ -20,6 +20,7 @@ import posixpath
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +35,7 @@ from lth.local import read_result
 from lth.metrics import OperatorMetrics, serve
 from lth.naming import RunLayout, prep_name
 from lth.planner import (
+    ChildKind,
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
@@ -191,7 +193,9 @@ def observe_children(
     namespace: str,
     run: str,
 ) -> dict[str, ObservedChild]:
-    """The run's SparkApplication and PyTorchJobs as the planner sees them."""
+    """The run's SparkApplication and PyTorchJobs as the planner sees them: a finished child
+    with its master's or driver's termination message, an unfinished one with what holds its
+    pods (one pod list each: none for a finished, deleted or suspended child)."""
     selector = f"{manifests.LABEL_RUN}={run}"
     children: dict[str, ObservedChild] = {}
     apps = cast(
@@ -206,7 +210,7 @@ def observe_children(
             pod = _read_pod(core, namespace, manifests.spark_driver_pod_name(obj))
             if pod is not None:
                 app = manifests.with_pod_failure(app, pod, manifests.SPARK_DRIVER_CONTAINER)
-        children[app.name] = app
+        children[app.name] = _with_stuck_pods(core, namespace, "SparkApplication", app)
     jobs = cast(
         dict[str, Any],
         custom.list_namespaced_custom_object(*PYTORCH[:2], namespace, PYTORCH[2], label_selector=selector),
@@ -227,8 +231,21 @@ def observe_children(
             pod = _master_pod(core, namespace, obj)
             if pod is not None:
                 child = manifests.with_pod_failure(child, pod)
-        children[child.name] = child
+        children[child.name] = _with_stuck_pods(core, namespace, "PyTorchJob", child)
     return children
+
+
+def _with_stuck_pods(
+    core: kubernetes.client.CoreV1Api, namespace: str, kind: ChildKind, child: ObservedChild
+) -> ObservedChild:
+    """An unfinished child with the first reason its pods cannot run (`manifests.stuck_pods`)."""
+    if child.state not in ("Pending", "Running") or child.deleting or child.stuck is not None:
+        return child
+    response = core.list_namespaced_pod(
+        namespace, label_selector=manifests.pod_selector(kind, child.name), _preload_content=False
+    )
+    pods = cast(list[dict[str, Any]], json.loads(response.data)["items"])  # type: ignore[attr-defined]
+    return replace(child, stuck=manifests.stuck_pods(pods))
 
 
 def observe_source(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +33,7 @@ from lth.commands import (
 )
 from lth.defaults import WorkloadDefaults
 from lth.naming import level_job_name, prep_name
-from lth.planner import ChildKind, ChildState, ObservedChild
+from lth.planner import ChildKind, ChildState, ObservedChild, Stuck
 
 SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
 PYTORCHJOB_API_VERSION = "kubeflow.org/v1"
@@ -50,6 +50,13 @@ LABEL_LEVEL = "lth.dev/level"
 LABEL_BRANCH = "lth.dev/branch"
 ANNOTATION_ATTEMPT = "lth.dev/attempt"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+POD_LABEL_OF: dict[ChildKind, str] = {
+    "SparkApplication": "sparkoperator.k8s.io/app-name",
+    "PyTorchJob": "training.kubeflow.org/job-name",
+}
+"""The label whose value is the child's name on each of its pods: the Spark operator puts it on
+the driver and executors (pkg/common/spark.go, `--conf spark.kubernetes.*.label.*`), the
+training operator on every replica pod (`GenLabels`, pkg/controller.v1/common/job_controller.go)."""
 
 SPARK_DRIVER_CONTAINER = "spark-kubernetes-driver"
 """Spark names the driver's container so; the Spark operator reads its exit code there."""
@@ -482,11 +489,108 @@ def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = Non
         suspended = _true_condition(obj, "Suspended")
         if suspended is not None:
             message = str(suspended.get("message") or "suspended (waiting for the queue)")
+    name = str(obj["metadata"]["name"])
     return ObservedChild(
-        name=str(obj["metadata"]["name"]),
+        name=name,
         attempt=_attempt(obj),
         state=state,
         message=message,
         result=result,
         deleting=_deleting(obj),
+        stuck=_waiting_for_queue(obj, name) if state == "Pending" else None,
     )
+
+
+def _waiting_for_queue(obj: Mapping[str, Any], name: str) -> Stuck | None:
+    """A suspended job: the training operator deletes its pods and sets Suspended True
+    (`PyTorchJob <name> is suspended.`, pkg/controller.v1/common/job.go) until Kueue admits it
+    and clears runPolicy.suspend; without Kueue that is never."""
+    run_policy = _mapping(_mapping(obj.get("spec")).get("runPolicy"))
+    if _true_condition(obj, "Suspended") is None and run_policy.get("suspend") is not True:
+        return None
+    queue = _mapping(_mapping(obj.get("metadata")).get("labels")).get(LABEL_KUEUE_QUEUE)
+    if isinstance(queue, str) and queue:
+        detail = f"suspended until Kueue admits it from queue {queue!r} (without Kueue, never)"
+    else:
+        detail = f"suspended with no Kueue queue (label {LABEL_KUEUE_QUEUE}): nothing will admit it"
+    return Stuck("WaitingForQueue", f"PyTorchJob {name}", detail)
+
+
+# --------------------------------------------------------------------------- stuck pods
+
+IMAGE_WAITING_REASONS: dict[str, str] = {
+    "ErrImagePull": "ImagePullBackOff",
+    "ImagePullBackOff": "ImagePullBackOff",
+    "ErrImageNeverPull": "ErrImageNeverPull",
+    "InvalidImageName": "InvalidImageName",
+    "ImageInspectError": "ImageInspectError",
+}
+"""The kubelet's image waiting reasons (pkg/kubelet/images/types.go) and the run's reason for
+each. A failed pull shows ErrImagePull, then ImagePullBackOff until the next try, and again:
+both are one cause, so the run's condition does not flap with them."""
+
+CONFIG_WAITING_REASON = "CreateContainerConfigError"
+"""The kubelet could not build the container's config, e.g. runAsNonRoot against an image that
+runs as root (`ErrCreateContainerConfig`, pkg/kubelet/kuberuntime/kuberuntime_container.go)."""
+
+
+def pod_selector(kind: ChildKind, name: str) -> str:
+    """The label selector of a child's pods."""
+    return f"{POD_LABEL_OF[kind]}={name}"
+
+
+def stuck_pods(pods: Iterable[Mapping[str, Any]]) -> Stuck | None:
+    """The first reason a child's pods (JSON as the API returns them) cannot run; None when
+    nothing holds them. A pod the scheduler cannot place comes first, then image pulls, then
+    containers the kubelet cannot configure; init containers before containers, pods by name.
+    Finished pods and pods being deleted are passed over."""
+    live = sorted(
+        (
+            pod
+            for pod in pods
+            if _mapping(pod.get("status")).get("phase", "Pending") in ("Pending", "Running")
+            and not _deleting(pod)
+        ),
+        key=lambda pod: str(_mapping(pod.get("metadata")).get("name", "")),
+    )
+    for pod in live:
+        for condition in _list(_mapping(pod.get("status")).get("conditions")):
+            condition = _mapping(condition)
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"
+            ):
+                detail = str(condition.get("message") or "no node fits the pod")
+                return Stuck("Unschedulable", f"pod {_pod_name(pod)}", detail)
+    waiting = [(pod, *found) for pod in live for found in _waiting_containers(pod)]
+    for reasons in (IMAGE_WAITING_REASONS, {CONFIG_WAITING_REASON: CONFIG_WAITING_REASON}):
+        for pod, where, reason, message in waiting:
+            if reason in reasons:
+                detail = message or reason
+                if reasons[reason] != reason:
+                    detail = f"{reason}: {detail}"  # the kubelet's own reason, where the run's differs
+                return Stuck(reasons[reason], f"pod {_pod_name(pod)} {where}", detail)
+    return None
+
+
+def _pod_name(pod: Mapping[str, Any]) -> str:
+    return str(_mapping(pod.get("metadata")).get("name", "?"))
+
+
+def _waiting_containers(pod: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(where, reason, message) of each waiting container, init containers first."""
+    status = _mapping(pod.get("status"))
+    found = []
+    for field, what in (("initContainerStatuses", "init container"), ("containerStatuses", "container")):
+        for container in _list(status.get(field)):
+            waiting = _mapping(_mapping(_mapping(container).get("state")).get("waiting"))
+            if waiting:
+                found.append(
+                    (
+                        f"{what} {_mapping(container).get('name', '?')}",
+                        str(waiting.get("reason") or ""),
+                        str(waiting.get("message") or ""),
+                    )
+                )
+    return found

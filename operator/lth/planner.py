@@ -46,6 +46,33 @@ ChildState = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
 @dataclass(frozen=True)
+class Stuck:
+    """Why a Pending or Running child makes no progress: a pod the scheduler cannot place, a
+    container the kubelet cannot pull or start, a job waiting for its queue. Nothing here fails
+    or retries the child: it waits, and the run says why (`lth.manifests.stuck_pods` reads it
+    off the child's pods)."""
+
+    reason: str
+    """The Progressing condition's reason while it lasts, and the Warning event's:
+    Unschedulable, ImagePullBackOff (ErrImagePull too: the kubelet alternates the two while it
+    retries), ErrImageNeverPull, InvalidImageName, ImageInspectError, CreateContainerConfigError,
+    WaitingForQueue."""
+    subject: str
+    """What is stuck: 'pod P', 'pod P container C', 'pod P init container C' or 'PyTorchJob J'."""
+    detail: str
+    """Upstream's own words: the scheduler's or the kubelet's message, or the queue's name."""
+
+    @property
+    def message(self) -> str:
+        return f"{self.subject}: {self.reason}: {self.detail}"
+
+    def described_by(self, message: str | None) -> bool:
+        """Whether `message` (an earlier status) already told of this subject stuck for this
+        reason: the detail may change (the kubelet's pull error and its back-off message)."""
+        return (message or "").startswith(f"{self.subject}: {self.reason}: ")
+
+
+@dataclass(frozen=True)
 class ObservedChild:
     """A child as an executor sees it now (translated from the cluster or the run directory)."""
 
@@ -57,6 +84,8 @@ class ObservedChild:
     deleting: bool = False
     retryable: bool = True
     """False when the workload said its input is bad (EXIT_BAD_INPUT): the same input fails again."""
+    stuck: Stuck | None = None
+    """Why the child, Pending or Running, makes no progress; None when nothing holds it."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +200,8 @@ class _Planner:
         self.now = now
         self.source = source
         self.actions: list[Action] = []
+        self.stuck: list[Stuck] = []
+        """Children stuck in this pass, in the order they were stepped."""
 
     # ------------------------------------------------------------------ top level
 
@@ -454,7 +485,13 @@ class _Planner:
             )
             raise _RunFailed(failure_reason, entry.message)
         entry.phase = child.state
-        entry.message = child.message or None
+        if child.stuck is None:
+            entry.message = child.message or None
+            return entry, "wait"
+        if not child.stuck.described_by(entry.message):
+            self._event("Warning", child.stuck.reason, child.stuck.message)
+        entry.message = child.stuck.message
+        self.stuck.append(child.stuck)
         return entry, "wait"
 
     def _delete_stale(self, child: ObservedChild, kind: ChildKind) -> None:
@@ -616,9 +653,14 @@ class _Planner:
         )
 
     def _set_phase(self, phase: Literal["Preprocessing", "Training"], reason: str, message: str) -> None:
+        """The phase, and Progressing: its usual reason, or the first stuck child's while one is."""
         if self.status.phase != phase:
             self._event("Normal", reason, f"phase {phase}: {message}")
         self.status.phase = phase
+        if self.stuck:
+            first, more = self.stuck[0], len(self.stuck) - 1
+            reason = first.reason
+            message = first.message + (f" (and {more} more stuck)" if more else "")
         self._condition("Progressing", "True", reason, message)
 
     def _succeed(self, spec: RunSpec) -> None:
