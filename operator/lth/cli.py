@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from lth.api import RunStatus
+from lth.api import LotteryTicketRun, RunStatus
 from lth.crd import crd_yaml
 from lth.validation import Problem, check_run
 
@@ -49,6 +49,39 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: valid")
     return 1 if failed else 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from lth import render
+
+    problems = _validate_file(args.spec)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    try:
+        level = render.parse_level(args.level, "--level")
+        branch = render.parse_branch(args.branch)
+        ticket_level = render.parse_level(args.ticket_level, "--ticket-level")
+        values = render.read_values(args.values) if args.values is not None else None
+        out = []
+        for document in yaml.safe_load_all(args.spec.read_text()):
+            if document is None:
+                continue
+            run = LotteryTicketRun.model_validate(document)
+            objects = render.children(
+                run,
+                namespace=render.namespace_of(run, args.namespace),
+                level=level,
+                branch=branch,
+                values=values,
+                ticket_level=ticket_level,
+            )
+            out.append(render.to_yaml(objects, str(args.spec)))
+    except render.RenderError as error:
+        print(f"lth render: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write("".join(out))
+    return 0
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
@@ -175,6 +208,35 @@ def parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.set_defaults(func=_cmd_validate)
+
+    render = commands.add_parser(
+        "render",
+        help="print the children the operator would create for a run (as helm template does)",
+        description="Print, as YAML documents, the children the operator creates for a LotteryTicketRun: "
+        "by default the SparkApplication <run>-prep (none for prepared shards) and level 0's main "
+        "PyTorchJob; with --level or --branch, that level's job. Built by the operator's own code; "
+        "only the owner uid is a placeholder, so read them, do not apply them.",
+    )
+    render.add_argument("spec", type=Path, metavar="RUN.yaml", help="a LotteryTicketRun YAML file")
+    render.add_argument("--level", metavar="N", help="render level N's PyTorchJob (0 to the level budget)")
+    render.add_argument(
+        "--branch", metavar="B", help="the level's branch: main (default), random-reinit, random-prune, dense"
+    )
+    render.add_argument(
+        "--namespace", metavar="NS", help="the run's namespace (default: metadata.namespace, else default)"
+    )
+    render.add_argument(
+        "--values",
+        type=Path,
+        metavar="VALUES.yaml",
+        help="chart values: their workloads and sparkServiceAccount.name (default: the chart's defaults)",
+    )
+    render.add_argument(
+        "--ticket-level",
+        metavar="N",
+        help="for spec.ticket.run without spec.ticket.level: the source run's best level (its status.best)",
+    )
+    render.set_defaults(func=_cmd_render)
 
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition YAML")
     crd.set_defaults(func=_cmd_crd)
