@@ -342,9 +342,20 @@ class ResourcesSpec(ApiModel):
         description="Training jobs of this run at once (control branches beside the next level).",
     )
 
+    cpu_processes_per_pod: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Trainer processes per pod without GPUs (gloo); with GPUs, one per GPU.",
+    )
+
+    @property
+    def processes_per_pod(self) -> int:
+        return self.gpus_per_pod if self.gpus_per_pod > 0 else self.cpu_processes_per_pod
+
     @property
     def world_size(self) -> int:
-        return self.pods * max(self.gpus_per_pod, 1)
+        return self.pods * self.processes_per_pod
 
 
 class StorageSpec(ApiModel):

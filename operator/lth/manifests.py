@@ -138,10 +138,10 @@ def _container_security() -> dict[str, Any]:
 def pod_security(spec: RunSpec, defaults: WorkloadDefaults) -> dict[str, Any]:
     """Every pod that writes the run directory runs as one uid and gid, set here, not by the image.
 
-    A ReadWriteMany volume such as NFS ignores fsGroup, so two images with different users
-    (Spark's 185, the trainer's 10001) could not write each other's folders. An explicit
-    runAsUser also admits the training operator's init container (`init-pytorch`, alpine,
-    no USER), which runAsNonRoot alone would refuse as root.
+    A ReadWriteMany volume such as NFS ignores fsGroup, so pods of different users (the
+    apache/spark image's 185 and a trainer's 10001, say) could not write each other's
+    folders. An explicit runAsUser also admits the training operator's init container
+    (`init-pytorch`, alpine, no USER), which runAsNonRoot alone would refuse as root.
     """
     storage = spec.storage
     group = storage.run_as_group if storage.run_as_group is not None else defaults.run_as_group
@@ -350,7 +350,7 @@ def pytorch_job(
         "kind": "PyTorchJob",
         "metadata": _metadata(run, level_job_name(run.name, level, branch), attempt, labels),
         "spec": {
-            "nprocPerNode": str(max(res.gpus_per_pod, 1)),
+            "nprocPerNode": str(res.processes_per_pod),
             "runPolicy": run_policy,
             "pytorchReplicaSpecs": replicas,
         },

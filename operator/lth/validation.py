@@ -121,7 +121,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
             Problem(
                 "spec.training.batchSize",
                 f"{training.batch_size} does not divide evenly over {world} processes "
-                f"({resources.pods} pods x {max(resources.gpus_per_pod, 1)})",
+                f"({resources.pods} pods x {resources.processes_per_pod})",
             )
         )
     if resources.gpus_per_pod == 0 and training.precision == "fp16":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -16,7 +18,8 @@ from lth.api import LevelResult
 from lth.commands import BAD_INPUT
 from tests.kube.cluster import Cluster
 from tests.operator.plugin import Operator
-from tests.operator.simulators import ChildControllers, Finished
+from tests.standins import Cluster as StandIns
+from tests.standins import Finished, ScriptedRuntime
 
 RUNS = ("lth.dev", "v1alpha1", "lotteryticketruns")
 
@@ -44,10 +47,9 @@ class Script:
             return None
         attempt = int(meta.get("annotations", {}).get(manifests.ANNOTATION_ATTEMPT, "1"))
         if name in self.bad_input:
-            failed = "PyTorchJob failed because 1 Master replica(s) failed."
-            return Finished(False, failed, BAD_INPUT + self.bad_input[name], 1)
+            return Finished(False, "Error", BAD_INPUT + self.bad_input[name], 1)
         if attempt <= self.fail.get(name, 0):
-            return Finished(False, "OOMKilled: the container used more memory than its limit")
+            return Finished(False, "OOMKilled")
         if kind == "SparkApplication":
             return Finished(True)
         level = int(meta["labels"][manifests.LABEL_LEVEL])
@@ -66,8 +68,11 @@ class Script:
 
 
 @contextmanager
-def controllers(kube: Cluster, script: Script) -> Iterator[ChildControllers]:
-    with ChildControllers(kube.api_client(), script) as running:
+def controllers(kube: Cluster, script: Script) -> Iterator[StandIns]:
+    """The training operator, Spark operator and kubelet stand-ins, containers ending as scripted."""
+    api_client = kube.api_client()
+    volume = {"lth-data": Path(tempfile.mkdtemp(prefix="lth-volume-"))}
+    with StandIns(api_client, ScriptedRuntime(api_client, script), exports=volume) as running:
         yield running
 
 

@@ -1,0 +1,176 @@
+"""Stand-ins for what a real cluster runs beside our operator, written from upstream's source.
+
+`Cluster` runs, in one background thread, the Kubeflow training operator's PyTorchJob
+controller (`training_operator`), the Spark operator's SparkApplication controller and
+pod webhook (`spark_operator`), and the scheduler and kubelet of a one-node cluster
+(`kubelet`) against the emulated API server. The controllers only create pods and read
+their status, as the real ones do; what a container does is the runtime's: real
+processes under the pod's uid (`processes.ProcessRuntime`), or a `Workload` that decides
+how each child's main container ends (`ScriptedRuntime`, for the operator's tests).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from tests.standins import spark_operator, training_operator
+from tests.standins.images import Image, catalog
+from tests.standins.kubelet import Exit, Kubelet, Launch, Runtime
+from tests.standins.processes import ProcessRuntime
+from tests.standins.spark_operator import SparkOperator
+from tests.standins.training_operator import TrainingOperator
+
+__all__ = ["Cluster", "Finished", "ProcessRuntime", "ScriptedRuntime", "Workload"]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a child's main container ends: success (with the trainer's termination message) or failure."""
+
+    succeeded: bool
+    reason: str = ""
+    """The container's terminated reason (Error, OOMKilled); Completed on success"""
+    termination_message: str | None = None
+    exit_code: int | None = None
+    """0 on success; 1 on failure unless given (137 with OOMKilled)"""
+
+
+Workload = Callable[[str, dict[str, Any]], Finished | None]
+"""(kind, child object) -> how its main container ends; None while it still runs."""
+
+
+@dataclass
+class ScriptedRuntime:
+    """Containers that run no process: the main container of a PyTorchJob's master pod or of a
+    Spark driver ends as the workload says; init containers end at once, successfully; other
+    containers (workers) run until their pod is deleted."""
+
+    api_client: Any
+    workload: Workload
+    started: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.custom = client.CustomObjectsApi(self.api_client)
+
+    def start(self, launch: Launch) -> None:
+        self.started.add(launch.key)
+
+    def poll(self, launch: Launch) -> Exit | None:
+        pod, container = launch.pod, launch.container
+        labels = pod["metadata"].get("labels") or {}
+        if container["name"] in {c["name"] for c in pod["spec"].get("initContainers") or []}:
+            return Exit(0)
+        if (
+            labels.get(training_operator.LABEL_ROLE) == "master"
+            and container["name"] == training_operator.CONTAINER
+        ):
+            kind, api, name = "PyTorchJob", training_operator, labels[training_operator.LABEL_JOB]
+        elif labels.get("spark-role") == "driver":
+            kind, api, name = "SparkApplication", spark_operator, labels[spark_operator.LABEL_APP_NAME]
+        else:
+            return None
+        try:
+            child = self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, pod["metadata"]["namespace"], api.PLURAL, name
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        finished = self.workload(kind, child)
+        if finished is None:
+            return None
+        if finished.succeeded:
+            return Exit(0, "Completed", finished.termination_message or "")
+        code = (
+            finished.exit_code
+            if finished.exit_code is not None
+            else (137 if finished.reason == "OOMKilled" else 1)
+        )
+        return Exit(code, finished.reason or "Error", finished.termination_message or "")
+
+    def kill_pod(self, pod_uid: str) -> None:
+        self.started = {key for key in self.started if key[0] != pod_uid}
+
+    def set_services(self, services: dict[str, list[str]]) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class Cluster:
+    """The stand-in controllers and node, stepping in a background thread while in use."""
+
+    api_client: Any
+    runtime: Runtime
+    exports: dict[str, Path] = field(default_factory=dict)
+    images: dict[str, Image] | None = None
+    gpus: int = 0
+    spark_webhook: bool = True
+    fixed_3419: bool = False
+    tick: float = 0.2
+    work: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.work = self.work or Path(tempfile.mkdtemp(prefix="lth-kubelet-"))
+        self.work.chmod(0o755)
+        self.training = TrainingOperator(self.api_client, fixed_3419=self.fixed_3419)
+        self.spark = SparkOperator(self.api_client, webhook=self.spark_webhook)
+        self.kubelet = Kubelet(
+            self.api_client,
+            self.runtime,
+            catalog() if self.images is None else self.images,
+            self.exports,
+            self.work,
+            gpus=self.gpus,
+        )
+        self.core = client.CoreV1Api(self.api_client)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stand-ins", daemon=True)
+        self.errors: list[BaseException] = []
+
+    def __enter__(self) -> Cluster:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.runtime.stop()
+        if self.errors:
+            raise self.errors[0]
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except client.ApiException as error:
+                if error.status not in (404, 409):
+                    self.errors.append(error)
+            except Exception as error:  # a stand-in bug must fail the test, not hang it
+                self.errors.append(error)
+                return
+            time.sleep(self.tick)
+
+    def step(self) -> None:
+        self.training.step()
+        self.spark.step()
+        self.kubelet.step()
+
+    def pod(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return json.loads(self.core.read_namespaced_pod(name, namespace, _preload_content=False).data)  # type: ignore[no-any-return]
+
+    def events(self) -> list[tuple[str, str, str]]:
+        """Every event the stand-ins would have posted: (object, reason, message)."""
+        return [*self.training.events, *self.spark.events, *self.kubelet.events]

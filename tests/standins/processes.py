@@ -1,0 +1,165 @@
+"""Containers as real processes: each under its pod's uid and gid, in a sandbox like a pod's.
+
+Each process starts as root in a private mount and UTS namespace (the pod's hostname,
+its /etc/hosts, its volumes bind-mounted at their mount paths, its termination-message
+file at terminationMessagePath), inside a network namespace shared by the pods of one
+job (a loopback-only network, so two jobs never fight over port 23456), then drops to
+the container's uid, gid and supplementary groups with setpriv. The cluster's DNS is
+the pod's /etc/hosts: every Service of the namespace resolves to the pods' loopback
+address, rewritten in place as Services come and go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.standins.kubelet import Exit, Launch
+
+LABEL_JOB = "training.kubeflow.org/job-name"
+LABEL_APP = "sparkoperator.k8s.io/app-name"
+TOOLS = {
+    name: shutil.which(name) or f"/usr/bin/{name}"
+    for name in ("ip", "nsenter", "unshare", "mount", "setpriv", "hostname")
+}
+
+
+def network_of(launch: Launch) -> str:
+    """The network namespace of a pod: one per job (or Spark app), else one per pod."""
+    meta = launch.pod["metadata"]
+    labels = meta.get("labels") or {}
+    owner = labels.get(LABEL_JOB) or labels.get(LABEL_APP) or meta["name"]
+    return "lth-" + hashlib.sha256(f"{meta['namespace']}/{owner}".encode()).hexdigest()[:10]
+
+
+@dataclass
+class ProcessRuntime:
+    """Runs each admitted container's command for real, as the kubelet stand-in configured it."""
+
+    processes: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
+    networks: dict[str, Path] = field(default_factory=dict)
+    """network namespace -> its hosts file"""
+    services: dict[str, list[str]] = field(default_factory=dict)
+    """namespace -> Service names, as the stand-in DNS serves them"""
+    hostnames: dict[str, set[str]] = field(default_factory=dict)
+
+    def start(self, launch: Launch) -> None:
+        network = self._network(launch)
+        meta = launch.pod["metadata"]
+        self.hostnames.setdefault(network, set()).add(meta["name"])
+        self._write_hosts(network, meta["namespace"])
+        home = launch.log_file.with_name(f"{launch.container['name']}-home")
+        home.mkdir(exist_ok=True)
+        os.chown(home, launch.uid, launch.gid)
+        env = {"HOME": str(home), "HOSTNAME": meta["name"], **launch.env}
+        termination = launch.container.get("terminationMessagePath", "/dev/termination-log")
+        lines = [
+            "set -e",
+            f"{TOOLS['hostname']} {shlex.quote(meta['name'])}",
+            f"{TOOLS['mount']} --bind {shlex.quote(str(self.networks[network]))} /etc/hosts",
+        ]
+        for source, target, read_only in launch.mounts:
+            source.mkdir(parents=True, exist_ok=True)
+            Path(target).mkdir(parents=True, exist_ok=True)
+            option = " -o ro" if read_only else ""
+            lines.append(f"{TOOLS['mount']} --bind{option} {shlex.quote(str(source))} {shlex.quote(target)}")
+        if not Path(termination).exists():
+            Path(termination).parent.mkdir(parents=True, exist_ok=True)
+            Path(termination).touch()
+        lines.append(
+            f"{TOOLS['mount']} --bind {shlex.quote(str(launch.termination_file))} {shlex.quote(termination)}"
+        )
+        groups = f"--groups={','.join(map(str, launch.groups))}" if launch.groups else "--clear-groups"
+        lines.append(f"cd {shlex.quote(launch.container.get('workingDir') or str(home))}")
+        lines.append(f'exec {TOOLS["setpriv"]} --reuid={launch.uid} --regid={launch.gid} {groups} -- "$@"')
+        argv = [
+            TOOLS["nsenter"],
+            f"--net=/run/netns/{network}",
+            "--",
+            TOOLS["unshare"],
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            "\n".join(lines),
+            "pod-sandbox",
+            *launch.argv,
+        ]
+        log = launch.log_file.open("ab")
+        self.processes[launch.key] = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def poll(self, launch: Launch) -> Exit | None:
+        process = self.processes.get(launch.key)
+        if process is None or process.poll() is None:
+            return None
+        code = process.returncode
+        return Exit(code if code >= 0 else 128 - code)
+
+    def kill_pod(self, pod_uid: str) -> None:
+        for (uid, _), process in self.processes.items():
+            if uid == pod_uid and process.poll() is None:
+                _kill(process)
+
+    def set_services(self, services: dict[str, list[str]]) -> None:
+        if services != self.services:
+            self.services = services
+            for network, hosts in self.networks.items():
+                self._write_hosts(network, hosts.read_text().split("# namespace ", 1)[-1].split("\n", 1)[0])
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                _kill(process)
+        for network in self.networks:
+            subprocess.run([TOOLS["ip"], "netns", "delete", network], check=False, capture_output=True)
+        self.networks.clear()
+
+    def _network(self, launch: Launch) -> str:
+        network = network_of(launch)
+        if network not in self.networks:
+            subprocess.run([TOOLS["ip"], "netns", "delete", network], check=False, capture_output=True)
+            subprocess.run([TOOLS["ip"], "netns", "add", network], check=True, capture_output=True)
+            subprocess.run(
+                [TOOLS["ip"], "-n", network, "link", "set", "lo", "up"], check=True, capture_output=True
+            )
+            self.networks[network] = launch.log_file.parent / f"{network}.hosts"
+        return network
+
+    def _write_hosts(self, network: str, namespace: str) -> None:
+        """The pod's /etc/hosts: rewritten in place, as it is bind-mounted into running pods."""
+        names = sorted(self.hostnames.get(network, set()))
+        lines = [f"# namespace {namespace}", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost"]
+        lines += [f"127.0.0.1\t{name}" for name in names]
+        for service in self.services.get(namespace, []):
+            fqdn = f"{service}.{namespace}.svc.cluster.local"
+            lines.append(f"127.0.0.1\t{fqdn} {service}.{namespace}.svc {service}.{namespace} {service}")
+        path = self.networks[network]
+        with path.open("a+") as hosts:
+            hosts.seek(0)
+            hosts.truncate()
+            hosts.write("\n".join(lines) + "\n")
+        path.chmod(0o644)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
