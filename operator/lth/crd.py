@@ -35,6 +35,8 @@ PRINTER_COLUMNS = [
     {"name": "Density", "type": "number", "jsonPath": ".status.density"},
     {"name": "Top-1", "type": "number", "jsonPath": ".status.top1"},
     {"name": "Best", "type": "string", "jsonPath": ".status.best.summary"},
+    # What the run is doing, or why it is stuck (ImagePullBackOff, Unschedulable, WaitingForQueue...).
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Progressing")].reason'},
     {"name": "Ticket", "type": "string", "jsonPath": ".status.ticket.source", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

@@ -1,30 +1,40 @@
-"""End to end on the emulator: the real operator's manifests, executed.
+"""End to end on the emulator: the real operator's children, executed by the upstream stand-ins.
 
-The simulated Spark and training controllers run the SparkApplication's
-main file and arguments under spark-submit and the PyTorchJob's container
-command with the training operator's environment, the storage volume mapped
-to a temp folder. A tiny run must reach Succeeded with real numbers in its
-status, the same numbers `lth run` gets on the same spec and seed.
+The stand-in Spark operator submits the SparkApplication (its driver pod runs the job
+with spark-submit, in local mode); the stand-in training operator turns each
+PyTorchJob into a master and a worker pod with upstream's environment and init
+container; the stand-in kubelet admits each container as the real one would and runs
+its process under the uid and gid its pod gets, with the run's volume, an NFS-like
+directory that ignores fsGroup, mounted where the pod says. A tiny run must reach
+Succeeded with the numbers `lth run` gets on the same spec and seed.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from tests.e2e.executing import ExecutingWorkload
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import wait_for_phase
 from tests.operator.plugin import Operator
-from tests.operator.simulators import ChildControllers
+from tests.standins import Cluster as StandIns
+from tests.standins import ProcessRuntime
+from tests.standins.images import usable_by_other_users
 from tests.tiny import TINY_TRAINING
 
 MOUNT = "/mnt/lth"
+WHY_NOT = usable_by_other_users()
+pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=f"pods cannot run as other users here: {WHY_NOT}")
 
 RUN: dict[str, Any] = {
     "apiVersion": "lth.dev/v1alpha1",
@@ -39,9 +49,10 @@ RUN: dict[str, Any] = {
         },
         "preprocessing": {"shardSizeMb": 1},
         "model": {"arch": "smallcnn"},
-        "training": {**TINY_TRAINING, "batchSize": 30, "seed": 3},
+        "training": {**TINY_TRAINING, "batchSize": 32, "seed": 3},
         "pruning": {"levels": 1, "rewindTo": "0", "controls": {"branches": ["random-prune"]}},
-        "resources": {"gpusPerPod": 0},
+        # Two pods (master + worker) of two processes each: upstream's env and init container.
+        "resources": {"gpusPerPod": 0, "pods": 2, "cpuProcessesPerPod": 2},
         "storage": {"mountPath": MOUNT},
     },
 }
@@ -63,48 +74,64 @@ def rows(status: dict[str, Any]) -> list[tuple[int, str, float, float]]:
     return sorted((r["level"], r["branch"], round(r["density"], 6), r["top1"]) for r in status["levels"])
 
 
-def test_a_tiny_run_on_the_emulator_equals_lth_run(
-    kube: Cluster, operator: Operator, digits: Path, tmp_path: Path
+@pytest.fixture
+def nfs(digits: Path) -> Iterator[Path]:
+    """An NFS-like export: world-writable like an nfs-subdir provisioner's folder, never chowned."""
+    export = Path(tempfile.mkdtemp(prefix="lth-nfs-"))
+    export.chmod(0o777)
+    shutil.copytree(digits, export / "digits")
+    for folder, _, files in os.walk(export / "digits"):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(Path(folder) / name, 0o644)
+    yield export
+    shutil.rmtree(export, ignore_errors=True)
+
+
+def owners(root: Path) -> set[tuple[int, int]]:
+    return {(path.stat().st_uid, path.stat().st_gid) for path in root.rglob("*")}
+
+
+def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
+    kube: Cluster, operator: Operator, nfs: Path, digits: Path, tmp_path: Path
 ) -> None:
-    storage = tmp_path / "volume"
-    (storage).mkdir()
-    (storage / "digits").symlink_to(digits)
-    workload = ExecutingWorkload(MOUNT, storage, tmp_path)
-    try:
-        with ChildControllers(kube.api_client(), workload, tick=0.2):
-            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(RUN))
-            run = wait_for_phase(kube, "e2e", {"Succeeded", "Failed"}, timeout=400, operator=operator)
-            # Its ticket, transferred by a second run (on the same shards, to spare a Spark job).
-            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(TRANSFER))
-            moved = wait_for_phase(kube, "moved", {"Succeeded", "Failed"}, timeout=200, operator=operator)
-    finally:
-        workload.stop()
-    assert moved["status"]["phase"] == "Succeeded", (
-        moved["status"],
-        {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in workload.commands if n.startswith("moved")},
-    )
-    assert moved["status"]["ticket"]["source"] == "run e2e level 1"
-    source_mask = storage / "runs" / "e2e" / "levels" / "01" / "mask.safetensors"
-    moved_mask = storage / "runs" / "moved" / "levels" / "00" / "mask.safetensors"
-    assert moved_mask.read_bytes() == source_mask.read_bytes()  # the same classes: the head is kept
-    assert workload.commands["moved-level-00"].count("--ticket-run-dir") == 1
+    api_client = kube.api_client()
+    runtime = ProcessRuntime()
+    with StandIns(api_client, runtime, exports={"lth-data": nfs}) as cluster:
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(RUN))
+        run = wait_for_phase(kube, "e2e", {"Succeeded", "Failed"}, timeout=500, operator=operator)
+        assert run["status"]["phase"] == "Succeeded", (run["status"], cluster.events(), cluster.kubelet.work)
+        # Its ticket, transferred by a second run (on the same shards, to spare a Spark job).
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(TRANSFER))
+        moved = wait_for_phase(kube, "moved", {"Succeeded", "Failed"}, timeout=300, operator=operator)
+        master = cluster.pod("e2e-level-00-master-0")
+        worker = cluster.pod("e2e-level-00-worker-0")
+        logs = {name: cluster.kubelet.log("default", name, "pytorch") for name in ("e2e-level-00-master-0",)}
     status = run["status"]
-    assert status["phase"] == "Succeeded", (
-        status,
-        {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in workload.commands},
+    assert status["phase"] == "Succeeded", (status, logs, operator.output()[-3000:])
+    assert moved["status"]["phase"] == "Succeeded", moved["status"]
+    assert moved["status"]["ticket"]["source"] == "run e2e level 1"
+
+    # Upstream's topology: node ranks 0 and 1, world size 2 pods x 2 processes, the worker
+    # waited for the master's Service in init-pytorch, then both ran as the pod's uid.
+    env = {e["name"]: e["value"] for e in worker["spec"]["containers"][0]["env"]}
+    assert (env["MASTER_ADDR"], env["RANK"], env["WORLD_SIZE"], env["PET_NNODES"]) == (
+        "e2e-level-00-master-0",
+        "1",
+        "4",
+        "2",
     )
-    assert set(workload.commands) == {
-        "e2e-prep",
-        "e2e-level-00",
-        "e2e-level-01",
-        "e2e-level-01-rprune",
-        "moved-level-00",
-        "moved-level-00-dense",
-    }
-    assert (storage / "runs" / "e2e" / "data" / "manifest.json").exists()
-    assert all(
-        r["top1"] > 40 and r["durationSeconds"] > 0 for r in status["levels"]
-    )  # 3 classes: chance is 33 %
+    assert [c["name"] for c in worker["spec"]["initContainers"]] == ["init-pytorch"]
+    assert worker["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert master["status"]["phase"] == "Succeeded"
+    # Every file on the volume was written by the one uid and gid the pods run as.
+    assert owners(nfs / "runs") == {(10001, 10001)}
+
+    source_mask = nfs / "runs" / "e2e" / "levels" / "01" / "mask.safetensors"
+    moved_mask = nfs / "runs" / "moved" / "levels" / "00" / "mask.safetensors"
+    assert moved_mask.read_bytes() == source_mask.read_bytes()  # the same classes: the head is kept
+    assert (nfs / "runs" / "e2e" / "data" / "manifest.json").exists()
+    assert all(r["top1"] > 40 and r["durationSeconds"] > 0 for r in status["levels"])  # chance: 33 %
 
     local = tmp_path / "local"
     local.mkdir()
@@ -112,7 +139,7 @@ def test_a_tiny_run_on_the_emulator_equals_lth_run(
     spec_file = local / "run.yaml"
     spec_file.write_text(yaml.safe_dump(copy.deepcopy(RUN)))
     subprocess.run(
-        [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(local)],
+        [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(local), "--nproc", "4"],
         check=True,
         capture_output=True,
     )

@@ -16,17 +16,22 @@ NAME_COLUMN = {
     "priority": 0,
     "description": "Name must be unique within a namespace.",
 }
-_STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[(-?\d*)(:?)(-?\d*)\]|\[\*\]")
+_STEP = re.compile(
+    r"\.([A-Za-z0-9_-]+)|\[(-?\d*)(:?)(-?\d*)\]|\[\*\]|\[\?\(@\.([A-Za-z0-9_-]+)==[\"']([^\"']*)[\"']\)\]"
+)
 
 
 def json_path(obj: Any, path: str) -> list[Any]:
-    """The values at a printer column's JSONPath: `.a.b`, `.a[0]`, `.a[-1:]`, `.a[*].b`."""
+    """The values at a printer column's JSONPath: `.a.b`, `.a[0]`, `.a[-1:]`, `.a[*].b`, `[?(@.k=="v")]`."""
     values = [obj]
     for step in _STEP.finditer(path.strip("{}")):
-        key, start, is_slice, stop = step.groups()
+        key, start, is_slice, stop, field, equals = step.groups()
         found: list[Any] = []
         for value in values:
-            if key is not None:
+            if field is not None:  # a filter: [?(@.type=="Progressing")]
+                if isinstance(value, list):
+                    found.extend(v for v in value if isinstance(v, dict) and str(v.get(field)) == equals)
+            elif key is not None:
                 if isinstance(value, dict) and key in value:
                     found.append(value[key])
             elif isinstance(value, list):

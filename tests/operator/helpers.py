@@ -15,7 +15,7 @@ from kubernetes import client
 
 from lth import manifests
 from lth.api import LevelResult
-from lth.commands import BAD_INPUT
+from lth.commands import BAD_INPUT, EXIT_BAD_INPUT
 from tests.kube.cluster import Cluster
 from tests.operator.plugin import Operator
 from tests.standins import Cluster as StandIns
@@ -47,7 +47,9 @@ class Script:
             return None
         attempt = int(meta.get("annotations", {}).get(manifests.ANNOTATION_ATTEMPT, "1"))
         if name in self.bad_input:
-            return Finished(False, "Error", BAD_INPUT + self.bad_input[name], 1)
+            # torchrun exits 1 whatever its workers' codes; the Spark job exits 2 itself.
+            code = EXIT_BAD_INPUT if kind == "SparkApplication" else 1
+            return Finished(False, "Error", BAD_INPUT + self.bad_input[name], code)
         if attempt <= self.fail.get(name, 0):
             return Finished(False, "OOMKilled")
         if kind == "SparkApplication":
@@ -68,11 +70,12 @@ class Script:
 
 
 @contextmanager
-def controllers(kube: Cluster, script: Script) -> Iterator[StandIns]:
-    """The training operator, Spark operator and kubelet stand-ins, containers ending as scripted."""
+def controllers(kube: Cluster, script: Script, **options: Any) -> Iterator[StandIns]:
+    """The training operator, Spark operator and kubelet stand-ins, containers ending as scripted
+    (`options`: the stand-ins' images, GPUs, Spark webhook...)."""
     api_client = kube.api_client()
     volume = {"lth-data": Path(tempfile.mkdtemp(prefix="lth-volume-"))}
-    with StandIns(api_client, ScriptedRuntime(api_client, script), exports=volume) as running:
+    with StandIns(api_client, ScriptedRuntime(api_client, script), exports=volume, **options) as running:
         yield running
 
 

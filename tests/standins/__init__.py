@@ -15,6 +15,7 @@ import json
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,7 @@ class Cluster:
                 if error.status not in (404, 409):
                     self.errors.append(error)
             except Exception as error:  # a stand-in bug must fail the test, not hang it
+                traceback.print_exc()
                 self.errors.append(error)
                 return
             time.sleep(self.tick)

@@ -136,6 +136,16 @@ def expand(text: str, env: dict[str, str]) -> str:
     )
 
 
+def _base(container: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "name": container["name"],
+        "image": container["image"],
+        "imageID": "",
+        "ready": False,
+        "restartCount": (current or {}).get("restartCount", 0),
+    }
+
+
 def _gpus(pod: dict[str, Any]) -> int:
     def asked(container: dict[str, Any]) -> int:
         resources = container.get("resources") or {}
@@ -230,7 +240,9 @@ class Kubelet:
                     pod, {"phase": "Pending", "conditions": [{**condition, "lastTransitionTime": now()}]}
                 )
             return
-        self.core.patch_namespaced_pod(meta["name"], meta["namespace"], {"spec": {"nodeName": NODE}})
+        self.core.patch_namespaced_pod(
+            meta["name"], meta["namespace"], {"spec": {"nodeName": NODE}}, _preload_content=False
+        )
         self.events.append(
             (meta["name"], "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {NODE}")
         )
@@ -266,7 +278,7 @@ class Kubelet:
                 else "Pending"
             )
             waiting = [
-                {"name": c["name"], "state": {"waiting": {"reason": "PodInitializing"}}}
+                {**_base(c, None), "state": {"waiting": {"reason": "PodInitializing"}}}
                 for c in pod["spec"]["containers"]
             ]
             self._write(
@@ -295,13 +307,7 @@ class Kubelet:
     ) -> dict[str, Any]:
         """The container's next status: started, still waiting (and why), running, or terminated."""
         key = (pod["metadata"]["uid"], container["name"])
-        base = {
-            "name": container["name"],
-            "image": container["image"],
-            "imageID": "",
-            "ready": False,
-            "restartCount": (current or {}).get("restartCount", 0),
-        }
+        base = _base(container, current)
         launch = self._launches.get(key)
         if launch is None:
             return {**base, "state": self._start(pod, container)}
@@ -446,7 +452,9 @@ class Kubelet:
     def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         meta = pod["metadata"]
         try:
-            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+            self.core.patch_namespaced_pod_status(
+                meta["name"], meta["namespace"], {"status": status}, _preload_content=False
+            )
         except client.ApiException as error:
             if error.status != 404:
                 raise

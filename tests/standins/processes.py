@@ -65,6 +65,8 @@ class ProcessRuntime:
             f"{TOOLS['hostname']} {shlex.quote(meta['name'])}",
             f"{TOOLS['mount']} --bind {shlex.quote(str(self.networks[network]))} /etc/hosts",
         ]
+        for name, path in _image_accounts(launch, home).items():
+            lines.append(f"{TOOLS['mount']} --bind {shlex.quote(str(path))} /etc/{name}")
         for source, target, read_only in launch.mounts:
             source.mkdir(parents=True, exist_ok=True)
             Path(target).mkdir(parents=True, exist_ok=True)
@@ -157,6 +159,25 @@ class ProcessRuntime:
             hosts.truncate()
             hosts.write("\n".join(lines) + "\n")
         path.chmod(0o644)
+
+
+def _image_accounts(launch: Launch, home: Path) -> dict[str, Path]:
+    """The image's /etc/passwd and /etc/group: the machine's, plus the process's user and group
+    where they are missing (the project's images create theirs; apache/spark's entrypoint adds
+    an arbitrary uid): Java and Python look the user up for its home."""
+    files = {}
+    for name, entry, key in (
+        ("passwd", f"lth:x:{launch.uid}:{launch.gid}::{home}:/usr/sbin/nologin", launch.uid),
+        ("group", f"lth:x:{launch.gid}:", launch.gid),
+    ):
+        text = Path(f"/etc/{name}").read_text()
+        if not any(line.split(":")[2:3] == [str(key)] for line in text.splitlines()):
+            text += entry + "\n"
+        path = launch.log_file.with_name(f"{launch.container['name']}.{name}")
+        path.write_text(text)
+        path.chmod(0o644)
+        files[name] = path
+    return files
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

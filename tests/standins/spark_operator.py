@@ -138,7 +138,7 @@ class SparkOperator:
             return
         pod = self._driver_pod(app, image, submission)
         try:
-            self.core.create_namespaced_pod(meta["namespace"], pod)
+            self.core.create_namespaced_pod(meta["namespace"], pod, _preload_content=False)
         except client.ApiException as error:
             if error.status != 409:
                 raise

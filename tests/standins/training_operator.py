@@ -487,9 +487,9 @@ class TrainingOperator:
         namespace = job["metadata"]["namespace"]
         try:
             if kind == "pods":
-                self.core.create_namespaced_pod(namespace, obj)
+                self.core.create_namespaced_pod(namespace, obj, _preload_content=False)
             else:
-                self.core.create_namespaced_service(namespace, obj)
+                self.core.create_namespaced_service(namespace, obj, _preload_content=False)
         except client.ApiException as error:
             if error.status != 409:
                 raise
