@@ -20,7 +20,11 @@ EXAMPLE = ROOT / "examples" / "cpu-smallcnn.yaml"
 RUN = "ltr/smallcnn-cpu"
 STATUS = (
     '{"status": {"phase": "Training", "level": 3, "density": 0.512, "top1": 97.1,'
-    ' "best": {"level": 2, "density": 0.64, "top1": 97.3, "summary": "L2 64%"}}}'
+    ' "best": {"level": 2, "density": 0.64, "top1": 97.3, "summary": "L2 64%"},'
+    ' "conditions": [{"type": "SpecAccepted", "status": "True", "reason": "Accepted",'
+    ' "message": "", "lastTransitionTime": "2026-12-02T10:00:00Z"},'
+    ' {"type": "Progressing", "status": "True", "reason": "ImagePullBackOff",'
+    ' "message": "", "lastTransitionTime": "2026-12-02T10:00:00Z"}]}}'
 )
 
 pytestmark = pytest.mark.skipif(shutil.which(KUBECTL) is None, reason="kubectl is not installed")
@@ -72,8 +76,18 @@ def test_get_yaml_shows_server_metadata_and_defaults(applied: Cluster) -> None:
 def test_patch_status_and_get_shows_the_printer_columns(applied: Cluster) -> None:
     patch_status(applied)
     header, row = applied.kubectl("get", "ltr").stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "LEVEL", "DENSITY", "TOP-1", "BEST", "AGE"]
-    assert row.split()[:7] == ["smallcnn-cpu", "Training", "3", "0.512", "97.1", "L2", "64%"]
+    assert header.split() == ["NAME", "PHASE", "LEVEL", "DENSITY", "TOP-1", "BEST", "REASON", "AGE"]
+    # The Progressing condition's reason, picked by a JSONPath filter as kubectl does.
+    assert row.split()[:8] == [
+        "smallcnn-cpu",
+        "Training",
+        "3",
+        "0.512",
+        "97.1",
+        "L2",
+        "64%",
+        "ImagePullBackOff",
+    ]
 
 
 def test_wait_for_jsonpath(applied: Cluster) -> None:
