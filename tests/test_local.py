@@ -34,6 +34,7 @@ FAKE_CHILD = textwrap.dedent(
     rules = json.loads(control.read_text()) if control.exists() else {}
     with open(control.parent / "launches.log", "a") as log:
         log.write(f"{kind} {out.name}\\n")
+    (control.parent / f"pid-{out.name}").write_text(str(os.getpid()))
     name = out.name
     failures = control.parent / f"failures-{name}"
     if rules.get("fail", {}).get(name, 0) > (int(failures.read_text()) if failures.exists() else 0):
@@ -198,6 +199,37 @@ def test_interrupted_run_resumes_without_redoing_finished_levels(root: Path) -> 
     assert launches(root).count("level 00") == 1 and launches(root).count("level 01") == 1
     assert launches(root).count("level 02") == 2  # started again: the trainer resumes it
     assert level_01.stat().st_mtime_ns == finished_at
+
+
+def test_a_runner_killed_outright_takes_its_children_with_it(root: Path) -> None:
+    """SIGKILL leaves the runner no chance to stop its children: the kernel does (PR_SET_PDEATHSIG)."""
+    control(root, sleep={"02": 60})
+    driver = root / "driver.py"
+    driver.write_text(DRIVER.format(tests=str(Path(__file__).parent), root=str(root)))
+    process = subprocess.Popen([sys.executable, str(driver)], cwd=root)
+    deadline = time.monotonic() + 60
+    while "level 02" not in launches(root) or not (root / "pid-02").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    child = int((root / "pid-02").read_text())
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the level's process outlived its runner"
+
+    control(root)
+    status = run_local(executor(root), Display())
+    assert status.phase == "Succeeded"
+    assert launches(root).count("level 02") == 2 and launches(root).count("level 01") == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_second_runner_on_the_same_directory_is_refused(root: Path) -> None:

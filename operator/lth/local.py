@@ -37,6 +37,7 @@ from lth.commands import (
     prep_arguments,
     trainer_arguments,
 )
+from lth.lifetime import start_with_parent_death
 from lth.naming import RunLayout, prep_name
 from lth.planner import (
     DeleteChild,
@@ -353,7 +354,9 @@ class LocalExecutor:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **launch.env},
-            start_new_session=True,
+            # Its own process group (stop_all ends it whole), and killed by the kernel when
+            # this runner dies, even by SIGKILL: no orphan trains beside the next `lth run`.
+            preexec_fn=start_with_parent_death,
         )
         self.running[launch.name] = Running(launch, attempt, process, log)
 

@@ -12,10 +12,12 @@ termination log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
 
@@ -23,6 +25,7 @@ from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
+from lth.lifetime import die_with_parent, exclusive
 from lth.naming import RunLayout
 from lth.ticket import TicketError, TicketFiles, download
 from lth_trainer.level import level_files, read_result
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The run directory is shared by pods that may run as other users of the same group.
     os.umask(0o002)
+    # torchrun starts workers in sessions of their own: without this, a killed torchrun (or
+    # `lth run`) leaves them training on, beside the next attempt.
+    die_with_parent()
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -138,8 +144,21 @@ def run(args: argparse.Namespace) -> LevelResult:
     from lth_trainer import dist  # torch: only for work to do
     from lth_trainer.train import run_level
 
-    platform = dist.start()
-    try:
-        return run_level(args.run_dir, args.data, spec, args.level, args.branch, platform, ticket)
-    finally:
-        dist.stop(platform)
+    with _one_writer(files.dir, args.level, args.branch):
+        if files.result.is_file():  # done by the writer this one waited for
+            return read_result(files.result)
+        platform = dist.start()
+        try:
+            return run_level(args.run_dir, args.data, spec, args.level, args.branch, platform, ticket)
+        finally:
+            dist.stop(platform)
+
+
+@contextlib.contextmanager
+def _one_writer(level_dir: Path, level: int, branch: str) -> Iterator[None]:
+    """Rank 0 holds the level directory: a second trainer on the same level waits for it."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with exclusive(level_dir, f"level {level} {branch}"):
+        yield

@@ -1,0 +1,67 @@
+"""One writer per level: a trainer waits while another holds its level, and dies with its launcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from lth.lifetime import LOCK_FILE, exclusive
+from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_args
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has died; only its parent has not collected it yet.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_second_trainer_on_the_same_level_waits_for_the_first(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    level_dir = run_dir / "levels" / "00"
+    argv = [PYTHON, "-m", "lth_trainer", *trainer_args(run_dir, data_dir, make_spec(epochs=2), 0)]
+    with exclusive(level_dir, "level 0 main"):  # the first writer, as far as the trainer can tell
+        second = subprocess.Popen(argv, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        assert second.poll() is None, second.communicate()
+        assert not (level_dir / "result.json").exists()
+        assert not (level_dir / "mask.safetensors").exists()  # nothing written beside the holder
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    assert f"is held by pid {os.getpid()}" in stderr and "waiting for it to finish" in stderr
+    assert (level_dir / "result.json").exists() and (level_dir / LOCK_FILE).exists()
+
+
+LAUNCHER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    # As torchrun starts its workers: in a session of their own.
+    body = "from lth.lifetime import die_with_parent; die_with_parent(); import time; time.sleep(120)"
+    worker = subprocess.Popen([sys.executable, "-c", body], start_new_session=True)
+    print(worker.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_a_worker_dies_with_the_launcher_that_started_it(tmp_path: Path) -> None:
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER], env=subprocess_env(), stdout=subprocess.PIPE, text=True
+    )
+    assert launcher.stdout is not None
+    worker = int(launcher.stdout.readline())
+    time.sleep(1)
+    assert alive(worker)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 5
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
