@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,32 @@ def test_runs_every_child_once_and_reports(root: Path) -> None:
     card = (ticket / "README.md").read_text()
     assert "| 2 | 64.00% | 88.00 | 76.00 |" in card
     assert (ticket / "accuracy.png").stat().st_size > 10_000
+
+
+@dataclass
+class RecordingExecutor(FakeExecutor):
+    """Records the Create actions of every plan and every process started."""
+
+    creates: list[tuple[str, int]] = field(default_factory=list)
+    starts: list[tuple[str, int]] = field(default_factory=list)
+
+    def step(self, status: RunStatus | None) -> Any:
+        result = super().step(status)
+        self.creates += [(a.name, a.attempt) for a in result.creates]
+        return result
+
+    def start(self, launch: Any, attempt: int) -> None:
+        self.starts.append((launch.name, attempt))
+        super().start(launch, attempt)
+
+
+def test_the_runner_starts_exactly_the_plans_create_actions(root: Path) -> None:
+    control(root, fail={"01": 1})
+    recording = RecordingExecutor.from_file(root / "run.yaml", root, 1)
+    assert isinstance(recording, RecordingExecutor)
+    assert run_local(recording, Display()).phase == "Succeeded"
+    assert recording.starts == recording.creates
+    assert ("tiny-level-01", 2) in recording.starts  # the retry
 
 
 def test_rerun_of_a_finished_run_does_nothing(root: Path) -> None:

@@ -793,3 +793,27 @@ def test_each_stuck_child_warns_once_and_the_first_is_the_condition() -> None:
     assert progressing.message == f"{level.message} (and 1 more stuck)"
     assert result.status.level_entry(1, "random-reinit").message == control.message  # type: ignore[union-attr]
     assert warned(plan("run", 1, spec, result.status, children, T0)) == []
+
+
+def test_a_stopped_child_is_started_again_at_the_same_attempt() -> None:
+    """Nothing runs a recorded, unfinished child (the local runner was restarted): a restart
+    that resumes from its checkpoints, not a retry, and not a child deleted by hand."""
+    spec = make_spec()
+    world = Cluster()
+    status = None
+    for step in range(3):  # prep, then level 0 created
+        result = plan("run", 1, spec, status, world.children, T0 + timedelta(minutes=step))
+        world.apply(result)
+        status = result.status
+        if step == 0:
+            world.finish_all(result)
+    assert status is not None and "run-level-00" in world.children
+    stopped = {**world.children, "run-level-00": ObservedChild("run-level-00", 1, "Stopped")}
+    result = plan("run", 1, spec, status, stopped, T0 + timedelta(minutes=9))
+    assert result.creates == [CreateLevelJob("run-level-00", 0, "main", 1)]
+    row = result.status.level_entry(0)
+    assert row is not None and (row.phase, row.attempts) == ("Pending", 1)
+    assert [(e.reason, e.type) for e in result.actions if isinstance(e, EmitEvent)] == [
+        ("Restarted", "Normal")
+    ]
+    assert result.status.phase == "Training"

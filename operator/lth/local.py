@@ -40,6 +40,8 @@ from lth.commands import (
 from lth.lifetime import start_with_parent_death
 from lth.naming import RunLayout, prep_name
 from lth.planner import (
+    CreateLevelJob,
+    CreatePreprocessing,
     DeleteChild,
     EmitEvent,
     ObservedChild,
@@ -247,9 +249,12 @@ class LocalExecutor:
         return (Path(self.paths.data_dir(spec)) / "manifest.json").exists()
 
     def _unfinished(self, name: str, attempt: int) -> ObservedChild:
-        """A child the status says exists, without its outputs: running, to be started, or failed."""
+        """A child the status says exists, without its outputs: running, failed, or stopped
+        (nothing runs it: this runner was restarted, or its start was lost)."""
+        if name in self.running:
+            return ObservedChild(name, attempt, "Running")
         outcome = self.outcomes.get(name)
-        if outcome is not None and outcome.attempt == attempt and name not in self.running:
+        if outcome is not None and outcome.attempt == attempt:
             # The trainer's one-line reason (its termination message); the Spark job's is in its log.
             reason = _read_text(self._termination_log(name))
             if reason.startswith(BAD_INPUT) or outcome.returncode == EXIT_BAD_INPUT:
@@ -263,7 +268,7 @@ class LocalExecutor:
                 else (f"exit code {outcome.returncode}")
             )
             return ObservedChild(name, attempt, "Failed", f"{ended}; log tail:\n{outcome.log_tail}")
-        return ObservedChild(name, attempt, "Running")
+        return ObservedChild(name, attempt, "Stopped")
 
     # ------------------------------------------------------------------ loop
 
@@ -282,26 +287,12 @@ class LocalExecutor:
         self.save_status(result.status)
         return result
 
-    def launches(self, result: Plan) -> list[Launch]:
-        """The plan's unfinished children that are neither running nor failed at their attempt."""
-        spec = result.spec
-        if spec is None:
-            return []
-        status = result.status
-        ready: list[Launch] = []
-        prep = status.preprocessing
-        if prep is not None and self._startable(prep.name, prep.phase, prep.attempts):
-            ready.append(self._prep_launch(spec))
-        for row in status.levels:
-            if self._startable(row.name, row.phase, row.attempts):
-                ready.append(self._level_launch(spec, status, row.name, row.level, row.branch))
-        return ready
-
-    def _startable(self, name: str, phase: str, attempt: int) -> bool:
-        if phase not in ("Pending", "Running") or name in self.running:
-            return False
-        outcome = self.outcomes.get(name)
-        return outcome is None or outcome.attempt != attempt
+    def launch(self, result: Plan, action: CreatePreprocessing | CreateLevelJob) -> Launch:
+        """The process that carries out one of the plan's Create actions."""
+        assert result.spec is not None, "the planner creates children of an accepted spec only"
+        if isinstance(action, CreatePreprocessing):
+            return self._prep_launch(result.spec)
+        return self._level_launch(result.spec, result.status, action.name, action.level, action.branch)
 
     def _prep_launch(self, spec: RunSpec) -> Launch:
         main_file = Path(_module_dir(SPARK_MODULE)) / "__main__.py"
@@ -443,8 +434,9 @@ def run_local(executor: LocalExecutor, display: Display) -> RunStatus:
                 status = result.status
                 if result.done:
                     break
-                for launch in executor.launches(result):
-                    executor.start(launch, _attempt_of(status, launch.name))
+                for action in result.creates:
+                    launch = executor.launch(result, action)
+                    executor.start(launch, action.attempt)
                     display.child_started(launch, status, executor.layout)
                 if not executor.running:
                     # A retry takes two plans: one deletes the failed attempt, the next creates it.
@@ -462,8 +454,3 @@ def run_local(executor: LocalExecutor, display: Display) -> RunStatus:
         raise RunError(failed.message if failed else "the run failed")
     return status
 
-
-def _attempt_of(status: RunStatus, name: str) -> int:
-    if status.preprocessing is not None and status.preprocessing.name == name:
-        return status.preprocessing.attempts
-    return next(row.attempts for row in status.levels if row.name == name)

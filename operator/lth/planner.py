@@ -42,7 +42,10 @@ from lth.naming import level_job_name, prep_name
 from lth.validation import Problem, check_name, check_spec, parse_spec
 
 ChildKind = Literal["SparkApplication", "PyTorchJob"]
-ChildState = Literal["Pending", "Running", "Succeeded", "Failed"]
+ChildState = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped"]
+"""Stopped: recorded and unfinished, but nothing runs it (the local runner was restarted); it is
+created again at the same attempt, a restart that resumes from its checkpoints, not a retry."""
+Verb = Literal["create", "restart", "wait", "succeeded"]
 
 
 @dataclass(frozen=True)
@@ -229,9 +232,9 @@ class _Planner:
                 failure_reason="PreprocessingFailed",
             )
             self.status.preprocessing = entry
-            if verb == "create":
+            if verb in ("create", "restart"):
                 self.actions.append(CreatePreprocessing(entry.name, entry.attempts))
-                self._event("Normal", "Created", f"created SparkApplication {entry.name}")
+                self._created(verb, f"SparkApplication {entry.name}", entry.attempts)
             if verb != "succeeded":
                 self._set_phase("Preprocessing", "Preprocessing", "preprocessing the data set")
                 return
@@ -416,7 +419,7 @@ class _Planner:
         kind: ChildKind,
         backoff_limit: int,
         failure_reason: str,
-    ) -> tuple[Any, Literal["create", "wait", "succeeded"]]:
+    ) -> tuple[Any, Verb]:
         """Move one child's entry forward; returns it and what to do about the child.
 
         Raises _RunFailed when the child failed for good.
@@ -452,6 +455,9 @@ class _Planner:
             return entry, "wait"
         if child.deleting:
             return entry, "wait"
+        if child.state == "Stopped":
+            entry.phase = "Pending"
+            return entry, "restart"
 
         if child.state == "Succeeded" and kind == "PyTorchJob" and child.result is None:
             child = ObservedChild(
@@ -484,7 +490,7 @@ class _Planner:
                 else f"{kind} {name} failed on its input (not retried): {detail}"
             )
             raise _RunFailed(failure_reason, entry.message)
-        entry.phase = child.state
+        entry.phase = "Running" if child.state == "Running" else "Pending"
         if child.stuck is None:
             entry.message = child.message or None
             return entry, "wait"
@@ -500,7 +506,7 @@ class _Planner:
 
     def _step_level(
         self, spec: RunSpec, level: int, branch: Branch
-    ) -> Literal["create", "wait", "succeeded"]:
+    ) -> Verb:
         """Advance one level job; records its result when it succeeds."""
         name = level_job_name(self.name, level, branch)
         existing = self.status.level_entry(level, branch)
@@ -527,11 +533,17 @@ class _Planner:
             self.status.levels.append(row)
         else:
             self.status.levels[self.status.levels.index(existing)] = row
-        if verb == "create":
+        if verb in ("create", "restart"):
             self.actions.append(CreateLevelJob(name, level, branch, row.attempts))
             density = f", density {row.density:.4f}" if row.density is not None else ""
-            self._event("Normal", "Created", f"created PyTorchJob {name} (level {level}, {branch}{density})")
+            self._created(verb, f"PyTorchJob {name} (level {level}, {branch}{density})", row.attempts)
         return verb
+
+    def _created(self, verb: Verb, what: str, attempt: int) -> None:
+        if verb == "restart":
+            self._event("Normal", "Restarted", f"started {what} again at attempt {attempt}: nothing ran it")
+        else:
+            self._event("Normal", "Created", f"created {what}")
 
     def _record_result(self, row: LevelStatus, result: LevelResult) -> None:
         row.density = round(result.density, 6)
