@@ -158,6 +158,18 @@ BROKEN: list[tuple[str, dict[str, Any], str, bool]] = [
         False,
     ),
     (
+        "SyncBatchNorm on CPU",
+        with_change("spec.resources.gpusPerPod", 0, with_change("spec.training.syncBatchNorm", True)),
+        "spec.training.syncBatchNorm",
+        False,
+    ),
+    (
+        "bf16 gradient compression on CPU",
+        with_change("spec.resources.gpusPerPod", 0, with_change("spec.training.gradientCompression", "bf16")),
+        "spec.training.gradientCompression",
+        False,
+    ),
+    (
         "control level beyond budget",
         with_change("spec.pruning.controls", {"levels": [12]}),
         "spec.pruning.controls.levels",

@@ -178,6 +178,20 @@ class TrainingSpec(ApiModel):
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of init, data order and augmentation.")
     workers: int = Field(8, ge=0, le=128, description="Data-loader worker processes per trainer.")
+    sync_batch_norm: bool = Field(
+        False,
+        description=(
+            "BatchNorm statistics over the global batch (SyncBatchNorm, GPUs only) instead of each "
+            "process's slice of it; costs one all-reduce per BatchNorm layer per step."
+        ),
+    )
+    gradient_compression: Literal["none", "bf16"] = Field(
+        "none",
+        description=(
+            "bf16: DDP all-reduces gradients in bfloat16 (half the bytes; GPUs with NCCL only); "
+            "none: in their own precision."
+        ),
+    )
 
     @field_validator("milestones")
     @classmethod

@@ -126,6 +126,17 @@ def check_spec(spec: RunSpec) -> list[Problem]:
         )
     if resources.gpus_per_pod == 0 and training.precision == "fp16":
         problems.append(Problem("spec.training.precision", "fp16 needs GPUs; use bf16 or fp32 on CPU"))
+    if resources.gpus_per_pod == 0 and training.sync_batch_norm:
+        problems.append(
+            Problem("spec.training.syncBatchNorm", "needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only)")
+        )
+    if resources.gpus_per_pod == 0 and training.gradient_compression != "none":
+        problems.append(
+            Problem(
+                "spec.training.gradientCompression",
+                f"{training.gradient_compression} needs GPUs (a DDP communication hook for NCCL)",
+            )
+        )
 
     budget = spec.level_budget
     target = pruning.stop.target_density

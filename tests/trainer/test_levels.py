@@ -55,14 +55,54 @@ def test_level_mask_is_pruned_from_the_previous_levels_final_weights(imp_run: Pa
     assert all(torch.equal(written[n], expected[n]) for n in expected)
 
 
-def test_learning_rate_rewinding_starts_from_the_final_weights_at_step_0(
-    data_dir: Path, tmp_path: Path
-) -> None:
-    spec = make_spec(epochs=1, pruning={"rewind": "learning-rate", "rewindTo": "0"})
+@pytest.fixture(scope="module")
+def lr_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Learning-rate rewinding to epoch 1 of 3: main levels 0-2 and level 2's random-prune."""
+    run_dir = tmp_path_factory.mktemp("lr-run")
+    for level, branch in [(0, "main"), (1, "main"), (2, "main"), (2, "random-prune")]:
+        assert main(trainer_args(run_dir, data_dir, LR_SPEC, level, branch)) == 0
+    return run_dir
+
+
+LR_SPEC = make_spec(pruning={"rewind": "learning-rate"})  # rewindTo 1ep: step 12 of 36
+
+
+def epochs_trained(run_dir: Path, level: int, branch: Branch = "main") -> list[int]:
+    lines = level_files(run_dir, level, branch).progress.read_text().splitlines()
+    return [json.loads(line)["epoch"] for line in lines]
+
+
+def test_learning_rate_rewinding_trains_the_final_weights_from_step_k(lr_run: Path) -> None:
+    """Renda et al. 2020: the weight-rewinding schedule from step k, applied to the final weights
+    (so both modes train the same number of steps per level)."""
+    start = json.loads(level_files(lr_run, 2).start.read_text())
+    assert start["weights"] == "levels/01/final.safetensors" and start["step"] == 12
+    assert start["rewind"] == "learning-rate"
+    assert epochs_trained(lr_run, 2) == [2, 3]
+    assert epochs_trained(lr_run, 0) == [1, 2, 3]
+
+
+def test_learning_rate_rewinding_to_0_replays_the_whole_schedule(data_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(epochs=2, pruning={"rewind": "learning-rate", "rewindTo": "0"})
     for level in (0, 1):
         assert main(trainer_args(tmp_path, data_dir, spec, level)) == 0
     start = json.loads(level_files(tmp_path, 1).start.read_text())
     assert start["weights"] == "levels/00/final.safetensors" and start["step"] == 0
+    assert epochs_trained(tmp_path, 1) == [1, 2]
+
+
+def test_random_prune_control_starts_where_the_ticket_starts_and_never_from_zeros(lr_run: Path) -> None:
+    """Learning-rate mode: level 1's final weights are 0 wherever level 1 pruned, so the random
+    mask is drawn among the weights level 1 kept; same per-layer count, same weights, same step."""
+    ticket = json.loads(level_files(lr_run, 2).start.read_text())
+    control = json.loads(level_files(lr_run, 2, "random-prune").start.read_text())
+    assert (control["weights"], control["step"]) == (ticket["weights"], ticket["step"])
+    start = load_file(str(level_files(lr_run, 1).final))
+    rprune, main_mask, before = masks(lr_run, 2, "random-prune"), masks(lr_run, 2), masks(lr_run, 1)
+    assert {n: int(m.sum()) for n, m in rprune.items()} == {n: int(m.sum()) for n, m in main_mask.items()}
+    assert all(not (rprune[n] & ~before[n]).any() for n in rprune)
+    assert all(start[n][rprune[n]].abs().min() > 0 for n in rprune)
+    assert not all(torch.equal(rprune[n], main_mask[n]) for n in main_mask)
 
 
 def test_pruned_weights_are_zero_after_training(imp_run: Path) -> None:

@@ -12,9 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lth.api import RunSpec
 from lth_trainer import pruning
 from lth_trainer.cli import main
+from lth_trainer.data import ShardDataset, index_split, load_manifest
+from lth_trainer.dist import Platform
 from lth_trainer.level import level_files
+from lth_trainer.models import build_model
+from lth_trainer.train import Inputs, evaluate, precision_for
 from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_args
 
 pytestmark = pytest.mark.slow
@@ -76,3 +81,29 @@ def test_sigkill_mid_epoch_resumes_from_the_last_checkpoint(data_dir: Path, tmp_
     after_kill = pruning.prune_global_magnitude(load_file(str(files.final)), mask, 0.2)
     uninterrupted = pruning.prune_global_magnitude(load_file(str(whole.final)), mask, 0.2)
     assert all(torch.equal(after_kill[n], uninterrupted[n]) for n in mask)
+
+
+def saved_model_metrics(run_dir: Path, data: Path, spec: RunSpec) -> dict[str, float | None]:
+    """Top-1 and loss of final.safetensors on the val split, evaluated in this one process."""
+    manifest = load_manifest(data)
+    model = build_model(spec.model.arch, manifest.num_classes, manifest.image_size, 0)
+    model.load_state_dict(load_file(str(level_files(run_dir, 0).final)))
+    platform = Platform(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    inputs = Inputs(manifest.mean, manifest.std, platform.device, manifest.image_size)
+    val = ShardDataset(index_split(data, manifest, "val"), manifest.image_size, False, 0)
+    return evaluate(model, val, inputs, precision_for(spec, platform.device), platform, 20, 0, 4)
+
+
+def test_two_processes_evaluate_and_save_one_model_with_batchnorm(data_dir: Path, tmp_path: Path) -> None:
+    """DDP broadcasts BatchNorm statistics at each forward pass only: after the last step each
+    rank has its own. The trainer broadcasts rank 0's before evaluating, so the reported
+    top-1 and loss are those of the saved model (whose statistics are rank 0's)."""
+    spec = make_spec(epochs=1, pruning={"rewindTo": "0"})
+    spec = spec.model_copy(update={"model": spec.model.model_copy(update={"arch": "resnet18"})})
+    pair = subprocess.run(trainer(trainer_args(tmp_path, data_dir, spec, 0), nproc=2), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert pair.returncode == 0, pair.stderr
+    reported = json.loads(level_files(tmp_path, 0).result.read_text())
+    saved = saved_model_metrics(tmp_path, data_dir, spec)
+    assert reported["top1"] == saved["top1"]
+    assert reported["loss"] == pytest.approx(saved["loss"], rel=1e-5)

@@ -163,3 +163,21 @@ def test_scan_tar_refuses_a_corrupt_header(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(tarfile.TarError, match="checksum"):
         list(scan_tar(path))
+
+
+def test_gradient_masks_have_the_strides_of_channels_last_gradients() -> None:
+    """On GPU the weights are channels_last; a contiguous mask would make the fused multiply
+    fall back to one kernel per tensor. The masks take the weights' (= gradients') layout."""
+    model = build_model("resnet18", 4, 32, 0).to(memory_format=torch.channels_last)
+    full = pruning.full_mask(model, [])
+    mask = pruning.random_like(pruning.prune_global_magnitude(dict(model.state_dict()), full, 0.8),
+                               torch.Generator().manual_seed(0))  # fmt: skip
+    pairs = pruning.gradient_masks(dict(model.named_parameters()), mask)
+    model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()
+    assert len(pairs) == len(mask)
+    assert any(w.dim() == 4 and not w.is_contiguous() for w, _ in pairs)  # channels_last weights
+    for weight, keep in pairs:
+        assert weight.grad is not None and keep.stride() == weight.grad.stride()
+    pruning.mask_gradients([w for w, _ in pairs], [k for _, k in pairs])
+    for weight, keep in pairs:
+        assert weight.grad is not None and not weight.grad[keep == 0].any()

@@ -33,6 +33,14 @@ class Platform:
         if self.distributed:
             dist.barrier()
 
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP broadcasts them at
+        the start of each forward pass only, so after the last step each rank holds its own;
+        evaluation and saving must see the model that is saved (rank 0's)."""
+        if self.distributed:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over all ranks (float64, so counts stay exact)."""
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)

@@ -2,10 +2,12 @@
 
 Level 0 trains the dense network from theta_0 and saves theta_k, the rewind
 point. Level L >= 1 trains with the mask pruned from level L-1's final weights,
-starting from theta_k (weight rewinding) or from L-1's final weights
-(learning-rate rewinding). The control branches of level L train the same mask
-from a fresh init (random-reinit), or a random mask of the same per-layer
-density from the same start (random-prune).
+from step k of the schedule: with theta_k (weight rewinding) or with L-1's final
+weights (learning-rate rewinding, as Renda et al. 2020 define it: the same
+schedule from step k, applied to the final weights; rewindTo 0 replays it
+whole). The control branches of level L train the same mask from a fresh init
+(random-reinit), or a random mask of the same per-layer count from the ticket's
+start weights and step (random-prune).
 
 A transfer run (spec.ticket) starts instead from a ticket found by another run:
 level 0 trains that ticket on this run's data (see lth_trainer.transfer), beside
@@ -179,25 +181,45 @@ def plan_start(
             save_tensors(root.init, theta_0)
         return LevelStart(mask, theta_0, 0, {"weights": f"init (seed {spec.training.seed})", "step": 0})
 
-    if spec.pruning.rewind == "weights":
-        source, step = root.rewind, k
-    else:
-        source, step = level_files(run_dir, level - 1).final, 0
+    # Both modes restart the schedule at step k (Renda et al. 2020): weight rewinding from
+    # theta_k, learning-rate rewinding from level L-1's final weights. rewindTo 0: a full replay.
+    source = root.rewind if spec.pruning.rewind == "weights" else level_files(run_dir, level - 1).final
     weights = load_tensors(source, "start weights")
     if set(weights) != set(model.state_dict()):
         raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
-    origin: dict[str, object] = {"weights": str(source.relative_to(run_dir)), "step": step}
+    origin: dict[str, object] = {
+        "weights": str(source.relative_to(run_dir)),
+        "step": k,
+        "rewind": spec.pruning.rewind,
+    }
     if branch == "random-reinit":
         seed = derived_seed(spec.training.seed, level, branch)
         weights = dict(build(seed).state_dict())
         origin["weights"] = f"fresh init (seed {seed})"
     elif branch == "random-prune":
         generator = torch.Generator().manual_seed(derived_seed(spec.training.seed, level, branch))
-        mask = pruning.random_like(mask, generator)
+        mask = random_prune_mask(run_dir, spec, level, model, mask, generator)
     if branch != "main" and write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     origin["mask"] = str(files.mask.relative_to(run_dir))
-    return LevelStart(mask, weights, step, origin)
+    return LevelStart(mask, weights, k, origin)
+
+
+def random_prune_mask(
+    run_dir: Path, spec: RunSpec, level: int, model: nn.Module, mask: Mask, generator: torch.Generator
+) -> Mask:
+    """The random-prune control of level L: the ticket's start weights with a random mask that
+    keeps the ticket's count in every layer.
+
+    Weight rewinding (open_lth's randomly_prune branch, layerwise): the draw covers the whole
+    layer, as theta_k is dense. Learning-rate rewinding: the start weights are level L-1's final
+    weights, exactly 0 wherever an earlier level pruned, so the draw is among the weights level
+    L-1 kept; the control then differs from the ticket only in removing weights at random
+    instead of by magnitude, never in starting from zeros."""
+    if spec.pruning.rewind == "weights":
+        return pruning.random_like(mask, generator)
+    previous = main_mask(run_dir, spec, level - 1, model, write=False)
+    return pruning.random_within(previous, mask, generator)
 
 
 def transfer_start(

@@ -8,7 +8,7 @@ bool tensor of its shape; True = kept.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -70,6 +70,18 @@ def prune_global_magnitude(weights: dict[str, torch.Tensor], mask: Mask, fractio
     return result
 
 
+def gradient_masks(params: Mapping[str, torch.Tensor], mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, float 0/1 keep) of every layer with a pruned entry (a dense level pays nothing).
+    Each keep has its weight's device and strides (the layout autograd gives the gradient), so
+    `mask_gradients` runs as one fused kernel per group even with channels_last weights."""
+    pairs = []
+    for name, keep in mask.items():
+        if not keep.all():
+            weight = params[name]
+            pairs.append((weight, torch.empty_like(weight, dtype=torch.float32).copy_(keep)))
+    return pairs
+
+
 def mask_gradients(weights: Sequence[torch.Tensor], keeps: Sequence[torch.Tensor]) -> None:
     """Zero the gradients of pruned entries (keeps: float 0/1 on the weights' device). Before
     every optimizer step, so the weight, its momentum and its Adam moments stay exactly 0
@@ -81,6 +93,17 @@ def random_like(mask: Mask, generator: torch.Generator) -> Mask:
     """A random mask that keeps as many weights in every layer as `mask` does (a uniform
     random mask would starve small layers such as the classifier)."""
     return {n: random_mask(mask[n].shape, int(mask[n].sum()), generator) for n in sorted(mask)}
+
+
+def random_within(allowed: Mask, mask: Mask, generator: torch.Generator) -> Mask:
+    """A random mask inside `allowed` that keeps as many weights in every layer as `mask` does."""
+    result: Mask = {}
+    for n in sorted(mask):
+        where = allowed[n].flatten().nonzero().flatten()
+        flat = torch.zeros(mask[n].numel(), dtype=torch.bool)
+        flat[where[torch.randperm(len(where), generator=generator)[: int(mask[n].sum())]]] = True
+        result[n] = flat.reshape(mask[n].shape)
+    return result
 
 
 def random_mask(shape: torch.Size, kept: int, generator: torch.Generator) -> torch.Tensor:

@@ -225,6 +225,7 @@ def run_level(
             params[name].mul_(keep)
     cuda = platform.device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
+    model = batch_norm_for(model, spec, platform)
     model.to(platform.device)
     if cuda:
         model.to(memory_format=torch.channels_last)
@@ -269,14 +270,8 @@ def run_level(
         stream = iter(
             loader(train_data, batches.from_step(counters.step, training.epochs), training.workers, cuda)
         )
-        net: nn.Module = model
-        if platform.distributed:
-            net = DistributedDataParallel(model, device_ids=[platform.device.index] if cuda else None)
-        masked = [  # layers with a pruned entry; a dense level pays nothing
-            (params[name], keep.to(platform.device, torch.float32))
-            for name, keep in start.mask.items()
-            if not keep.all()
-        ]
+        net = distributed(model, spec, platform)
+        masked = pruning.gradient_masks(params, start.mask)
         while counters.step < total:
             train_epoch(
                 net,
@@ -293,6 +288,7 @@ def run_level(
                 files,
                 platform,
             )
+            platform.broadcast_buffers(model)  # evaluate, and save, the model rank 0 saves
             metrics = evaluate(
                 model, val_data, inputs, precision, platform, local_batch, training.workers, num_classes
             )
@@ -345,6 +341,35 @@ def run_level(
     platform.barrier()
     log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
     return result
+
+
+def batch_norm_for(model: nn.Module, spec: RunSpec, platform: Platform) -> nn.Module:
+    """spec.training.syncBatchNorm: BatchNorm over the global batch. PyTorch's SyncBatchNorm
+    runs on GPUs only; elsewhere (and in one process) each process normalises its own slice."""
+    if not spec.training.sync_batch_norm:
+        return model
+    if platform.device.type != "cuda" or not platform.distributed:
+        log.info("spec.training.syncBatchNorm applies to GPU processes of one group; not used here")
+        return model
+    converted: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
+    return converted
+
+
+def distributed(model: nn.Module, spec: RunSpec, platform: Platform) -> nn.Module:
+    """The model under DDP when there are several processes, with bf16 gradient all-reduce when
+    spec.training.gradientCompression asks for it (NCCL only)."""
+    if not platform.distributed:
+        return model
+    cuda = platform.device.type == "cuda"
+    net = DistributedDataParallel(model, device_ids=[platform.device.index] if cuda else None)
+    if spec.training.gradient_compression == "bf16":
+        if cuda:
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+            net.register_comm_hook(None, default_hooks.bf16_compress_hook)
+        else:
+            log.info("spec.training.gradientCompression bf16 applies with NCCL on GPUs; not used here")
+    return net
 
 
 def train_epoch(
