@@ -11,8 +11,10 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from lth import files
 from lth.api import LotteryTicketRun, RunStatus
 from lth.crd import crd_yaml
+from lth.naming import RunLayout
 from lth.validation import Problem, check_run
 
 
@@ -118,13 +120,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _load_status(run_dir: Path) -> RunStatus:
-    path = run_dir / "status.json"
+    path = RunLayout(run_dir).status_file
     try:
-        return RunStatus.model_validate_json(path.read_text())
-    except FileNotFoundError:
-        raise SystemExit(f"{path}: no such file; is {run_dir} a run directory (runs/<name>)?") from None
-    except ValueError as error:
-        raise SystemExit(f"{path}: unreadable: {error}") from None
+        status = files.load_status(path)
+    except files.StatusError as error:
+        raise SystemExit(str(error)) from None
+    if status is None:
+        raise SystemExit(f"{path}: no such file; is {run_dir} a run directory (runs/<name>)?")
+    return status
 
 
 def _print_summary(console: Console, status: RunStatus) -> None:

@@ -29,9 +29,8 @@ import kopf
 import kubernetes
 from pydantic import ValidationError
 
-from lth import api, defaults, manifests
+from lth import api, defaults, files, manifests
 from lth.commands import RunPaths
-from lth.local import read_result
 from lth.metrics import OperatorMetrics, serve
 from lth.naming import RunLayout, prep_name
 from lth.planner import (
@@ -225,7 +224,7 @@ def observe_children(
                 result = manifests.level_result_from_pod(pod, level, branch)
             if result is None and STORAGE_ROOT:
                 layout = RunLayout(Path(RunPaths(STORAGE_ROOT, run).run_dir))
-                result = read_result(layout.result_file(level, branch))
+                result = files.read_result(layout.result_file(level, branch))
             child = manifests.observe_pytorch_job(obj, result)
         elif child.state == "Failed":
             pod = _master_pod(core, namespace, obj)

@@ -25,9 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
-
-from lth.api import LevelResult, LotteryTicketRun, RunSpec, RunStatus, TicketSpec
+from lth import files
+from lth.api import LotteryTicketRun, RunSpec, RunStatus, TicketSpec
 from lth.commands import (
     BAD_INPUT,
     EXIT_BAD_INPUT,
@@ -38,7 +37,7 @@ from lth.commands import (
     trainer_arguments,
 )
 from lth.lifetime import start_with_parent_death
-from lth.naming import RunLayout, prep_name
+from lth.naming import MANIFEST_FILE, RunLayout, prep_name
 from lth.planner import (
     CreateLevelJob,
     CreatePreprocessing,
@@ -85,13 +84,6 @@ class Running:
     log: IO[bytes]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _read_text(path: Path) -> str:
     """A child's log or termination message, stripped; empty when there is none."""
     try:
@@ -102,13 +94,6 @@ def _read_text(path: Path) -> str:
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(_read_text(path).splitlines()[-lines:])
-
-
-def read_result(path: Path) -> LevelResult | None:
-    try:
-        return LevelResult.model_validate_json(path.read_text())
-    except (OSError, ValidationError, ValueError):
-        return None
 
 
 @contextmanager
@@ -156,11 +141,9 @@ def load_run(spec_file: Path) -> tuple[LotteryTicketRun, dict[str, Any]]:
 def load_status(status_file: Path) -> RunStatus | None:
     """A local run's status (status.json); None before its first plan."""
     try:
-        return RunStatus.model_validate_json(status_file.read_text())
-    except FileNotFoundError:
-        return None
-    except (ValidationError, ValueError) as error:
-        raise RunError(f"{status_file}: unreadable run state ({error}); remove it to start over") from None
+        return files.load_status(status_file)
+    except files.StatusError as error:
+        raise RunError(str(error)) from None
 
 
 def local_nproc() -> int:
@@ -207,7 +190,7 @@ class LocalExecutor:
         return load_status(self.status_file)
 
     def save_status(self, status: RunStatus) -> None:
-        atomic_write_text(self.status_file, json.dumps(status.to_wire(), indent=2) + "\n")
+        files.atomic_write_text(self.status_file, json.dumps(status.to_wire(), indent=2) + "\n")
 
     def observe(self, status: RunStatus | None, spec: RunSpec | None) -> dict[str, ObservedChild]:
         """The children as the run directory shows them."""
@@ -219,7 +202,7 @@ class LocalExecutor:
         elif entry is not None and entry.phase in ("Pending", "Running"):
             children[prep] = self._unfinished(prep, entry.attempts)
         for row in status.levels if status else []:
-            result = read_result(self.layout.result_file(row.level, row.branch))
+            result = files.read_result(self.layout.result_file(row.level, row.branch))
             if result is not None:
                 children[row.name] = ObservedChild(row.name, row.attempts, "Succeeded", result=result)
             elif row.phase in ("Pending", "Running"):
@@ -246,7 +229,7 @@ class LocalExecutor:
     def _data_ready(self, spec: RunSpec | None) -> bool:
         if spec is None or spec.dataset.format == "prepared":
             return False
-        return (Path(self.paths.data_dir(spec)) / "manifest.json").exists()
+        return (Path(self.paths.data_dir(spec)) / MANIFEST_FILE).exists()
 
     def _unfinished(self, name: str, attempt: int) -> ObservedChild:
         """A child the status says exists, without its outputs: running, failed, or stopped

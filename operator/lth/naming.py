@@ -16,6 +16,9 @@ FINAL_FILE = "final.safetensors"
 PROGRESS_FILE = "progress.jsonl"
 """One JSON line per finished epoch of a level (epoch, epochs, top1, imagesPerSecond, ...)."""
 RESULT_FILE = "result.json"
+MANIFEST_FILE = "manifest.json"
+"""The data manifest (lth.data_manifest), written last by the Spark job: data/ is complete."""
+STATUS_FILE = "status.json"
 
 BRANCH_SUFFIX: dict[Branch, str] = {
     "main": "",
@@ -64,7 +67,7 @@ class RunLayout:
     @property
     def status_file(self) -> Path:
         """The local runner's record of the run's status (the API server's, on a cluster)."""
-        return self.root / "status.json"
+        return self.root / STATUS_FILE
 
     @property
     def data(self) -> Path:
@@ -72,7 +75,7 @@ class RunLayout:
 
     @property
     def manifest(self) -> Path:
-        return self.data / "manifest.json"
+        return self.data / MANIFEST_FILE
 
     def level_dir(self, level: int, branch: Branch = "main") -> Path:
         return self.root / "levels" / f"{level:02d}{BRANCH_SUFFIX[branch]}"

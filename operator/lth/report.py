@@ -10,8 +10,8 @@ from pathlib import Path
 
 from lth.api import RunStatus
 from lth.data_manifest import DataManifest
-from lth.local import atomic_write_text
-from lth.naming import MASK_FILE, REWIND_FILE
+from lth.files import atomic_write, atomic_write_text
+from lth.naming import MASK_FILE, REWIND_FILE, RunLayout
 from lth.ticket import TICKET_FILE, TicketFiles, describe
 
 BRANCH_LABELS = {
@@ -120,11 +120,8 @@ def plot(status: RunStatus, path: Path) -> Path:
         f"Transferred ticket ({transfer.source}) vs controls" if transfer else "Accuracy vs density"
     )
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp)
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
     plt.close(figure)
-    tmp.replace(path)
     return path
 
 
@@ -180,7 +177,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
         classes = spec.get("model", {}).get("numClasses")
         # Prepared data elsewhere, or none: the spec's count (if any) stands.
         with contextlib.suppress(OSError, ValueError):
-            classes = DataManifest.load(run_dir / "data" / "manifest.json").num_classes
+            classes = DataManifest.load(RunLayout(run_dir).manifest).num_classes
         source_info = {
             "run": run_dir.name,
             "level": best.level,

@@ -8,9 +8,7 @@ file, and what the ticket came from.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import struct
 import urllib.error
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lth.files import atomic_write, atomic_write_bytes, sha256
 from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE, RunLayout
 from lth.planner import ObservedSource
 
@@ -76,14 +75,6 @@ def mask_densities(path: Path) -> dict[str, dict[str, int]]:
         values = data[start + begin : start + end]
         layers[name] = {"kept": len(values) - values.count(0), "total": len(values)}
     return layers
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe(ticket: Path, source: dict[str, Any]) -> dict[str, Any]:
@@ -161,15 +152,14 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
             raise TicketError(f"{base}{TICKET_FILE}: file name {name!r} is not a plain file name")
         if target.is_file() and sha256(target) == expected["sha256"]:
             continue
-        temporary = dest / f".{name}.{os.getpid()}.part"
-        _fetch_to(urllib.parse.urljoin(base, name), temporary, timeout)
-        if sha256(temporary) != expected["sha256"]:
-            temporary.unlink()
-            raise TicketError(f"{base}{name}: checksum mismatch with {TICKET_FILE}, the file changed")
-        temporary.replace(target)
-    temporary = dest / f".{TICKET_FILE}.{os.getpid()}.part"
-    temporary.write_bytes(description)
-    temporary.replace(dest / TICKET_FILE)
+
+        def fetch_checked(temporary: Path, name: str = name, expected: dict[str, Any] = expected) -> None:
+            _fetch_to(urllib.parse.urljoin(base, name), temporary, timeout)
+            if sha256(temporary) != expected["sha256"]:
+                raise TicketError(f"{base}{name}: checksum mismatch with {TICKET_FILE}, the file changed")
+
+        atomic_write(target, fetch_checked)
+    atomic_write_bytes(dest / TICKET_FILE, description)
     return dest
 
 

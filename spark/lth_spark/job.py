@@ -24,6 +24,8 @@ import simplejpeg
 
 from lth.api import DatasetSpec, PreprocessingSpec
 from lth.data_manifest import DataManifest, ShardInfo, SkippedFile, SplitInfo
+from lth.files import atomic_write_bytes
+from lth.naming import MANIFEST_FILE
 from lth_spark.images import Geometry
 from lth_spark.inputs import InputError, plan_input
 from lth_spark.work import (
@@ -33,13 +35,11 @@ from lth_spark.work import (
     process_unit,
     tar_entry_bytes,
     unit_paths,
-    write_atomically,
     write_shard,
 )
 
 log = logging.getLogger("lth_spark")
 
-MANIFEST = "manifest.json"
 WORK_DIR = ".work"
 """Unit blobs and sidecars of an unfinished job; removed once the manifest is written."""
 SPLITS = ("train", "val", "test")
@@ -183,7 +183,7 @@ def _claim_work_dir(job: Job) -> Path:
             f"{job.output}: holds an unfinished run with other parameters ({marker}); "
             "remove the folder to start over"
         )
-    write_atomically(marker, wanted.encode())
+    atomic_write_bytes(marker, wanted.encode())
     return work
 
 
@@ -192,7 +192,7 @@ def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
 
     The mapper (a Spark session) starts only after the input was checked, so bad input fails in seconds.
     """
-    manifest_path = job.output / MANIFEST
+    manifest_path = job.output / MANIFEST_FILE
     if manifest_path.exists():
         log.info("%s exists: the data is complete, nothing to do", manifest_path)
         return DataManifest.load(manifest_path)
@@ -213,7 +213,7 @@ def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
     shard_plans = plan_shards(sidecars, work, job.output, job.target_shard_bytes)
     shards = mapper(write_shard, shard_plans, SHARD_STEP)
     manifest = build_manifest(job, plan.classes, sidecars, shards)
-    write_atomically(manifest_path, (manifest.model_dump_json(indent=2) + "\n").encode())
+    atomic_write_bytes(manifest_path, (manifest.model_dump_json(indent=2) + "\n").encode())
     shutil.rmtree(work)
     log.info(
         "wrote %s: %s, %d shards, %d skipped",

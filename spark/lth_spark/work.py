@@ -10,10 +10,8 @@ from the blobs in a deterministic order, each written to a temp file and renamed
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import resource
 import tarfile
 import time
@@ -25,6 +23,7 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
+from lth.files import atomic_write, atomic_write_bytes, sha256
 from lth_spark.images import Geometry, UnreadableImage, process_image
 
 TEST_LABEL = -1
@@ -125,16 +124,6 @@ def unit_paths(work_dir: str, unit_name: str) -> tuple[Path, Path]:
     return base.with_suffix(".bin"), base.with_suffix(".json")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename: a reader sees the old file or the whole new one."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-
-
 def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str, Any]:
     """Process every image of a unit into its blob, write the sidecar last; return a summary.
 
@@ -145,20 +134,21 @@ def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str,
     records: list[list[Any]] = []
     skipped: list[list[str]] = []
     histogram = np.zeros(768, dtype=np.int64)
-    temp = blob_path.with_name(f".{blob_path.name}.tmp")
-    with open(temp, "wb") as blob:
-        for key, label, source, data in _unit_inputs(unit):
-            try:
-                out = process_image(data, processing.geometry, processing.quality)
-            except UnreadableImage as error:
-                skipped.append([source, str(error)])
-                continue
-            records.append([key, label, blob.tell(), len(out.jpeg), source])
-            blob.write(out.jpeg)
-            histogram += np.asarray(out.histogram, dtype=np.int64)
-        blob.flush()
-        os.fsync(blob.fileno())
-    os.replace(temp, blob_path)
+
+    def write_blob(temp: Path) -> None:
+        nonlocal histogram
+        with open(temp, "wb") as blob:
+            for key, label, source, data in _unit_inputs(unit):
+                try:
+                    out = process_image(data, processing.geometry, processing.quality)
+                except UnreadableImage as error:
+                    skipped.append([source, str(error)])
+                    continue
+                records.append([key, label, blob.tell(), len(out.jpeg), source])
+                blob.write(out.jpeg)
+                histogram += np.asarray(out.histogram, dtype=np.int64)
+
+    atomic_write(blob_path, write_blob)
     sidecar = {
         "unit": unit.name,
         "split": unit.split,
@@ -168,7 +158,7 @@ def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str,
         "seconds": time.perf_counter() - started,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
-    write_atomically(sidecar_path, json.dumps(sidecar).encode())
+    atomic_write_bytes(sidecar_path, json.dumps(sidecar).encode())
     return {
         "unit": unit.name,
         "images": len(records),
@@ -208,32 +198,26 @@ def tar_entry_bytes(size: int) -> int:
     return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
 def write_shard(plan: ShardPlan) -> dict[str, Any]:
     """Write one shard (temp + rename) unless it exists; return its size and checksum."""
     path = Path(plan.path)
+
+    def write_tar(temp: Path) -> None:
+        with _OpenFiles() as blobs, tarfile.open(temp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for record in plan.records:
+                blob = blobs.get(record.blob)
+                blob.seek(record.offset)
+                jpeg = blob.read(record.size)
+                tar.addfile(_tar_info(f"{record.key}.jpg", len(jpeg)), io.BytesIO(jpeg))
+                label = str(record.label).encode()
+                tar.addfile(_tar_info(f"{record.key}.cls", len(label)), io.BytesIO(label))
+
     if not path.exists():
-        temp = path.with_name(f".{path.name}.tmp")
-        with _OpenFiles() as blobs, open(temp, "wb") as file:
-            with tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for record in plan.records:
-                    blob = blobs.get(record.blob)
-                    blob.seek(record.offset)
-                    jpeg = blob.read(record.size)
-                    tar.addfile(_tar_info(f"{record.key}.jpg", len(jpeg)), io.BytesIO(jpeg))
-                    label = str(record.label).encode()
-                    tar.addfile(_tar_info(f"{record.key}.cls", len(label)), io.BytesIO(label))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
+        atomic_write(path, write_tar)
     return {
         "split": plan.split,
         "path": path.name,
         "images": len(plan.records),
         "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": sha256(path),
     }

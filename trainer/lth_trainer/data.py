@@ -29,6 +29,7 @@ import simplejpeg
 import torch
 
 from lth.data_manifest import DataManifest, Split
+from lth.naming import MANIFEST_FILE
 from lth_trainer.store import TrainerError
 
 BLOCK = tarfile.BLOCKSIZE
@@ -42,7 +43,7 @@ Image_ = npt.NDArray[np.uint8]
 
 
 def load_manifest(data_dir: Path) -> DataManifest:
-    path = data_dir / "manifest.json"
+    path = data_dir / MANIFEST_FILE
     if not path.is_file():
         raise TrainerError(f"{path}: data manifest does not exist (has the preprocessing finished?)")
     try:
@@ -114,7 +115,7 @@ def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIn
     """Scan the tar headers of a split's shards (labels come from the `.cls` members)."""
     infos = manifest.shards_of(split)
     if not infos:
-        raise TrainerError(f"{data_dir / 'manifest.json'}: no {split} shards listed")
+        raise TrainerError(f"{data_dir / MANIFEST_FILE}: no {split} shards listed")
     shards: list[Path] = []
     rows: list[tuple[int, int, int, int]] = []
     for number, info in enumerate(infos):
@@ -166,6 +167,34 @@ def random_resized_crop(rng: random.Random, height: int, width: int) -> tuple[in
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+EVAL_CROP_RATIO = 0.875
+"""Evaluation sees the center 87.5 % of the short side: 224 of 256, as torchvision's
+references/classification and open_lth's ImageNet data evaluate."""
+
+
+def default_crop(manifest: DataManifest) -> int:
+    """The crop when spec.training.cropSize is absent, from what the manifest says was stored:
+    87.5 % of the short side of center-cropped data (at most the stored side), else the whole
+    image (squashed data, or shards that do not say)."""
+    parameters = manifest.parameters
+    short_side = parameters.get("short_side")
+    if parameters.get("resize") == "center-crop" and isinstance(short_side, int):
+        return min(manifest.image_size, round(EVAL_CROP_RATIO * short_side))
+    return manifest.image_size
+
+
+def crop_size(requested: int | None, manifest: DataManifest, data_dir: Path) -> int:
+    """The side of the crops the network sees; a crop the stored images cannot give is refused
+    (a random crop would be upsampled, and the center crop could not be taken)."""
+    crop = requested or default_crop(manifest)
+    if crop > manifest.image_size:
+        raise TrainerError(
+            f"spec.training.cropSize: {crop} is larger than the {manifest.image_size}x"
+            f"{manifest.image_size} images stored in {data_dir / 'manifest.json'}"
+        )
+    return crop
 
 
 def center_crop(image: Image_, size: int) -> Image_:

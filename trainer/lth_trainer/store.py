@@ -8,9 +8,6 @@ and two jobs that write the same file race harmlessly.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +15,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lth.files import atomic_write, atomic_write_text
+
 
 class TrainerError(Exception):
     """A problem with the trainer's inputs; the message names the file or field."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temp) on a temporary file beside `path`, fsync it, rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    temp = Path(name)
-    try:
-        write(temp)
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def write_text(path: Path, text: str) -> None:
-    def write(temp: Path) -> None:
-        temp.write_text(text)
-
-    atomic_write(path, write)
+    atomic_write_text(path, text)
 
 
 def write_json(path: Path, value: Any) -> None:
