@@ -38,7 +38,11 @@ def with_change(path: str, value: Any, base: dict[str, Any] | None = None) -> di
 
 def test_defaults_are_the_reference_setup() -> None:
     spec = RunSpec.model_validate({"dataset": {"path": "imagenet"}})
-    assert spec.dataset.format == "imagenet" and spec.dataset.image_size == 227
+    assert spec.dataset.format == "imagenet" and spec.dataset.image_size == 256
+    # torchvision's protocol: the 256 x 256 center of a 256 short side is stored; training takes
+    # random crops of it, evaluation the center 224 (the trainer's default crop, from the manifest)
+    assert spec.dataset.resize == "center-crop" and spec.dataset.crop_short_side == 256
+    assert spec.training.crop_size is None
     assert spec.pruning.fraction == 0.2 and spec.pruning.rewind_to == "6ep"
     assert spec.resources.gpus_per_pod == 4 and spec.resources.pods == 1
     assert spec.training.precision == "bf16" and spec.training.milestones == [30, 60, 80]
@@ -233,6 +237,25 @@ def test_lth_validate_accepts_the_examples() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(": valid") == len(EXAMPLES)
+
+
+def test_lth_validate_refuses_a_shm_size_the_data_loaders_outgrow(tmp_path: Path) -> None:
+    """The defaults: 4 processes x 8 workers x 4 batches of 256 images, each a 256 px stored image
+    (training) and a 224 px center crop (evaluation): 10.6 GiB of /dev/shm."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(with_change("spec.resources.shmSize", "8Gi")))
+    result = subprocess.run(
+        [sys.executable, "-m", "lth", "validate", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert f"{path}: spec.resources.shmSize: 8Gi is less than the 10.6Gi of /dev/shm" in result.stderr
+    assert "4 processes x 8 workers x 4 batches of 256 images" in result.stderr
+    _, problems = check_run(with_change("spec.resources.shmSize", "11Gi"))
+    assert not problems
+    _, problems = check_run(
+        with_change("spec.training.workers", 0, with_change("spec.resources.shmSize", "64Mi"))
+    )
+    assert not problems  # no workers, nothing in /dev/shm
 
 
 def test_lth_validate_names_an_unreadable_file(tmp_path: Path) -> None:

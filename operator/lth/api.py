@@ -73,20 +73,27 @@ class DatasetSpec(ApiModel):
         description="Where the input is: an absolute path, or relative to the storage root.",
     )
     image_size: int = Field(
-        227, ge=16, le=1024, description="Side of the square images written to the shards, pixels."
+        256,
+        ge=16,
+        le=1024,
+        description=(
+            "Side of the square images written to the shards, pixels. The default keeps the 256 x 256 "
+            "center of a short side of 256, from which training takes random 224 crops and evaluation "
+            "the 224 center (torchvision's ImageNet protocol)."
+        ),
     )
     resize: Literal["squash", "center-crop"] = Field(
-        "squash",
+        "center-crop",
         description=(
-            "squash: resize the whole image to imageSize x imageSize; center-crop: resize the "
-            "short side to shortSide, then crop the imageSize x imageSize center."
+            "center-crop: resize the short side to shortSide, then keep the imageSize x imageSize "
+            "center; squash: resize the whole image to imageSize x imageSize (aspect not kept)."
         ),
     )
     short_side: int | None = Field(
         None,
         ge=16,
         le=2048,
-        description="Short side before the center crop, pixels (default imageSize / 0.875).",
+        description="Short side before the center crop, pixels (default imageSize).",
     )
     classes: list[str] | None = Field(
         None,
@@ -97,7 +104,7 @@ class DatasetSpec(ApiModel):
 
     @property
     def crop_short_side(self) -> int:
-        return self.short_side or round(self.image_size / 0.875)
+        return self.short_side or self.image_size
 
 
 class PreprocessingSpec(ApiModel):
@@ -136,6 +143,11 @@ class ModelSpec(ApiModel):
     )
 
 
+LOADER_PREFETCH_BATCHES = 4
+"""Batches each data-loader worker keeps ready (the trainer's DataLoader prefetch_factor): they
+sit in /dev/shm, so spec.resources.shmSize must hold them (lth.validation checks it)."""
+
+
 class TrainingSpec(ApiModel):
     """How one level trains. Epochs and milestones count passes over the training split."""
 
@@ -169,8 +181,10 @@ class TrainingSpec(ApiModel):
         ge=16,
         le=1024,
         description=(
-            "Side of the crops the network sees, pixels: random crops in training, the center "
-            "crop in evaluation. Default: the data's image size."
+            "Side of the crops the network sees, pixels: random-resized crops in training, the "
+            "center crop in evaluation. Default, from what the data's manifest says was stored: "
+            "87.5 % of the short side for center-crop data (224 of 256, as the ImageNet references "
+            "evaluate), at most the stored size; the whole image for squashed data."
         ),
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
@@ -610,7 +624,7 @@ class RunStatus(ApiModel):
     levels: list[LevelStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
-    accepted_spec: dict[str, Any] | None = Field(
+    accepted_spec: RunSpec | None = Field(
         None, description="The spec as accepted at start; frozen fields are kept from it."
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lth.api import CONTROL_BRANCHES, Branch, LotteryTicketRun, RunSpec
+from lth.api import CONTROL_BRANCHES, LOADER_PREFETCH_BATCHES, Branch, LotteryTicketRun, RunSpec
 from lth.naming import DNS1035_MAX, derived_names
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -52,7 +52,12 @@ def problems_from_error(error: ValidationError, prefix: str) -> list[Problem]:
     return problems
 
 
-def parse_spec(raw: Mapping[str, Any] | None) -> tuple[RunSpec | None, list[Problem]]:
+SubmittedSpec = tuple[RunSpec | None, list[Problem]]
+"""A run's spec as submitted, parsed once per reconcile: the model, or the problems that keep
+the document from being one."""
+
+
+def parse_spec(raw: Mapping[str, Any] | None) -> SubmittedSpec:
     """The spec model, or the schema-level problems that keep it from being one."""
     if raw is None:
         return None, [Problem("spec", "is required")]
@@ -138,6 +143,10 @@ def check_spec(spec: RunSpec) -> list[Problem]:
             )
         )
 
+    shm = _shm_problem(spec)
+    if shm is not None:
+        problems.append(shm)
+
     budget = spec.level_budget
     target = pruning.stop.target_density
     if target is not None and spec.ticket is None:
@@ -198,6 +207,52 @@ def check_spec(spec: RunSpec) -> list[Problem]:
             )
         )
     return problems
+
+
+QUANTITY_FACTORS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+QUANTITY_FACTORS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
+
+
+def quantity_bytes(quantity: str) -> float:
+    """A Kubernetes quantity (`16Gi`, `500M`) in bytes; the API's pattern guarantees the form."""
+    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", quantity)
+    assert match, quantity
+    return float(match.group(1)) * QUANTITY_FACTORS[match.group(2)]
+
+
+def shm_need_bytes(spec: RunSpec) -> int:
+    """/dev/shm one trainer pod needs for its data loaders at most: every worker keeps
+    LOADER_PREFETCH_BATCHES uint8 batches ready, of the stored images in training (the device
+    crops them) and of the center crops in evaluation, and the training loader lives on while an
+    evaluation loader runs. Per process, for every process of the pod."""
+    training, dataset = spec.training, spec.dataset
+    if training.workers == 0:
+        return 0
+    local_batch = training.batch_size // max(spec.resources.world_size, 1)
+    stored = dataset.image_size
+    short = dataset.crop_short_side if dataset.resize == "center-crop" else stored
+    crop = training.crop_size or (
+        min(stored, round(0.875 * short)) if dataset.resize == "center-crop" else stored
+    )
+    per_image = 3 * (stored * stored + crop * crop)
+    per_process = training.workers * LOADER_PREFETCH_BATCHES * local_batch * per_image
+    return per_process * spec.resources.processes_per_pod
+
+
+def _shm_problem(spec: RunSpec) -> Problem | None:
+    need = shm_need_bytes(spec)
+    have = quantity_bytes(spec.resources.shm_size)
+    if need <= have:
+        return None
+    training, resources = spec.training, spec.resources
+    return Problem(
+        "spec.resources.shmSize",
+        f"{resources.shm_size} is less than the {need / 2**30:.1f}Gi of /dev/shm the data loaders "
+        f"need: {resources.processes_per_pod} processes x {training.workers} workers x "
+        f"{LOADER_PREFETCH_BATCHES} batches of {training.batch_size // max(resources.world_size, 1)} "
+        f"images ({spec.dataset.image_size} px stored, for training and evaluation); raise shmSize "
+        "or lower spec.training.workers",
+    )
 
 
 def _check_ticket(spec: RunSpec) -> list[Problem]:

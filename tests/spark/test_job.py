@@ -200,7 +200,7 @@ def test_imagefolder_center_crop(mapper: Mapper, tmp_path: Path) -> None:
     dataset = DatasetSpec(format="imagefolder", path="in", image_size=16, resize="center-crop")
     manifest = run(Job(tmp_path / "in", tmp_path / "data", dataset, PreprocessingSpec()), lambda: mapper)
     assert manifest.splits["train"].per_class == [2, 1] and manifest.splits["val"].per_class == [1, 1]
-    assert manifest.parameters["short_side"] == 18
+    assert manifest.parameters["short_side"] == 16  # default: imageSize (the 16 x 16 center is kept)
     records = read_shard(tmp_path / "data" / "val-00000.tar")
     assert [(key, label) for key, _, label in records] == [("a/4", 0), ("b/5", 1)]
     assert all(simplejpeg.decode_jpeg(jpeg).shape == (16, 16, 3) for _, jpeg, _ in records)

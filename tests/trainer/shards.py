@@ -37,6 +37,7 @@ def write_shards(
     classes: int,
     per_shard: int,
     quality: int = 95,
+    parameters: dict[str, object] | None = None,
 ) -> DataManifest:
     """`<split>-NNNNN.tar` with `<key>.jpg` + `<key>.cls` members, and manifest.json."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,7 @@ def write_shards(
         shards=shards,
         mean=tuple(float(v) for v in stacked.mean(axis=0)),
         std=tuple(float(v) for v in stacked.std(axis=0)),
+        parameters=parameters or {},
     )
     (data_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return manifest

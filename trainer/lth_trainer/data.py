@@ -28,6 +28,7 @@ import numpy.typing as npt
 import simplejpeg
 import torch
 
+from lth.api import LOADER_PREFETCH_BATCHES
 from lth.data_manifest import DataManifest, Split
 from lth.naming import MANIFEST_FILE
 from lth_trainer.store import TrainerError
@@ -315,6 +316,6 @@ def loader(
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=LOADER_PREFETCH_BATCHES if workers else None,
         persistent_workers=False,
     )

@@ -24,6 +24,7 @@ from lth_trainer import pruning
 from lth_trainer.data import (
     ShardDataset,
     TrainBatches,
+    crop_size,
     eval_batches,
     index_split,
     load_manifest,
@@ -88,7 +89,7 @@ class Inputs:
     cropped to the crop boxes (random-resized-crop and flip) when the batch has them.
 
     The crop is one bilinear grid_sample for the whole batch: no antialiasing, which
-    matters only for crops much larger than the output (at most 1.2x here for 227 px
+    matters only for crops much larger than the output (at most 1.14x here for 256 px
     shards and 224 px crops at the largest scale)."""
 
     def __init__(
@@ -211,7 +212,7 @@ def run_level(
             f"spec.training.batchSize: {training.batch_size} is more than the {len(train_index)} train images"
         )
     num_classes = spec.model.num_classes or manifest.num_classes
-    crop = training.crop_size or manifest.image_size
+    crop = crop_size(training.crop_size, manifest, data_dir)
 
     def build(seed: int) -> nn.Module:
         return build_model(spec.model.arch, num_classes, crop, seed)
@@ -252,6 +253,8 @@ def run_level(
                 "branch": branch,
                 "density": pruning.density(start.mask),
                 "stepsPerEpoch": spe,
+                "crop": crop,
+                "evaluation": f"center {crop} of the {manifest.image_size} px stored images",
             },
         )
     rewinds = level == 0 and branch == "main"  # a level-0 control is never rewound to
