@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from lth.api import Branch
 from lth.commands import EXIT_BAD_INPUT
-from lth_trainer import pruning
+from lth_trainer import data, pruning
 from lth_trainer.cli import main
 from lth_trainer.level import level_files
 from tests.trainer.conftest import make_spec, trainer_args
@@ -211,3 +211,19 @@ def test_bad_spec_and_branch_on_level_zero_are_refused(data_dir: Path, tmp_path:
     args[-1] = args[-1].replace('"epochs":3', '"epochs":-3')
     assert main(args) == EXIT_BAD_INPUT
     assert "training.epochs" in (tmp_path / "termination-0-main").read_text()
+
+
+def test_the_shard_index_is_scanned_once_per_run_and_read_after(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = make_spec(epochs=1, pruning={"rewindTo": "0"})
+    assert main(trainer_args(tmp_path, data_dir, spec, 0)) == 0
+    assert {p.name for p in (tmp_path / "index").iterdir()} == {"train.npz", "val.npz"}
+
+    def no_scan(path: Path) -> None:
+        raise AssertionError(f"{path} scanned again")
+
+    monkeypatch.setattr(data, "scan_tar", no_scan)
+    assert main(trainer_args(tmp_path, data_dir, spec, 1)) == 0  # the index is read, not rescanned
+    with pytest.raises(AssertionError, match="scanned again"):  # another run scans its own, once
+        main(trainer_args(tmp_path / "other-run", data_dir, spec, 0))

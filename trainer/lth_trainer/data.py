@@ -14,6 +14,8 @@ resized, flipped and normalised as a batch and become channels_last NCHW floats
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import mmap
 import os
@@ -30,6 +32,7 @@ import torch
 
 from lth.api import LOADER_PREFETCH_BATCHES
 from lth.data_manifest import DataManifest, Split
+from lth.files import atomic_write
 from lth.naming import MANIFEST_FILE
 from lth_trainer.store import TrainerError
 
@@ -112,19 +115,99 @@ def _scan_with_tarfile(path: Path) -> Iterator[tuple[str, int, int, Callable[[],
                 yield member.name, member.offset_data, member.size, content.read
 
 
-def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIndex:
-    """Scan the tar headers of a split's shards (labels come from the `.cls` members)."""
+def _shard_paths(data_dir: Path, manifest: DataManifest, split: Split) -> list[Path]:
+    """The split's shards, each there and of the size the manifest lists (a stat each)."""
     infos = manifest.shards_of(split)
     if not infos:
         raise TrainerError(f"{data_dir / MANIFEST_FILE}: no {split} shards listed")
-    shards: list[Path] = []
-    rows: list[tuple[int, int, int, int]] = []
-    for number, info in enumerate(infos):
+    paths = []
+    for info in infos:
         path = data_dir / info.path
         if not path.is_file():
             raise TrainerError(f"{path}: shard listed in the manifest is missing")
         if path.stat().st_size != info.bytes:
             raise TrainerError(f"{path}: {path.stat().st_size} bytes, the manifest says {info.bytes}")
+        paths.append(path)
+    return paths
+
+
+INDEX_FORMAT = 1
+
+
+def index_key(data_dir: Path, manifest: DataManifest, split: Split) -> str:
+    """What a saved index was built from: the data directory and its split's shards by checksum."""
+    shards = [(s.path, s.bytes, s.sha256, s.images) for s in manifest.shards_of(split)]
+    what = [INDEX_FORMAT, str(data_dir.resolve()), split, manifest.num_classes, shards]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def save_index(path: Path, index: ShardIndex, key: str) -> None:
+    arrays = {
+        "key": np.array(key),
+        "shards": np.array([p.name for p in index.shards]),
+        "shard_of": index.shard_of,
+        "offset": index.offset,
+        "size": index.size,
+        "label": index.label,
+    }
+
+    def write(temp: Path) -> None:
+        with temp.open("wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+
+    atomic_write(path, write)
+
+
+def load_index(
+    path: Path, key: str, data_dir: Path, manifest: DataManifest, split: Split
+) -> ShardIndex | None:
+    """The index saved at `path` if it was built from these shards, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["key"]) != key:
+                return None
+            names = [str(n) for n in saved["shards"]]
+            shard_of, offset, size, label = (saved[k] for k in ("shard_of", "offset", "size", "label"))
+    except (OSError, KeyError, ValueError):  # absent, or damaged: scan again
+        return None
+    shards = _shard_paths(data_dir, manifest, split)
+    if names != [p.name for p in shards]:
+        return None
+    return ShardIndex(tuple(shards), shard_of, offset, size, label)
+
+
+def shared_index(
+    data_dir: Path,
+    manifest: DataManifest,
+    split: Split,
+    path: Path,
+    main: bool,
+    barrier: Callable[[], None],
+) -> ShardIndex:
+    """The split's index, scanned once per run: the main process reads the one saved at `path`
+    or scans the shard headers and saves it; after `barrier` every other process reads it. At
+    ImageNet scale a scan reads one header per image, over NFS most of the shards' blocks, so
+    it is done once, not by every rank at every level."""
+    key = index_key(data_dir, manifest, split)
+    index = None
+    if main:
+        index = load_index(path, key, data_dir, manifest, split)
+        if index is None:
+            index = index_split(data_dir, manifest, split)
+            save_index(path, index, key)
+    barrier()
+    if index is None:
+        index = load_index(path, key, data_dir, manifest, split) or index_split(data_dir, manifest, split)
+    return index
+
+
+def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIndex:
+    """Scan the tar headers of a split's shards (labels come from the `.cls` members)."""
+    infos = manifest.shards_of(split)
+    paths = _shard_paths(data_dir, manifest, split)
+    shards: list[Path] = []
+    rows: list[tuple[int, int, int, int]] = []
+    for number, (info, path) in enumerate(zip(infos, paths, strict=True)):
         jpegs: dict[str, tuple[int, int]] = {}
         labels: dict[str, int] = {}
         try:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lth.api import Branch, LevelResult, RunSpec
+from lth.data_manifest import Split
 from lth.ticket import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.data import (
@@ -26,9 +27,9 @@ from lth_trainer.data import (
     TrainBatches,
     crop_size,
     eval_batches,
-    index_split,
     load_manifest,
     loader,
+    shared_index,
 )
 from lth_trainer.dist import Platform
 from lth_trainer.level import LevelFiles, level_files, plan_start, rewind_step
@@ -46,6 +47,13 @@ from lth_trainer.store import (
 log = logging.getLogger("lth_trainer")
 LOG_EVERY_SECONDS = 30.0
 CHECKPOINT_FORMAT = 1
+INDEX_DIR = "index"
+"""RUN/index/<split>.npz: the shard index, scanned once per run and read by every rank."""
+SPLITS: tuple[Split, Split] = ("train", "val")
+
+
+def index_file(run_dir: Path, split: Split) -> Path:
+    return run_dir / INDEX_DIR / f"{split}.npz"
 
 
 @dataclass
@@ -196,8 +204,12 @@ def run_level(
     training = spec.training
     files = level_files(run_dir, level, branch)
     manifest = load_manifest(data_dir)
-    train_index = index_split(data_dir, manifest, "train")
-    val_index = index_split(data_dir, manifest, "val")
+    train_index, val_index = (
+        shared_index(
+            data_dir, manifest, split, index_file(run_dir, split), platform.is_main, platform.barrier
+        )
+        for split in SPLITS
+    )
     if training.batch_size % platform.world_size:
         raise TrainerError(
             f"spec.training.batchSize: {training.batch_size} does not split over "
