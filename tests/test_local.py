@@ -295,7 +295,8 @@ def test_a_transfer_run_trains_the_ticket_beside_its_controls_and_reports_them(r
 
     # The trainer is pointed at the source run's level (the stand-in above ignores it).
     real = LocalExecutor.from_file(root / "moved.yaml", root, 1)
-    spec = RunSpec.model_validate(status.accepted_spec)
+    spec = status.accepted_spec
+    assert spec is not None
     argv = real._level_launch(spec, status, "moved-level-00", 0, "main").argv
     source_dir = str((root / "runs" / "tiny").resolve())
     assert argv[argv.index("--ticket-run-dir") + 1] == source_dir

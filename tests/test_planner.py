@@ -21,6 +21,7 @@ from lth.planner import (
     Stuck,
     plan,
 )
+from lth.validation import parse_spec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -103,7 +104,7 @@ def drive(
     for step in range(max_steps):
         now = T0 + timedelta(minutes=step)
         seen.append((copy.deepcopy(status), dict(world.children)))
-        result = plan(name, 1, spec, status, world.children, now, source if step == 0 else None)
+        result = plan(name, 1, parse_spec(spec), status, world.children, now, source if step == 0 else None)
         world.apply(result)
         status = result.status
         if result.done:
@@ -129,12 +130,12 @@ def test_happy_path_preprocesses_then_runs_every_level_once() -> None:
 def test_phases_move_pending_preprocessing_training_succeeded() -> None:
     world = Cluster()
     spec = make_spec(pruning={"levels": 1})
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     assert first.status.phase == "Preprocessing"
     assert [type(a) for a in first.actions if not isinstance(a, EmitEvent)] == [CreatePreprocessing]
     world.apply(first)
     world.finish_all(first)
-    second = plan("run", 1, spec, first.status, world.children, T0)
+    second = plan("run", 1, parse_spec(spec), first.status, world.children, T0)
     assert second.status.phase == "Training" and second.status.preprocessing.phase == "Succeeded"  # type: ignore[union-attr]
     assert [a.name for a in second.creates] == ["run-level-00"]
     reasons = [e.reason for e in second.actions if isinstance(e, EmitEvent)]
@@ -210,10 +211,10 @@ def test_preprocessing_failure_fails_the_run() -> None:
 def test_child_deleted_by_hand_fails_the_run() -> None:
     spec = make_spec()
     world = Cluster()
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     world.apply(first)
     del world.children["run-prep"]
-    second = plan("run", 1, spec, first.status, world.children, T0)
+    second = plan("run", 1, parse_spec(spec), first.status, world.children, T0)
     failed = second.status.condition("Failed")
     assert second.status.phase == "Failed" and failed is not None and failed.reason == "ChildDeleted"
     assert "run-prep" in failed.message and second.creates == []
@@ -221,9 +222,9 @@ def test_child_deleted_by_hand_fails_the_run() -> None:
 
 def test_succeeded_job_without_a_result_counts_as_a_failed_attempt() -> None:
     spec = make_spec(dataset={"format": "prepared"}, retry={"training": {"backoffLimit": 0}})
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     children = {"run-level-00": ObservedChild("run-level-00", 1, "Succeeded")}
-    second = plan("run", 1, spec, first.status, children, T0)
+    second = plan("run", 1, parse_spec(spec), first.status, children, T0)
     failed = second.status.condition("Failed")
     assert failed is not None and "without a result" in failed.message
 
@@ -236,13 +237,13 @@ def test_resume_from_every_state_never_creates_a_child_twice() -> None:
     _, _, seen = drive(spec, Cluster(fail={"run-level-01": 1}))
     for index, (status, children) in enumerate(seen):
         for replayed in (status, seen[index - 1][0] if index else None):
-            result = plan("run", 1, spec, replayed, children, T0)
+            result = plan("run", 1, parse_spec(spec), replayed, children, T0)
             created = [a.name for a in result.creates]
             assert not set(created) & set(children), (index, created)
             again = plan(
                 "run",
                 1,
-                spec,
+                parse_spec(spec),
                 result.status,
                 {**children, **{n: ObservedChild(n, 1, "Running") for n in created}},
                 T0,
@@ -254,13 +255,15 @@ def test_same_inputs_same_plan() -> None:
     spec = make_spec()
     _, _, seen = drive(spec)
     for status, children in seen:
-        assert plan("run", 1, spec, status, children, T0) == plan("run", 1, spec, status, children, T0)
+        assert plan("run", 1, parse_spec(spec), status, children, T0) == plan(
+            "run", 1, parse_spec(spec), status, children, T0
+        )
 
 
 def test_adopts_a_child_whose_creation_was_not_recorded() -> None:
     spec = make_spec(dataset={"format": "prepared"})
     children = {"run-level-00": ObservedChild("run-level-00", 1, "Running")}
-    result = plan("run", 1, spec, None, children, T0)
+    result = plan("run", 1, parse_spec(spec), None, children, T0)
     assert result.creates == []
     row = result.status.level_entry(0)
     assert row is not None and row.phase == "Running"
@@ -268,7 +271,7 @@ def test_adopts_a_child_whose_creation_was_not_recorded() -> None:
 
 def test_invalid_spec_fails_with_a_condition_naming_the_field() -> None:
     spec = make_spec(pruning={"fraction": 1.5})
-    result = plan("run", 1, spec, None, {}, T0)
+    result = plan("run", 1, parse_spec(spec), None, {}, T0)
     failed = result.status.condition("Failed")
     assert result.status.phase == "Failed" and failed is not None and failed.reason == "InvalidSpec"
     assert "spec.pruning.fraction" in failed.message
@@ -276,7 +279,7 @@ def test_invalid_spec_fails_with_a_condition_naming_the_field() -> None:
 
 
 def test_name_too_long_for_child_names_is_an_invalid_spec() -> None:
-    result = plan("r" * 60, 1, make_spec(), None, {}, T0)
+    result = plan("r" * 60, 1, parse_spec(make_spec()), None, {}, T0)
     failed = result.status.condition("Failed")
     assert failed is not None and failed.reason == "InvalidSpec" and "metadata.name" in failed.message
 
@@ -284,10 +287,10 @@ def test_name_too_long_for_child_names_is_an_invalid_spec() -> None:
 def test_frozen_field_change_is_refused_and_the_run_goes_on_with_the_accepted_spec() -> None:
     spec = make_spec()
     world = Cluster()
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     world.apply(first)
     changed = make_spec(training={"epochs": 20}, pruning={"levels": 5})
-    second = plan("run", 2, changed, first.status, world.children, T0)
+    second = plan("run", 2, parse_spec(changed), first.status, world.children, T0)
     condition = second.status.condition("SpecAccepted")
     assert condition is not None and condition.status == "False" and condition.reason == "FrozenFieldChanged"
     assert "spec.training.epochs (10 -> 20)" in condition.message
@@ -295,7 +298,7 @@ def test_frozen_field_change_is_refused_and_the_run_goes_on_with_the_accepted_sp
     assert second.spec.pruning.levels == 5  # mutable: the level budget may grow mid-run
     assert second.status.observed_generation == 2
     assert [e.reason for e in second.actions if isinstance(e, EmitEvent)] == ["SpecRefused"]
-    third = plan("run", 2, changed, second.status, world.children, T0)
+    third = plan("run", 2, parse_spec(changed), second.status, world.children, T0)
     assert not [e for e in third.actions if isinstance(e, EmitEvent) and e.reason == "SpecRefused"]
 
 
@@ -309,7 +312,7 @@ def test_mutable_change_extends_the_search() -> None:
     finished["run-level-01"] = ObservedChild(
         "run-level-01", 1, "Succeeded", result=LevelResult(level=1, density=0.8, top1=76.0)
     )
-    grown = plan("run", 2, make_spec(pruning={"levels": 2}), status, finished, T0)
+    grown = plan("run", 2, parse_spec(make_spec(pruning={"levels": 2})), status, finished, T0)
     assert grown.status.condition("SpecAccepted").status == "True"  # type: ignore[union-attr]
     assert [a.name for a in grown.creates] == ["run-level-02"]
 
@@ -317,7 +320,7 @@ def test_mutable_change_extends_the_search() -> None:
 def test_terminal_phase_never_flips_back() -> None:
     result, world, _ = drive(make_spec(pruning={"levels": 1}))
     broken = {n: ObservedChild(n, 1, "Failed", "gone") for n in world.children}
-    again = plan("run", 1, make_spec(pruning={"levels": 1}), result.status, broken, T0)
+    again = plan("run", 1, parse_spec(make_spec(pruning={"levels": 1})), result.status, broken, T0)
     assert again.status == result.status and again.actions == []
 
 
@@ -348,7 +351,7 @@ def test_controls_run_beside_the_next_level_with_more_slots() -> None:
     status = None
     batches = []
     for _ in range(20):
-        result = plan("run", 1, spec, status, world.children, T0)
+        result = plan("run", 1, parse_spec(spec), status, world.children, T0)
         world.apply(result)
         batches.append(sorted(a.name for a in result.creates))
         status = result.status
@@ -375,11 +378,11 @@ def test_run_failure_stops_running_children() -> None:
 
 def test_condition_transition_time_only_moves_on_status_change() -> None:
     spec = make_spec()
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     later = T0 + timedelta(hours=1)
     world = Cluster()
     world.apply(first)
-    second = plan("run", 1, spec, first.status, world.children, later)
+    second = plan("run", 1, parse_spec(spec), first.status, world.children, later)
     progressing = second.status.condition("Progressing")
     assert progressing is not None and progressing.last_transition_time == T0
 
@@ -433,10 +436,10 @@ def test_a_new_head_leaves_the_density_to_the_result_and_later_levels_start_from
     spec = transfer_spec(controls=[])
     spec["pruning"]["levels"] = 1
     world = Cluster()
-    first = plan("run", 1, spec, None, world.children, T0, source)
+    first = plan("run", 1, parse_spec(spec), None, world.children, T0, source)
     world.apply(first)
     world.finish_all(first)
-    second = plan("run", 1, spec, first.status, world.children, T0)
+    second = plan("run", 1, parse_spec(spec), first.status, world.children, T0)
     row = second.status.level_entry(0)
     assert row is not None and row.density is None  # the size of the new head decides it
 
@@ -448,7 +451,7 @@ def test_a_new_head_leaves_the_density_to_the_result_and_later_levels_start_from
 
     world.apply(second)
     finished(second, 0.66)
-    third = plan("run", 1, spec, second.status, world.children, T0)
+    third = plan("run", 1, parse_spec(spec), second.status, world.children, T0)
     assert third.status.level_entry(1) is not None
     assert third.status.level_entry(1).density == pytest.approx(0.528)  # 0.66 * 0.8
 
@@ -612,7 +615,7 @@ def test_a_child_that_failed_on_its_input_is_not_retried() -> None:
     world = Cluster()
     status = None
     for step in range(20):
-        result = plan("run", 1, spec, status, world.children, T0 + timedelta(minutes=step))
+        result = plan("run", 1, parse_spec(spec), status, world.children, T0 + timedelta(minutes=step))
         world.apply(result)
         status = result.status
         if result.done:
@@ -648,7 +651,7 @@ PULL_AGAIN = Stuck(
 
 def started_level_zero() -> tuple[dict[str, Any], Plan]:
     spec = make_spec(dataset={"format": "prepared"})
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     assert [a.name for a in first.creates] == ["run-level-00"]
     return spec, first
 
@@ -663,7 +666,7 @@ def warned(result: Plan) -> list[EmitEvent]:
 
 def test_a_stuck_child_is_the_progressing_reason_and_its_rows_message() -> None:
     spec, first = started_level_zero()
-    result = plan("run", 1, spec, first.status, stuck("run-level-00", PULL), T0)
+    result = plan("run", 1, parse_spec(spec), first.status, stuck("run-level-00", PULL), T0)
     progressing = result.status.condition("Progressing")
     assert progressing is not None and progressing.status == "True"
     assert progressing.reason == "ImagePullBackOff"
@@ -681,8 +684,12 @@ def test_a_stuck_child_warns_once_across_replays_while_the_kubelet_alternates() 
     status, events = first.status, []
     for step in range(6):
         why = PULL if step % 2 else PULL_AGAIN
-        result = plan("run", 1, spec, status, stuck("run-level-00", why), T0 + timedelta(minutes=step))
-        again = plan("run", 1, spec, status, stuck("run-level-00", why), T0 + timedelta(minutes=step))
+        result = plan(
+            "run", 1, parse_spec(spec), status, stuck("run-level-00", why), T0 + timedelta(minutes=step)
+        )
+        again = plan(
+            "run", 1, parse_spec(spec), status, stuck("run-level-00", why), T0 + timedelta(minutes=step)
+        )
         assert again == result  # a replay of the same pass asks for the same
         events += warned(result)
         status = result.status
@@ -693,14 +700,14 @@ def test_a_stuck_child_warns_once_across_replays_while_the_kubelet_alternates() 
 
 def test_a_new_cause_or_pod_is_a_new_warning() -> None:
     spec, first = started_level_zero()
-    pulled = plan("run", 1, spec, first.status, stuck("run-level-00", PULL), T0)
+    pulled = plan("run", 1, parse_spec(spec), first.status, stuck("run-level-00", PULL), T0)
     root = Stuck(
         "CreateContainerConfigError",
         "pod run-level-00-worker-0 init container init-pytorch",
         "container has runAsNonRoot and image will run as root "
         '(pod: "run-level-00-worker-0_ml(0f1e)", container: init-pytorch)',
     )
-    refused = plan("run", 1, spec, pulled.status, stuck("run-level-00", root, "Running"), T0)
+    refused = plan("run", 1, parse_spec(spec), pulled.status, stuck("run-level-00", root, "Running"), T0)
     assert [e.reason for e in warned(refused)] == ["CreateContainerConfigError"]
     progressing = refused.status.condition("Progressing")
     assert progressing is not None and progressing.reason == "CreateContainerConfigError"
@@ -709,15 +716,15 @@ def test_a_new_cause_or_pod_is_a_new_warning() -> None:
 
 def test_a_child_that_runs_again_brings_back_the_usual_progressing() -> None:
     spec, first = started_level_zero()
-    held = plan("run", 1, spec, first.status, stuck("run-level-00", PULL), T0)
-    freed = plan("run", 1, spec, held.status, stuck("run-level-00", None, "Running"), T0)
+    held = plan("run", 1, parse_spec(spec), first.status, stuck("run-level-00", PULL), T0)
+    freed = plan("run", 1, parse_spec(spec), held.status, stuck("run-level-00", None, "Running"), T0)
     progressing = freed.status.condition("Progressing")
     assert progressing is not None and (progressing.reason, progressing.status) == ("Training", "True")
     assert progressing.message == first.status.condition("Progressing").message  # type: ignore[union-attr]
     assert freed.status.level_entry(0).message is None  # type: ignore[union-attr]
     assert warned(freed) == []
     # held again later: a new episode, a new warning
-    again = plan("run", 1, spec, freed.status, stuck("run-level-00", PULL), T0)
+    again = plan("run", 1, parse_spec(spec), freed.status, stuck("run-level-00", PULL), T0)
     assert [e.reason for e in warned(again)] == ["ImagePullBackOff"]
 
 
@@ -725,7 +732,9 @@ def test_a_stuck_child_is_never_failed_or_retried() -> None:
     spec, first = started_level_zero()
     status = first.status
     for hour in range(48):
-        result = plan("run", 1, spec, status, stuck("run-level-00", PULL), T0 + timedelta(hours=hour))
+        result = plan(
+            "run", 1, parse_spec(spec), status, stuck("run-level-00", PULL), T0 + timedelta(hours=hour)
+        )
         assert [a for a in result.actions if not isinstance(a, EmitEvent)] == []
         status = result.status
     row = status.level_entry(0)
@@ -736,14 +745,14 @@ def test_a_stuck_child_is_never_failed_or_retried() -> None:
 
 def test_stuck_preprocessing_and_a_job_waiting_for_its_queue() -> None:
     spec = make_spec()
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     driver = Stuck(
         "Unschedulable",
         "pod run-prep-driver",
         "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
         "1 No preemption victims found for incoming pod.",
     )
-    held = plan("run", 1, spec, first.status, stuck("run-prep", driver), T0)
+    held = plan("run", 1, parse_spec(spec), first.status, stuck("run-prep", driver), T0)
     assert held.status.phase == "Preprocessing" and held.status.preprocessing is not None
     assert held.status.condition("Progressing").reason == "Unschedulable"  # type: ignore[union-attr]
     assert held.status.preprocessing.message == driver.message
@@ -758,7 +767,7 @@ def test_stuck_preprocessing_and_a_job_waiting_for_its_queue() -> None:
             "run-level-00", 1, "Pending", "PyTorchJob run-level-00 is suspended.", stuck=queue
         )
     }
-    waiting = plan("run", 1, spec, first.status, child, T0)
+    waiting = plan("run", 1, parse_spec(spec), first.status, child, T0)
     progressing = waiting.status.condition("Progressing")
     assert (
         progressing is not None and progressing.reason == "WaitingForQueue" and "'gpu'" in progressing.message
@@ -771,13 +780,13 @@ def test_each_stuck_child_warns_once_and_the_first_is_the_condition() -> None:
         resources={"maxParallelJobs": 2},
         pruning={"controls": {"branches": ["random-reinit"]}},
     )
-    first = plan("run", 1, spec, None, {}, T0)
+    first = plan("run", 1, parse_spec(spec), None, {}, T0)
     dense = {
         "run-level-00": ObservedChild(
             "run-level-00", 1, "Succeeded", result=LevelResult(level=0, density=1.0, top1=76.0)
         )
     }
-    second = plan("run", 1, spec, first.status, dense, T0)
+    second = plan("run", 1, parse_spec(spec), first.status, dense, T0)
     assert [a.name for a in second.creates] == ["run-level-01", "run-level-01-reinit"]
     level = Stuck("Unschedulable", "pod run-level-01-master-0", "0/1 nodes are available")
     control = Stuck("ImagePullBackOff", "pod run-level-01-reinit-master-0 container pytorch", "Back-off")
@@ -786,13 +795,13 @@ def test_each_stuck_child_warns_once_and_the_first_is_the_condition() -> None:
         **stuck("run-level-01", level),
         **stuck("run-level-01-reinit", control),
     }
-    result = plan("run", 1, spec, second.status, children, T0)
+    result = plan("run", 1, parse_spec(spec), second.status, children, T0)
     assert [e.message for e in warned(result)] == [level.message, control.message]
     progressing = result.status.condition("Progressing")
     assert progressing is not None and progressing.reason == "Unschedulable"
     assert progressing.message == f"{level.message} (and 1 more stuck)"
     assert result.status.level_entry(1, "random-reinit").message == control.message  # type: ignore[union-attr]
-    assert warned(plan("run", 1, spec, result.status, children, T0)) == []
+    assert warned(plan("run", 1, parse_spec(spec), result.status, children, T0)) == []
 
 
 def test_a_stopped_child_is_started_again_at_the_same_attempt() -> None:
@@ -802,14 +811,14 @@ def test_a_stopped_child_is_started_again_at_the_same_attempt() -> None:
     world = Cluster()
     status = None
     for step in range(3):  # prep, then level 0 created
-        result = plan("run", 1, spec, status, world.children, T0 + timedelta(minutes=step))
+        result = plan("run", 1, parse_spec(spec), status, world.children, T0 + timedelta(minutes=step))
         world.apply(result)
         status = result.status
         if step == 0:
             world.finish_all(result)
     assert status is not None and "run-level-00" in world.children
     stopped = {**world.children, "run-level-00": ObservedChild("run-level-00", 1, "Stopped")}
-    result = plan("run", 1, spec, status, stopped, T0 + timedelta(minutes=9))
+    result = plan("run", 1, parse_spec(spec), status, stopped, T0 + timedelta(minutes=9))
     assert result.creates == [CreateLevelJob("run-level-00", 0, "main", 1)]
     row = result.status.level_entry(0)
     assert row is not None and (row.phase, row.attempts) == ("Pending", 1)

@@ -46,6 +46,7 @@ from lth.planner import (
     ticket_to_resolve,
 )
 from lth.ticket import observe_directory
+from lth.validation import SubmittedSpec, parse_spec
 
 SPARK = manifests.CHILD_RESOURCES["SparkApplication"]
 PYTORCH = manifests.CHILD_RESOURCES["PyTorchJob"]
@@ -146,15 +147,16 @@ def reconcile(namespace: str, name: str) -> Plan | None:
             raise
         old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
         children = observe_children(custom, core, namespace, name)
-        ticket = ticket_to_resolve(body.get("spec"), old_status)
+        submitted = parse_spec(body.get("spec"))  # once per reconcile
+        ticket = ticket_to_resolve(submitted, old_status)
         result = plan(
             name,
             body["metadata"].get("generation", 1),
-            body.get("spec"),
+            submitted,
             old_status,
             children,
             datetime.now(UTC),
-            source=None if ticket is None else observe_source(custom, namespace, name, body["spec"], ticket),
+            source=None if ticket is None else observe_source(custom, namespace, name, submitted, ticket),
         )
         for action in result.actions:
             _apply(custom, body, result, action)
@@ -251,7 +253,7 @@ def observe_source(
     custom: kubernetes.client.CustomObjectsApi,
     namespace: str,
     name: str,
-    raw_spec: Mapping[str, Any],
+    submitted: SubmittedSpec,
     ticket: api.TicketSpec,
 ) -> ObservedSource | None:
     """What spec.ticket points at, as the planner judges it; None where the operator cannot look."""
@@ -274,8 +276,9 @@ def observe_source(
         return ObservedSource(found=True, status=status)
     if ticket.path is None or STORAGE_ROOT is None:
         return None  # a URL, or no volume here: the trainer checks the ticket
-    # ticket_to_resolve has parsed this spec already; its pods see the volume at mountPath.
-    mount_path = api.RunSpec.model_validate(raw_spec).storage.mount_path
+    spec, _ = submitted
+    assert spec is not None, "a ticket to resolve comes from a parsed spec"
+    mount_path = spec.storage.mount_path  # where its pods see the volume
     on_volume = posixpath.relpath(RunPaths(mount_path, name).resolve(ticket.path), mount_path)
     if on_volume == ".." or on_volume.startswith("../"):
         return None  # elsewhere in the pods' file system: the trainer checks it

@@ -49,6 +49,7 @@ from lth.planner import (
     plan,
     ticket_to_resolve,
 )
+from lth.validation import parse_spec
 
 LOG_TAIL_LINES = 25
 
@@ -170,6 +171,8 @@ class LocalExecutor:
     running: dict[str, Running] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # The spec file does not change under a running `lth run`: parsed once, not per step.
+        self.submitted = parse_spec(self.raw_spec)
         self.paths = RunPaths(str(self.storage_root.resolve()), self.run.metadata.name)
         self.layout = RunLayout(Path(self.paths.run_dir))
         self.status_file = self.layout.status_file
@@ -257,11 +260,10 @@ class LocalExecutor:
 
     def step(self, status: RunStatus | None) -> Plan:
         """Plan once from what the run directory shows, and record the new status."""
-        spec = RunSpec.model_validate(status.accepted_spec) if status and status.accepted_spec else None
-        children = self.observe(status, spec)
-        ticket = ticket_to_resolve(self.raw_spec, status)
+        children = self.observe(status, status.accepted_spec if status else None)
+        ticket = ticket_to_resolve(self.submitted, status)
         source = self.observe_source(ticket) if ticket is not None else None
-        result = plan(self.name, 1, self.raw_spec, status, children, datetime.now(UTC), source)
+        result = plan(self.name, 1, self.submitted, status, children, datetime.now(UTC), source)
         for action in result.actions:
             if isinstance(action, EmitEvent):
                 self.on_event(action)

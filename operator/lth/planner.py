@@ -39,7 +39,7 @@ from lth.api import (
     TicketStatus,
 )
 from lth.naming import level_job_name, prep_name
-from lth.validation import Problem, check_name, check_spec, parse_spec
+from lth.validation import Problem, SubmittedSpec, check_name, check_spec
 
 ChildKind = Literal["SparkApplication", "PyTorchJob"]
 ChildState = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped"]
@@ -107,11 +107,11 @@ class ObservedSource:
     problem: str = ""
 
 
-def ticket_to_resolve(raw_spec: Mapping[str, Any] | None, status: RunStatus | None) -> TicketSpec | None:
+def ticket_to_resolve(submitted: SubmittedSpec, status: RunStatus | None) -> TicketSpec | None:
     """The spec.ticket an executor should look up for `plan`: only until it is resolved."""
     if status is not None and (status.ticket is not None or status.phase in TERMINAL_PHASES):
         return None
-    spec, _ = parse_spec(raw_spec)
+    spec, _ = submitted
     return spec.ticket if spec is not None else None
 
 
@@ -172,18 +172,19 @@ class _RunFailed(Exception):
 def plan(
     name: str,
     generation: int,
-    raw_spec: Mapping[str, Any] | None,
+    submitted: SubmittedSpec,
     status: RunStatus | None,
     children: Mapping[str, ObservedChild],
     now: datetime,
     source: ObservedSource | None = None,
 ) -> Plan:
-    """The next actions for run `name` and the status to record. `source` is what the
+    """The next actions for run `name` and the status to record. `submitted` is the spec as the
+    executor read it (`lth.validation.parse_spec`, once per reconcile); `source` is what the
     executor found where spec.ticket points (see `ticket_to_resolve`)."""
     current = status or RunStatus()
     if current.phase in TERMINAL_PHASES:
         return Plan(status=current)
-    return _Planner(name, generation, current.model_copy(deep=True), children, now, source).run(raw_spec)
+    return _Planner(name, generation, current.model_copy(deep=True), children, now, source).run(submitted)
 
 
 class _Planner:
@@ -208,8 +209,8 @@ class _Planner:
 
     # ------------------------------------------------------------------ top level
 
-    def run(self, raw_spec: Mapping[str, Any] | None) -> Plan:
-        spec = self._resolve_spec(raw_spec)
+    def run(self, submitted: SubmittedSpec) -> Plan:
+        spec = self._resolve_spec(submitted)
         self.status.observed_generation = self.generation
         if spec is None:
             return Plan(status=self.status, actions=self.actions)
@@ -290,7 +291,7 @@ class _Planner:
             if entry is None or entry.phase != "Succeeded":
                 self._ticket_refused("TicketNotReady", f"{what} has no finished level {level}")
             assert entry is not None
-            accepted = RunSpec.model_validate(status.accepted_spec) if status.accepted_spec else None
+            accepted = status.accepted_spec
             arch = accepted.model.arch if accepted else None
             self._check_architecture(spec, what, arch)
             if accepted is not None and (accepted.storage.claim_name, accepted.storage.sub_path) != (
@@ -365,24 +366,23 @@ class _Planner:
 
     # ------------------------------------------------------------------ spec
 
-    def _resolve_spec(self, raw: Mapping[str, Any] | None) -> RunSpec | None:
+    def _resolve_spec(self, submitted: SubmittedSpec) -> RunSpec | None:
         """The spec to act on: the new one where allowed, frozen fields from the accepted one."""
-        spec, problems = parse_spec(raw)
+        spec, problems = submitted
         if spec is not None:
             problems = check_name(self.name, spec) + check_spec(spec)
-        accepted_raw = self.status.accepted_spec
-        if accepted_raw is None:
+        accepted = self.status.accepted_spec
+        if accepted is None:
             if problems or spec is None:
                 message = _join(problems)
                 self._condition("SpecAccepted", "False", "InvalidSpec", message)
                 self._event("Warning", "InvalidSpec", message)
                 self._fail("InvalidSpec", message)
                 return None
-            self.status.accepted_spec = spec.to_wire()
+            self.status.accepted_spec = spec
             self._condition("SpecAccepted", "True", "Accepted", "spec accepted")
             return spec
 
-        accepted = RunSpec.model_validate(accepted_raw)
         if spec is None or problems:
             self._refuse("InvalidSpec", "the changed spec is invalid: " + _join(problems))
             return accepted
@@ -398,9 +398,9 @@ class _Planner:
             problems = check_name(self.name, spec) + check_spec(spec)
             if problems:
                 return accepted
-            self.status.accepted_spec = spec.to_wire()
+            self.status.accepted_spec = spec
             return spec
-        self.status.accepted_spec = spec.to_wire()
+        self.status.accepted_spec = spec
         self._condition("SpecAccepted", "True", "Accepted", "spec accepted")
         return spec
 

@@ -143,14 +143,16 @@ def model_card(status: RunStatus, run_name: str) -> str:
             f"- dense network ({'dense control' if transfer else 'level 0'}): top-1 {status.dense_top1:.2f}%",
             "",
         ]
-    spec = status.accepted_spec or {}
-    model = spec.get("model", {}).get("arch", "?")
-    pruning = spec.get("pruning", {})
+    spec = status.accepted_spec
+    if spec is not None:
+        pruning = spec.pruning
+        lines += [
+            f"- architecture: {spec.model.arch}; pruning: {pruning.strategy}, "
+            f"{pruning.fraction} of the remaining weights per level, rewind to "
+            f"{pruning.rewind_to} ({pruning.rewind} rewinding)",
+            "",
+        ]
     lines += [
-        f"- architecture: {model}; pruning: {pruning.get('strategy', 'global-magnitude')}, "
-        f"{pruning.get('fraction', 0.2)} of the remaining weights per level, rewind to "
-        f"{pruning.get('rewindTo', '?')} ({pruning.get('rewind', 'weights')} rewinding)",
-        "",
         "## Accuracy vs density",
         "",
         markdown_table(status),
@@ -166,26 +168,26 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
     ticket = run_dir / "ticket"
     ticket.mkdir(parents=True, exist_ok=True)
     plot(status, ticket / "accuracy.png")
-    spec = status.accepted_spec or {}
-    atomic_write_text(ticket / "spec.json", json.dumps(spec, indent=2) + "\n")
+    spec = status.accepted_spec
+    atomic_write_text(ticket / "spec.json", json.dumps(spec.to_wire() if spec else {}, indent=2) + "\n")
     if status.best is not None:
         best = status.best
         files = TicketFiles.from_run(run_dir, best.level)
         for source in (files.mask, files.rewind, files.final):
             if source.exists():
                 shutil.copy2(source, ticket / source.name)
-        classes = spec.get("model", {}).get("numClasses")
+        classes = spec.model.num_classes if spec else None
         # Prepared data elsewhere, or none: the spec's count (if any) stands.
         with contextlib.suppress(OSError, ValueError):
             classes = DataManifest.load(RunLayout(run_dir).manifest).num_classes
         source_info = {
             "run": run_dir.name,
             "level": best.level,
-            "architecture": spec.get("model", {}).get("arch"),
+            "architecture": spec.model.arch if spec else None,
             "numClasses": classes,
             "top1": best.top1,
             "denseTop1": status.dense_top1,
-            "spec": spec,
+            "spec": spec.to_wire() if spec else {},
             "results": [
                 row.model_dump(mode="json", by_alias=True, include=RESULT_FIELDS, exclude_none=True)
                 for row in status.levels

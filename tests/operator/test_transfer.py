@@ -15,6 +15,7 @@ from lth import kopf_handlers, manifests
 from lth.api import TicketSpec
 from lth.planner import ObservedSource
 from lth.ticket import TICKET_FILE, describe
+from lth.validation import parse_spec
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import Operator, Script, controllers, run_manifest, wait_for_phase
 from tests.operator.test_operator import apply, children
@@ -140,7 +141,7 @@ def test_an_exported_ticket_is_read_where_the_operator_mounts_the_volume(
 
     def observe() -> ObservedSource | None:
         custom = client.CustomObjectsApi()  # not called: a directory is read from the volume
-        return kopf_handlers.observe_source(custom, "default", "t", spec, TicketSpec(path=path))
+        return kopf_handlers.observe_source(custom, "default", "t", parse_spec(spec), TicketSpec(path=path))
 
     assert observe() is None  # no volume: the trainer checks the directory
     monkeypatch.setattr(kopf_handlers, "STORAGE_ROOT", str(tmp_path))
