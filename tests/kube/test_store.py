@@ -238,7 +238,7 @@ def test_json_patch_test_failure_is_422(custom: client.CustomObjectsApi) -> None
 
 def test_schema_defaults_are_applied(custom: client.CustomObjectsApi) -> None:
     created = create(custom, run())
-    assert created["spec"]["dataset"]["resize"] == "squash"
+    assert created["spec"]["dataset"]["resize"] == "center-crop"
     assert created["spec"]["pruning"]["fraction"] == 0.2
 
 
@@ -315,7 +315,7 @@ def test_test_specific_reactions_still_override_the_store(kube: Cluster, core: c
 
 def test_server_side_dry_run_writes_nothing(custom: client.CustomObjectsApi) -> None:
     answered = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, run(), dry_run="All")
-    assert answered["spec"]["dataset"]["resize"] == "squash"  # admitted as for real
+    assert answered["spec"]["dataset"]["resize"] == "center-crop"  # admitted as for real
     assert custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"] == []
 
 
