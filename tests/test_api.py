@@ -264,3 +264,48 @@ def test_lth_validate_names_an_unreadable_file(tmp_path: Path) -> None:
         [sys.executable, "-m", "lth", "validate", str(missing)], capture_output=True, text=True
     )
     assert result.returncode == 1 and str(missing) in result.stderr and "cannot read" in result.stderr
+
+
+def test_nccl_and_rdma_passthrough_reach_the_trainer_pods() -> None:
+    """spec.resources.env, extraResources and ipcLock: what a multi-pod run needs for NCCL over
+    InfiniBand/RoCE instead of TCP; the PyTorchJob stays valid against the upstream CRD."""
+    from lth.commands import RunPaths
+    from lth.defaults import WorkloadDefaults
+    from lth.manifests import RunRef, pytorch_job
+    from tests.k8s_schema import schema_errors
+
+    doc = with_change(
+        "spec.resources",
+        {
+            "pods": 2,
+            "env": {"NCCL_IB_HCA": "mlx5", "NCCL_SOCKET_IFNAME": "eth0"},
+            "extraResources": {"rdma/rdma_shared_device_a": "1"},
+            "ipcLock": True,
+        },
+    )
+    run, problems = check_run(doc)
+    assert run is not None and not problems
+    job = pytorch_job(RunRef("r50", "ml", "uid"), run.spec, RunPaths("/mnt/lth", "r50"), 0, "main", 1,
+                      None, WorkloadDefaults())  # fmt: skip
+    for replica in ("Master", "Worker"):
+        (container,) = job["spec"]["pytorchReplicaSpecs"][replica]["template"]["spec"]["containers"]
+        assert container["env"] == [
+            {"name": "NCCL_IB_HCA", "value": "mlx5"},
+            {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
+        ]
+        assert container["resources"]["limits"] == {"rdma/rdma_shared_device_a": "1", "nvidia.com/gpu": "4"}
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    assert schema_errors(job) == []
+    minimal = RunSpec.model_validate(MINIMAL["spec"])
+    plain = pytorch_job(RunRef("r50", "ml", "uid"), minimal, RunPaths("/mnt/lth", "r50"), 0, "main", 1,
+                        None, WorkloadDefaults())  # fmt: skip
+    (container,) = plain["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    assert "env" not in container and container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+    _, problems = check_run(with_change("spec.resources.env", {"RANK": "3", "bad-name": "x"}))
+    assert {p.path for p in problems} == {"spec.resources.env.RANK", "spec.resources.env.bad-name"}
+    _, problems = check_run(with_change("spec.resources.extraResources", {"memory": "1Gi", "rdma/x": "lots"}))
+    assert {p.path for p in problems} == {
+        "spec.resources.extraResources.memory",
+        "spec.resources.extraResources.rdma/x",
+    }

@@ -376,6 +376,28 @@ class ResourcesSpec(ApiModel):
         le=64,
         description="Trainer processes per pod without GPUs (gloo); with GPUs, one per GPU.",
     )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra environment of the trainer containers, e.g. NCCL settings for a multi-pod run "
+            "(NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG)."
+        ),
+    )
+    extra_resources: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extended resources per trainer pod, requested and limited alike, e.g. an RDMA device "
+            "from its device plugin (rdma/rdma_shared_device_a: '1'), so NCCL can use InfiniBand "
+            "or RoCE instead of TCP."
+        ),
+    )
+    ipc_lock: bool = Field(
+        False,
+        description=(
+            "Give the trainer container the IPC_LOCK capability (every other one stays dropped): "
+            "RDMA pins the memory it registers, which NCCL over InfiniBand/RoCE needs."
+        ),
+    )
 
     @property
     def processes_per_pod(self) -> int:

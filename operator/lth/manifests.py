@@ -271,9 +271,13 @@ def _trainer_pod(
     res = spec.resources
     requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
     resources: dict[str, Any] = {"requests": requests}
+    limits = dict(res.extra_resources)  # e.g. RDMA devices for NCCL
     if res.gpus_per_pod > 0:
+        limits["nvidia.com/gpu"] = str(res.gpus_per_pod)
+    if limits:
         # Extended resources: the request defaults to the limit.
-        resources["limits"] = {"nvidia.com/gpu": str(res.gpus_per_pod)}
+        resources["limits"] = limits
+    security = _container_security()
     container = {
         "name": TRAINER_CONTAINER,
         "image": res.image or defaults.trainer_image,
@@ -285,8 +289,12 @@ def _trainer_pod(
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the trainer writes its result still says why (the log's tail).
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": _container_security(),
+        "securityContext": security,
     }
+    if res.env:
+        container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
+    if res.ipc_lock:  # RDMA registers (pins) memory
+        security["capabilities"]["add"] = ["IPC_LOCK"]
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": [

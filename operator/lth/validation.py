@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lth.api import CONTROL_BRANCHES, LOADER_PREFETCH_BATCHES, Branch, LotteryTicketRun, RunSpec
+from lth.api import (
+    CONTROL_BRANCHES,
+    LOADER_PREFETCH_BATCHES,
+    QUANTITY_PATTERN,
+    Branch,
+    LotteryTicketRun,
+    RunSpec,
+)
 from lth.naming import DNS1035_MAX, derived_names
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -143,6 +150,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
             )
         )
 
+    problems += _check_passthrough(spec)
     shm = _shm_problem(spec)
     if shm is not None:
         problems.append(shm)
@@ -253,6 +261,36 @@ def _shm_problem(spec: RunSpec) -> Problem | None:
         f"images ({spec.dataset.image_size} px stored, for training and evaluation); raise shmSize "
         "or lower spec.training.workers",
     )
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+RESERVED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _check_passthrough(spec: RunSpec) -> list[Problem]:
+    """spec.resources.env and extraResources: names Kubernetes takes, nothing torchrun sets."""
+    problems = []
+    for name in spec.resources.env:
+        if not ENV_NAME.match(name):
+            problems.append(Problem(f"spec.resources.env.{name}", "is not an environment variable name"))
+        elif name in RESERVED_ENV or name.startswith("PET_"):
+            problems.append(
+                Problem(f"spec.resources.env.{name}", "is set by torchrun or the training operator")
+            )
+    for name, quantity in spec.resources.extra_resources.items():
+        if not RESOURCE_NAME.match(name) or name in ("cpu", "memory", "nvidia.com/gpu"):
+            problems.append(
+                Problem(
+                    f"spec.resources.extraResources.{name}",
+                    "is not an extended resource name (cpu, memory and GPUs have fields of their own)",
+                )
+            )
+        elif not re.fullmatch(QUANTITY_PATTERN, quantity):
+            problems.append(
+                Problem(f"spec.resources.extraResources.{name}", f"{quantity!r} is not a quantity")
+            )
+    return problems
 
 
 def _check_ticket(spec: RunSpec) -> list[Problem]:
