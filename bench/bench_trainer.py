@@ -65,9 +65,8 @@ def masked_vs_dense(arch: str, size: int, batch: int, device: torch.device, roun
     optimizer = build_optimizer(spec.training, model)
     precision = precision_for(spec, device)
     mask = pruning.prune_global_magnitude(dict(model.state_dict()), pruning.full_mask(model, []), 0.8)
-    params = dict(model.named_parameters())
-    weights = [params[n] for n in mask]
-    keeps = [m.to(device, torch.float32) for m in mask.values()]
+    pairs = pruning.gradient_masks(dict(model.named_parameters()), mask)  # the weights' strides
+    weights, keeps = [w for w, _ in pairs], [k for _, k in pairs]
     x = torch.randn(batch, 3, size, size, device=device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -146,8 +145,8 @@ def gpu_real_vs_synthetic(data_dir: Path, batch: int, steps: int, workers: int) 
     precision = precision_for(spec, device)
     inputs = Inputs(manifest.mean, manifest.std, device, 224)
     mask = pruning.prune_global_magnitude(dict(model.state_dict()), pruning.full_mask(model, []), 0.8)
-    params = dict(model.named_parameters())
-    weights, keeps = [params[n] for n in mask], [m.to(device, torch.float32) for m in mask.values()]
+    pairs = pruning.gradient_masks(dict(model.named_parameters()), mask)
+    weights, keeps = [w for w, _ in pairs], [k for _, k in pairs]
 
     def step(images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> None:
         with precision.context():
@@ -191,11 +190,16 @@ def run() -> None:
     parser.add_argument("--gpu-only", action="store_true", help="only the ResNet-50 GPU figure")
     parser.add_argument("--gpu-batch", type=int, default=256)
     parser.add_argument("--gpu-steps", type=int, default=100)
+    parser.add_argument(
+        "--data", type=Path, help="write the shards here and keep them (bench/gpu_check.sh trains on them)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
-        data_dir = Path(tmp) / "data"
-        splits = {"train": photo_like(args.images, args.size, 0), "val": photo_like(64, args.size, 1)}
-        write_shards(data_dir, splits, 10, per_shard=512, quality=90)
+        data_dir = args.data or Path(tmp) / "data"
+        splits = {"train": photo_like(args.images, args.size, 0), "val": photo_like(256, args.size, 1)}
+        # As the Spark job records the default protocol: the whole center square of the short side.
+        stored = {"image_size": args.size, "resize": "center-crop", "short_side": args.size}
+        write_shards(data_dir, splits, 10, per_shard=512, quality=90, parameters=stored)
         if not args.gpu_only:
             torch.set_num_threads(1)
             masked_vs_dense("smallcnn", 28, 60, torch.device("cpu"), rounds=15, steps=20)
