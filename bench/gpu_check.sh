@@ -109,7 +109,7 @@ run = Path(sys.argv[1])
 for level in ("00", "01"):
     result = json.loads((run / "levels" / level / "result.json").read_text())
     start = json.loads((run / "levels" / level / "start.json").read_text())
-    print(f"level {level}: density {result['density']:.3f}, top-1 {result["top1"]:.1f} % (random labels: about 10 "
+    print(f"level {level}: density {result['density']:.3f}, top-1 {result['top1']:.1f} % (random labels: about 10 "
           f"% expected), {result['imagesPerSecond']:.0f} images/s, {result['durationSeconds']:.0f} s; "
           f"start step {start['step']}, crop {start.get('crop')}, {start.get('evaluation')}")
 PY
