@@ -564,10 +564,32 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 ChildPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
 
 
+ConditionType = Literal["SpecAccepted", "TicketResolved", "Progressing", "Succeeded", "Failed"]
+"""The run's conditions: the spec was accepted; a transfer's ticket was found; the run is
+moving (or why it waits); it ended with a ticket or the level budget; it failed."""
+SpecReason = Literal["Accepted", "InvalidSpec", "FrozenFieldChanged"]
+TicketReason = Literal["Resolved", "TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
+StuckReason = Literal[
+    "Unschedulable",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "ImageInspectError",
+    "CreateContainerConfigError",
+    "WaitingForQueue",
+]
+"""Why a child's pods cannot run (Progressing stays True with this reason while it lasts)."""
+ProgressReason = Literal["Preprocessing", "Training", "LevelsDone", "Succeeded", "Failed"] | StuckReason
+SucceededReason = Literal["TicketFound", "LevelsDone"]
+TicketRefusal = Literal["TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
+FailureReason = Literal["InvalidSpec", "PreprocessingFailed", "LevelFailed", "ChildDeleted"] | TicketRefusal
+ConditionReason = SpecReason | TicketReason | ProgressReason | SucceededReason | FailureReason
+
+
 class Condition(ApiModel):
     """A condition, as the Kubernetes API conventions define it."""
 
-    type: str
+    type: ConditionType
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
     message: str = ""
@@ -653,7 +675,7 @@ class RunStatus(ApiModel):
     def level_entry(self, level: int, branch: Branch = "main") -> LevelStatus | None:
         return next((e for e in self.levels if e.level == level and e.branch == branch), None)
 
-    def condition(self, type_: str) -> Condition | None:
+    def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
 

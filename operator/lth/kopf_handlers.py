@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 import kopf
 import kubernetes
@@ -34,6 +34,7 @@ from lth.commands import RunPaths
 from lth.metrics import OperatorMetrics, serve
 from lth.naming import RunLayout, prep_name
 from lth.planner import (
+    Action,
     ChildKind,
     CreateLevelJob,
     CreatePreprocessing,
@@ -308,26 +309,38 @@ def _read_pod(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> d
 
 
 def _apply(
-    custom: kubernetes.client.CustomObjectsApi, body: dict[str, Any], result: Plan, action: Any
+    custom: kubernetes.client.CustomObjectsApi, body: dict[str, Any], result: Plan, action: Action
+) -> None:
+    namespace = body["metadata"]["namespace"]
+    match action:
+        case EmitEvent():
+            kopf.event(
+                cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1024]
+            )
+        case DeleteChild():
+            group, version, plural = SPARK if action.kind == "SparkApplication" else PYTORCH
+            try:
+                custom.delete_namespaced_custom_object(
+                    group, version, namespace, plural, action.name, propagation_policy="Background"
+                )
+            except kubernetes.client.ApiException as error:
+                if error.status != 404:
+                    raise
+        case CreatePreprocessing() | CreateLevelJob():
+            _create(custom, body, result, action)
+        case _:
+            assert_never(action)
+
+
+def _create(
+    custom: kubernetes.client.CustomObjectsApi,
+    body: dict[str, Any],
+    result: Plan,
+    action: CreatePreprocessing | CreateLevelJob,
 ) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     spec = result.spec
-    if isinstance(action, EmitEvent):
-        kopf.event(
-            cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1024]
-        )
-        return
-    if isinstance(action, DeleteChild):
-        group, version, plural = SPARK if action.kind == "SparkApplication" else PYTORCH
-        try:
-            custom.delete_namespaced_custom_object(
-                group, version, namespace, plural, action.name, propagation_policy="Background"
-            )
-        except kubernetes.client.ApiException as error:
-            if error.status != 404:
-                raise
-        return
-    assert spec is not None
+    assert spec is not None, "the planner creates children of an accepted spec only"
     paths = RunPaths(spec.storage.mount_path, name)
     run = manifests.RunRef(name=name, namespace=namespace, uid=body["metadata"]["uid"])
     if isinstance(action, CreatePreprocessing):
@@ -335,7 +348,7 @@ def _apply(
         manifest = manifests.spark_application(
             run, spec, paths, action.attempt, SPARK_SERVICE_ACCOUNT, WORKLOAD_DEFAULTS
         )
-    elif isinstance(action, CreateLevelJob):
+    else:
         group, version, plural = PYTORCH
         manifest = manifests.pytorch_job(
             run,
@@ -347,8 +360,6 @@ def _apply(
             result.status.ticket,
             WORKLOAD_DEFAULTS,
         )
-    else:
-        raise TypeError(f"unknown action {action!r}")
     try:
         custom.create_namespaced_custom_object(group, version, namespace, plural, manifest)
     except kubernetes.client.ApiException as error:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, assert_never
 
 from lth import files
 from lth.api import LotteryTicketRun, RunSpec, RunStatus, TicketSpec
@@ -265,10 +265,15 @@ class LocalExecutor:
         source = self.observe_source(ticket) if ticket is not None else None
         result = plan(self.name, 1, self.submitted, status, children, datetime.now(UTC), source)
         for action in result.actions:
-            if isinstance(action, EmitEvent):
-                self.on_event(action)
-            elif isinstance(action, DeleteChild):
-                self.outcomes.pop(action.name, None)
+            match action:
+                case EmitEvent():
+                    self.on_event(action)
+                case DeleteChild():
+                    self.outcomes.pop(action.name, None)  # the failed attempt's outcome
+                case CreatePreprocessing() | CreateLevelJob():
+                    pass  # run_local starts the plan's creates (Plan.creates)
+                case _:
+                    assert_never(action)
         self.save_status(result.status)
         return result
 
@@ -438,4 +443,3 @@ def run_local(executor: LocalExecutor, display: Display) -> RunStatus:
         failed = status.condition("Failed")
         raise RunError(failed.message if failed else "the run failed")
     return status
-

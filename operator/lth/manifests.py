@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lth import api
-from lth.api import Branch, LevelResult, RunSpec, TicketStatus
+from lth.api import Branch, LevelResult, RunSpec, StuckReason, TicketStatus
 from lth.commands import (
     BAD_INPUT,
     EXIT_BAD_INPUT,
@@ -526,7 +526,7 @@ def _waiting_for_queue(obj: Mapping[str, Any], name: str) -> Stuck | None:
 
 # --------------------------------------------------------------------------- stuck pods
 
-IMAGE_WAITING_REASONS: dict[str, str] = {
+IMAGE_WAITING_REASONS: dict[str, StuckReason] = {
     "ErrImagePull": "ImagePullBackOff",
     "ImagePullBackOff": "ImagePullBackOff",
     "ErrImageNeverPull": "ErrImageNeverPull",
@@ -537,7 +537,7 @@ IMAGE_WAITING_REASONS: dict[str, str] = {
 each. A failed pull shows ErrImagePull, then ImagePullBackOff until the next try, and again:
 both are one cause, so the run's condition does not flap with them."""
 
-CONFIG_WAITING_REASON = "CreateContainerConfigError"
+CONFIG_WAITING_REASON: StuckReason = "CreateContainerConfigError"
 """The kubelet could not build the container's config, e.g. runAsNonRoot against an image that
 runs as root (`ErrCreateContainerConfig`, pkg/kubelet/kuberuntime/kuberuntime_container.go)."""
 
@@ -572,7 +572,8 @@ def stuck_pods(pods: Iterable[Mapping[str, Any]]) -> Stuck | None:
                 detail = str(condition.get("message") or "no node fits the pod")
                 return Stuck("Unschedulable", f"pod {_pod_name(pod)}", detail)
     waiting = [(pod, *found) for pod in live for found in _waiting_containers(pod)]
-    for reasons in (IMAGE_WAITING_REASONS, {CONFIG_WAITING_REASON: CONFIG_WAITING_REASON}):
+    config: dict[str, StuckReason] = {CONFIG_WAITING_REASON: CONFIG_WAITING_REASON}
+    for reasons in (IMAGE_WAITING_REASONS, config):
         for pod, where, reason, message in waiting:
             if reason in reasons:
                 detail = message or reason

@@ -31,10 +31,17 @@ from lth.api import (
     Branch,
     ChildStatus,
     Condition,
+    ConditionReason,
+    ConditionType,
+    FailureReason,
     LevelResult,
     LevelStatus,
+    ProgressReason,
     RunSpec,
     RunStatus,
+    SpecReason,
+    StuckReason,
+    TicketRefusal,
     TicketSpec,
     TicketStatus,
 )
@@ -55,7 +62,7 @@ class Stuck:
     or retries the child: it waits, and the run says why (`lth.manifests.stuck_pods` reads it
     off the child's pods)."""
 
-    reason: str
+    reason: StuckReason
     """The Progressing condition's reason while it lasts, and the Warning event's:
     Unschedulable, ImagePullBackOff (ErrImagePull too: the kubelet alternates the two while it
     retries), ErrImageNeverPull, InvalidImageName, ImageInspectError, CreateContainerConfigError,
@@ -163,7 +170,7 @@ class Plan:
 
 
 class _RunFailed(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: FailureReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -345,7 +352,7 @@ class _Planner:
                 f"{what} is a {arch} ticket, but spec.model.arch is {spec.model.arch}",
             )
 
-    def _ticket_refused(self, reason: str, message: str) -> None:
+    def _ticket_refused(self, reason: TicketRefusal, message: str) -> None:
         self._condition("TicketResolved", "False", reason, message)
         raise _RunFailed(reason, message)
 
@@ -404,7 +411,7 @@ class _Planner:
         self._condition("SpecAccepted", "True", "Accepted", "spec accepted")
         return spec
 
-    def _refuse(self, reason: str, message: str) -> None:
+    def _refuse(self, reason: SpecReason, message: str) -> None:
         previous = self.status.condition("SpecAccepted")
         if previous is None or previous.message != message:
             self._event("Warning", "SpecRefused", message)
@@ -418,7 +425,7 @@ class _Planner:
         name: str,
         kind: ChildKind,
         backoff_limit: int,
-        failure_reason: str,
+        failure_reason: FailureReason,
     ) -> tuple[Any, Verb]:
         """Move one child's entry forward; returns it and what to do about the child.
 
@@ -504,9 +511,7 @@ class _Planner:
         if not child.deleting:
             self.actions.append(DeleteChild(child.name, kind))
 
-    def _step_level(
-        self, spec: RunSpec, level: int, branch: Branch
-    ) -> Verb:
+    def _step_level(self, spec: RunSpec, level: int, branch: Branch) -> Verb:
         """Advance one level job; records its result when it succeeds."""
         name = level_job_name(self.name, level, branch)
         existing = self.status.level_entry(level, branch)
@@ -664,7 +669,9 @@ class _Planner:
             summary=f"L{best.level} {best.density * 100:.1f}% {best.top1:.1f}%",
         )
 
-    def _set_phase(self, phase: Literal["Preprocessing", "Training"], reason: str, message: str) -> None:
+    def _set_phase(
+        self, phase: Literal["Preprocessing", "Training"], reason: ProgressReason, message: str
+    ) -> None:
         """The phase, and Progressing: its usual reason, or the first stuck child's while one is."""
         if self.status.phase != phase:
             self._event("Normal", reason, f"phase {phase}: {message}")
@@ -695,7 +702,7 @@ class _Planner:
         self._condition("Succeeded", "True", "TicketFound" if best else "LevelsDone", message)
         self._event("Normal", "Succeeded", message)
 
-    def _fail(self, reason: str, message: str) -> None:
+    def _fail(self, reason: FailureReason, message: str) -> None:
         self.status.phase = "Failed"
         self._condition("Progressing", "False", "Failed", message)
         self._condition("Failed", "True", reason, message)
@@ -708,7 +715,9 @@ class _Planner:
                 entry.phase, entry.finish_time = "Failed", self.now
                 entry.message = entry.message or f"stopped: the run failed ({reason})"
 
-    def _condition(self, type_: str, status: Literal["True", "False"], reason: str, message: str) -> None:
+    def _condition(
+        self, type_: ConditionType, status: Literal["True", "False"], reason: ConditionReason, message: str
+    ) -> None:
         previous = self.status.condition(type_)
         changed = previous is None or previous.status != status
         condition = Condition(
