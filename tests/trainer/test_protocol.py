@@ -66,3 +66,4 @@ def test_a_crop_the_stored_images_cannot_give_is_refused_before_training(
     assert "spec.training.cropSize: 20" in message and str(data_dir / "manifest.json") in message
     files = level_files(tmp_path, 0)
     assert not any(p.exists() for p in (files.mask, files.init, files.start, files.checkpoint))
+    assert not (tmp_path / "index").exists()  # not even the shard index

@@ -189,6 +189,7 @@ def shared_index(
     ImageNet scale a scan reads one header per image, over NFS most of the shards' blocks, so
     it is done once, not by every rank at every level."""
     key = index_key(data_dir, manifest, split)
+    _shard_paths(data_dir, manifest, split)  # a missing shard fails every rank, not only the main one
     index = None
     if main:
         index = load_index(path, key, data_dir, manifest, split)

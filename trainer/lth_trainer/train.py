@@ -204,6 +204,7 @@ def run_level(
     training = spec.training
     files = level_files(run_dir, level, branch)
     manifest = load_manifest(data_dir)
+    crop = crop_size(training.crop_size, manifest, data_dir)
     train_index, val_index = (
         shared_index(
             data_dir, manifest, split, index_file(run_dir, split), platform.is_main, platform.barrier
@@ -224,7 +225,6 @@ def run_level(
             f"spec.training.batchSize: {training.batch_size} is more than the {len(train_index)} train images"
         )
     num_classes = spec.model.num_classes or manifest.num_classes
-    crop = crop_size(training.crop_size, manifest, data_dir)
 
     def build(seed: int) -> nn.Module:
         return build_model(spec.model.arch, num_classes, crop, seed)
