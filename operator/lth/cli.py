@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from rich.console import Console
+from rich.console import Console, RenderableType
 
-from lth import files
+from lth import api, remote
 from lth.api import LotteryTicketRun, RunStatus
 from lth.crd import crd_yaml
-from lth.naming import RunLayout
 from lth.validation import Problem, check_run
 
 
@@ -119,31 +119,30 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _load_status(run_dir: Path) -> RunStatus:
-    path = RunLayout(run_dir).status_file
-    try:
-        status = files.load_status(path)
-    except files.StatusError as error:
-        raise SystemExit(str(error)) from None
-    if status is None:
-        raise SystemExit(f"{path}: no such file; is {run_dir} a run directory (runs/<name>)?")
-    return status
-
-
 def _print_summary(console: Console, status: RunStatus) -> None:
+    console.print(_summary(status))
+
+
+def _summary(status: RunStatus) -> RenderableType:
+    """Phase, conditions, the accuracy-vs-density table and the best ticket, as one renderable."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from lth.report import branches, labels, rows
 
-    console.print(f"phase [bold]{status.phase}[/]", end="")
+    parts: list[RenderableType] = []
+    head = Text.from_markup(f"phase [bold]{status.phase}[/]")
     if status.level is not None:
-        console.print(f", level {status.level}, density {status.density or 0:.4f}", end="")
-    console.print()
+        head.append(f", level {status.level}, density {status.density or 0:.4f}")
+    parts.append(head)
     if status.ticket is not None:
-        console.print(f"  transfer of the ticket of {status.ticket.source}")
+        parts.append(Text(f"  transfer of the ticket of {status.ticket.source}"))
     for condition in status.conditions:
         if condition.status == "True" or condition.type == "SpecAccepted":
-            console.print(f"  {condition.type}={condition.status} {condition.reason}: {condition.message}")
+            parts.append(
+                Text(f"  {condition.type}={condition.status} {condition.reason}: {condition.message}")
+            )
     table = Table(title="accuracy vs density")
     table.add_column("level", justify="right")
     table.add_column("density", justify="right")
@@ -157,23 +156,54 @@ def _print_summary(console: Console, status: RunStatus) -> None:
         ]
         table.add_row(str(row.level), f"{row.density * 100:.2f}%", *cells)
     if status.levels:
-        console.print(table)
+        parts.append(table)
     if status.best is not None:
-        console.print(
-            f"best ticket: level {status.best.level}, density {status.best.density * 100:.2f}%, "
-            f"top-1 {status.best.top1:.2f}% (dense {status.dense_top1:.2f}%)"
+        parts.append(
+            Text(
+                f"best ticket: level {status.best.level}, density {status.best.density * 100:.2f}%, "
+                f"top-1 {status.best.top1:.2f}% (dense {status.dense_top1:.2f}%)"
+            )
         )
+    return Group(*parts)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    _print_summary(Console(), _load_status(args.run_dir))
+    try:
+        status = remote.source(args.run, args.namespace).read()
+    except remote.RunNotReadable as error:
+        print(f"lth status: {error}", file=sys.stderr)
+        return 1
+    _print_summary(Console(), status)
     return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    """The status, redrawn until the run ends (or Ctrl-C); a read that fails ends it with exit 1."""
+    from rich.live import Live
+
+    try:
+        run = remote.source(args.run, args.namespace)
+        status = run.read()
+        with Live(_summary(status), console=Console(), auto_refresh=False) as live:
+            while status.phase not in api.TERMINAL_PHASES:
+                time.sleep(args.interval)
+                status = run.read()
+                live.update(_summary(status), refresh=True)
+    except remote.RunNotReadable as error:
+        print(f"lth watch: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0 if status.phase == "Succeeded" else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from lth.report import write_report
 
-    status = _load_status(args.run_dir)
+    try:
+        status = remote.LocalRun(args.run_dir).read()
+    except remote.RunNotReadable as error:
+        raise SystemExit(str(error)) from None
     console = Console()
     _print_summary(console, status)
     console.print(f"report and ticket: {write_report(args.run_dir, status)}")
@@ -261,9 +291,22 @@ def parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
-    status = commands.add_parser("status", help="print where a run stands")
-    status.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    where = (
+        "RUN is a run directory when it contains a '/' (runs/NAME, ./NAME), else the name of a "
+        "LotteryTicketRun on the cluster of your kubeconfig (namespace: -n, else the context's)"
+    )
+    status = commands.add_parser("status", help="print where a run stands", description=where)
+    status.add_argument("run", metavar="RUN", help="runs/NAME (a run directory) or NAME (on the cluster)")
+    status.add_argument("-n", "--namespace", help="the run's namespace on the cluster")
     status.set_defaults(func=_cmd_status)
+
+    watch = commands.add_parser(
+        "watch", help="show where a run stands, redrawn until it ends", description=where
+    )
+    watch.add_argument("run", metavar="RUN", help="runs/NAME (a run directory) or NAME (on the cluster)")
+    watch.add_argument("-n", "--namespace", help="the run's namespace on the cluster")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between reads (default 5)")
+    watch.set_defaults(func=_cmd_watch)
 
     report = commands.add_parser(
         "report", help="write the table, the plot and the exported ticket to RUN_DIR/ticket"
