@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lth.api import Branch
+from lth.branches import BRANCHES
 
 DNS1035_MAX = 63
 
@@ -20,13 +21,6 @@ MANIFEST_FILE = "manifest.json"
 """The data manifest (lth.data_manifest), written last by the Spark job: data/ is complete."""
 STATUS_FILE = "status.json"
 
-BRANCH_SUFFIX: dict[Branch, str] = {
-    "main": "",
-    "random-reinit": "-reinit",
-    "random-prune": "-rprune",
-    "dense": "-dense",
-}
-
 
 def prep_name(run: str) -> str:
     """The SparkApplication that preprocesses the run's data."""
@@ -35,7 +29,7 @@ def prep_name(run: str) -> str:
 
 def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
     """The PyTorchJob of one level (and branch)."""
-    return f"{run}-level-{level:02d}{BRANCH_SUFFIX[branch]}"
+    return f"{run}-level-{level:02d}{BRANCHES[branch].suffix}"
 
 
 def derived_names(run: str, max_level: int, pods: int, branches: list[Branch]) -> list[str]:
@@ -78,7 +72,7 @@ class RunLayout:
         return self.data / MANIFEST_FILE
 
     def level_dir(self, level: int, branch: Branch = "main") -> Path:
-        return self.root / "levels" / f"{level:02d}{BRANCH_SUFFIX[branch]}"
+        return self.root / "levels" / f"{level:02d}{BRANCHES[branch].suffix}"
 
     def result_file(self, level: int, branch: Branch = "main") -> Path:
         return self.level_dir(level, branch) / RESULT_FILE

@@ -9,28 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lth.api import RunStatus
+from lth.branches import BRANCHES
 from lth.data_manifest import DataManifest
 from lth.files import atomic_write, atomic_write_text
 from lth.naming import MASK_FILE, REWIND_FILE, RunLayout
 from lth.ticket import TICKET_FILE, TicketFiles, describe
 
-BRANCH_LABELS = {
-    "main": "IMP ticket",
-    "random-reinit": "random reinit (same mask)",
-    "random-prune": "random mask (same density per layer)",
-    "dense": "dense",
-}
-TRANSFER_LABELS = {
-    "main": "transferred ticket",
-    "dense": "dense, fresh init",
-    "random-prune": "random mask (same density per layer), fresh init",
-    "random-reinit": "ticket's mask, fresh init",
-}
-
 
 def labels(status: RunStatus) -> dict[str, str]:
     """What each branch is called: a transfer run compares its ticket with controls on the target."""
-    return TRANSFER_LABELS if status.ticket is not None else BRANCH_LABELS
+    if status.ticket is not None:
+        ordered = sorted(BRANCHES.items(), key=lambda item: item[1].transfer_column)
+        return {name: branch.transfer_label for name, branch in ordered}
+    return {name: branch.label for name, branch in BRANCHES.items()}
 
 
 RESULT_FIELDS = {"level", "branch", "density", "top1", "top5", "loss", "duration_seconds"}
@@ -83,15 +74,15 @@ def plot(status: RunStatus, path: Path) -> Path:
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     table = rows(status)
-    markers = {"main": "o-", "random-reinit": "s--", "random-prune": "^:"}
     names = labels(status)
     for branch in branches(status):
-        if branch == "dense":
+        marker = BRANCHES[branch].marker  # type: ignore[index]
+        if marker is None:
             continue  # the dense reference is the horizontal line
         points = [(r.density * 100, r.top1[branch]) for r in table if branch in r.top1]
         if points:
             xs, ys = zip(*points, strict=True)
-            axes.plot(xs, ys, markers[branch], markersize=8, label=names[branch])
+            axes.plot(xs, ys, marker, markersize=8, label=names[branch])
     if status.dense_top1 is not None:
         dense = f"{names['dense']} ({status.dense_top1:.1f}%)"
         axes.axhline(status.dense_top1, color="grey", linewidth=1, label=dense)

@@ -26,14 +26,13 @@ import torch
 from torch import nn
 
 from lth.api import Branch, LevelResult, RunSpec
+from lth.branches import BRANCHES
 from lth.naming import FINAL_FILE, MASK_FILE, PROGRESS_FILE, RESULT_FILE, REWIND_FILE, RunLayout
 from lth.ticket import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
 from lth_trainer.store import TrainerError, load_tensors, save_tensors
 from lth_trainer.transfer import transfer
-
-BRANCH_SEED: dict[Branch, int] = {"main": 0, "random-reinit": 1, "random-prune": 2, "dense": 3}
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def level_files(run_dir: Path, level: int, branch: Branch = "main") -> LevelFile
 
 def derived_seed(seed: int, level: int, branch: Branch) -> int:
     """A seed of its own for each (level, branch): a reinit differs from theta_0."""
-    return int(np.random.SeedSequence([seed, level, BRANCH_SEED[branch]]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, level, BRANCHES[branch].seed_offset]).generate_state(1)[0])
 
 
 def read_result(path: Path) -> LevelResult:
