@@ -181,3 +181,13 @@ def test_gradient_masks_have_the_strides_of_channels_last_gradients() -> None:
     pruning.mask_gradients([w for w, _ in pairs], [k for _, k in pairs])
     for weight, keep in pairs:
         assert weight.grad is not None and not weight.grad[keep == 0].any()
+
+
+def test_every_pruning_strategy_the_api_allows_is_registered() -> None:
+    from typing import get_args
+
+    from lth.api import PruningSpec
+    from lth_trainer.pruning import STRATEGIES
+
+    allowed = get_args(PruningSpec.model_fields["strategy"].annotation)
+    assert set(allowed) == set(STRATEGIES)

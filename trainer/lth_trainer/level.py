@@ -141,9 +141,8 @@ def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write:
                 f"level {level - 1} has not finished"
             )
         previous = main_mask(run_dir, spec, level - 1, model, write=False)
-        mask = pruning.prune_global_magnitude(
-            load_tensors(before.final, "final weights"), previous, spec.pruning.fraction
-        )
+        prune = pruning.STRATEGIES[spec.pruning.strategy]
+        mask = prune(load_tensors(before.final, "final weights"), previous, spec.pruning.fraction)
     if write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     return mask

@@ -8,7 +8,7 @@ bool tensor of its shape; True = kept.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -68,6 +68,12 @@ def prune_global_magnitude(weights: dict[str, torch.Tensor], mask: Mask, fractio
         result[n] = new_alive[start : start + count].reshape(mask[n].shape)
         start += count
     return result
+
+
+PruningStrategy = Callable[[dict[str, torch.Tensor], Mask, float], Mask]
+"""(weights, the mask so far, fraction of its kept weights to remove) -> the next mask."""
+STRATEGIES: dict[str, PruningStrategy] = {"global-magnitude": prune_global_magnitude}
+"""spec.pruning.strategy -> how a level's mask is pruned from the previous level's weights."""
 
 
 def gradient_masks(params: Mapping[str, torch.Tensor], mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
