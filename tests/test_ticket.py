@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lth.ticket import TICKET_FILE, TicketError, describe, inspect
+from lth.naming import TICKET_FILE
+from lth.ticket import TicketError, describe, inspect
 from tests.serving import serving
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 
 from lth.api import Branch, RunSpec, TicketStatus
+from lth.naming import DATA_DIR, RUNS_DIR, RunLayout
 
 SPARK_MODULE = "lth_spark"
 TRAINER_MODULE = "lth_trainer"
@@ -38,7 +40,7 @@ def write_termination_log(path: str, message: str) -> None:
 
 def run_dir(storage_root: str, run_name: str) -> str:
     """A run's directory on the storage: runs/<name>."""
-    return posixpath.join(storage_root, "runs", run_name)
+    return posixpath.join(storage_root, RUNS_DIR, run_name)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class RunPaths:
     def run_dir(self) -> str:
         return run_dir(self.storage_root, self.run_name)
 
+    @property
+    def layout(self) -> RunLayout:
+        """The run directory's files, where this process sees the storage root."""
+        return RunLayout(Path(self.run_dir))
+
     def resolve(self, path: str) -> str:
         """A path from the spec: absolute, or relative to the storage root."""
         return posixpath.normpath(posixpath.join(self.storage_root, path))
@@ -63,7 +70,7 @@ class RunPaths:
         """The shards the trainer reads: prepared ones in place, else the run's data/."""
         if spec.dataset.format == "prepared":
             return self.input_path(spec)
-        return posixpath.join(self.run_dir, "data")
+        return posixpath.join(self.run_dir, DATA_DIR)
 
 
 def spec_json(spec: RunSpec) -> str:

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from lth import api, defaults, files, manifests
 from lth.commands import RunPaths
 from lth.metrics import OperatorMetrics, serve
-from lth.naming import RunLayout, prep_name
+from lth.naming import prep_name
 from lth.planner import (
     Action,
     ChildKind,
@@ -226,7 +226,7 @@ def observe_children(
             if pod is not None:
                 result = manifests.level_result_from_pod(pod, level, branch)
             if result is None and STORAGE_ROOT:
-                layout = RunLayout(Path(RunPaths(STORAGE_ROOT, run).run_dir))
+                layout = RunPaths(STORAGE_ROOT, run).layout
                 result = files.read_result(layout.result_file(level, branch))
             child = manifests.observe_pytorch_job(obj, result)
         elif child.state == "Failed":

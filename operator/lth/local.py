@@ -174,9 +174,9 @@ class LocalExecutor:
         # The spec file does not change under a running `lth run`: parsed once, not per step.
         self.submitted = parse_spec(self.raw_spec)
         self.paths = RunPaths(str(self.storage_root.resolve()), self.run.metadata.name)
-        self.layout = RunLayout(Path(self.paths.run_dir))
+        self.layout = self.paths.layout
         self.status_file = self.layout.status_file
-        self.logs = self.layout.root / "logs"
+        self.logs = self.layout.logs
 
     @classmethod
     def from_file(cls, spec_file: Path, storage_root: Path, nproc: int | None = None) -> LocalExecutor:
@@ -218,7 +218,7 @@ class LocalExecutor:
         from lth.ticket import observe_directory
 
         if ticket.run is not None:
-            source = RunLayout(Path(RunPaths(self.paths.storage_root, ticket.run).run_dir))
+            source = RunPaths(self.paths.storage_root, ticket.run).layout
             status = load_status(source.status_file)
             return ObservedSource(found=status is not None, status=status)
         if ticket.path is None:

@@ -11,7 +11,25 @@ from lth.branches import BRANCHES
 
 DNS1035_MAX = 63
 
+RUNS_DIR = "runs"
+"""Under the storage root (the volume's mount, or `lth run --root`): runs/<name>/."""
+DATA_DIR = "data"
+LEVELS_DIR = "levels"
+TICKET_DIR = "ticket"
+"""The exported ticket (`lth report`): mask, rewind and final weights, ticket.json, card, plot."""
+SOURCE_TICKET_DIR = "source-ticket"
+LOGS_DIR = "logs"
+INDEX_DIR = "index"
+"""The trainer's shard index, written once per run and read by every rank of every level."""
+
+SPEC_FILE = "spec.json"
+TICKET_FILE = "ticket.json"
+PLOT_FILE = "accuracy.png"
+MODEL_CARD_FILE = "README.md"
 MASK_FILE = "mask.safetensors"
+INIT_FILE = "init.safetensors"
+CHECKPOINT_FILE = "checkpoint.pt"
+START_FILE = "start.json"
 REWIND_FILE = "rewind.safetensors"
 FINAL_FILE = "final.safetensors"
 PROGRESS_FILE = "progress.jsonl"
@@ -49,6 +67,45 @@ def derived_names(run: str, max_level: int, pods: int, branches: list[Branch]) -
 
 
 @dataclass(frozen=True)
+class LevelLayout:
+    """The files of levels/NN[-branch]/ (see the README's "Trainer" section)."""
+
+    dir: Path
+
+    @property
+    def mask(self) -> Path:
+        return self.dir / MASK_FILE
+
+    @property
+    def init(self) -> Path:
+        return self.dir / INIT_FILE
+
+    @property
+    def rewind(self) -> Path:
+        return self.dir / REWIND_FILE
+
+    @property
+    def final(self) -> Path:
+        return self.dir / FINAL_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / CHECKPOINT_FILE
+
+    @property
+    def start(self) -> Path:
+        return self.dir / START_FILE
+
+    @property
+    def progress(self) -> Path:
+        return self.dir / PROGRESS_FILE
+
+    @property
+    def result(self) -> Path:
+        return self.dir / RESULT_FILE
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """The run directory: data/, levels/NN[-branch]/, ticket/."""
 
@@ -56,7 +113,7 @@ class RunLayout:
 
     @property
     def spec_file(self) -> Path:
-        return self.root / "spec.json"
+        return self.root / SPEC_FILE
 
     @property
     def status_file(self) -> Path:
@@ -65,23 +122,35 @@ class RunLayout:
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return self.root / DATA_DIR
 
     @property
     def manifest(self) -> Path:
         return self.data / MANIFEST_FILE
 
+    def level(self, level: int, branch: Branch = "main") -> LevelLayout:
+        return LevelLayout(self.level_dir(level, branch))
+
     def level_dir(self, level: int, branch: Branch = "main") -> Path:
-        return self.root / "levels" / f"{level:02d}{BRANCHES[branch].suffix}"
+        return self.root / LEVELS_DIR / f"{level:02d}{BRANCHES[branch].suffix}"
 
     def result_file(self, level: int, branch: Branch = "main") -> Path:
-        return self.level_dir(level, branch) / RESULT_FILE
+        return self.level(level, branch).result
+
+    @property
+    def logs(self) -> Path:
+        """The local runner's child logs and termination messages."""
+        return self.root / LOGS_DIR
+
+    @property
+    def index(self) -> Path:
+        return self.root / INDEX_DIR
 
     @property
     def ticket(self) -> Path:
-        return self.root / "ticket"
+        return self.root / TICKET_DIR
 
     @property
     def source_ticket(self) -> Path:
         """Where a transfer run keeps the ticket it downloaded (spec.ticket.url)."""
-        return self.root / "source-ticket"
+        return self.root / SOURCE_TICKET_DIR

@@ -12,8 +12,8 @@ from lth.api import RunStatus
 from lth.branches import BRANCHES
 from lth.data_manifest import DataManifest
 from lth.files import atomic_write, atomic_write_text
-from lth.naming import MASK_FILE, REWIND_FILE, RunLayout
-from lth.ticket import TICKET_FILE, TicketFiles, describe
+from lth.naming import MASK_FILE, MODEL_CARD_FILE, PLOT_FILE, REWIND_FILE, SPEC_FILE, TICKET_FILE, RunLayout
+from lth.ticket import TicketFiles, describe
 
 
 def labels(status: RunStatus) -> dict[str, str]:
@@ -156,11 +156,11 @@ def model_card(status: RunStatus, run_name: str) -> str:
 
 def write_report(run_dir: Path, status: RunStatus) -> Path:
     """ticket/: the best mask, the rewind weights, ticket.json, the spec, the model card, the plot."""
-    ticket = run_dir / "ticket"
+    ticket = RunLayout(run_dir).ticket
     ticket.mkdir(parents=True, exist_ok=True)
-    plot(status, ticket / "accuracy.png")
+    plot(status, ticket / PLOT_FILE)
     spec = status.accepted_spec
-    atomic_write_text(ticket / "spec.json", json.dumps(spec.to_wire() if spec else {}, indent=2) + "\n")
+    atomic_write_text(ticket / SPEC_FILE, json.dumps(spec.to_wire() if spec else {}, indent=2) + "\n")
     if status.best is not None:
         best = status.best
         files = TicketFiles.from_run(run_dir, best.level)
@@ -190,5 +190,5 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
         if (ticket / MASK_FILE).exists() and (ticket / REWIND_FILE).exists():
             described = describe(ticket, source_info)
             atomic_write_text(ticket / TICKET_FILE, json.dumps(described, indent=2) + "\n")
-    atomic_write_text(ticket / "README.md", model_card(status, run_dir.name))
+    atomic_write_text(ticket / MODEL_CARD_FILE, model_card(status, run_dir.name))
     return ticket

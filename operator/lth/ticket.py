@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lth.files import atomic_write, atomic_write_bytes, sha256
-from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE, RunLayout
+from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE, TICKET_FILE, RunLayout
 from lth.planner import ObservedSource
-
-TICKET_FILE = "ticket.json"
 
 
 class TicketError(Exception):
@@ -47,8 +45,8 @@ class TicketFiles:
     def from_run(cls, run_dir: Path, level: int) -> TicketFiles:
         """Level `level` of a run: its mask and final weights, and the run's rewind point."""
         layout = RunLayout(root=run_dir)
-        chosen = layout.level_dir(level)
-        return cls(chosen / MASK_FILE, layout.level_dir(0) / REWIND_FILE, chosen / FINAL_FILE, None)
+        chosen = layout.level(level)
+        return cls(chosen.mask, layout.level(0).rewind, chosen.final, None)
 
 
 def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:

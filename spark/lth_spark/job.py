@@ -176,7 +176,7 @@ def _claim_work_dir(job: Job) -> Path:
     """The work folder, refusing one that an unfinished run with other parameters left."""
     work = job.output / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
-    marker = work / "parameters.json"
+    marker = work / "parameters.json"  # in .work/ only while the job is unfinished
     wanted = json.dumps(job.parameters(), sort_keys=True)
     if marker.exists() and marker.read_text() != wanted:
         raise InputError(

@@ -13,8 +13,9 @@ from safetensors.numpy import save_file
 
 from lth import kopf_handlers, manifests
 from lth.api import TicketSpec
+from lth.naming import TICKET_FILE
 from lth.planner import ObservedSource
-from lth.ticket import TICKET_FILE, describe
+from lth.ticket import describe
 from lth.validation import parse_spec
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import Operator, Script, controllers, run_manifest, wait_for_phase

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from lth.api import Branch, RunSpec
 from lth.commands import EXIT_BAD_INPUT
-from lth.naming import FINAL_FILE, MASK_FILE
-from lth.ticket import TICKET_FILE, TicketFiles, describe
+from lth.naming import FINAL_FILE, MASK_FILE, TICKET_FILE
+from lth.ticket import TicketFiles, describe
 from lth_trainer import pruning
 from lth_trainer.cli import main
 from lth_trainer.level import level_files, plan_start

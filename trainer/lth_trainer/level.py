@@ -27,55 +27,19 @@ from torch import nn
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.branches import BRANCHES
-from lth.naming import FINAL_FILE, MASK_FILE, PROGRESS_FILE, RESULT_FILE, REWIND_FILE, RunLayout
+from lth.naming import LevelLayout, RunLayout
 from lth.ticket import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
 from lth_trainer.store import TrainerError, load_tensors, save_tensors
 from lth_trainer.transfer import transfer
 
-
-@dataclass(frozen=True)
-class LevelFiles:
-    """The files of levels/NN[-branch]/ (see the README's "Trainer" section)."""
-
-    dir: Path
-
-    @property
-    def mask(self) -> Path:
-        return self.dir / MASK_FILE
-
-    @property
-    def init(self) -> Path:
-        return self.dir / "init.safetensors"
-
-    @property
-    def rewind(self) -> Path:
-        return self.dir / REWIND_FILE
-
-    @property
-    def final(self) -> Path:
-        return self.dir / FINAL_FILE
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.dir / "checkpoint.pt"
-
-    @property
-    def start(self) -> Path:
-        return self.dir / "start.json"
-
-    @property
-    def progress(self) -> Path:
-        return self.dir / PROGRESS_FILE
-
-    @property
-    def result(self) -> Path:
-        return self.dir / RESULT_FILE
+LevelFiles = LevelLayout
+"""The files of levels/NN[-branch]/ (lth.naming.LevelLayout)."""
 
 
 def level_files(run_dir: Path, level: int, branch: Branch = "main") -> LevelFiles:
-    return LevelFiles(RunLayout(root=run_dir).level_dir(level, branch))
+    return RunLayout(root=run_dir).level(level, branch)
 
 
 def derived_seed(seed: int, level: int, branch: Branch) -> int:

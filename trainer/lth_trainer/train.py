@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.data_manifest import Split
+from lth.naming import RunLayout
 from lth.ticket import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.data import (
@@ -47,13 +48,12 @@ from lth_trainer.store import (
 log = logging.getLogger("lth_trainer")
 LOG_EVERY_SECONDS = 30.0
 CHECKPOINT_FORMAT = 1
-INDEX_DIR = "index"
-"""RUN/index/<split>.npz: the shard index, scanned once per run and read by every rank."""
 SPLITS: tuple[Split, Split] = ("train", "val")
 
 
 def index_file(run_dir: Path, split: Split) -> Path:
-    return run_dir / INDEX_DIR / f"{split}.npz"
+    """RUN/index/<split>.npz: the shard index, scanned once per run and read by every rank."""
+    return RunLayout(run_dir).index / f"{split}.npz"
 
 
 @dataclass
