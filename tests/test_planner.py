@@ -10,15 +10,13 @@ from typing import Any
 import pytest
 
 from lth.api import LevelResult, RunStatus
+from lth.observed import ObservedChild, ObservedSource, Stuck
 from lth.planner import (
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
     EmitEvent,
-    ObservedChild,
-    ObservedSource,
     Plan,
-    Stuck,
     plan,
 )
 from lth.validation import parse_spec

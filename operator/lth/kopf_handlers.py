@@ -33,15 +33,13 @@ from lth import api, defaults, files, manifests
 from lth.commands import RunPaths
 from lth.metrics import OperatorMetrics, serve
 from lth.naming import prep_name
+from lth.observed import ChildKind, ObservedChild, ObservedSource
 from lth.planner import (
     Action,
-    ChildKind,
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
     EmitEvent,
-    ObservedChild,
-    ObservedSource,
     Plan,
     plan,
     ticket_to_resolve,

@@ -38,13 +38,12 @@ from lth.commands import (
 )
 from lth.lifetime import start_with_parent_death
 from lth.naming import MANIFEST_FILE, RunLayout, prep_name
+from lth.observed import ObservedChild, ObservedSource
 from lth.planner import (
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
     EmitEvent,
-    ObservedChild,
-    ObservedSource,
     Plan,
     plan,
     ticket_to_resolve,

@@ -33,7 +33,7 @@ from lth.commands import (
 )
 from lth.defaults import WorkloadDefaults
 from lth.naming import level_job_name, prep_name
-from lth.planner import ChildKind, ChildState, ObservedChild, Stuck
+from lth.observed import ChildKind, ChildState, ObservedChild, Stuck
 
 SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
 PYTORCHJOB_API_VERSION = "kubeflow.org/v1"

@@ -22,7 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from lth.api import Phase
-from lth.planner import ChildKind
+from lth.observed import ChildKind
 
 PHASES: tuple[str, ...] = get_args(Phase)
 

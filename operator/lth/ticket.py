@@ -20,7 +20,7 @@ from typing import Any
 
 from lth.files import atomic_write, atomic_write_bytes, sha256
 from lth.naming import FINAL_FILE, MASK_FILE, REWIND_FILE, TICKET_FILE, RunLayout
-from lth.planner import ObservedSource
+from lth.observed import ObservedSource
 
 
 class TicketError(Exception):

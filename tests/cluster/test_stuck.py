@@ -20,7 +20,7 @@ from lth.manifests import (
     pod_selector,
     stuck_pods,
 )
-from lth.planner import Stuck
+from lth.observed import Stuck
 
 NS = "ml"
 IMAGE = "ghcr.io/lth-dev/lth-trainer:0.1.0"

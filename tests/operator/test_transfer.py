@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 from lth import kopf_handlers, manifests
 from lth.api import TicketSpec
 from lth.naming import TICKET_FILE
-from lth.planner import ObservedSource
+from lth.observed import ObservedSource
 from lth.ticket import describe
 from lth.validation import parse_spec
 from tests.kube.cluster import Cluster
