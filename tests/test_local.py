@@ -159,6 +159,16 @@ def test_the_runner_starts_exactly_the_plans_create_actions(root: Path) -> None:
     assert ("tiny-level-01", 2) in recording.starts  # the retry
 
 
+def test_the_trainer_gets_the_specs_environment_as_on_a_cluster(root: Path) -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["spec"]["resources"]["env"] = {"NCCL_DEBUG": "INFO"}
+    (root / "run.yaml").write_text(yaml.safe_dump(spec))
+    runner = executor(root)
+    status = run_local(runner, Display())
+    level = runner._level_launch(RunSpec.model_validate(spec["spec"]), status, "tiny-level-00", 0, "main")
+    assert level.env["NCCL_DEBUG"] == "INFO"
+
+
 def test_rerun_of_a_finished_run_does_nothing(root: Path) -> None:
     run_local(executor(root), Display())
     first = launches(root)

@@ -318,7 +318,10 @@ class LocalExecutor:
         # Each process gets its share of the cores: oversubscribed torch threads spin and
         # slow every job down many times over.
         processes = self.nproc * spec.resources.max_parallel_jobs
-        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
+        env = {
+            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes)),
+            **spec.resources.env,  # as the trainer containers get it on a cluster
+        }
         return Launch(name, argv, self.logs / f"{name}.log", env, level, branch)
 
     def start(self, launch: Launch, attempt: int) -> None:
