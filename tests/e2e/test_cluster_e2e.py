@@ -105,7 +105,8 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(TRANSFER))
         moved = wait_for_phase(kube, "moved", {"Succeeded", "Failed"}, timeout=300, operator=operator)
         master = cluster.pod("e2e-level-00-master-0")
-        worker = cluster.pod("e2e-level-00-worker-0")
+        # Still running when the master succeeded, the worker went with cleanPodPolicy Running.
+        worker = cluster.kubelet.seen[("default", "e2e-level-00-worker-0")]
         logs = {name: cluster.kubelet.log("default", name, "pytorch") for name in ("e2e-level-00-master-0",)}
     status = run["status"]
     assert status["phase"] == "Succeeded", (status, logs, operator.output()[-3000:])

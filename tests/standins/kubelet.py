@@ -176,6 +176,8 @@ class Kubelet:
         self._pull_failures: dict[tuple[str, str], int] = {}
         self._launches: dict[tuple[str, str], Launch] = {}
         self._known: set[str] = set()
+        self.seen: dict[tuple[str, str], dict[str, Any]] = {}
+        """(namespace, name) -> the pod as the kubelet last saw it, also after it is deleted"""
 
     def step(self) -> None:
         services: dict[str, list[str]] = {}
@@ -190,6 +192,7 @@ class Kubelet:
             self.runtime.kill_pod(uid)
         self._known = live
         for pod in pods:
+            self.seen[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = pod
             if pod["metadata"]["uid"] in live:
                 self._step_pod(pod, pods)
 
