@@ -191,6 +191,46 @@ def write_progress(files: LevelFiles, history: list[dict[str, Any]]) -> None:
     write_text(files.progress, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in history))
 
 
+@dataclass
+class LevelRun:
+    """One level in training: what every step and every epoch boundary reads and updates."""
+
+    spec: RunSpec
+    level: int
+    branch: Branch
+    files: LevelFiles
+    platform: Platform
+    steps_per_epoch: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    inputs: Inputs
+    counters: Counters
+    val_data: ShardDataset
+    num_classes: int
+    rewind_at: int
+    """The step after which theta_k is saved; -1 where this branch saves none."""
+    session: float = field(default_factory=time.perf_counter)
+    elapsed_before: float = 0.0
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.training.epochs * self.steps_per_epoch
+
+    @property
+    def local_batch(self) -> int:
+        return self.spec.training.batch_size // self.platform.world_size
+
+    def elapsed(self) -> float:
+        """Seconds spent on this level, over restarts."""
+        return self.elapsed_before + time.perf_counter() - self.session
+
+
+def saves_rewind_point(level: int, branch: Branch) -> bool:
+    """Only the main branch of level 0 saves theta_k; later levels and every control read it."""
+    return level == 0 and branch == "main"
+
+
 def run_level(
     run_dir: Path,
     data_dir: Path,
@@ -200,7 +240,40 @@ def run_level(
     platform: Platform,
     ticket: TicketFiles | None = None,
 ) -> LevelResult:
+    """Setup, the loop over epochs (a step loop, then the epoch's hooks), finish."""
     began = time.perf_counter()
+    run, train_data, batches, start_mask = _setup(run_dir, data_dir, spec, level, branch, platform, ticket)
+    training = spec.training
+    if run.counters.step < run.total_steps:
+        stream = iter(
+            loader(
+                train_data,
+                batches.from_step(run.counters.step, training.epochs),
+                training.workers,
+                platform.device.type == "cuda",
+            )
+        )
+        net = distributed(run.model, spec, platform)
+        masked = pruning.gradient_masks(dict(run.model.named_parameters()), start_mask)
+        while run.counters.step < run.total_steps:
+            train_epoch(run, net, stream, masked)
+            end_epoch(run)
+    result = _finish(run, start_mask)
+    log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
+    return result
+
+
+def _setup(
+    run_dir: Path,
+    data_dir: Path,
+    spec: RunSpec,
+    level: int,
+    branch: Branch,
+    platform: Platform,
+    ticket: TicketFiles | None,
+) -> tuple[LevelRun, ShardDataset, TrainBatches, pruning.Mask]:
+    """The data, the model at its start (mask applied, or resumed from the checkpoint), the
+    optimizer; start.json on a first start, theta_0 as the rewind point when k is 0."""
     training = spec.training
     files = level_files(run_dir, level, branch)
     manifest = load_manifest(data_dir)
@@ -242,7 +315,6 @@ def run_level(
     model.to(platform.device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    params = dict(model.named_parameters())
     optimizer = build_optimizer(training, model)
     precision = precision_for(spec, platform.device)
     counters = Counters(step=start.step)
@@ -269,92 +341,97 @@ def run_level(
                 "evaluation": f"center {crop} of the {manifest.image_size} px stored images",
             },
         )
-    rewinds = level == 0 and branch == "main"  # a level-0 control is never rewound to
-    if rewinds and platform.is_main and rewind_step(spec, spe) == 0 and not files.rewind.is_file():
+    saves = saves_rewind_point(level, branch)
+    rewind_at = rewind_step(spec, spe) if saves else -1
+    if saves and platform.is_main and rewind_at == 0 and not files.rewind.is_file():
         save_tensors(files.rewind, start.weights)
-
-    inputs = Inputs(manifest.mean, manifest.std, platform.device, crop)
     augment = training.augmentation == "random-resized-crop"
-    train_data = ShardDataset(train_index, crop, augment, training.seed)
-    val_data = ShardDataset(val_index, crop, False, training.seed)
-    local_batch = training.batch_size // platform.world_size
-    session = time.perf_counter()
-    elapsed_before = counters.elapsed_seconds
-    total = training.epochs * spe
-    if counters.step < total:
-        stream = iter(
-            loader(train_data, batches.from_step(counters.step, training.epochs), training.workers, cuda)
-        )
-        net = distributed(model, spec, platform)
-        masked = pruning.gradient_masks(params, start.mask)
-        while counters.step < total:
-            train_epoch(
-                net,
-                stream,
-                masked,
-                optimizer,
-                precision,
-                inputs,
-                spec,
-                counters,
-                spe,
-                level,
-                branch,
-                files,
-                platform,
-            )
-            platform.broadcast_buffers(model)  # evaluate, and save, the model rank 0 saves
-            metrics = evaluate(
-                model, val_data, inputs, precision, platform, local_batch, training.workers, num_classes
-            )
-            counters.elapsed_seconds = elapsed_before + time.perf_counter() - session
-            record = {
-                "level": level,
-                "branch": branch,
-                "epoch": counters.step // spe,
-                "epochs": training.epochs,
-                "step": counters.step,
-                "trainLoss": counters.epoch_loss,
-                **metrics,
-                "imagesPerSecond": counters.epoch_rate,
-                "time": round(time.time(), 3),
-            }
-            counters.history.append(record)
-            if platform.is_main:
-                save_checkpoint(
-                    files.checkpoint,
-                    checkpoint_state(model, optimizer, precision, counters, platform, level, branch),
-                )
-                write_progress(files, counters.history)
-            log.info(
-                "level %d %s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s",
-                level,
-                branch,
-                record["epoch"],
-                training.epochs,
-                metrics["top1"],
-                metrics["loss"],
-                counters.epoch_rate,
-            )
-    last = counters.history[-1] if counters.history else None
-    if last is None:
-        raise TrainerError(f"{files.checkpoint}: holds no evaluated epoch")
-    result = LevelResult(
+    run = LevelRun(
+        spec=spec,
         level=level,
         branch=branch,
-        density=pruning.density(start.mask),
+        files=files,
+        platform=platform,
+        steps_per_epoch=spe,
+        model=model,
+        optimizer=optimizer,
+        precision=precision,
+        inputs=Inputs(manifest.mean, manifest.std, platform.device, crop),
+        counters=counters,
+        val_data=ShardDataset(val_index, crop, False, training.seed),
+        num_classes=num_classes,
+        rewind_at=rewind_at,
+        elapsed_before=counters.elapsed_seconds,
+    )
+    return run, ShardDataset(train_index, crop, augment, training.seed), batches, start.mask
+
+
+def end_epoch(run: LevelRun) -> None:
+    """The epoch's hooks: evaluate the model rank 0 saves, record the epoch, checkpoint, log."""
+    training, counters, platform = run.spec.training, run.counters, run.platform
+    platform.broadcast_buffers(run.model)  # evaluate, and save, the model rank 0 saves
+    metrics = evaluate(
+        run.model,
+        run.val_data,
+        run.inputs,
+        run.precision,
+        platform,
+        run.local_batch,
+        training.workers,
+        run.num_classes,
+    )
+    counters.elapsed_seconds = run.elapsed()
+    record = {
+        "level": run.level,
+        "branch": run.branch,
+        "epoch": counters.step // run.steps_per_epoch,
+        "epochs": training.epochs,
+        "step": counters.step,
+        "trainLoss": counters.epoch_loss,
+        **metrics,
+        "imagesPerSecond": counters.epoch_rate,
+        "time": round(time.time(), 3),
+    }
+    counters.history.append(record)
+    if platform.is_main:
+        state = checkpoint_state(
+            run.model, run.optimizer, run.precision, counters, platform, run.level, run.branch
+        )
+        save_checkpoint(run.files.checkpoint, state)
+        write_progress(run.files, counters.history)
+    log.info(
+        "level %d %s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s",
+        run.level,
+        run.branch,
+        record["epoch"],
+        training.epochs,
+        metrics["top1"],
+        metrics["loss"],
+        counters.epoch_rate,
+    )
+
+
+def _finish(run: LevelRun, mask: pruning.Mask) -> LevelResult:
+    """The level's result from its last evaluated epoch; the final weights and result.json (last)."""
+    counters = run.counters
+    last = counters.history[-1] if counters.history else None
+    if last is None:
+        raise TrainerError(f"{run.files.checkpoint}: holds no evaluated epoch")
+    result = LevelResult(
+        level=run.level,
+        branch=run.branch,
+        density=pruning.density(mask),
         top1=last["top1"],
         top5=last["top5"],
         loss=last["loss"],
-        epochs=training.epochs,
+        epochs=run.spec.training.epochs,
         images_per_second=counters.train_images / counters.train_seconds if counters.train_seconds else None,
-        duration_seconds=elapsed_before + time.perf_counter() - session,
+        duration_seconds=run.elapsed(),
     )
-    if platform.is_main:
-        save_tensors(files.final, dict(model.state_dict()))
-        write_text(files.result, json.dumps(result.to_wire(), separators=(",", ":")) + "\n")
-    platform.barrier()
-    log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
+    if run.platform.is_main:
+        save_tensors(run.files.final, dict(run.model.state_dict()))
+        write_text(run.files.result, json.dumps(result.to_wire(), separators=(",", ":")) + "\n")
+    run.platform.barrier()
     return result
 
 
@@ -388,62 +465,72 @@ def distributed(model: nn.Module, spec: RunSpec, platform: Platform) -> nn.Modul
 
 
 def train_epoch(
+    run: LevelRun,
     net: nn.Module,
     stream: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     masked: Sequence[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
-    inputs: Inputs,
-    spec: RunSpec,
-    counters: Counters,
-    spe: int,
-    level: int,
-    branch: Branch,
-    files: LevelFiles,
-    platform: Platform,
 ) -> None:
-    """Train to the end of the current epoch, pruned weights held at zero."""
-    training = spec.training
+    """Train to the end of the current epoch, pruned weights held at zero; after each step,
+    its hooks: the rewind point, and a progress line every LOG_EVERY_SECONDS."""
+    training, counters, platform = run.spec.training, run.counters, run.platform
+    spe = run.steps_per_epoch
     epoch_end = (counters.step // spe + 1) * spe
-    rewind_at = rewind_step(spec, spe) if level == 0 and branch == "main" else -1
     weights = [w for w, _ in masked]
     keeps = [k for _, k in masked]
     loss_sum = torch.zeros((), device=platform.device)
     steps = epoch_end - counters.step
-    began = last_log = time.perf_counter()
+    began = time.perf_counter()
+    progress = StepProgress(began)
     while counters.step < epoch_end:
         images, labels, boxes = next(stream)
-        set_lr(optimizer, training.lr * lr_factor(training, counters.step, spe))
-        x, y = inputs(images, boxes), labels.to(platform.device, non_blocking=True)
-        with precision.context():
+        set_lr(run.optimizer, training.lr * lr_factor(training, counters.step, spe))
+        x, y = run.inputs(images, boxes), labels.to(platform.device, non_blocking=True)
+        with run.precision.context():
             loss = F.cross_entropy(net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        run.optimizer.zero_grad(set_to_none=True)
+        run.precision.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         if masked:
             pruning.mask_gradients(weights, keeps)
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
+        run.precision.scaler.step(run.optimizer)
+        run.precision.scaler.update()
         loss_sum += loss.detach().float()
         counters.step += 1
-        if counters.step == rewind_at and platform.is_main:
-            save_tensors(files.rewind, dict(net_module(net).state_dict()))
-        if platform.is_main and time.perf_counter() - last_log > LOG_EVERY_SECONDS:
-            last_log = time.perf_counter()
-            done = steps - (epoch_end - counters.step)
-            log.info(
-                "level %d %s epoch %d: step %d/%d, %.0f images/s",
-                level,
-                branch,
-                counters.step // spe + 1,
-                done,
-                steps,
-                done * training.batch_size / (last_log - began),
-            )
+        save_rewind_point(run, net)
+        progress.maybe_log(run, steps - (epoch_end - counters.step), steps)
     seconds = time.perf_counter() - began
     counters.train_seconds += seconds
     counters.train_images += steps * training.batch_size
     counters.epoch_rate = steps * training.batch_size / seconds
     counters.epoch_loss = platform.sum([float(loss_sum)])[0] / (steps * platform.world_size)
+
+
+def save_rewind_point(run: LevelRun, net: nn.Module) -> None:
+    """Step hook: theta_k, once the step that reaches k is done (rank 0 of the saving branch)."""
+    if run.counters.step == run.rewind_at and run.platform.is_main:
+        save_tensors(run.files.rewind, dict(net_module(net).state_dict()))
+
+
+@dataclass
+class StepProgress:
+    """Step hook: the step and images/s on rank 0's log, every LOG_EVERY_SECONDS."""
+
+    began: float
+    last: float = 0.0
+
+    def maybe_log(self, run: LevelRun, done: int, steps: int) -> None:
+        now = time.perf_counter()
+        if not run.platform.is_main or now - max(self.last, self.began) <= LOG_EVERY_SECONDS:
+            return
+        self.last = now
+        log.info(
+            "level %d %s epoch %d: step %d/%d, %.0f images/s",
+            run.level,
+            run.branch,
+            run.counters.step // run.steps_per_epoch + 1,
+            done,
+            steps,
+            done * run.spec.training.batch_size / (now - self.began),
+        )
 
 
 def net_module(net: nn.Module) -> nn.Module:
