@@ -8,12 +8,18 @@ control. Adding a control touches this table (and the trainer's start for it), n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from lth.api import Branch
 
 
 @dataclass(frozen=True)
 class BranchInfo:
+    mask: Literal["ticket", "random", "none"]
+    """How it starts: the level's (or transferred) ticket mask, a random mask with the ticket's
+    count in every layer, or no mask at all."""
+    own_init: bool
+    """How it starts: from a fresh init of its own seed, not the level's start weights."""
     suffix: str
     """Of the job's and the level directory's names: `<run>-level-03-reinit`, `levels/03-reinit`."""
     seed_offset: int
@@ -30,11 +36,13 @@ class BranchInfo:
 
 
 BRANCHES: dict[Branch, BranchInfo] = {
-    "main": BranchInfo("", 0, "IMP ticket", "transferred ticket", "o-", 0),
+    "main": BranchInfo("ticket", False, "", 0, "IMP ticket", "transferred ticket", "o-", 0),
     "random-reinit": BranchInfo(
-        "-reinit", 1, "random reinit (same mask)", "ticket's mask, fresh init", "s--", 3
+        "ticket", True, "-reinit", 1, "random reinit (same mask)", "ticket's mask, fresh init", "s--", 3
     ),
     "random-prune": BranchInfo(
+        "random",
+        False,
         "-rprune",
         2,
         "random mask (same density per layer)",
@@ -42,5 +50,5 @@ BRANCHES: dict[Branch, BranchInfo] = {
         "^:",
         2,
     ),
-    "dense": BranchInfo("-dense", 3, "dense", "dense, fresh init", None, 1),
+    "dense": BranchInfo("none", False, "-dense", 3, "dense", "dense, fresh init", None, 1),
 }

@@ -154,11 +154,12 @@ def plan_start(
         "step": k,
         "rewind": spec.pruning.rewind,
     }
-    if branch == "random-reinit":
+    starts = BRANCHES[branch]
+    if starts.own_init:
         seed = derived_seed(spec.training.seed, level, branch)
         weights = dict(build(seed).state_dict())
         origin["weights"] = f"fresh init (seed {seed})"
-    elif branch == "random-prune":
+    if starts.mask == "random":
         generator = torch.Generator().manual_seed(derived_seed(spec.training.seed, level, branch))
         mask = random_prune_mask(run_dir, spec, level, model, mask, generator)
     if branch != "main" and write and not files.mask.is_file():
@@ -199,7 +200,8 @@ def transfer_start(
     seed = spec.training.seed
     files = level_files(run_dir, 0, branch)
     weights = dict(model.state_dict())  # build(seed): theta_0 of the controls but random-reinit
-    if branch == "dense":
+    starts = BRANCHES[branch]
+    if starts.mask == "none":
         mask = pruning.full_mask(model, spec.pruning.ignore_layers)
     else:
         ticketed = transfer(spec, ticket, model, derived_seed(seed, 0, "main"))
@@ -211,10 +213,10 @@ def transfer_start(
                 save_tensors(root.init, ticketed.weights)
             return LevelStart(ticketed.mask, ticketed.weights, 0, {**ticketed.origin, "step": 0})
         mask = ticketed.mask
-        if branch == "random-reinit":
+        if starts.own_init:
             seed = derived_seed(seed, 0, branch)
             weights = dict(build(seed).state_dict())
-        else:
+        if starts.mask == "random":
             generator = torch.Generator().manual_seed(derived_seed(seed, 0, branch))
             mask = pruning.random_like(mask, generator)
     if write and not files.mask.is_file():
