@@ -25,10 +25,11 @@ from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
+from lth.files import read_result
 from lth.lifetime import die_with_parent, exclusive
 from lth.naming import RunLayout
 from lth.ticket import TicketError, TicketFiles, download
-from lth_trainer.level import level_files, read_result
+from lth_trainer.level import level_files
 from lth_trainer.store import TrainerError
 
 log = logging.getLogger("lth_trainer")
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> LevelResult:
     files = level_files(args.run_dir, args.level, args.branch)
     if files.result.is_file():
         log.info("%s exists: level %d %s is done", files.result, args.level, args.branch)
-        return read_result(files.result)
+        return finished_result(files.result)
     if args.ticket_url is not None and args.level == 0:
         fetch_ticket(args.ticket_url, RunLayout(root=args.run_dir).source_ticket)
 
@@ -146,12 +147,20 @@ def run(args: argparse.Namespace) -> LevelResult:
 
     with _one_writer(files.dir, args.level, args.branch):
         if files.result.is_file():  # done by the writer this one waited for
-            return read_result(files.result)
+            return finished_result(files.result)
         platform = dist.start()
         try:
             return run_level(args.run_dir, args.data, spec, args.level, args.branch, platform, ticket)
         finally:
             dist.stop(platform)
+
+
+def finished_result(path: Path) -> LevelResult:
+    """The result.json of a level that is done; one that is not a result is bad input."""
+    result = read_result(path)
+    if result is None:
+        raise TrainerError(f"{path}: not a level result (remove it to train the level again)")
+    return result
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lth.api import Branch, LevelResult, RunSpec
+from lth.api import Branch, RunSpec
 from lth.branches import BRANCHES
 from lth.naming import LevelLayout, RunLayout
 from lth.ticket import TicketFiles
@@ -45,13 +45,6 @@ def level_files(run_dir: Path, level: int, branch: Branch = "main") -> LevelFile
 def derived_seed(seed: int, level: int, branch: Branch) -> int:
     """A seed of its own for each (level, branch): a reinit differs from theta_0."""
     return int(np.random.SeedSequence([seed, level, BRANCHES[branch].seed_offset]).generate_state(1)[0])
-
-
-def read_result(path: Path) -> LevelResult:
-    try:
-        return LevelResult.model_validate_json(path.read_text())
-    except ValueError as error:
-        raise TrainerError(f"{path}: invalid result: {error}") from error
 
 
 def rewind_step(spec: RunSpec, steps_per_epoch: int) -> int:
