@@ -12,6 +12,7 @@ how each child's main container ends (`ScriptedRuntime`, for the operator's test
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -149,6 +150,8 @@ class Cluster:
         self._stop.set()
         self._thread.join(timeout=30)
         self.runtime.stop()
+        assert self.work is not None
+        shutil.rmtree(self.work, ignore_errors=True)  # the kubelet's logs and termination files
         if self.errors:
             raise self.errors[0]
 

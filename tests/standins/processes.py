@@ -44,8 +44,8 @@ class ProcessRuntime:
     """Runs each admitted container's command for real, as the kubelet stand-in configured it."""
 
     processes: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
-    networks: dict[str, Path] = field(default_factory=dict)
-    """network namespace -> its hosts file"""
+    networks: dict[str, tuple[str, Path]] = field(default_factory=dict)
+    """network namespace -> the pods' namespace and their hosts file"""
     services: dict[str, list[str]] = field(default_factory=dict)
     """namespace -> Service names, as the stand-in DNS serves them"""
     hostnames: dict[str, set[str]] = field(default_factory=dict)
@@ -63,7 +63,7 @@ class ProcessRuntime:
         lines = [
             "set -e",
             f"{TOOLS['hostname']} {shlex.quote(meta['name'])}",
-            f"{TOOLS['mount']} --bind {shlex.quote(str(self.networks[network]))} /etc/hosts",
+            f"{TOOLS['mount']} --bind {shlex.quote(str(self.networks[network][1]))} /etc/hosts",
         ]
         for name, path in _image_accounts(launch, home).items():
             lines.append(f"{TOOLS['mount']} --bind {shlex.quote(str(path))} /etc/{name}")
@@ -123,8 +123,8 @@ class ProcessRuntime:
     def set_services(self, services: dict[str, list[str]]) -> None:
         if services != self.services:
             self.services = services
-            for network, hosts in self.networks.items():
-                self._write_hosts(network, hosts.read_text().split("# namespace ", 1)[-1].split("\n", 1)[0])
+            for network, (namespace, _) in self.networks.items():
+                self._write_hosts(network, namespace)
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -142,18 +142,19 @@ class ProcessRuntime:
             subprocess.run(
                 [TOOLS["ip"], "-n", network, "link", "set", "lo", "up"], check=True, capture_output=True
             )
-            self.networks[network] = launch.log_file.parent / f"{network}.hosts"
+            hosts = launch.log_file.parent / f"{network}.hosts"
+            self.networks[network] = (launch.pod["metadata"]["namespace"], hosts)
         return network
 
     def _write_hosts(self, network: str, namespace: str) -> None:
         """The pod's /etc/hosts: rewritten in place, as it is bind-mounted into running pods."""
         names = sorted(self.hostnames.get(network, set()))
-        lines = [f"# namespace {namespace}", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost"]
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost"]
         lines += [f"127.0.0.1\t{name}" for name in names]
         for service in self.services.get(namespace, []):
             fqdn = f"{service}.{namespace}.svc.cluster.local"
             lines.append(f"127.0.0.1\t{fqdn} {service}.{namespace}.svc {service}.{namespace} {service}")
-        path = self.networks[network]
+        path = self.networks[network][1]
         with path.open("a+") as hosts:
             hosts.seek(0)
             hosts.truncate()
