@@ -126,13 +126,16 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.work = self.work or Path(tempfile.mkdtemp(prefix="lth-kubelet-"))
+        # The images' command folders are this node's when it made them: removed with it.
+        self._own_images = self.images is None
+        self.images = catalog() if self.images is None else self.images
         self.work.chmod(0o755)
         self.training = TrainingOperator(self.api_client, fixed_3419=self.fixed_3419)
         self.spark = SparkOperator(self.api_client, webhook=self.spark_webhook)
         self.kubelet = Kubelet(
             self.api_client,
             self.runtime,
-            catalog() if self.images is None else self.images,
+            self.images,
             self.exports,
             self.work,
             gpus=self.gpus,
@@ -152,6 +155,9 @@ class Cluster:
         self.runtime.stop()
         assert self.work is not None
         shutil.rmtree(self.work, ignore_errors=True)  # the kubelet's logs and termination files
+        if self._own_images:
+            for folder in {image.path.parent for image in (self.images or {}).values()}:
+                shutil.rmtree(folder, ignore_errors=True)
         if self.errors:
             raise self.errors[0]
 
