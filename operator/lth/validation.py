@@ -310,10 +310,15 @@ def _check_ticket(spec: RunSpec) -> list[Problem]:
         problems.append(
             Problem(
                 "spec.ticket.path",
-                f"{ticket.path!r} is a URL: give http(s) URLs as spec.ticket.url; copy tickets in "
-                "object storage onto the run's volume",
+                f"{ticket.path!r} is a URL: give http(s):// and s3:// URLs as spec.ticket.url",
             )
         )
+    if ticket.url is not None and ticket.url.startswith("s3://"):
+        from lth.objectstore import url_problem
+
+        problem = url_problem(ticket.url)
+        if problem is not None:
+            problems.append(Problem("spec.ticket.url", f"{ticket.url!r}: {problem}"))
     if ticket.prune_head and ticket.head == "keep":
         problems.append(
             Problem("spec.ticket.pruneHead", "applies to a re-initialised head; a kept head keeps its mask")
