@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +181,34 @@ def test_a_malformed_url_is_refused_before_any_request(url: str, problem: str, t
         fetch_ticket(url, tmp_path / "dest")
     assert one_line(error).startswith(f"{url}: {problem}")
     assert not (tmp_path / "dest").exists()
+
+
+def lth(*args: str) -> subprocess.CompletedProcess[str]:
+    """`lth ...` with this test's environment (credentials, endpoint)."""
+    return subprocess.run([sys.executable, "-m", "lth", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_lth_ticket_upload_fetch_and_inspect(
+    s3: Any, s3_server: str, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the flag names the endpoint instead
+    uploaded = lth("ticket", "upload", str(exported), "s3://tickets/runs/r", "--endpoint-url", s3_server)
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert "s3://tickets/runs/r/ticket.json" in uploaded.stdout
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+
+    dest = tmp_path / "fetched"
+    fetched = lth("ticket", "fetch", "s3://tickets/runs/r", str(dest))
+    assert fetched.returncode == 0, fetched.stderr
+    for name in TENSORS:
+        assert f"  {name}: sha256 " in fetched.stdout
+    for name in EXPORTED:
+        assert (dest / name).read_bytes() == (exported / name).read_bytes(), name
+
+    inspected = lth("ticket", "inspect", "s3://tickets/runs/r")
+    assert inspected.returncode == 0, inspected.stderr
+    assert "density 34.62%" in inspected.stdout and "conv.weight" in inspected.stdout
+
+    missing = lth("ticket", "fetch", "s3://tickets/runs/other", str(tmp_path / "other"))
+    assert missing.returncode == 1
+    assert missing.stderr == "lth ticket fetch: s3://tickets/runs/other/ticket.json: no such object\n"
