@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -96,7 +97,6 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from lth.console import ConsoleDisplay
     from lth.local import LocalExecutor, RunError, run_local
-    from lth.report import write_report
 
     display = ConsoleDisplay()
     # `kill` and a closing terminal stop the children too, as Ctrl-C does.
@@ -111,9 +111,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         display.console.print("\nstopped; run the same command again to go on where it stopped")
         return 130
-    ticket = write_report(executor.layout.root, status)
     _print_summary(display.console, status)
-    display.console.print(f"report and ticket: {ticket}")
+    export = status.export
+    if export is not None and export.phase == "Failed":
+        display.console.print(
+            f"[red]the search succeeded, its export failed:[/] {export.message}; "
+            f"`lth report {executor.layout.root}` writes it again"
+        )
+        return 1
+    display.console.print(f"report and ticket: {executor.layout.ticket}")
+    if export is not None and export.url:
+        display.console.print(f"uploaded to: {export.url}")
     return 0
 
 
@@ -200,16 +208,44 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """The ticket and report of a run directory: `lth run` and the export Job both run this."""
     from lth.report import write_report
 
     try:
-        status = remote.LocalRun(args.run_dir).read()
+        status = _report_status(args)
     except remote.RunNotReadable as error:
-        raise SystemExit(str(error)) from None
+        print(f"lth report: {error}", file=sys.stderr)
+        return 1
     console = Console()
     _print_summary(console, status)
-    console.print(f"report and ticket: {write_report(args.run_dir, status)}")
+    ticket = write_report(args.run_dir, status)
+    console.print(f"report and ticket: {ticket}")
+    if args.upload:
+        from lth.objectstore import upload_ticket
+        from lth.ticket import TicketError
+
+        try:
+            upload_ticket(ticket, args.upload, args.endpoint_url)
+        except TicketError as error:
+            print(f"lth report: upload to {args.upload} failed: {error}", file=sys.stderr)
+            return 1
+        console.print(f"uploaded to: {args.upload}")
     return 0
+
+
+def _report_status(args: argparse.Namespace) -> RunStatus:
+    """The run's status from `--status-env` (the export Job's: the operator passes the run's
+    status, as the pod cannot read the API), else from the run directory's status.json."""
+    if args.status_env is None:
+        return remote.LocalRun(args.run_dir).read()
+    raw = os.environ.get(args.status_env)
+    if not raw:
+        raise remote.RunNotReadable(f"--status-env {args.status_env}: the variable is not set")
+    try:
+        return RunStatus.model_validate_json(raw)
+    except ValueError as error:
+        first = str(error).splitlines()[0]
+        raise remote.RunNotReadable(f"--status-env {args.status_env}: not a run status ({first})") from None
 
 
 SCHEMES = "http(s)://HOST/PATH/ (a ticket directory served over HTTP) or s3://BUCKET/PREFIX"
@@ -374,9 +410,22 @@ def parser() -> argparse.ArgumentParser:
     watch.set_defaults(func=_cmd_watch)
 
     report = commands.add_parser(
-        "report", help="write the table, the plot and the exported ticket to RUN_DIR/ticket"
+        "report",
+        help="write the table, the plot and the exported ticket to RUN_DIR/ticket",
+        description="Write RUN_DIR/ticket: the best level's mask, rewind and final weights, ticket.json "
+        "(with every file's SHA-256), the model card and the accuracy plot. `lth run` does it when a "
+        "search ends, the operator's export Job on a cluster.",
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "--status-env",
+        metavar="VAR",
+        help="read the run's status (JSON) from this environment variable instead of RUN_DIR/status.json",
+    )
+    report.add_argument("--upload", metavar="s3://BUCKET/PREFIX", help="then upload the ticket there")
+    report.add_argument(
+        "--endpoint-url", metavar="URL", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL"
+    )
     report.set_defaults(func=_cmd_report)
 
     ticket = commands.add_parser(

@@ -37,9 +37,11 @@ from lth.commands import (
     trainer_arguments,
 )
 from lth.lifetime import start_with_parent_death
-from lth.naming import MANIFEST_FILE, RunLayout, prep_name
+from lth.naming import MANIFEST_FILE, RunLayout, export_name, prep_name
 from lth.observed import ObservedChild, ObservedSource
 from lth.planner import (
+    Create,
+    CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
@@ -209,6 +211,13 @@ class LocalExecutor:
                 children[row.name] = ObservedChild(row.name, row.attempts, "Succeeded", result=result)
             elif row.phase in ("Pending", "Running"):
                 children[row.name] = self._unfinished(row.name, row.attempts)
+        export = status.export if status else None
+        if export is not None and export.phase in ("Pending", "Running"):
+            outcome = self.outcomes.get(export.name)
+            if outcome is not None and outcome.attempt == export.attempts and outcome.returncode == 0:
+                children[export.name] = ObservedChild(export.name, export.attempts, "Succeeded")
+            else:
+                children[export.name] = self._unfinished(export.name, export.attempts)
         return children
 
     def observe_source(self, ticket: TicketSpec) -> ObservedSource | None:
@@ -269,19 +278,37 @@ class LocalExecutor:
                     self.on_event(action)
                 case DeleteChild():
                     self.outcomes.pop(action.name, None)  # the failed attempt's outcome
-                case CreatePreprocessing() | CreateLevelJob():
+                case CreatePreprocessing() | CreateLevelJob() | CreateExport():
                     pass  # run_local starts the plan's creates (Plan.creates)
                 case _:
                     assert_never(action)
         self.save_status(result.status)
         return result
 
-    def launch(self, result: Plan, action: CreatePreprocessing | CreateLevelJob) -> Launch:
+    def launch(self, result: Plan, action: Create) -> Launch:
         """The process that carries out one of the plan's Create actions."""
         assert result.spec is not None, "the planner creates children of an accepted spec only"
-        if isinstance(action, CreatePreprocessing):
-            return self._prep_launch(result.spec)
-        return self._level_launch(result.spec, result.status, action.name, action.level, action.branch)
+        match action:
+            case CreatePreprocessing():
+                return self._prep_launch(result.spec)
+            case CreateLevelJob():
+                return self._level_launch(
+                    result.spec, result.status, action.name, action.level, action.branch
+                )
+            case CreateExport():
+                return self._export_launch(result.spec)
+            case _:
+                assert_never(action)
+
+    def _export_launch(self, spec: RunSpec) -> Launch:
+        """`lth report` on the run directory (its status.json), as the export Job runs it."""
+        name = export_name(self.name)
+        argv = [sys.executable, "-m", "lth", "report", str(self.layout.root)]
+        if spec.export.url:
+            argv += ["--upload", spec.export.url]
+            if spec.export.endpoint_url:
+                argv += ["--endpoint-url", spec.export.endpoint_url]
+        return Launch(name, argv, self.logs / f"{name}.log", {})
 
     def _prep_launch(self, spec: RunSpec) -> Launch:
         main_file = Path(_module_dir(SPARK_MODULE)) / "__main__.py"
