@@ -506,10 +506,10 @@ class TicketSpec(ApiModel):
     )
     url: str | None = Field(
         None,
-        pattern=r"^https?://",
+        pattern=r"^(https?|s3)://",
         description=(
-            "Or the http(s) URL of an exported ticket directory: the trainer downloads ticket.json "
-            "and the files it lists, and checks their SHA-256."
+            "Or the http(s):// or s3:// URL of an exported ticket directory (spec.export.url of its "
+            "run): the trainer downloads ticket.json and the files it lists, and checks their SHA-256."
         ),
     )
     weights: Literal["rewind", "final"] = Field(
