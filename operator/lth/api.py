@@ -512,6 +512,15 @@ class TicketSpec(ApiModel):
             "run): the trainer downloads ticket.json and the files it lists, and checks their SHA-256."
         ),
     )
+    secret_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "For an s3:// url: a Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_ENDPOINT_URL...) become the trainer pods' environment (none: the pods' own identity)."
+        ),
+    )
     weights: Literal["rewind", "final"] = Field(
         "rewind",
         description=(

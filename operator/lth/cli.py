@@ -18,6 +18,7 @@ from rich.console import Console, RenderableType
 from lth import api, remote
 from lth.api import LotteryTicketRun, RunStatus
 from lth.crd import crd_yaml
+from lth.naming import TICKET_FILE
 from lth.validation import Problem, check_run
 
 
@@ -220,7 +221,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     _print_summary(console, status)
     ticket = write_report(args.run_dir, status)
     console.print(f"report and ticket: {ticket}")
-    if args.upload:
+    if args.upload and not (ticket / TICKET_FILE).exists():
+        console.print(f"nothing uploaded to {args.upload}: no level matched the dense top-1 (no ticket)")
+    elif args.upload:
         from lth.objectstore import upload_ticket
         from lth.ticket import TicketError
 

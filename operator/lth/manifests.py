@@ -296,6 +296,8 @@ def _trainer_pod(
     }
     if res.env:
         container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
+    if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
+        container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
     if res.ipc_lock:  # RDMA registers (pins) memory
         security["capabilities"]["add"] = ["IPC_LOCK"]
     pod_spec: dict[str, Any] = {
