@@ -150,7 +150,7 @@ def _summary(status: RunStatus) -> RenderableType:
     if status.ticket is not None:
         parts.append(Text(f"  transfer of the ticket of {status.ticket.source}"))
     for condition in status.conditions:
-        if condition.status == "True" or condition.type == "SpecAccepted":
+        if condition.status == "True" or condition.type in ("SpecAccepted", "Exported"):
             parts.append(
                 Text(f"  {condition.type}={condition.status} {condition.reason}: {condition.message}")
             )
@@ -160,14 +160,18 @@ def _summary(status: RunStatus) -> RenderableType:
     columns = branches(status)
     for branch in columns:
         table.add_column(f"top-1 {labels(status)[branch]}", justify="right")
-    phase: dict[tuple[int, str], str] = {(e.level, e.branch): e.phase for e in status.levels}
+    entries: dict[tuple[int, str], api.LevelStatus] = {(e.level, e.branch): e for e in status.levels}
     for row in rows(status):
         cells = [
-            f"{row.top1[b]:.2f}" if b in row.top1 else phase.get((row.level, b), "").lower() for b in columns
+            f"{row.top1[b]:.2f}" if b in row.top1 else _unfinished_cell(entries.get((row.level, b)))
+            for b in columns
         ]
         table.add_row(str(row.level), f"{row.density * 100:.2f}%", *cells)
     if status.levels:
         parts.append(table)
+    for entry in status.levels:
+        if entry.progress is not None and entry.phase == "Running":
+            parts.append(Text(f"level {entry.level} ({entry.branch}): {_epoch_line(entry.progress)}"))
     if status.best is not None:
         parts.append(
             Text(
@@ -176,6 +180,26 @@ def _summary(status: RunStatus) -> RenderableType:
             )
         )
     return Group(*parts)
+
+
+def _unfinished_cell(entry: api.LevelStatus | None) -> str:
+    """A level without a result: its phase, and its epoch while it runs ('running 37/90')."""
+    if entry is None:
+        return ""
+    if entry.phase == "Running" and entry.progress is not None:
+        return f"running {entry.progress.epoch}/{entry.progress.epochs}"
+    return entry.phase.lower()
+
+
+def _epoch_line(progress: api.EpochProgress) -> str:
+    parts = [f"epoch {progress.epoch}/{progress.epochs}"]
+    if progress.top1 is not None:
+        parts.append(f"top-1 {progress.top1:.2f}%")
+    if progress.images_per_second is not None:
+        parts.append(f"{progress.images_per_second:,.0f} images/s")
+    if progress.estimated_finish is not None:
+        parts.append(f"ends about {progress.estimated_finish:%Y-%m-%d %H:%M} UTC")
+    return ", ".join(parts)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, assert_never
 
-from lth import files
+from lth import files, progress
 from lth.api import LotteryTicketRun, RunSpec, RunStatus, TicketSpec
 from lth.commands import (
     BAD_INPUT,
@@ -48,11 +48,14 @@ from lth.planner import (
     EmitEvent,
     Plan,
     plan,
+    record_progress,
     ticket_to_resolve,
 )
 from lth.validation import parse_spec
 
 LOG_TAIL_LINES = 25
+PROGRESS_SECONDS = 5.0
+"""How often the local runner copies its running levels' latest epochs into status.json."""
 
 
 class RunError(Exception):
@@ -90,6 +93,16 @@ def _read_text(path: Path) -> str:
     """A child's log or termination message, stripped; empty when there is none."""
     try:
         return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, size: int = 16384) -> str:
+    """The end of a growing log, without reading it whole."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+            return log.read().decode(errors="replace")
     except OSError:
         return ""
 
@@ -285,6 +298,21 @@ class LocalExecutor:
         self.save_status(result.status)
         return result
 
+    def show_progress(self, status: RunStatus) -> RunStatus:
+        """status.json with the running levels' latest epochs, read off their logs' tails."""
+        latest = {}
+        for name, child in self.running.items():
+            if child.launch.level is not None and child.launch.branch is not None:
+                found = progress.latest(_tail(child.launch.log), child.launch.level, child.launch.branch)
+                if found is not None:
+                    latest[name] = found
+        if not latest:
+            return status
+        shown = record_progress(status, latest)
+        if shown != status:
+            self.save_status(shown)
+        return shown
+
     def launch(self, result: Plan, action: Create) -> Launch:
         """The process that carries out one of the plan's Create actions."""
         assert result.spec is not None, "the planner creates children of an accepted spec only"
@@ -464,8 +492,18 @@ def run_local(executor: LocalExecutor, display: Display) -> RunStatus:
                         raise RunError(f"{executor.status_file}: the run waits on nothing it can start")
                     continue
                 plans_without_launch = 0
-                for launch, outcome in executor.wait_any(display.tick):
+                shown = status
+                last_read = time.monotonic()
+
+                def tick() -> None:
+                    nonlocal shown, last_read
+                    display.tick()
+                    if time.monotonic() - last_read >= PROGRESS_SECONDS:
+                        shown, last_read = executor.show_progress(shown), time.monotonic()
+
+                for launch, outcome in executor.wait_any(tick):
                     display.child_finished(launch, outcome)
+                status = shown
         finally:
             executor.stop_all()
     if status.phase == "Failed":

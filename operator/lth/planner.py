@@ -34,6 +34,7 @@ from lth.api import (
     Condition,
     ConditionReason,
     ConditionType,
+    EpochProgress,
     ExportReason,
     ExportStatus,
     FailureReason,
@@ -117,6 +118,21 @@ class Plan:
     def done(self) -> bool:
         """The run ended and its export (if it has one) too: nothing is left to plan."""
         return self.status.phase in TERMINAL_PHASES and not exporting(self.status)
+
+
+def record_progress(status: RunStatus, latest: Mapping[str, EpochProgress]) -> RunStatus:
+    """The status with the latest epoch of running levels (by child name), between plans: what
+    the local runner shows while its levels run (on a cluster, `plan` records it each resync)."""
+    updated = status.model_copy(deep=True)
+    for row in updated.levels:
+        if row.phase in ("Pending", "Running") and row.name in latest:
+            row.phase, row.progress = "Running", latest[row.name]
+    main = [e for e in updated.levels if e.branch == "main"]
+    if main and updated.phase == "Training":
+        current = max(main, key=lambda e: e.level)
+        if current.phase == "Running":
+            updated.progress = progress.summary(current.level, current.progress)
+    return updated
 
 
 def exporting(status: RunStatus) -> bool:
