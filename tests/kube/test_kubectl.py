@@ -77,9 +77,19 @@ def test_get_yaml_shows_server_metadata_and_defaults(applied: Cluster) -> None:
 def test_patch_status_and_get_shows_the_printer_columns(applied: Cluster) -> None:
     patch_status(applied)
     header, row = applied.kubectl("get", "ltr").stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "LEVEL", "DENSITY", "TOP-1", "BEST", "REASON", "AGE"]
+    assert header.split() == [
+        "NAME",
+        "PHASE",
+        "LEVEL",
+        "DENSITY",
+        "TOP-1",
+        "PROGRESS",
+        "BEST",
+        "REASON",
+        "AGE",
+    ]
     # The Progressing condition's reason, picked by a JSONPath filter as kubectl does.
-    assert row.split()[:8] == [
+    assert row.split()[:8] == [  # no status.progress: a blank cell
         "smallcnn-cpu",
         "Training",
         "3",
