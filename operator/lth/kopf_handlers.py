@@ -173,12 +173,26 @@ def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | 
             _apply(custom, body, result, action)
         new_status = result.status.to_wire()
         if new_status != body.get("status"):
+            patch = merge_patch(body.get("status") or {}, new_status)
             custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": new_status}
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": patch}
             )
         _record_metrics(namespace, name, old_status, result.status)
         METRICS.run_progress(namespace, name, result.status)
         return result
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) from `old` to `new`: a field the new status leaves out
+    (a level's progress once it ended, say) is sent as null, or the merge would keep it."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
 
 
 def _record_metrics(namespace: str, name: str, old: api.RunStatus | None, new: api.RunStatus) -> None:
