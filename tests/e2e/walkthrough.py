@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                 literals = " ".join(f"--from-literal={k}={v}" for k, v in credentials.items())
                 shell.run(
                     f"kubectl create secret generic s3-credentials {literals} "
-                    f"--from-literal=AWS_ENDPOINT_URL=http://{S3_HOST}:{S3_PORT_IN_PODS}"
+                    f"--from-literal=AWS_ENDPOINT_URL=http://{S3_HOST}:{S3_PORT_IN_PODS} "
+                    # kubectl create sends protobuf, which the emulator does not read: apply it.
+                    "--dry-run=client -o yaml | kubectl apply -f -"
                 )
                 (work / "run.yaml").write_text(yaml.safe_dump(RUN, sort_keys=False))
                 shell.run("cat run.yaml")
