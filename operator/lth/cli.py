@@ -239,8 +239,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         status = _report_status(args)
     except remote.RunNotReadable as error:
-        print(f"lth report: {error}", file=sys.stderr)
-        return 1
+        return _report_failed(args, str(error))
     console = Console()
     _print_summary(console, status)
     ticket = write_report(args.run_dir, status)
@@ -254,10 +253,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
         try:
             upload_ticket(ticket, args.upload, args.endpoint_url)
         except TicketError as error:
-            print(f"lth report: upload to {args.upload} failed: {error}", file=sys.stderr)
-            return 1
+            return _report_failed(args, f"upload to {args.upload} failed: {error}")
         console.print(f"uploaded to: {args.upload}")
     return 0
+
+
+def _report_failed(args: argparse.Namespace, message: str) -> int:
+    """One line on stderr and, in the export Job, the pod's termination message: the run's
+    Exported condition then says why in these words, not with the log's tail."""
+    print(f"lth report: {message}", file=sys.stderr)
+    if args.termination_log:
+        from lth.commands import write_termination_log
+
+        write_termination_log(args.termination_log, message)
+    return 1
 
 
 def _report_status(args: argparse.Namespace) -> RunStatus:
@@ -450,6 +459,11 @@ def parser() -> argparse.ArgumentParser:
         help="read the run's status (JSON) from this environment variable instead of RUN_DIR/status.json",
     )
     report.add_argument("--upload", metavar="s3://BUCKET/PREFIX", help="then upload the ticket there")
+    report.add_argument(
+        "--termination-log",
+        metavar="PATH",
+        help="write why it failed there too (a pod's termination message)",
+    )
     report.add_argument(
         "--endpoint-url", metavar="URL", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL"
     )

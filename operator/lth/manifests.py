@@ -391,7 +391,15 @@ def export_job(
     backoffLimit 0: a retry is the planner's (spec.retry.export), a new Job at the next attempt.
     """
     defaults = defaults or WorkloadDefaults()
-    command = ["lth", "report", paths.run_dir, "--status-env", STATUS_ENV]
+    command = [
+        "lth",
+        "report",
+        paths.run_dir,
+        "--status-env",
+        STATUS_ENV,
+        "--termination-log",
+        TERMINATION_LOG,
+    ]
     export = spec.export
     if export.url:
         command += ["--upload", export.url]

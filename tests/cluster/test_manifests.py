@@ -551,6 +551,8 @@ def test_the_export_job_runs_lth_report_on_the_volume_without_a_gpu() -> None:
         "/mnt/lth/runs/r50",
         "--status-env",
         "LTH_STATUS",
+        "--termination-log",
+        "/dev/termination-log",
         "--upload",
         "s3://tickets/r50",
         "--endpoint-url",

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lth.objectstore import fetch_ticket
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import get_run, wait_for_phase
 from tests.operator.plugin import Operator
@@ -56,8 +57,13 @@ RUN: dict[str, Any] = {
         # Two pods (master + worker) of two processes each: upstream's env and init container.
         "resources": {"gpusPerPod": 0, "pods": 2, "cpuProcessesPerPod": 2},
         "storage": {"mountPath": MOUNT},
+        # The export Job uploads the ticket with the Secret's credentials, to a store outside
+        # the cluster that the pods reach by name (the test's S3 server).
+        "export": {"url": "s3://tickets/e2e", "secretName": "s3-credentials"},
     },
 }
+S3_IN_PODS = ("minio", 9000)  # dotless: moto reads a dotted host as a bucket name
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 
 
 TRANSFER: dict[str, Any] = {
@@ -68,6 +74,7 @@ TRANSFER: dict[str, Any] = {
         "dataset": {"format": "prepared", "path": "runs/e2e/data", "imageSize": 28},
         "ticket": {"run": "e2e", "level": 1, "head": "keep", "controls": ["dense"]},
         "pruning": {"rewindTo": "0"},
+        "export": {},
     },
 }
 
@@ -112,10 +119,21 @@ def owners(root: Path) -> set[tuple[int, int]]:
 
 
 def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
-    kube: Cluster, operator: Operator, nfs: Path, digits: Path, tmp_path: Path
+    kube: Cluster, operator: Operator, nfs: Path, digits: Path, tmp_path: Path, s3: Any
 ) -> None:
     api_client = kube.api_client()
-    runtime = ProcessRuntime()
+    store_port = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    runtime = ProcessRuntime(external={S3_IN_PODS[0]: (S3_IN_PODS[1], store_port)})
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3-credentials"},
+        "stringData": {
+            **{name: os.environ[name] for name in CREDENTIALS},
+            "AWS_ENDPOINT_URL": f"http://{S3_IN_PODS[0]}:{S3_IN_PODS[1]}",
+        },
+    }
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(secret))
     with StandIns(api_client, runtime, exports={"lth-data": nfs}) as cluster:
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(RUN))
         run = wait_for_phase(kube, "e2e", {"Succeeded", "Failed"}, timeout=500, operator=operator)
@@ -158,7 +176,9 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
     local.mkdir()
     (local / "digits").symlink_to(digits)
     spec_file = local / "run.yaml"
-    spec_file.write_text(yaml.safe_dump(copy.deepcopy(RUN)))
+    local_run = copy.deepcopy(RUN)
+    del local_run["spec"]["export"]  # the same ticket, kept on this machine
+    spec_file.write_text(yaml.safe_dump(local_run))
     subprocess.run(
         [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(local), "--nproc", "4"],
         check=True,
@@ -174,3 +194,7 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
         path.name for path in exported.iterdir()
     }
     assert checksums(exported) == checksums(local / "runs" / "e2e" / "ticket")
+    # ... and uploaded it: fetched back from the store, every checksum verified.
+    assert status["export"]["url"] == "s3://tickets/e2e"
+    fetched = fetch_ticket("s3://tickets/e2e", tmp_path / "fetched")
+    assert checksums(fetched) == checksums(exported)

@@ -33,7 +33,7 @@ from tests.standins import ProcessRuntime
 from tests.tiny import TINY_TRAINING
 
 S3_PORT_IN_PODS = 9000
-S3_HOST = "minio.storage"
+S3_HOST = "minio"  # dotless: moto reads a dotted host name as a bucket (virtual-host style)
 RUN: dict[str, Any] = {
     "apiVersion": "lth.dev/v1alpha1",
     "kind": "LotteryTicketRun",
