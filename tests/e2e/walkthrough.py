@@ -11,6 +11,7 @@ writes them to FILE too.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import subprocess
@@ -26,33 +27,27 @@ import yaml
 from kubernetes import client
 from moto.server import ThreadedMotoServer
 
+from tests.e2e.test_cluster_e2e import RUN as E2E_RUN
 from tests.kube.cluster import running
 from tests.operator.plugin import Operator
 from tests.standins import Cluster as StandIns
 from tests.standins import ProcessRuntime
-from tests.tiny import TINY_TRAINING
 
 S3_PORT_IN_PODS = 9000
 S3_HOST = "minio"  # dotless: moto reads a dotted host name as a bucket (virtual-host style)
-RUN: dict[str, Any] = {
-    "apiVersion": "lth.dev/v1alpha1",
-    "kind": "LotteryTicketRun",
-    "metadata": {"name": "digits"},
-    "spec": {
-        "dataset": {
-            "format": "imagenet",
-            "path": "imagenet",
-            "imageSize": 28,
-            "classes": ["n00000000", "n00000001", "n00000007"],
-        },
-        "preprocessing": {"shardSizeMb": 1},
-        "model": {"arch": "smallcnn"},
-        "training": {**TINY_TRAINING, "epochs": 6, "batchSize": 32, "seed": 3},
-        "pruning": {"levels": 1, "rewindTo": "0", "controls": {"branches": ["random-prune"]}},
-        "resources": {"gpusPerPod": 0, "pods": 2, "cpuProcessesPerPod": 2},
-        "export": {"url": "s3://tickets/digits", "secretName": "s3-credentials"},
-    },
-}
+
+
+def walkthrough_run() -> dict[str, Any]:
+    """The end-to-end test's run (tests/e2e/test_cluster_e2e.py), under the README's names and
+    with a few more epochs, so that `kubectl get ltr` can catch a level between two of them."""
+    run = copy.deepcopy(E2E_RUN)
+    run["metadata"]["name"] = "digits"
+    spec = run["spec"]
+    spec["dataset"]["path"] = "imagenet"
+    spec["training"]["epochs"] = 6
+    spec["export"]["url"] = "s3://tickets/digits"
+    del spec["storage"]  # the default mount
+    return run
 
 
 class Transcript:
@@ -135,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     # kubectl create sends protobuf, which the emulator does not read: apply it.
                     "--dry-run=client -o yaml | kubectl apply -f -"
                 )
-                (work / "run.yaml").write_text(yaml.safe_dump(RUN, sort_keys=False))
+                (work / "run.yaml").write_text(yaml.safe_dump(walkthrough_run(), sort_keys=False))
                 shell.run("cat run.yaml")
                 shell.run("kubectl apply -f run.yaml")
 
