@@ -176,9 +176,9 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
     local.mkdir()
     (local / "digits").symlink_to(digits)
     spec_file = local / "run.yaml"
-    local_run = copy.deepcopy(RUN)
-    del local_run["spec"]["export"]  # the same ticket, kept on this machine
-    spec_file.write_text(yaml.safe_dump(local_run))
+    # The export Job's upload, fetched back before `lth run` uploads its own (the same spec).
+    fetched = fetch_ticket("s3://tickets/e2e", tmp_path / "fetched")
+    spec_file.write_text(yaml.safe_dump(copy.deepcopy(RUN)))
     subprocess.run(
         [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(local), "--nproc", "4"],
         check=True,
@@ -196,5 +196,4 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
     assert checksums(exported) == checksums(local / "runs" / "e2e" / "ticket")
     # ... and uploaded it: fetched back from the store, every checksum verified.
     assert status["export"]["url"] == "s3://tickets/e2e"
-    fetched = fetch_ticket("s3://tickets/e2e", tmp_path / "fetched")
     assert checksums(fetched) == checksums(exported)
