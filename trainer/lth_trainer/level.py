@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lth.api import Branch, RunSpec
+from lth.api import SEARCH_LEVEL, Branch, RunSpec
 from lth.branches import BRANCHES
 from lth.naming import LevelLayout, RunLayout
 from lth.ticket import TicketFiles
@@ -75,8 +75,8 @@ def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write:
     Level 0 is dense, or a transfer run's ticket, which level 0 writes when it starts."""
     ignore = spec.pruning.ignore_layers
     files = level_files(run_dir, level)
-    if level == 0 and spec.ticket is None:
-        mask = pruning.full_mask(model, ignore)
+    if (level == 0 and spec.ticket is None) or (spec.pruning.gradual and level == SEARCH_LEVEL):
+        mask = pruning.full_mask(model, ignore)  # the gradual search starts dense and prunes as it trains
     elif files.mask.is_file():
         mask = load_tensors(files.mask, "mask")
         pruning.check_mask(mask, model, ignore, str(files.mask))
@@ -86,6 +86,8 @@ def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write:
             f"{files.mask}: missing: level 0 of this transfer run has not started "
             "(it writes the transferred ticket's mask)"
         )
+    elif spec.pruning.gradual:
+        mask = searched_mask(run_dir, spec, level, model)
     else:
         before = level_files(run_dir, level - 1)
         if not before.dir.is_dir():
@@ -103,6 +105,40 @@ def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write:
     if write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     return mask
+
+
+def searched_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module) -> Mask:
+    """A gradual ticket level's mask: the one the search level had at the level's density."""
+    source = level_files(run_dir, SEARCH_LEVEL).mask_for(level)
+    if not source.is_file():
+        raise TrainerError(
+            f"{source}: missing: the search (level {SEARCH_LEVEL}) has not reached density "
+            f"{spec.pruning.level_density(level):.4f} for level {level}"
+        )
+    mask = load_tensors(source, "mask")
+    pruning.check_mask(mask, model, spec.pruning.ignore_layers, str(source))
+    return mask
+
+
+def search_start(
+    run_dir: Path, spec: RunSpec, model: nn.Module, mask: Mask, steps_per_epoch: int
+) -> LevelStart:
+    """The gradual search: level 0's final weights, dense, at the step where the schedule's last
+    search.epochs epochs begin (it prunes as it trains, lth_trainer.search)."""
+    source = level_files(run_dir, 0).final
+    if not source.is_file():
+        raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
+    weights = load_tensors(source, "start weights")
+    if set(weights) != set(model.state_dict()):
+        raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
+    epochs = min(spec.pruning.search.epochs, spec.training.epochs)
+    step = (spec.training.epochs - epochs) * steps_per_epoch
+    origin: dict[str, object] = {
+        "weights": str(source.relative_to(run_dir)),
+        "step": step,
+        "search": "gradual",
+    }
+    return LevelStart(mask, weights, step, origin)
 
 
 def plan_start(
@@ -135,6 +171,11 @@ def plan_start(
         if write and not root.init.is_file():
             save_tensors(root.init, theta_0)
         return LevelStart(mask, theta_0, 0, {"weights": f"init (seed {spec.training.seed})", "step": 0})
+
+    if spec.pruning.gradual and level == SEARCH_LEVEL:
+        if branch != "main":
+            raise TrainerError(f"--branch {branch}: the gradual search level {level} has no controls")
+        return search_start(run_dir, spec, model, mask, steps_per_epoch)
 
     # Both modes restart the schedule at step k (Renda et al. 2020): weight rewinding from
     # theta_k, learning-rate rewinding from level L-1's final weights. rewindTo 0: a full replay.
