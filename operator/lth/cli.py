@@ -164,6 +164,10 @@ def _summary(status: RunStatus) -> RenderableType:
                 f"top-1 {status.best.top1:.2f}% (dense {status.dense_top1:.2f}%)"
             )
         )
+    if status.cost is not None:
+        from lth.cost import describe
+
+        parts.append(Text(describe(status.cost, status.accepted_spec)))
     return Group(*parts)
 
 

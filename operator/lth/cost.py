@@ -61,10 +61,11 @@ def summarise(spec: RunSpec, status: RunStatus) -> CostStatus:
     return CostStatus(search=round(search, 3), controls=round(controls, 3), ticket=ticket)
 
 
-def describe(cost: CostStatus) -> str:
+def describe(cost: CostStatus, spec: RunSpec | None = None) -> str:
     """One line for lth status and the report."""
     ticket = f"best ticket {cost.ticket:.2f}, " if cost.ticket is not None else ""
+    method = f" ({spec.pruning.search.method} search)" if spec is not None else ""
     return (
-        f"cost in dense-run equivalents: {ticket}search {cost.search:.2f} (all main levels), "
+        f"cost in dense-run equivalents{method}: {ticket}all main levels {cost.search:.2f}, "
         f"controls {cost.controls:.2f} apart"
     )
