@@ -371,10 +371,12 @@ class PruningSpec(ApiModel):
 
     def search_densities(self) -> list[float]:
         """gradual: the density after each prune step of the search run, decreasing: IMP's
-        densities at `fraction` down to the sparsest ticket, with every ticket's density."""
+        densities at `fraction` down to the sparsest ticket (but those within 1 % of a ticket's),
+        and every ticket's density."""
         targets = self.ticket_densities()
         steps = {self.density(level) for level in range(1, self.levels_to_reach(targets[-1]) + 1)}
-        return sorted({d for d in steps if d > targets[-1]} | set(targets), reverse=True)
+        steps = {d for d in steps if d > targets[-1] and all(abs(d - t) > 0.01 * t for t in targets)}
+        return sorted(steps | set(targets), reverse=True)
 
     def level_density(self, level: int) -> float:
         """Expected density of main level `level` of a search (either method)."""
