@@ -294,8 +294,17 @@ class SearchSpec(ApiModel):
         ge=1,
         le=10000,
         description=(
-            "gradual: epochs of the search run (the last epochs of the schedule); prune steps are spread "
-            "evenly over its first three quarters, the last quarter trains the sparsest mask."
+            "gradual: epochs of the search run; prune steps are spread evenly over its first three "
+            "quarters, the last quarter trains the sparsest mask."
+        ),
+    )
+    start: Literal["trained", "rewind"] = Field(
+        "trained",
+        description=(
+            "gradual: where the search starts. trained: level 0's final weights, over the schedule's "
+            "last search.epochs epochs (prune and fine-tune); rewind: the rewind point, over the "
+            "search.epochs epochs of the schedule from there (the mask forms while the network first "
+            "learns, as early-bird tickets do)."
         ),
     )
 

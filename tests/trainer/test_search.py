@@ -122,3 +122,17 @@ def test_an_imp_spec_is_unchanged_by_the_search_option() -> None:
     )
     assert spec.pruning.search.method == "imp" and spec.level_budget == 4
     assert [spec.pruning.is_ticket_level(level) for level in range(3)] == [False, True, True]
+
+
+def test_a_search_from_the_rewind_point_trains_its_epochs_from_step_k(data_dir: Path, tmp_path: Path) -> None:
+    search = {"method": "gradual", "densities": [0.5, 0.3], "epochs": 1, "start": "rewind"}
+    spec = make_spec(pruning={"search": search})
+    for level in (0, 1, 3):
+        assert main(trainer_args(tmp_path, data_dir, spec, level)) == 0
+    files = level_files(tmp_path, 1)
+    start = json.loads(files.start.read_text())
+    assert start["weights"] == "levels/00/rewind.safetensors" and start["step"] == 12  # k = 1 epoch
+    assert result(tmp_path, 1)["trainedEpochs"] == 1
+    assert [json.loads(line)["epoch"] for line in files.progress.read_text().splitlines()] == [2]
+    assert pruning.density(masks(files.mask_for(3))) == pytest.approx(0.3, abs=1e-3)
+    assert result(tmp_path, 3)["trainedEpochs"] == 2

@@ -67,6 +67,8 @@ class LevelStart:
     weights: dict[str, torch.Tensor]
     step: int
     origin: dict[str, object]
+    end_step: int | None = None
+    """The step it trains to (the gradual search); None: the end of the schedule."""
 
 
 def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write: bool) -> Mask:
@@ -123,17 +125,30 @@ def searched_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module) ->
 def search_start(
     run_dir: Path, spec: RunSpec, model: nn.Module, mask: Mask, steps_per_epoch: int
 ) -> LevelStart:
-    """The gradual search: level 0's final weights, dense, at the step where the schedule's last
-    search.epochs epochs begin (it prunes as it trains, lth_trainer.search)."""
-    source = level_files(run_dir, 0).final
+    """The gradual search, dense at its start (it prunes as it trains, lth_trainer.search):
+    level 0's final weights at the step where the schedule's last search.epochs epochs begin
+    (start trained), or theta_k at step k for search.epochs epochs (start rewind)."""
+    search = spec.pruning.search
+    root = level_files(run_dir, 0)
+    source = root.final if search.start == "trained" else root.rewind
     if not source.is_file():
         raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
     weights = load_tensors(source, "start weights")
     if set(weights) != set(model.state_dict()):
         raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
-    epochs = min(spec.pruning.search.epochs, spec.training.epochs)
-    step = (spec.training.epochs - epochs) * steps_per_epoch
-    origin: dict[str, object] = {
+    epochs = min(search.epochs, spec.training.epochs)
+    total = spec.training.epochs * steps_per_epoch
+    if search.start == "rewind":
+        step = rewind_step(spec, steps_per_epoch)
+        end = min(total, (-(-step // steps_per_epoch) + epochs) * steps_per_epoch)  # whole epochs
+        origin: dict[str, object] = {
+            "weights": str(source.relative_to(run_dir)),
+            "step": step,
+            "search": "gradual",
+        }
+        return LevelStart(mask, weights, step, origin, end_step=end)
+    step = total - epochs * steps_per_epoch
+    origin = {
         "weights": str(source.relative_to(run_dir)),
         "step": step,
         "search": "gradual",

@@ -217,11 +217,15 @@ class LevelRun:
     """The global step this level starts training at (k for a pruned level)."""
     search: GradualPruning | None = None
     """The gradual search's prune steps (its level only)."""
+    end_step: int | None = None
+    """The step it trains to; None: the end of the schedule."""
     session: float = field(default_factory=time.perf_counter)
     elapsed_before: float = 0.0
 
     @property
     def total_steps(self) -> int:
+        if self.end_step is not None:
+            return self.end_step
         return self.spec.training.epochs * self.steps_per_epoch
 
     @property
@@ -357,7 +361,7 @@ def _setup(
     augment = training.augmentation == "random-resized-crop"
     search = None
     if spec.pruning.gradual and level == SEARCH_LEVEL and branch == "main":
-        steps = schedule(run_dir, spec, start.step, training.epochs * spe)
+        steps = schedule(run_dir, spec, start.step, start.end_step or training.epochs * spe)
         search = GradualPruning(spec, steps, counters.mask or start.mask, write=platform.is_main)
         counters.mask = search.mask
     run = LevelRun(
@@ -378,6 +382,7 @@ def _setup(
         elapsed_before=counters.elapsed_seconds,
         start_step=start.step,
         search=search,
+        end_step=start.end_step,
     )
     return run, ShardDataset(train_index, crop, augment, training.seed), batches, start.mask
 
