@@ -102,3 +102,15 @@ def test_a_transfer_run_cannot_search() -> None:
 def test_gradual_without_densities_aims_at_the_density_of_the_level_budget() -> None:
     spec = RunSpec.model_validate(make_spec(pruning={"levels": 13, "search": {"method": "gradual"}}))
     assert spec.pruning.ticket_densities() == [pytest.approx(0.8**13)] and spec.level_budget == 2
+
+
+def test_a_gradual_run_resumes_from_every_state_without_creating_a_child_twice() -> None:
+    """An executor killed at any point and started again replays the plan from what it finds."""
+    spec = gradual_spec(controls={"branches": ["random-reinit"]})
+    spec["retry"] = {"training": {"backoffLimit": 1}}
+    _, _, seen = drive(spec, Cluster(fail={"run-level-01": 1}))
+    for index, (status, children) in enumerate(seen):
+        for replayed in (status, seen[index - 1][0] if index else None):
+            result = plan("run", 1, parse_spec(spec), replayed, children, T0)
+            created = [a.name for a in result.creates]
+            assert not set(created) & set(children), (index, created)
