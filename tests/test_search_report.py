@@ -64,4 +64,5 @@ def test_lth_run_drives_the_gradual_search_and_reports_its_cost(
 
     capsys.readouterr()
     assert lth_main(["status", str(run_dir)]) == 0
-    assert "cost in dense-run equivalents (gradual search): best ticket 2.50" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cost in dense-run equivalents (gradual search): best ticket 2.50" in out and "1 (search)" in out

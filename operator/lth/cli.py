@@ -129,7 +129,7 @@ def _summary(status: RunStatus) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
-    from lth.report import branches, labels, rows
+    from lth.report import branches, labels, rows, search_note
 
     parts: list[RenderableType] = []
     head = Text.from_markup(f"phase [bold]{status.phase}[/]")
@@ -154,7 +154,7 @@ def _summary(status: RunStatus) -> RenderableType:
         cells = [
             f"{row.top1[b]:.2f}" if b in row.top1 else phase.get((row.level, b), "").lower() for b in columns
         ]
-        table.add_row(str(row.level), f"{row.density * 100:.2f}%", *cells)
+        table.add_row(f"{row.level}{search_note(status, row.level)}", f"{row.density * 100:.2f}%", *cells)
     if status.levels:
         parts.append(table)
     if status.best is not None:
