@@ -114,3 +114,30 @@ def test_a_gradual_run_resumes_from_every_state_without_creating_a_child_twice()
             result = plan("run", 1, parse_spec(spec), replayed, children, T0)
             created = [a.name for a in result.creates]
             assert not set(created) & set(children), (index, created)
+
+
+def test_short_imp_runs_short_search_levels_then_the_tickets_and_counts_each_tickets_path() -> None:
+    search = {"method": "short-imp", "densities": [0.21, 0.055], "epochs": 2}
+    spec = gradual_spec(fraction=0.4, search=search)
+    result, _, _ = drive(spec, Cluster(top1=lambda level, branch: 95.0 if branch == "main" else 90.0))
+    status = result.status
+    main = [(e.level, e.density) for e in status.levels if e.branch == "main"]
+    # the search: 60 %, 36 %, 21 %, 13 %, 7.8 % (5.5 % is pruned from 7.8 % for its ticket)
+    assert main == [
+        (0, 1.0),
+        (1, 0.6),
+        (2, 0.36),
+        (3, 0.21),
+        (4, 0.1296),
+        (5, 0.07776),
+        (6, 0.21),
+        (7, 0.055),
+    ]
+    assert not any(e.branch != "main" and e.level <= 5 for e in status.levels)
+    assert status.best is not None and status.best.level == 7
+    assert status.cost is not None
+    # 10 epochs, rewind to 1ep: dense 1, each search level 2/10, each ticket 9/10
+    assert status.cost.search == pytest.approx(1 + 5 * 0.2 + 2 * 0.9)
+    assert status.cost.ticket == pytest.approx(1 + 5 * 0.2 + 0.9)
+    spec_model = RunSpec.model_validate(spec)
+    assert cost.ticket_levels(spec_model, 6) == [0, 1, 2, 6]  # 21 %: pruned from level 2's weights

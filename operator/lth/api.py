@@ -262,7 +262,7 @@ class ControlsSpec(ApiModel):
         return value
 
 
-SearchMethod = Literal["imp", "gradual"]
+SearchMethod = Literal["imp", "gradual", "short-imp"]
 
 
 class SearchSpec(ApiModel):
@@ -277,7 +277,11 @@ class SearchSpec(ApiModel):
             "search.epochs epochs of the schedule from level 0's final weights while pruning them "
             "step by step (IMP's densities at spec.pruning.fraction, global magnitude) down to the "
             "sparsest of search.densities, and levels 2, 3, ... train one ticket per density in full "
-            "from the rewind point with the mask the search had at that density."
+            "from the rewind point with the mask the search had at that density; "
+            "short-imp: IMP with large steps and short retraining: levels 1 to S train only "
+            "search.epochs epochs from the rewind point, each with the mask pruned from the level "
+            "before (IMP's densities at spec.pruning.fraction, and search.densities), then one level "
+            "per ticket trains its mask in full."
         ),
     )
     densities: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
@@ -285,8 +289,9 @@ class SearchSpec(ApiModel):
         min_length=1,
         json_schema_extra={"uniqueItems": True},
         description=(
-            "gradual: densities of the tickets trained in full, in decreasing order (levels 2, 3, ...); "
-            "default: the density spec.pruning.levels reaches at spec.pruning.fraction."
+            "gradual, short-imp: densities of the tickets trained in full, in decreasing order (the "
+            "levels after the search); default: the density spec.pruning.levels reaches at "
+            "spec.pruning.fraction."
         ),
     )
     epochs: int = Field(
@@ -295,7 +300,7 @@ class SearchSpec(ApiModel):
         le=10000,
         description=(
             "gradual: epochs of the search run; prune steps are spread evenly over its first three "
-            "quarters, the last quarter trains the sparsest mask."
+            "quarters, the last quarter trains the sparsest mask. short-imp: epochs of each search level."
         ),
     )
     start: Literal["trained", "rewind"] = Field(
@@ -317,7 +322,8 @@ class SearchSpec(ApiModel):
 
 
 SEARCH_LEVEL = 1
-"""gradual search: the level that searches the mask (level 0 is dense, tickets follow it)."""
+"""gradual search: the level that searches the mask (level 0 is dense, tickets follow it);
+short-imp: the first of its short levels."""
 
 
 class PruningSpec(ApiModel):
@@ -372,6 +378,24 @@ class PruningSpec(ApiModel):
     def gradual(self) -> bool:
         return self.search.method == "gradual"
 
+    @property
+    def short_imp(self) -> bool:
+        return self.search.method == "short-imp"
+
+    @property
+    def searching(self) -> bool:
+        """A search method other than plain IMP: search levels, then one full level per ticket."""
+        return self.search.method != "imp"
+
+    def search_levels(self) -> int:
+        """Levels between the dense level 0 and the first ticket level: gradual 1; short-imp one
+        per density of the search but the last (its mask is pruned from the last one's weights)."""
+        if self.gradual:
+            return 1
+        if self.short_imp:
+            return len(self.search_densities()) - 1
+        return 0
+
     def ticket_densities(self) -> list[float]:
         """gradual: the densities of the tickets trained in full (levels 2, 3, ...)."""
         if self.search.densities is not None:
@@ -380,26 +404,29 @@ class PruningSpec(ApiModel):
 
     def search_densities(self) -> list[float]:
         """gradual: the density after each prune step of the search run, decreasing: IMP's
-        densities at `fraction` down to the sparsest ticket (but those within 1 % of a ticket's),
-        and every ticket's density."""
+        densities at `fraction` down to the sparsest ticket (but those within fraction / 2 of a
+        ticket's, relative to it), and every ticket's density."""
         targets = self.ticket_densities()
+        near = self.fraction / 2
         steps = {self.density(level) for level in range(1, self.levels_to_reach(targets[-1]) + 1)}
-        steps = {d for d in steps if d > targets[-1] and all(abs(d - t) > 0.01 * t for t in targets)}
+        steps = {d for d in steps if d > targets[-1] and all(abs(d - t) > near * t for t in targets)}
         return sorted(steps | set(targets), reverse=True)
 
     def level_density(self, level: int) -> float:
         """Expected density of main level `level` of a search (either method)."""
-        if not self.gradual or level == 0:
+        if not self.searching or level == 0:
             return self.density(level)
-        densities = self.ticket_densities()
-        if level == SEARCH_LEVEL:
+        densities, searched = self.ticket_densities(), self.search_levels()
+        if self.gradual and level == SEARCH_LEVEL:
             return densities[-1]
-        return densities[min(level - SEARCH_LEVEL, len(densities)) - 1]
+        if level <= searched:
+            return self.search_densities()[level - 1]
+        return densities[min(level - searched, len(densities)) - 1]
 
     def is_ticket_level(self, level: int) -> bool:
         """A level whose network trains in full from the rewind point (a ticket candidate):
-        every pruned IMP level; the gradual search's levels after its search level."""
-        return level >= 1 and not (self.gradual and level == SEARCH_LEVEL)
+        every pruned IMP level; a search's levels after its search levels."""
+        return level >= 1 and level > self.search_levels()
 
     def density(self, level: int, start: float = 1.0) -> float:
         """Expected density after `level` levels from `start`: start * (1 - fraction) ** level."""
@@ -624,8 +651,8 @@ class RunSpec(ApiModel):
     @property
     def level_budget(self) -> int:
         """Pruned levels after level 0: spec.pruning.levels, else 10 (search) or 0 (transfer)."""
-        if self.pruning.gradual and self.ticket is None:
-            return SEARCH_LEVEL + len(self.pruning.ticket_densities())
+        if self.pruning.searching and self.ticket is None:
+            return self.pruning.search_levels() + len(self.pruning.ticket_densities())
         if self.pruning.levels is not None:
             return self.pruning.levels
         return 0 if self.ticket is not None else 10

@@ -19,7 +19,7 @@ def planned_epochs(spec: RunSpec, level: int, branch: Branch = "main") -> float:
     epochs = spec.training.epochs
     if level == 0:
         return float(epochs)
-    if spec.pruning.gradual and level == SEARCH_LEVEL and branch == "main":
+    if spec.pruning.searching and not spec.pruning.is_ticket_level(level) and branch == "main":
         return float(min(spec.pruning.search.epochs, epochs))
     amount, unit = spec.pruning.rewind_point()
     return float(epochs - amount) if unit == "ep" else float(epochs)
@@ -37,6 +37,10 @@ def ticket_levels(spec: RunSpec, level: int) -> list[int]:
     """The main levels a level's ticket took: those its mask comes from, and itself."""
     if spec.pruning.gradual and level > SEARCH_LEVEL:
         return [0, SEARCH_LEVEL, level]
+    if spec.pruning.short_imp and spec.pruning.is_ticket_level(level):
+        # the ticket's mask is pruned from the final weights of the search level before its density
+        step = spec.pruning.search_densities().index(spec.pruning.level_density(level)) + 1
+        return [*range(step), level]
     return list(range(level + 1))
 
 

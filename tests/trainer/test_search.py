@@ -43,7 +43,9 @@ def test_the_spec_lays_out_dense_search_and_one_level_per_ticket() -> None:
     assert SPEC.level_budget == 3
     assert [pruning_spec.level_density(level) for level in range(4)] == [1.0, 0.3, 0.5, 0.3]
     assert [pruning_spec.is_ticket_level(level) for level in range(4)] == [False, False, True, True]
-    assert pruning_spec.search_densities() == pytest.approx([0.8, 0.64, 0.512, 0.5, 0.4096, 0.32768, 0.3])
+    assert pruning_spec.search_densities() == pytest.approx(
+        [0.8, 0.64, 0.5, 0.4096, 0.3]
+    )  # 0.512, 0.328: near
     assert SPEC.control_branches(1) == [] and SPEC.control_branches(3) == SPEC.pruning.controls.branches
 
 
@@ -136,3 +138,34 @@ def test_a_search_from_the_rewind_point_trains_its_epochs_from_step_k(data_dir: 
     assert [json.loads(line)["epoch"] for line in files.progress.read_text().splitlines()] == [2]
     assert pruning.density(masks(files.mask_for(3))) == pytest.approx(0.3, abs=1e-3)
     assert result(tmp_path, 3)["trainedEpochs"] == 2
+
+
+SHORT = make_spec(
+    pruning={"fraction": 0.4, "search": {"method": "short-imp", "densities": [0.36, 0.2], "epochs": 1}}
+)
+"""Search levels 1-2 at 60 % and 36 % train 1 of 3 epochs from the rewind point (step 12 to 24);
+ticket level 3 trains level 2's mask (36 %) in full, ticket level 4 the mask pruned from
+level 2's final weights (20 %)."""
+
+
+def test_short_imp_trains_short_levels_then_each_ticket_in_full(data_dir: Path, tmp_path: Path) -> None:
+    assert SHORT.pruning.search_densities() == pytest.approx([0.6, 0.36, 0.2])
+    assert SHORT.level_budget == 4 and SHORT.pruning.search_levels() == 2
+    for level in range(5):
+        assert main(trainer_args(tmp_path, data_dir, SHORT, level)) == 0
+    assert main(trainer_args(tmp_path, data_dir, SHORT, 4, "random-reinit")) == 0
+    assert main(trainer_args(tmp_path, data_dir, SHORT, 2, "random-reinit")) != 0  # no controls
+    for level, density, epochs in [(1, 0.6, 1), (2, 0.36, 1), (3, 0.36, 2), (4, 0.2, 2)]:
+        assert result(tmp_path, level)["density"] == pytest.approx(density, abs=1e-3)
+        assert result(tmp_path, level)["trainedEpochs"] == epochs
+        start = json.loads(level_files(tmp_path, level).start.read_text())
+        assert start["weights"] == "levels/00/rewind.safetensors" and start["step"] == 12
+    level_two, ticket = masks(level_files(tmp_path, 2).mask), masks(level_files(tmp_path, 3).mask)
+    assert all(torch.equal(level_two[n], ticket[n]) for n in ticket)
+    pruned = pruning.prune_global_magnitude(
+        masks(level_files(tmp_path, 2).final),
+        level_two,
+        1 - round(0.2 * pruning.size(level_two)) / pruning.kept(level_two),
+    )
+    sparsest = masks(level_files(tmp_path, 4).mask)
+    assert all(torch.equal(pruned[n], sparsest[n]) for n in sparsest)
