@@ -38,6 +38,8 @@ DENSITIES = (0.8**7, 0.8**13)
 IMAGENET_GPU_HOURS = 2.7 * 4
 """One dense ResNet-50 run on ImageNet: 2.7 h on a 4-GPU pod at 3,000 images/s per GPU (issue 16)."""
 IMAGENET_EPOCHS, IMAGENET_REWIND = 90, 6
+SHORT_IMP_FRACTION = 0.4
+"""short-imp's step: 60 %, 36 %, 21 %, 13 %, 7.8 % (search levels of N epochs), then 5.5 %."""
 
 
 def variant_pruning(variant: str) -> dict[str, Any]:
@@ -55,7 +57,12 @@ def variant_pruning(variant: str) -> dict[str, Any]:
             "start": start,
         }
         return {"fraction": 0.2, "rewindTo": "0", "controls": controls, "search": search}
-    raise SystemExit(f"unknown variant {variant!r}: imp, gradual-<N>ep or gradual-rewind-<N>ep")
+    if variant.startswith("short-imp-") and variant.endswith("ep"):
+        search = {"method": "short-imp", "densities": list(DENSITIES), "epochs": search_epochs(variant)}
+        return {"fraction": SHORT_IMP_FRACTION, "rewindTo": "0", "controls": controls, "search": search}
+    raise SystemExit(
+        f"unknown variant {variant!r}: imp, gradual-<N>ep, gradual-rewind-<N>ep or short-imp-<N>ep"
+    )
 
 
 def search_epochs(variant: str) -> int:
@@ -147,6 +154,14 @@ def imagenet_cost(variant: str, density: float) -> float:
     if variant == "imp":
         levels = round(math.log(density) / math.log(0.8))
         return 1 + levels * pruned
+    if variant.startswith("short-imp-"):
+        spec = RunSpec.model_validate(
+            {"dataset": {"path": "x"}, "pruning": variant_pruning(variant) | {"controls": {}}}
+        )
+        tickets = [lv for lv in range(1, spec.level_budget + 1) if spec.pruning.is_ticket_level(lv)]
+        level = next(lv for lv in tickets if _near(spec.pruning.level_density(lv), density))
+        path = cost.ticket_levels(spec, level)
+        return 1 + (len(path) - 2) * search_epochs(variant) / 10 + pruned
     return 1 + search_epochs(variant) / 10 + pruned
 
 
@@ -252,9 +267,10 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--no-run", action="store_true", help="only summarise the runs already under ROOT")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    parser.add_argument("--prepared", type=Path, default=None, help="shards of an earlier run (its data/)")
     args = parser.parse_args()
     root = args.root.resolve()
-    prepared: Path | None = None
+    prepared: Path | None = args.prepared
     records: list[dict[str, Any]] = []
     for seed in args.seeds:
         for variant in args.variants:
