@@ -278,7 +278,8 @@ def main() -> None:
             if not args.no_run:
                 wall = run_one(variant, seed, root, prepared)
                 print(f"{variant} seed {seed}: {wall:.0f} s", flush=True)
-            if not (run_dir / "status.json").exists():
+            status_file = run_dir / "status.json"
+            if not status_file.exists() or json.loads(status_file.read_text()).get("phase") != "Succeeded":
                 continue
             prepared = prepared or run_dir / "data"
             records += summarise(variant, seed, root)

@@ -72,8 +72,17 @@ def markdown_table(status: RunStatus) -> str:
     return "\n".join(lines)
 
 
+SEARCH_WORDS = {
+    "imp": "one full training per level",
+    "gradual": "one run of N epochs that prunes as it trains, then one full training per ticket "
+    "from the rewind point",
+    "short-imp": "short levels of N epochs each, then one full training per ticket from the rewind point",
+}
+"""What each spec.pruning.search.method does, in the model card's words."""
+
+
 def search_note(status: RunStatus, level: int) -> str:
-    """' (search)' on the gradual search's level: its network is not a ticket (lth.api.SearchSpec)."""
+    """' (search)' on a search level (gradual, short-imp): its network is not a ticket."""
     spec = status.accepted_spec
     if spec is None or level == 0 or spec.pruning.is_ticket_level(level):
         return ""
@@ -170,12 +179,8 @@ def model_card(status: RunStatus, run_name: str) -> str:
             f"- architecture: {spec.model.arch}; pruning: {pruning.strategy}, "
             f"{pruning.fraction} of the remaining weights per level, rewind to "
             f"{pruning.rewind_to} ({pruning.rewind} rewinding)",
-            f"- search: {pruning.search.method}"
-            + (
-                f" ({pruning.search.epochs} epochs that prune as they train, then one full training per "
-                "ticket from the rewind point)"
-                if pruning.gradual
-                else " (one full training per level)"
+            f"- search: {pruning.search.method} ({SEARCH_WORDS[pruning.search.method]})".replace(
+                "N epochs", f"{pruning.search.epochs} epochs"
             ),
             "",
         ]
