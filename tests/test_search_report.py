@@ -66,3 +66,12 @@ def test_lth_run_drives_the_gradual_search_and_reports_its_cost(
     assert lth_main(["status", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "cost in dense-run equivalents (gradual search): best ticket 2.50" in out and "1 (search)" in out
+
+
+def test_the_model_card_has_words_for_every_search_method() -> None:
+    from typing import get_args
+
+    from lth.api import SearchMethod
+    from lth.report import SEARCH_WORDS
+
+    assert set(SEARCH_WORDS) == set(get_args(SearchMethod))
