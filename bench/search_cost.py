@@ -249,7 +249,7 @@ def plot(records: list[dict[str, Any]], variants: list[str], path: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    figure, axes = plt.subplots(figsize=(9, 4.8), dpi=120)
     markers = {DENSITIES[0]: "o", DENSITIES[1]: "s"}
     for index, variant in enumerate(variants):
         color = f"C{index}"
@@ -266,11 +266,14 @@ def plot(records: list[dict[str, Any]], variants: list[str], path: Path) -> None
             axes.scatter(statistics.mean(r["cost"] for r in rows), reinit, color=color, marker="x", s=40)
     axes.axvline(4, color="grey", linestyle=":", linewidth=1, label="goal: 4 dense-run equivalents")
     axes.set_xscale("log")
+    ticks = [2, 3, 4, 6, 8, 10, 14]
+    axes.set_xticks(ticks, [str(t) for t in ticks])
+    axes.minorticks_off()
     axes.set_xlabel("cost of the ticket, dense-run equivalents (log scale)")
     axes.set_ylabel("top-1 (%); x: random reinit of the same mask")
     axes.set_title("Ticket top-1 against search cost, demo digits, 3 seeds (large: mean)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
