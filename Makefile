@@ -16,7 +16,7 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 help:
 	@echo "make test    build .venv and run the whole gate (ruff, mypy, pytest)"
-	@echo "make venv    only build .venv (all extras: operator, spark, trainer, dev)"
+	@echo "make venv    only build .venv (all extras: operator, spark, trainer, export, dev)"
 	@echo "make demo    build the MNIST demo archives and find a ticket with lth run (CPU, ~5 min)"
 	@echo "make demo-gradual  the same tickets by the cheaper gradual search (spec.pruning.search, ~2 min)"
 	@echo "make demo-transfer  a ticket found on the digits 0-4, transferred to 5-9, with controls (~4 min)"
@@ -27,7 +27,7 @@ help:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[operator,spark,trainer,dev]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -e '.[operator,spark,trainer,export,dev]' 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import lth, lth_spark, lth_trainer, torch, pyspark, kopf"
 	touch $(STAMP)
 

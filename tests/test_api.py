@@ -205,6 +205,20 @@ BROKEN: list[tuple[str, dict[str, Any], str, bool]] = [
         False,
     ),
     ("image size too small", with_change("spec.dataset.imageSize", 8), "spec.dataset.imageSize", True),
+    ("export to http", with_change("spec.export.url", "https://bucket/x"), "spec.export.url", True),
+    ("export bucket name", with_change("spec.export.url", "s3://Bucket_1/x"), "spec.export.url", True),
+    (
+        "export secret without a url",
+        with_change("spec.export.secretName", "s3-credentials"),
+        "spec.export.secretName",
+        False,
+    ),
+    (
+        "ticket secret without s3",
+        with_change("spec.ticket", {"run": "other", "secretName": "s3-credentials"}),
+        "spec.ticket.secretName",
+        False,
+    ),
 ]
 
 

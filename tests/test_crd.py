@@ -57,7 +57,7 @@ def test_status_subresource_and_printer_columns() -> None:
     version = crd()["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Level", "Density", "Top-1", "Best", "Reason", "Ticket", "Age"]
+    assert columns == ["Phase", "Level", "Density", "Top-1", "Progress", "Best", "Reason", "Ticket", "Age"]
     names = crd()["spec"]["names"]
     assert (names["plural"], names["shortNames"]) == ("lotteryticketruns", ["ltr"])
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,10 @@ FAKE_CHILD = textwrap.dedent(
     if name in rules.get("bad", []):
         print(f"{name}/mask.safetensors: truncated", flush=True)
         sys.exit(2)
+    if kind == "level":
+        epoch = {"level": level, "branch": sys.argv[4], "epoch": 1, "epochs": 2, "top1": 55.5,
+                 "imagesPerSecond": 321.0, "time": time.time(), "etaSeconds": 60}
+        print("lth-progress " + json.dumps(epoch), flush=True)
     time.sleep(rules.get("sleep", {}).get(name, 0))
     out.mkdir(parents=True, exist_ok=True)
     if kind == "prep":
@@ -53,6 +59,12 @@ FAKE_CHILD = textwrap.dedent(
         branch = sys.argv[4]
         top1 = 90.0 - level if branch == "main" else 80.0 - 2 * level
         result = {"level": level, "branch": branch, "density": 0.8 ** level, "top1": top1}
+        import numpy as np
+        from safetensors.numpy import save_file
+        save_file({"fc.weight": np.arange(10) < 10 * 0.8 ** level}, str(out / "mask.safetensors"))
+        save_file({"fc.weight": np.ones(10, dtype=np.float32)}, str(out / "final.safetensors"))
+        if level == 0:
+            save_file({"fc.weight": np.zeros(10, dtype=np.float32)}, str(out / "rewind.safetensors"))
         (out / "result.json").write_text(json.dumps(result))
     '''
 )
@@ -127,7 +139,11 @@ def test_runs_every_child_once_and_reports(root: Path) -> None:
         "level 02-reinit",
     ]
     assert status.best is not None and status.best.level == 1  # 89 is within 1 point of 90
-    ticket = write_report(root / "runs" / "tiny", status)
+    # The run's last stage, as on a cluster: `lth report` on the run directory.
+    assert status.export is not None and status.export.phase == "Succeeded"
+    assert status.export.path == "runs/tiny/ticket"
+    assert status.condition("Exported").status == "True"  # type: ignore[union-attr]
+    ticket = root / "runs" / "tiny" / "ticket"
     card = (ticket / "README.md").read_text()
     assert "| 2 | 64.00% | 88.00 | 76.00 |" in card
     assert (ticket / "accuracy.png").stat().st_size > 10_000
@@ -317,3 +333,51 @@ def test_a_transfer_from_a_missing_run_fails_naming_it_and_starts_nothing(root: 
     with pytest.raises(RunError, match=r"LotteryTicketRun 'nowhere' \(spec.ticket.run\) does not exist"):
         run_local(transfer_run(root, "nowhere"), Display())
     assert launches(root) == []
+
+
+def test_a_failed_export_leaves_the_search_succeeded_and_names_the_cause(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["spec"]["pruning"] = {"levels": 0, "rewindTo": "0"}
+    spec["spec"]["export"] = {"url": "s3://tickets/tiny", "endpointUrl": "http://127.0.0.1:9"}
+    spec["spec"]["retry"]["export"] = {"backoffLimit": 0}
+    (root / "run.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    status = run_local(executor(root), Display())
+    assert status.phase == "Succeeded" and status.condition("Failed") is None
+    assert status.export is not None and status.export.phase == "Failed"
+    exported = status.condition("Exported")
+    assert exported is not None and exported.reason == "ExportFailed"
+    assert "http://127.0.0.1:9" in exported.message  # the endpoint it could not reach
+    assert (root / "runs" / "tiny" / "ticket" / "README.md").exists()  # written before the upload
+
+
+def test_a_running_level_shows_its_epoch_in_the_status_file(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lth.local.PROGRESS_SECONDS", 0.2)
+    control(root, sleep={"01": 30})
+    runner = threading.Thread(target=run_local, args=(executor(root), Display()), daemon=True)
+    runner.start()
+    status_file = root / "runs" / "tiny" / "status.json"
+    deadline = time.monotonic() + 60
+    seen = None
+    while time.monotonic() < deadline and seen is None:
+        time.sleep(0.2)
+        status = RunStatus.model_validate_json(status_file.read_text()) if status_file.exists() else None
+        row = status.level_entry(1) if status else None
+        if status is not None and row is not None and row.progress is not None:
+            seen = status
+    assert seen is not None, "no progress in status.json while level 1 ran"
+    row = seen.level_entry(1)
+    assert row is not None and row.progress is not None
+    assert (row.progress.epoch, row.progress.epochs, row.progress.top1) == (1, 2, 55.5)
+    assert seen.progress == "L1 1/2"
+    control(root)  # the rest runs without sleeping
+    for pid_file in root.glob("pid-01"):
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)  # level 1 fails once, then is retried
+    runner.join(timeout=120)
+    final = RunStatus.model_validate_json(status_file.read_text())
+    assert final.progress is None and all(row.progress is None for row in final.levels)

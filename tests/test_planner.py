@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from lth.api import LevelResult, RunStatus
+from lth.api import EpochProgress, LevelResult, RunStatus
 from lth.observed import ObservedChild, ObservedSource, Stuck
 from lth.planner import (
+    CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
@@ -51,9 +52,14 @@ class Cluster:
     deleted: list[str] = field(default_factory=list)
     events: list[EmitEvent] = field(default_factory=list)
 
+    @property
+    def trained(self) -> list[str]:
+        """What was created before the run ended: all but its export Job."""
+        return [name for name in self.created if name != "run-export"]
+
     def apply(self, result: Plan) -> None:
         for action in result.actions:
-            if isinstance(action, CreatePreprocessing | CreateLevelJob):
+            if isinstance(action, CreatePreprocessing | CreateLevelJob | CreateExport):
                 assert action.name not in self.children, f"{action.name} created twice"
                 self.created.append(action.name)
                 self.children[action.name] = ObservedChild(action.name, action.attempt, "Running")
@@ -113,7 +119,14 @@ def drive(
 
 def test_happy_path_preprocesses_then_runs_every_level_once() -> None:
     result, world, _ = drive(make_spec())
-    assert world.created == ["run-prep", "run-level-00", "run-level-01", "run-level-02", "run-level-03"]
+    assert world.created == [
+        "run-prep",
+        "run-level-00",
+        "run-level-01",
+        "run-level-02",
+        "run-level-03",
+        "run-export",
+    ]
     status = result.status
     assert status.phase == "Succeeded"
     assert [(e.level, e.density) for e in status.levels] == [(0, 1.0), (1, 0.8), (2, 0.64), (3, 0.512)]
@@ -142,20 +155,20 @@ def test_phases_move_pending_preprocessing_training_succeeded() -> None:
 
 def test_prepared_data_skips_preprocessing() -> None:
     result, world, _ = drive(make_spec(dataset={"format": "prepared", "path": "old-run/data"}))
-    assert world.created[0] == "run-level-00" and "run-prep" not in world.created
+    assert world.trained[0] == "run-level-00" and "run-prep" not in world.trained
     assert result.status.preprocessing is None and result.status.phase == "Succeeded"
 
 
 def test_level_budget_bounds_the_levels() -> None:
     result, world, _ = drive(make_spec(pruning={"levels": 0}))
-    assert world.created == ["run-prep", "run-level-00"]
+    assert world.trained == ["run-prep", "run-level-00"]
     assert result.status.phase == "Succeeded" and result.status.best is not None
     assert result.status.best.level == 0
 
 
 def test_target_density_stops_at_the_first_level_at_or_below_it() -> None:
     result, world, _ = drive(make_spec(pruning={"levels": 10, "stop": {"targetDensity": 0.6}}))
-    assert world.created[-1] == "run-level-03"  # 0.8^2 = 0.64 > 0.6 >= 0.8^3 = 0.512
+    assert world.trained[-1] == "run-level-03"  # 0.8^2 = 0.64 > 0.6 >= 0.8^3 = 0.512
     assert result.status.level == 3
 
 
@@ -163,7 +176,7 @@ def test_accuracy_drop_stops_after_the_first_level_below_tolerance() -> None:
     scores = {0: 76.0, 1: 75.8, 2: 75.0, 3: 72.5, 4: 70.0}
     world = Cluster(top1=lambda level, branch: scores[level])
     result, world, _ = drive(make_spec(pruning={"levels": 4, "stop": {"maxTop1Drop": 3.0}}), world)
-    assert world.created[-1] == "run-level-03"  # 72.5 < 76 - 3: level 4 never runs
+    assert world.trained[-1] == "run-level-03"  # 72.5 < 76 - 3: level 4 never runs
     best = result.status.best
     assert best is not None and best.level == 2  # 75.0 is within the 1.0-point match tolerance
     assert result.status.phase == "Succeeded"
@@ -179,7 +192,7 @@ def test_failed_child_is_retried_then_succeeds() -> None:
     world = Cluster(fail={"run-level-01": 2})
     result, world, _ = drive(make_spec(retry={"training": {"backoffLimit": 2}}), world)
     assert result.status.phase == "Succeeded"
-    assert world.created.count("run-level-01") == 3 and world.deleted == ["run-level-01"] * 2
+    assert world.trained.count("run-level-01") == 3 and world.deleted == ["run-level-01"] * 2
     row = result.status.level_entry(1)
     assert row is not None and row.attempts == 3
     assert [e.reason for e in world.events].count("Retrying") == 2
@@ -195,7 +208,7 @@ def test_child_failing_past_its_backoff_limit_fails_the_run_with_its_reason() ->
     assert (
         "run-level-02" in failed.message and "OOMKilled" in failed.message and "2 attempt" in failed.message
     )
-    assert world.created.count("run-level-02") == 2 and "run-level-03" not in world.created
+    assert world.trained.count("run-level-02") == 2 and "run-level-03" not in world.trained
 
 
 def test_preprocessing_failure_fails_the_run() -> None:
@@ -203,7 +216,7 @@ def test_preprocessing_failure_fails_the_run() -> None:
     result, world, _ = drive(make_spec(retry={"preprocessing": {"backoffLimit": 0}}), world)
     failed = result.status.condition("Failed")
     assert failed is not None and failed.reason == "PreprocessingFailed"
-    assert world.created == ["run-prep"]
+    assert world.trained == ["run-prep"]
 
 
 def test_child_deleted_by_hand_fails_the_run() -> None:
@@ -303,9 +316,11 @@ def test_frozen_field_change_is_refused_and_the_run_goes_on_with_the_accepted_sp
 def test_mutable_change_extends_the_search() -> None:
     spec = make_spec(pruning={"levels": 1})
     _, world, seen = drive(spec)
-    assert world.created[-1] == "run-level-01"
+    assert world.trained[-1] == "run-level-01"
     # While level 1 runs, the user raises the budget: level 2 follows it.
-    status, children = seen[-1]
+    status, children = next(
+        (status, children) for status, children in reversed(seen) if status and status.phase == "Training"
+    )
     finished = {n: ObservedChild(n, 1, "Succeeded", result=c.result) for n, c in children.items()}
     finished["run-level-01"] = ObservedChild(
         "run-level-01", 1, "Succeeded", result=LevelResult(level=1, density=0.8, top1=76.0)
@@ -325,7 +340,7 @@ def test_terminal_phase_never_flips_back() -> None:
 def test_controls_run_after_the_main_chain_with_one_slot() -> None:
     spec = make_spec(pruning={"levels": 2, "controls": {"branches": ["random-reinit", "random-prune"]}})
     result, world, _ = drive(spec)
-    assert world.created == [
+    assert world.trained == [
         "run-prep",
         "run-level-00",
         "run-level-01",
@@ -357,7 +372,7 @@ def test_controls_run_beside_the_next_level_with_more_slots() -> None:
             break
         world.finish_all(result)
     assert ["run-level-01", "run-level-01-reinit"] in batches
-    assert "run-level-02-reinit" not in world.created
+    assert "run-level-02-reinit" not in world.trained
 
 
 def test_run_failure_stops_running_children() -> None:
@@ -414,7 +429,7 @@ def test_transfer_trains_the_best_ticket_once_beside_its_dense_and_random_mask_c
     spec = transfer_spec(head="keep")
     result, world, _ = drive(spec, Cluster(top1=lambda level, branch: top1[branch]), source=source)
 
-    assert world.created == ["run-prep", "run-level-00", "run-level-00-dense", "run-level-00-rprune"]
+    assert world.trained == ["run-prep", "run-level-00", "run-level-00-dense", "run-level-00-rprune"]
     status = result.status
     assert status.phase == "Succeeded"
     assert status.ticket is not None
@@ -476,7 +491,7 @@ def test_transfer_continues_imp_from_the_ticket_when_asked_for_levels() -> None:
     spec["pruning"].update(levels=2, controls={"branches": ["random-reinit"]})
     result, world, _ = drive(spec, source=source)
 
-    assert sorted(world.created) == [
+    assert sorted(world.trained) == [
         "run-level-00",
         "run-level-00-dense",
         "run-level-01",
@@ -517,7 +532,7 @@ def test_a_missing_or_unfinished_source_run_fails_the_transfer_without_children(
 ) -> None:
     result, world, _ = drive(transfer_spec(), source=source)
 
-    assert world.created == []
+    assert world.trained == []
     assert result.status.phase == "Failed"
     for type_ in ("TicketResolved", "Failed"):
         condition = result.status.condition(type_)
@@ -532,7 +547,7 @@ def test_a_source_without_the_named_level_or_of_another_architecture_is_refused(
     assert (
         failed is not None and failed.reason == "TicketNotReady" and "no finished level 7" in failed.message
     )
-    assert world.created == []
+    assert world.trained == []
 
     spec = transfer_spec()
     spec["model"] = {"arch": "resnet18"}
@@ -540,7 +555,7 @@ def test_a_source_without_the_named_level_or_of_another_architecture_is_refused(
     failed = result.status.condition("Failed")
     assert failed is not None and failed.reason == "TicketMismatch"
     assert "is a resnet50 ticket, but spec.model.arch is resnet18" in failed.message
-    assert world.created == []
+    assert world.trained == []
 
 
 def test_a_source_run_on_another_volume_is_refused() -> None:
@@ -548,7 +563,7 @@ def test_a_source_run_on_another_volume_is_refused() -> None:
     spec["storage"] = {"claimName": "other-data"}
     result, world, _ = drive(spec, source=ObservedSource(found=True, status=finished_search()))
     failed = result.status.condition("Failed")
-    assert failed is not None and failed.reason == "TicketMismatch" and world.created == []
+    assert failed is not None and failed.reason == "TicketMismatch" and world.trained == []
     assert "keeps its files on volume 'lth-data'" in failed.message and "spec.storage" in failed.message
 
 
@@ -574,18 +589,18 @@ def test_a_ticket_directory_is_checked_where_the_executor_can_see_it() -> None:
     result, world, _ = drive(spec, source=corrupt)
     failed = result.status.condition("Failed")
     assert failed is not None and failed.reason == "TicketInvalid" and "checksum mismatch" in failed.message
-    assert world.created == []
+    assert world.trained == []
 
     spec["ticket"] = {"url": "https://tickets.example.com/digits/"}
     result, world, _ = drive(spec)
-    assert "run-level-00" in world.created  # the trainer downloads it and checks it
+    assert "run-level-00" in world.trained  # the trainer downloads it and checks it
     assert result.status.ticket is not None
     assert result.status.ticket.source == "url https://tickets.example.com/digits/"
 
     spec["ticket"] = {"path": "tickets/digits"}
     # An operator without the volume cannot look: the run goes on and the trainer checks the files.
     result, world, _ = drive(spec, source=None)
-    assert "run-level-00" in world.created
+    assert "run-level-00" in world.trained
     assert result.status.ticket is not None and result.status.ticket.density is None
 
 
@@ -627,7 +642,7 @@ def test_a_child_that_failed_on_its_input_is_not_retried() -> None:
             else:
                 world.finish_all(result)
     assert status is not None and status.phase == "Failed"
-    assert world.created.count("run-level-01") == 1 and not world.deleted
+    assert world.trained.count("run-level-01") == 1 and not world.deleted
     failed = status.condition("Failed")
     assert failed is not None and failed.reason == "LevelFailed"
     assert failed.message == (
@@ -824,3 +839,76 @@ def test_a_stopped_child_is_started_again_at_the_same_attempt() -> None:
         ("Restarted", "Normal")
     ]
     assert result.status.phase == "Training"
+
+
+# ---------------------------------------------------------------------- export and progress
+
+
+def test_an_ended_search_exports_its_ticket_and_stays_succeeded() -> None:
+    spec = make_spec(pruning={"levels": 1}, export={"url": "s3://tickets/lth"})
+    result, world, seen = drive(spec)
+    assert world.created[-1] == "run-export"
+    status = result.status
+    assert status.phase == "Succeeded" and result.done
+    assert status.export is not None and status.export.phase == "Succeeded"
+    assert (status.export.path, status.export.url) == ("runs/run/ticket", "s3://tickets/lth")
+    exported = status.condition("Exported")
+    assert exported is not None and (exported.status, exported.reason) == ("True", "Exported")
+    assert exported.message == "ticket and report in runs/run/ticket on volume lth-data and s3://tickets/lth"
+    # While the Job ran, the run was Succeeded already and said it was exporting.
+    during, _ = seen[-1]
+    assert during is not None and during.phase == "Succeeded"
+    exporting = during.condition("Exported")
+    assert exporting is not None and (exporting.status, exporting.reason) == ("False", "Exporting")
+    # The condition is written once: a later pass changes nothing.
+    again = plan("run", 1, parse_spec(spec), status, world.children, T0 + timedelta(days=1))
+    assert again.status == status and again.actions == []
+
+
+def test_a_failed_export_is_retried_then_reported_without_failing_the_run() -> None:
+    spec = make_spec(pruning={"levels": 0}, retry={"export": {"backoffLimit": 1}})
+    result, world, _ = drive(spec, Cluster(fail={"run-export": 5}))
+    assert world.created == ["run-prep", "run-level-00", "run-export", "run-export"]
+    assert world.deleted == ["run-export"]  # the failed first attempt, before the second
+    status = result.status
+    assert status.phase == "Succeeded" and result.done
+    assert status.export is not None and (status.export.phase, status.export.attempts) == ("Failed", 2)
+    exported = status.condition("Exported")
+    assert exported is not None and (exported.status, exported.reason) == ("False", "ExportFailed")
+    assert "Job run-export failed after 2 attempt(s): OOMKilled" in exported.message
+    assert status.condition("Failed") is None
+    assert [e.reason for e in world.events if e.type == "Warning"] == ["Retrying", "ExportFailed"]
+
+
+def test_a_failed_search_exports_its_finished_levels_and_one_without_any_does_not() -> None:
+    result, world, _ = drive(make_spec(pruning={"levels": 2}), Cluster(fail={"run-level-01": 9}))
+    assert result.status.phase == "Failed" and world.created[-1] == "run-export"
+    assert result.status.export is not None and result.status.export.phase == "Succeeded"
+    result, world, _ = drive(make_spec(), Cluster(fail={"run-prep": 9}))
+    assert result.status.phase == "Failed" and "run-export" not in world.created
+    assert result.status.export is None and result.status.condition("Exported") is None
+
+
+def test_a_running_level_shows_its_latest_epoch_until_it_ends() -> None:
+    spec = parse_spec(make_spec(pruning={"levels": 1}))
+    world = Cluster()
+    status = None
+    for _ in range(3):  # prep created, prep done, level 0 created
+        result = plan("run", 1, spec, status, world.children, T0)
+        world.apply(result)
+        status = result.status
+        world.finish_all(result) if "run-level-00" not in world.children else None
+    assert world.children["run-level-00"].state == "Running"
+    epoch = EpochProgress(epoch=3, epochs=10, top1=41.5, images_per_second=1234.0, estimated_finish=T0)
+    world.children["run-level-00"] = ObservedChild("run-level-00", 1, "Running", progress=epoch)
+    read = plan("run", 1, spec, status, world.children, T0)
+    row = read.status.level_entry(0)
+    assert row is not None and row.progress == epoch and read.status.progress == "L0 3/10"
+    # A pass that read no log (an event, not the resync timer) keeps what the last read saw.
+    world.children["run-level-00"] = ObservedChild("run-level-00", 1, "Running")
+    kept = plan("run", 1, spec, read.status, world.children, T0)
+    assert kept.status.level_entry(0).progress == epoch  # type: ignore[union-attr]
+    world.finish_all(kept)
+    ended = plan("run", 1, spec, kept.status, world.children, T0)
+    assert ended.status.level_entry(0).progress is None  # type: ignore[union-attr]
+    assert ended.status.progress == "L1"  # level 1 was created: no epoch yet

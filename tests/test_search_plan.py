@@ -26,7 +26,7 @@ def test_gradual_runs_dense_search_then_one_full_level_per_ticket_with_controls_
     result, world, _ = drive(
         gradual_spec(), Cluster(top1=lambda level, branch: 95.0 if branch == "main" else 90.0)
     )
-    assert world.created == [
+    assert world.trained == [
         "run-prep", "run-level-00", "run-level-01", "run-level-02", "run-level-03",
         "run-level-02-reinit", "run-level-02-rprune", "run-level-03-reinit", "run-level-03-rprune",
     ]  # fmt: skip

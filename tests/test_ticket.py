@@ -16,15 +16,21 @@ from lth.ticket import TicketError, describe, inspect
 from tests.serving import serving
 
 
-@pytest.fixture
-def ticket(tmp_path: Path) -> Path:
+def write_ticket(directory: Path) -> Path:
+    """A small exported ticket in `directory`, written without torch: mask (9 of 26 kept), rewind."""
+    directory.mkdir(parents=True, exist_ok=True)
     mask = {"conv.weight": np.zeros((4, 5), dtype=bool), "fc.weight": np.ones((2, 3), dtype=bool)}
     mask["conv.weight"][0, :3] = True
-    save_file(mask, str(tmp_path / "mask.safetensors"))
-    save_file({"conv.weight": np.ones((4, 5), np.float32)}, str(tmp_path / "rewind.safetensors"))
-    info = describe(tmp_path, {"run": "r", "level": 3, "architecture": "smallcnn", "numClasses": 10})
-    (tmp_path / TICKET_FILE).write_text(json.dumps(info))
-    return tmp_path
+    save_file(mask, str(directory / "mask.safetensors"))
+    save_file({"conv.weight": np.ones((4, 5), np.float32)}, str(directory / "rewind.safetensors"))
+    info = describe(directory, {"run": "r", "level": 3, "architecture": "smallcnn", "numClasses": 10})
+    (directory / TICKET_FILE).write_text(json.dumps(info))
+    return directory
+
+
+@pytest.fixture
+def ticket(tmp_path: Path) -> Path:
+    return write_ticket(tmp_path)
 
 
 def test_description_counts_each_layer_and_checks_sums(ticket: Path) -> None:

@@ -565,6 +565,41 @@ class RetrySpec(ApiModel):
 
     preprocessing: ChildRetry = Field(default_factory=ChildRetry)
     training: ChildRetry = Field(default_factory=ChildRetry)
+    export: ChildRetry = Field(
+        default_factory=ChildRetry,
+        description="The export Job; a failed export never fails the run (condition Exported False).",
+    )
+
+
+S3_URL_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+
+
+class ExportSpec(ApiModel):
+    """Where the exported ticket goes besides runs/<name>/ticket/ on the run's volume."""
+
+    url: str | None = Field(
+        None,
+        pattern=S3_URL_PATTERN,
+        description=(
+            "s3://bucket/prefix: the export Job uploads the ticket there (any S3-compatible store); "
+            "`lth ticket fetch` and spec.ticket.url read it back, checking every file's SHA-256."
+        ),
+    )
+    secret_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "Secret in the run's namespace whose keys become the export Job's environment: "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN, AWS_REGION, "
+            "AWS_ENDPOINT_URL (none: the pod's own credentials, e.g. IRSA)."
+        ),
+    )
+    endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="The S3 endpoint of MinIO, Ceph and the like (else AWS_ENDPOINT_URL, else AWS).",
+    )
 
 
 TicketControl = Literal["dense", "random-prune", "random-reinit"]
@@ -593,10 +628,19 @@ class TicketSpec(ApiModel):
     )
     url: str | None = Field(
         None,
-        pattern=r"^https?://",
+        pattern=r"^(https?|s3)://",
         description=(
-            "Or the http(s) URL of an exported ticket directory: the trainer downloads ticket.json "
-            "and the files it lists, and checks their SHA-256."
+            "Or the http(s):// or s3:// URL of an exported ticket directory (spec.export.url of its "
+            "run): the trainer downloads ticket.json and the files it lists, and checks their SHA-256."
+        ),
+    )
+    secret_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "For an s3:// url: a Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_ENDPOINT_URL...) become the trainer pods' environment (none: the pods' own identity)."
         ),
     )
     weights: Literal["rewind", "final"] = Field(
@@ -647,6 +691,7 @@ class RunSpec(ApiModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
 
     @property
     def level_budget(self) -> int:
@@ -678,6 +723,7 @@ MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
     ("pruning", "controls"),
     ("pruning", "match_tolerance"),
     ("ticket", "controls"),
+    ("export",),
 )
 """Spec fields that may change while a run is in progress; every other field is frozen at start."""
 
@@ -690,9 +736,10 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 ChildPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
 
 
-ConditionType = Literal["SpecAccepted", "TicketResolved", "Progressing", "Succeeded", "Failed"]
+ConditionType = Literal["SpecAccepted", "TicketResolved", "Progressing", "Succeeded", "Failed", "Exported"]
 """The run's conditions: the spec was accepted; a transfer's ticket was found; the run is
-moving (or why it waits); it ended with a ticket or the level budget; it failed."""
+moving (or why it waits); it ended with a ticket or the level budget; it failed; its ticket
+and report were exported (False while the export Job runs, or when it failed for good)."""
 SpecReason = Literal["Accepted", "InvalidSpec", "FrozenFieldChanged"]
 TicketReason = Literal["Resolved", "TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
 StuckReason = Literal[
@@ -709,7 +756,8 @@ ProgressReason = Literal["Preprocessing", "Training", "LevelsDone", "Succeeded",
 SucceededReason = Literal["TicketFound", "LevelsDone"]
 TicketRefusal = Literal["TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
 FailureReason = Literal["InvalidSpec", "PreprocessingFailed", "LevelFailed", "ChildDeleted"] | TicketRefusal
-ConditionReason = SpecReason | TicketReason | ProgressReason | SucceededReason | FailureReason
+ExportReason = Literal["Exporting", "Exported", "ExportFailed"]
+ConditionReason = SpecReason | TicketReason | ProgressReason | SucceededReason | FailureReason | ExportReason
 
 
 class Condition(ApiModel):
@@ -753,6 +801,18 @@ class ChildStatus(ApiModel):
     message: str | None = None
 
 
+class EpochProgress(ApiModel):
+    """Where a running level stands: its trainer's latest epoch line (`lth.progress`)."""
+
+    epoch: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    top1: Percent | None = Field(None, description="Top-1 after that epoch.")
+    images_per_second: float | None = Field(None, ge=0, description="Training throughput of that epoch.")
+    estimated_finish: datetime | None = Field(
+        None, description="When the level should end, at the pace of its epochs so far."
+    )
+
+
 class LevelStatus(ChildStatus):
     """One row of the per-level table."""
 
@@ -766,6 +826,14 @@ class LevelStatus(ChildStatus):
     cost: float | None = Field(
         None, ge=0, description="What this job trained, in dense-run equivalents (lth.cost)."
     )
+    progress: EpochProgress | None = Field(None, description="While it runs: its latest epoch.")
+
+
+class ExportStatus(ChildStatus):
+    """The export Job `<run>-export`: the ticket and report written after the search ended."""
+
+    path: str | None = Field(None, description="The exported ticket directory, as the pods see it.")
+    url: str | None = Field(None, description="Where it was uploaded (spec.export.url).")
 
 
 class BestTicket(ApiModel):
@@ -817,6 +885,10 @@ class RunStatus(ApiModel):
     cost: CostStatus | None = Field(None, description="What the run trained, in dense-run equivalents.")
     preprocessing: ChildStatus | None = None
     levels: list[LevelStatus] = Field(default_factory=list)
+    progress: str | None = Field(
+        None, description="The running main level and its epoch, for kubectl: 'L7 37/90'."
+    )
+    export: ExportStatus | None = None
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     accepted_spec: RunSpec | None = Field(

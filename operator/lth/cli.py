@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console, RenderableType
@@ -15,6 +18,7 @@ from rich.console import Console, RenderableType
 from lth import api, remote
 from lth.api import LotteryTicketRun, RunStatus
 from lth.crd import crd_yaml
+from lth.naming import TICKET_FILE
 from lth.validation import Problem, check_run
 
 
@@ -94,7 +98,6 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from lth.console import ConsoleDisplay
     from lth.local import LocalExecutor, RunError, run_local
-    from lth.report import write_report
 
     display = ConsoleDisplay()
     # `kill` and a closing terminal stop the children too, as Ctrl-C does.
@@ -109,9 +112,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         display.console.print("\nstopped; run the same command again to go on where it stopped")
         return 130
-    ticket = write_report(executor.layout.root, status)
     _print_summary(display.console, status)
-    display.console.print(f"report and ticket: {ticket}")
+    export = status.export
+    if export is not None and export.phase == "Failed":
+        display.console.print(
+            f"[red]the search succeeded, its export failed:[/] {export.message}; "
+            f"`lth report {executor.layout.root}` writes it again"
+        )
+        return 1
+    display.console.print(f"report and ticket: {executor.layout.ticket}")
+    if export is not None and export.url:
+        display.console.print(f"uploaded to: {export.url}")
     return 0
 
 
@@ -139,7 +150,7 @@ def _summary(status: RunStatus) -> RenderableType:
     if status.ticket is not None:
         parts.append(Text(f"  transfer of the ticket of {status.ticket.source}"))
     for condition in status.conditions:
-        if condition.status == "True" or condition.type == "SpecAccepted":
+        if condition.status == "True" or condition.type in ("SpecAccepted", "Exported"):
             parts.append(
                 Text(f"  {condition.type}={condition.status} {condition.reason}: {condition.message}")
             )
@@ -149,14 +160,18 @@ def _summary(status: RunStatus) -> RenderableType:
     columns = branches(status)
     for branch in columns:
         table.add_column(f"top-1 {labels(status)[branch]}", justify="right")
-    phase: dict[tuple[int, str], str] = {(e.level, e.branch): e.phase for e in status.levels}
+    entries: dict[tuple[int, str], api.LevelStatus] = {(e.level, e.branch): e for e in status.levels}
     for row in rows(status):
         cells = [
-            f"{row.top1[b]:.2f}" if b in row.top1 else phase.get((row.level, b), "").lower() for b in columns
+            f"{row.top1[b]:.2f}" if b in row.top1 else _unfinished_cell(entries.get((row.level, b)))
+            for b in columns
         ]
         table.add_row(f"{row.level}{search_note(status, row.level)}", f"{row.density * 100:.2f}%", *cells)
     if status.levels:
         parts.append(table)
+    for entry in status.levels:
+        if entry.progress is not None and entry.phase == "Running":
+            parts.append(Text(f"level {entry.level} ({entry.branch}): {_epoch_line(entry.progress)}"))
     if status.best is not None:
         parts.append(
             Text(
@@ -169,6 +184,26 @@ def _summary(status: RunStatus) -> RenderableType:
 
         parts.append(Text(describe(status.cost, status.accepted_spec)))
     return Group(*parts)
+
+
+def _unfinished_cell(entry: api.LevelStatus | None) -> str:
+    """A level without a result: its phase, and its epoch while it runs ('running 37/90')."""
+    if entry is None:
+        return ""
+    if entry.phase == "Running" and entry.progress is not None:
+        return f"running {entry.progress.epoch}/{entry.progress.epochs}"
+    return entry.phase.lower()
+
+
+def _epoch_line(progress: api.EpochProgress) -> str:
+    parts = [f"epoch {progress.epoch}/{progress.epochs}"]
+    if progress.top1 is not None:
+        parts.append(f"top-1 {progress.top1:.2f}%")
+    if progress.images_per_second is not None:
+        parts.append(f"{progress.images_per_second:,.0f} images/s")
+    if progress.estimated_finish is not None:
+        parts.append(f"ends about {progress.estimated_finish:%Y-%m-%d %H:%M} UTC")
+    return ", ".join(parts)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -202,26 +237,70 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """The ticket and report of a run directory: `lth run` and the export Job both run this."""
     from lth.report import write_report
 
     try:
-        status = remote.LocalRun(args.run_dir).read()
+        status = _report_status(args)
     except remote.RunNotReadable as error:
-        raise SystemExit(str(error)) from None
+        print(f"lth report: {error}", file=sys.stderr)
+        return 1
     console = Console()
     _print_summary(console, status)
-    console.print(f"report and ticket: {write_report(args.run_dir, status)}")
+    ticket = write_report(args.run_dir, status)
+    console.print(f"report and ticket: {ticket}")
+    if args.upload and not (ticket / TICKET_FILE).exists():
+        console.print(f"nothing uploaded to {args.upload}: no level matched the dense top-1 (no ticket)")
+    elif args.upload:
+        from lth.objectstore import upload_ticket
+        from lth.ticket import TicketError
+
+        try:
+            upload_ticket(ticket, args.upload, args.endpoint_url)
+        except TicketError as error:
+            print(f"lth report: upload to {args.upload} failed: {error}", file=sys.stderr)
+            return 1
+        console.print(f"uploaded to: {args.upload}")
     return 0
 
 
-def _cmd_ticket_inspect(args: argparse.Namespace) -> int:
-    from lth.ticket import TicketError, inspect
-
+def _report_status(args: argparse.Namespace) -> RunStatus:
+    """The run's status from `--status-env` (the export Job's: the operator passes the run's
+    status, as the pod cannot read the API), else from the run directory's status.json."""
+    if args.status_env is None:
+        return remote.LocalRun(args.run_dir).read()
+    raw = os.environ.get(args.status_env)
+    if not raw:
+        raise remote.RunNotReadable(f"--status-env {args.status_env}: the variable is not set")
     try:
-        info = inspect(args.ticket)
-    except TicketError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return RunStatus.model_validate_json(raw)
+    except ValueError as error:
+        first = str(error).splitlines()[0]
+        raise remote.RunNotReadable(f"--status-env {args.status_env}: not a run status ({first})") from None
+
+
+SCHEMES = "http(s)://HOST/PATH/ (a ticket directory served over HTTP) or s3://BUCKET/PREFIX"
+S3_ENV = (
+    "s3:// URLs use the AWS_* environment variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+    "(AWS_SESSION_TOKEN), AWS_REGION, and AWS_ENDPOINT_URL for MinIO, Ceph and the like"
+)
+
+
+def _fetch_ticket(url: str, dest: Path, endpoint_url: str | None) -> Path:
+    """A ticket at an http(s):// or s3:// URL, fetched into `dest` and verified."""
+    from lth.objectstore import fetch_ticket
+    from lth.ticket import TicketError, download
+
+    if url.startswith("s3://"):
+        return fetch_ticket(url, dest, endpoint_url)
+    if not url.startswith(("http://", "https://")):
+        raise TicketError(f"{url}: not a ticket URL ({SCHEMES})")
+    if endpoint_url is not None:
+        raise TicketError(f"--endpoint-url applies to s3:// URLs, not {url}")
+    return download(url, dest)
+
+
+def _print_ticket(info: dict[str, Any]) -> None:
     print(
         f"ticket of run {info.get('run')} level {info.get('level')}: {info.get('architecture')}, "
         f"{info.get('numClasses')} classes, density {info['density'] * 100:.2f}%, top-1 {info.get('top1')} "
@@ -229,8 +308,57 @@ def _cmd_ticket_inspect(args: argparse.Namespace) -> int:
     )
     for name, layer in info["layers"].items():
         print(f"  {name:40s} {layer['kept']:>10,d} / {layer['total']:>10,d}  {layer['density'] * 100:6.2f}%")
+    _print_verified(info)
+
+
+def _print_verified(info: dict[str, Any]) -> None:
     for name, file in info["files"].items():
         print(f"  {name}: sha256 {file['sha256'][:16]}... verified")
+
+
+def _cmd_ticket_inspect(args: argparse.Namespace) -> int:
+    from lth.ticket import TicketError, inspect
+
+    try:
+        if "://" in args.ticket:
+            with tempfile.TemporaryDirectory(prefix="lth-ticket-") as temporary:
+                info = inspect(_fetch_ticket(args.ticket, Path(temporary), args.endpoint_url))
+        elif args.endpoint_url is not None:
+            raise TicketError(f"--endpoint-url applies to s3:// URLs, not {args.ticket}")
+        else:
+            info = inspect(Path(args.ticket))
+    except TicketError as error:
+        print(f"lth ticket inspect: {error}", file=sys.stderr)
+        return 1
+    _print_ticket(info)
+    return 0
+
+
+def _cmd_ticket_fetch(args: argparse.Namespace) -> int:
+    from lth.ticket import TicketError, inspect
+
+    try:
+        info = inspect(_fetch_ticket(args.url, args.dest, args.endpoint_url))
+    except TicketError as error:
+        print(f"lth ticket fetch: {error}", file=sys.stderr)
+        return 1
+    _print_verified(info)
+    print(f"ticket in {args.dest}")
+    return 0
+
+
+def _cmd_ticket_upload(args: argparse.Namespace) -> int:
+    from lth.objectstore import upload_ticket
+    from lth.ticket import TicketError
+
+    try:
+        urls = upload_ticket(args.ticket, args.url, args.endpoint_url)
+    except TicketError as error:
+        print(f"lth ticket upload: {error}", file=sys.stderr)
+        return 1
+    for url in urls:
+        print(f"  {url}")
+    print(f"ticket uploaded to {args.url}")
     return 0
 
 
@@ -313,18 +441,58 @@ def parser() -> argparse.ArgumentParser:
     watch.set_defaults(func=_cmd_watch)
 
     report = commands.add_parser(
-        "report", help="write the table, the plot and the exported ticket to RUN_DIR/ticket"
+        "report",
+        help="write the table, the plot and the exported ticket to RUN_DIR/ticket",
+        description="Write RUN_DIR/ticket: the best level's mask, rewind and final weights, ticket.json "
+        "(with every file's SHA-256), the model card and the accuracy plot. `lth run` does it when a "
+        "search ends, the operator's export Job on a cluster.",
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "--status-env",
+        metavar="VAR",
+        help="read the run's status (JSON) from this environment variable instead of RUN_DIR/status.json",
+    )
+    report.add_argument("--upload", metavar="s3://BUCKET/PREFIX", help="then upload the ticket there")
+    report.add_argument(
+        "--endpoint-url", metavar="URL", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL"
+    )
     report.set_defaults(func=_cmd_report)
 
-    ticket = commands.add_parser("ticket", help="exported tickets")
-    ticket_commands = ticket.add_subparsers(dest="ticket_command", required=True, metavar="COMMAND")
-    inspect = ticket_commands.add_parser(
-        "inspect", help="print a ticket's description (ticket.json) after checking every file's checksum"
+    ticket = commands.add_parser(
+        "ticket", help="exported tickets: inspect, fetch and upload them", description=S3_ENV
     )
-    inspect.add_argument("ticket", type=Path, metavar="TICKET_DIR")
+    ticket_commands = ticket.add_subparsers(dest="ticket_command", required=True, metavar="COMMAND")
+    endpoint_help = "the S3 endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL, else AWS)"
+    inspect = ticket_commands.add_parser(
+        "inspect",
+        help="print a ticket's description (ticket.json) after checking every file's checksum",
+        description=f"TICKET is a ticket directory or a URL: {SCHEMES}; a URL is fetched into a "
+        f"temporary directory first. {S3_ENV}.",
+    )
+    inspect.add_argument("ticket", metavar="TICKET", help=f"a ticket directory, {SCHEMES}")
+    inspect.add_argument("--endpoint-url", metavar="URL", help=endpoint_help)
     inspect.set_defaults(func=_cmd_ticket_inspect)
+    fetch = ticket_commands.add_parser(
+        "fetch",
+        help="download an exported ticket into a directory, checking every file's SHA-256",
+        description=f"URL: {SCHEMES}. Files already in DEST with the right checksum are kept; a "
+        f"file whose checksum does not match ticket.json is refused. {S3_ENV}.",
+    )
+    fetch.add_argument("url", metavar="URL", help=SCHEMES)
+    fetch.add_argument("dest", type=Path, metavar="DEST", help="the directory to fetch into")
+    fetch.add_argument("--endpoint-url", metavar="URL", help=endpoint_help)
+    fetch.set_defaults(func=_cmd_ticket_fetch)
+    upload = ticket_commands.add_parser(
+        "upload",
+        help="upload an exported ticket directory to s3://BUCKET/PREFIX (ticket.json last)",
+        description=f"The ticket is verified first; each file becomes PREFIX/<name>, ticket.json "
+        f"last; uploading again overwrites. {S3_ENV}.",
+    )
+    upload.add_argument("ticket", type=Path, metavar="TICKET_DIR", help="an exported ticket directory")
+    upload.add_argument("url", metavar="URL", help="s3://BUCKET/PREFIX")
+    upload.add_argument("--endpoint-url", metavar="URL", help=endpoint_help)
+    upload.set_defaults(func=_cmd_ticket_upload)
     return root
 
 

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from lth.api import Branch, RunStatus
 from lth.local import Display, Launch, Outcome
-from lth.naming import PROGRESS_FILE, RunLayout
+from lth.naming import PROGRESS_FILE, RunLayout, export_name
 from lth.planner import EmitEvent
 
 
@@ -88,8 +88,9 @@ class ConsoleDisplay(Display):
         assert status is not None and layout is not None
         spent = time.monotonic() - started
         if launch.level is None or launch.branch is None:
+            stage = "export" if launch.name == export_name(layout.root.name) else "preprocessing"
             return [
-                "[bold]preprocessing[/]",
+                f"[bold]{stage}[/]",
                 launch.name,
                 f"{_clock(spent)}",
                 f"run {_clock(time.monotonic() - self.started)}",

@@ -34,6 +34,7 @@ PRINTER_COLUMNS = [
     {"name": "Level", "type": "integer", "jsonPath": ".status.level"},
     {"name": "Density", "type": "number", "jsonPath": ".status.density"},
     {"name": "Top-1", "type": "number", "jsonPath": ".status.top1"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
     {"name": "Best", "type": "string", "jsonPath": ".status.best.summary"},
     # What the run is doing, or why it is stuck (ImagePullBackOff, Unschedulable, WaitingForQueue...).
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Progressing")].reason'},

@@ -29,13 +29,15 @@ import kopf
 import kubernetes
 from pydantic import ValidationError
 
-from lth import api, defaults, files, manifests
+from lth import api, defaults, files, manifests, progress
 from lth.commands import RunPaths
 from lth.metrics import OperatorMetrics, serve
-from lth.naming import prep_name
+from lth.naming import export_name, prep_name
 from lth.observed import ChildKind, ObservedChild, ObservedSource
 from lth.planner import (
     Action,
+    Create,
+    CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
@@ -67,6 +69,11 @@ def _api() -> tuple[kubernetes.client.CustomObjectsApi, kubernetes.client.CoreV1
     if _client is None:
         _client = kubernetes.client.ApiClient()
     return kubernetes.client.CustomObjectsApi(_client), kubernetes.client.CoreV1Api(_client)
+
+
+def _batch() -> kubernetes.client.BatchV1Api:
+    _api()
+    return kubernetes.client.BatchV1Api(_client)
 
 
 _client: kubernetes.client.ApiClient | None = None
@@ -117,21 +124,26 @@ def run_changed(
 
 @kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
 def resync(name: str, namespace: str | None, status: Mapping[str, Any], **_: Any) -> None:
-    """The safety net of a level-triggered controller: a missed or failed event costs one period."""
-    if namespace and status.get("phase") not in api.TERMINAL_PHASES:
-        reconcile(namespace, name)
+    """The safety net of a level-triggered controller (a missed or failed event costs one
+    period), and the one pass per period that reads the running levels' progress."""
+    export = status.get("export") or {}
+    ended = status.get("phase") in api.TERMINAL_PHASES
+    if namespace and (not ended or export.get("phase") not in (None, "Succeeded", "Failed")):
+        reconcile(namespace, name, read_progress=True)
 
 
 @kopf.on.event(*SPARK, labels={manifests.LABEL_MANAGED_BY: manifests.MANAGED_BY})
 @kopf.on.event(*PYTORCH, labels={manifests.LABEL_MANAGED_BY: manifests.MANAGED_BY})
+@kopf.on.event("batch", "v1", "jobs", labels={manifests.LABEL_MANAGED_BY: manifests.MANAGED_BY})
 def child_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     run = labels.get(manifests.LABEL_RUN)
     if run and namespace:
         reconcile(namespace, run)
 
 
-def reconcile(namespace: str, name: str) -> Plan | None:
-    """One level-triggered pass over one run."""
+def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | None:
+    """One level-triggered pass over one run; with `read_progress` (once per resync period),
+    the log tail of each running level's master pod too."""
     with _locks[(namespace, name)]:
         custom, core = _api()
         try:
@@ -145,7 +157,7 @@ def reconcile(namespace: str, name: str) -> Plan | None:
                 return None
             raise
         old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
-        children = observe_children(custom, core, namespace, name)
+        children = observe_children(custom, core, namespace, name, read_progress)
         submitted = parse_spec(body.get("spec"))  # once per reconcile
         ticket = ticket_to_resolve(submitted, old_status)
         result = plan(
@@ -161,11 +173,26 @@ def reconcile(namespace: str, name: str) -> Plan | None:
             _apply(custom, body, result, action)
         new_status = result.status.to_wire()
         if new_status != body.get("status"):
+            patch = merge_patch(body.get("status") or {}, new_status)
             custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": new_status}
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": patch}
             )
         _record_metrics(namespace, name, old_status, result.status)
+        METRICS.run_progress(namespace, name, result.status)
         return result
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) from `old` to `new`: a field the new status leaves out
+    (a level's progress once it ended, say) is sent as null, or the merge would keep it."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
 
 
 def _record_metrics(namespace: str, name: str, old: api.RunStatus | None, new: api.RunStatus) -> None:
@@ -192,10 +219,12 @@ def observe_children(
     core: kubernetes.client.CoreV1Api,
     namespace: str,
     run: str,
+    read_progress: bool = False,
 ) -> dict[str, ObservedChild]:
-    """The run's SparkApplication and PyTorchJobs as the planner sees them: a finished child
-    with its master's or driver's termination message, an unfinished one with what holds its
-    pods (one pod list each: none for a finished, deleted or suspended child)."""
+    """The run's SparkApplication, PyTorchJobs and export Job as the planner sees them: a
+    finished child with its master's or driver's termination message, an unfinished one with
+    what holds its pods (one pod list each: none for a finished, deleted or suspended child),
+    and with `read_progress` a running level's latest epoch (one log read each)."""
     selector = f"{manifests.LABEL_RUN}={run}"
     children: dict[str, ObservedChild] = {}
     apps = cast(
@@ -231,8 +260,48 @@ def observe_children(
             pod = _master_pod(core, namespace, obj)
             if pod is not None:
                 child = manifests.with_pod_failure(child, pod)
+        elif child.state == "Running" and read_progress and not child.deleting:
+            level, branch = _level_of(obj)
+            tail = _log_tail(core, namespace, manifests.master_pod_name(child.name))
+            child = replace(child, progress=progress.latest(tail, level, branch))
         children[child.name] = _with_stuck_pods(core, namespace, "PyTorchJob", child)
+    export = _observe_export(core, namespace, run)
+    if export is not None:
+        children[export.name] = _with_stuck_pods(core, namespace, "Job", export)
     return children
+
+
+def _observe_export(core: kubernetes.client.CoreV1Api, namespace: str, run: str) -> ObservedChild | None:
+    """The export Job, with its pod's termination message when it failed; None when absent."""
+    try:
+        response = _batch().read_namespaced_job(export_name(run), namespace, _preload_content=False)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    job = manifests.observe_job(json.loads(response.data))  # type: ignore[attr-defined]
+    if job.state != "Failed":
+        return job
+    listed = core.list_namespaced_pod(
+        namespace, label_selector=manifests.pod_selector("Job", job.name), _preload_content=False
+    )
+    for pod in json.loads(listed.data)["items"]:  # type: ignore[attr-defined]
+        if (pod.get("status") or {}).get("phase") == "Failed":
+            return manifests.with_pod_failure(job, pod, manifests.EXPORT_CONTAINER)
+    return job
+
+
+def _log_tail(core: kubernetes.client.CoreV1Api, namespace: str, pod: str) -> str:
+    """The trainer container's last lines; empty while it cannot be read (not started, gone)."""
+    try:
+        tail: str = core.read_namespaced_pod_log(
+            pod, namespace, container=manifests.TRAINER_CONTAINER, tail_lines=progress.TAIL_LINES
+        )
+        return tail
+    except kubernetes.client.ApiException as error:
+        if error.status in (400, 404):
+            return ""
+        raise
 
 
 def _with_stuck_pods(
@@ -316,15 +385,18 @@ def _apply(
                 cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1024]
             )
         case DeleteChild():
-            group, version, plural = SPARK if action.kind == "SparkApplication" else PYTORCH
             try:
-                custom.delete_namespaced_custom_object(
-                    group, version, namespace, plural, action.name, propagation_policy="Background"
-                )
+                if action.kind == "Job":
+                    _batch().delete_namespaced_job(action.name, namespace, propagation_policy="Background")
+                else:
+                    group, version, plural = SPARK if action.kind == "SparkApplication" else PYTORCH
+                    custom.delete_namespaced_custom_object(
+                        group, version, namespace, plural, action.name, propagation_policy="Background"
+                    )
             except kubernetes.client.ApiException as error:
                 if error.status != 404:
                     raise
-        case CreatePreprocessing() | CreateLevelJob():
+        case CreatePreprocessing() | CreateLevelJob() | CreateExport():
             _create(custom, body, result, action)
         case _:
             assert_never(action)
@@ -334,13 +406,21 @@ def _create(
     custom: kubernetes.client.CustomObjectsApi,
     body: dict[str, Any],
     result: Plan,
-    action: CreatePreprocessing | CreateLevelJob,
+    action: Create,
 ) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     spec = result.spec
     assert spec is not None, "the planner creates children of an accepted spec only"
     paths = RunPaths(spec.storage.mount_path, name)
     run = manifests.RunRef(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+    if isinstance(action, CreateExport):
+        job = manifests.export_job(run, spec, paths, action.attempt, result.status, WORKLOAD_DEFAULTS)
+        try:
+            _batch().create_namespaced_job(namespace, job)  # type: ignore[arg-type]
+        except kubernetes.client.ApiException as error:
+            if error.status != 409:
+                raise
+        return
     if isinstance(action, CreatePreprocessing):
         group, version, plural = SPARK
         manifest = manifests.spark_application(

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, assert_never
 
-from lth import files
+from lth import files, progress
 from lth.api import LotteryTicketRun, RunSpec, RunStatus, TicketSpec
 from lth.commands import (
     BAD_INPUT,
@@ -37,20 +37,25 @@ from lth.commands import (
     trainer_arguments,
 )
 from lth.lifetime import start_with_parent_death
-from lth.naming import MANIFEST_FILE, RunLayout, prep_name
+from lth.naming import MANIFEST_FILE, RunLayout, export_name, prep_name
 from lth.observed import ObservedChild, ObservedSource
 from lth.planner import (
+    Create,
+    CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
     DeleteChild,
     EmitEvent,
     Plan,
     plan,
+    record_progress,
     ticket_to_resolve,
 )
 from lth.validation import parse_spec
 
 LOG_TAIL_LINES = 25
+PROGRESS_SECONDS = 5.0
+"""How often the local runner copies its running levels' latest epochs into status.json."""
 
 
 class RunError(Exception):
@@ -88,6 +93,16 @@ def _read_text(path: Path) -> str:
     """A child's log or termination message, stripped; empty when there is none."""
     try:
         return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, size: int = 16384) -> str:
+    """The end of a growing log, without reading it whole."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+            return log.read().decode(errors="replace")
     except OSError:
         return ""
 
@@ -209,6 +224,13 @@ class LocalExecutor:
                 children[row.name] = ObservedChild(row.name, row.attempts, "Succeeded", result=result)
             elif row.phase in ("Pending", "Running"):
                 children[row.name] = self._unfinished(row.name, row.attempts)
+        export = status.export if status else None
+        if export is not None and export.phase in ("Pending", "Running"):
+            outcome = self.outcomes.get(export.name)
+            if outcome is not None and outcome.attempt == export.attempts and outcome.returncode == 0:
+                children[export.name] = ObservedChild(export.name, export.attempts, "Succeeded")
+            else:
+                children[export.name] = self._unfinished(export.name, export.attempts)
         return children
 
     def observe_source(self, ticket: TicketSpec) -> ObservedSource | None:
@@ -269,19 +291,52 @@ class LocalExecutor:
                     self.on_event(action)
                 case DeleteChild():
                     self.outcomes.pop(action.name, None)  # the failed attempt's outcome
-                case CreatePreprocessing() | CreateLevelJob():
+                case CreatePreprocessing() | CreateLevelJob() | CreateExport():
                     pass  # run_local starts the plan's creates (Plan.creates)
                 case _:
                     assert_never(action)
         self.save_status(result.status)
         return result
 
-    def launch(self, result: Plan, action: CreatePreprocessing | CreateLevelJob) -> Launch:
+    def show_progress(self, status: RunStatus) -> RunStatus:
+        """status.json with the running levels' latest epochs, read off their logs' tails."""
+        latest = {}
+        for name, child in self.running.items():
+            if child.launch.level is not None and child.launch.branch is not None:
+                found = progress.latest(_tail(child.launch.log), child.launch.level, child.launch.branch)
+                if found is not None:
+                    latest[name] = found
+        if not latest:
+            return status
+        shown = record_progress(status, latest)
+        if shown != status:
+            self.save_status(shown)
+        return shown
+
+    def launch(self, result: Plan, action: Create) -> Launch:
         """The process that carries out one of the plan's Create actions."""
         assert result.spec is not None, "the planner creates children of an accepted spec only"
-        if isinstance(action, CreatePreprocessing):
-            return self._prep_launch(result.spec)
-        return self._level_launch(result.spec, result.status, action.name, action.level, action.branch)
+        match action:
+            case CreatePreprocessing():
+                return self._prep_launch(result.spec)
+            case CreateLevelJob():
+                return self._level_launch(
+                    result.spec, result.status, action.name, action.level, action.branch
+                )
+            case CreateExport():
+                return self._export_launch(result.spec)
+            case _:
+                assert_never(action)
+
+    def _export_launch(self, spec: RunSpec) -> Launch:
+        """`lth report` on the run directory (its status.json), as the export Job runs it."""
+        name = export_name(self.name)
+        argv = [sys.executable, "-m", "lth", "report", str(self.layout.root)]
+        if spec.export.url:
+            argv += ["--upload", spec.export.url]
+            if spec.export.endpoint_url:
+                argv += ["--endpoint-url", spec.export.endpoint_url]
+        return Launch(name, argv, self.logs / f"{name}.log", {})
 
     def _prep_launch(self, spec: RunSpec) -> Launch:
         main_file = Path(_module_dir(SPARK_MODULE)) / "__main__.py"
@@ -437,8 +492,18 @@ def run_local(executor: LocalExecutor, display: Display) -> RunStatus:
                         raise RunError(f"{executor.status_file}: the run waits on nothing it can start")
                     continue
                 plans_without_launch = 0
-                for launch, outcome in executor.wait_any(display.tick):
+                shown = status
+                last_read = time.monotonic()
+
+                def tick() -> None:
+                    nonlocal shown, last_read
+                    display.tick()
+                    if time.monotonic() - last_read >= PROGRESS_SECONDS:
+                        shown, last_read = executor.show_progress(shown), time.monotonic()
+
+                for launch, outcome in executor.wait_any(tick):
                     display.child_finished(launch, outcome)
+                status = shown
         finally:
             executor.stop_all()
     if status.phase == "Failed":

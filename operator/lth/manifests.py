@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lth import api
-from lth.api import Branch, LevelResult, RunSpec, StuckReason, TicketStatus
+from lth.api import Branch, LevelResult, RunSpec, RunStatus, StuckReason, TicketStatus
 from lth.commands import (
     BAD_INPUT,
     EXIT_BAD_INPUT,
@@ -32,7 +32,7 @@ from lth.commands import (
     trainer_arguments,
 )
 from lth.defaults import WorkloadDefaults
-from lth.naming import level_job_name, prep_name
+from lth.naming import export_name, level_job_name, prep_name
 from lth.observed import ChildKind, ChildState, ObservedChild, Stuck
 
 SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
@@ -50,13 +50,16 @@ LABEL_LEVEL = "lth.dev/level"
 LABEL_BRANCH = "lth.dev/branch"
 ANNOTATION_ATTEMPT = "lth.dev/attempt"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+JOB_API_VERSION = "batch/v1"
 POD_LABEL_OF: dict[ChildKind, str] = {
     "SparkApplication": "sparkoperator.k8s.io/app-name",
     "PyTorchJob": "training.kubeflow.org/job-name",
+    "Job": "batch.kubernetes.io/job-name",
 }
 """The label whose value is the child's name on each of its pods: the Spark operator puts it on
 the driver and executors (pkg/common/spark.go, `--conf spark.kubernetes.*.label.*`), the
-training operator on every replica pod (`GenLabels`, pkg/controller.v1/common/job_controller.go)."""
+training operator on every replica pod (`GenLabels`, pkg/controller.v1/common/job_controller.go),
+the Job controller on its pods (`batch.kubernetes.io/job-name`, pkg/apis/batch/types.go)."""
 
 SPARK_DRIVER_CONTAINER = "spark-kubernetes-driver"
 """Spark names the driver's container so; the Spark operator reads its exit code there."""
@@ -293,6 +296,8 @@ def _trainer_pod(
     }
     if res.env:
         container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
+    if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
+        container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
     if res.ipc_lock:  # RDMA registers (pins) memory
         security["capabilities"]["add"] = ["IPC_LOCK"]
     pod_spec: dict[str, Any] = {
@@ -363,6 +368,96 @@ def pytorch_job(
             "pytorchReplicaSpecs": replicas,
         },
     }
+
+
+# --------------------------------------------------------------------------- export Job
+
+EXPORT_CONTAINER = "export"
+STATUS_ENV = "LTH_STATUS"
+"""The run's status, as JSON, in the export Job's environment: the pod never reads the API."""
+
+
+def export_job(
+    run: RunRef,
+    spec: RunSpec,
+    paths: RunPaths,
+    attempt: int,
+    status: RunStatus,
+    defaults: WorkloadDefaults | None = None,
+) -> dict[str, Any]:
+    """The Job `<run>-export` that writes runs/<name>/ticket/ with `lth report`, as `lth run`
+    does locally, and uploads it to spec.export.url; the trainer image, no GPU, the run's volume.
+
+    backoffLimit 0: a retry is the planner's (spec.retry.export), a new Job at the next attempt.
+    """
+    defaults = defaults or WorkloadDefaults()
+    command = ["lth", "report", paths.run_dir, "--status-env", STATUS_ENV]
+    export = spec.export
+    if export.url:
+        command += ["--upload", export.url]
+        if export.endpoint_url:
+            command += ["--endpoint-url", export.endpoint_url]
+    status_json = json.dumps(status.to_wire(), separators=(",", ":"))
+    container: dict[str, Any] = {
+        "name": EXPORT_CONTAINER,
+        "image": spec.resources.image or defaults.trainer_image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": [_escape_expansion(a) for a in command],
+        "env": [
+            {"name": STATUS_ENV, "value": _escape_expansion(status_json)},
+            # matplotlib's cache: the image's home belongs to its own uid, not always the pod's.
+            {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+        ],
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+        "volumeMounts": [_storage_mount(spec)],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security(),
+    }
+    if export.secret_name:
+        container["envFrom"] = [{"secretRef": {"name": export.secret_name}}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [_storage_volume(spec)],
+        "securityContext": pod_security(spec, defaults),
+        "automountServiceAccountToken": False,
+    }
+    if defaults.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
+    return {
+        "apiVersion": JOB_API_VERSION,
+        "kind": "Job",
+        "metadata": _metadata(run, export_name(run.name), attempt),
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": {LABEL_RUN: run.name}}, "spec": pod_spec},
+        },
+    }
+
+
+def observe_job(obj: Mapping[str, Any]) -> ObservedChild:
+    """A batch/v1 Job as the planner sees it: Complete or Failed True end it (the Job
+    controller's terminal conditions, pkg/controller/job/job_controller.go)."""
+    failed = _true_condition(obj, "Failed")
+    state: ChildState
+    message = ""
+    if failed is not None:
+        state = "Failed"
+        message = str(failed.get("message") or failed.get("reason") or "")
+    elif _true_condition(obj, "Complete") is not None:
+        state = "Succeeded"
+    elif int(_mapping(obj.get("status")).get("active") or 0) > 0:
+        state = "Running"
+    else:
+        state = "Pending"
+    return ObservedChild(
+        name=str(obj["metadata"]["name"]),
+        attempt=_attempt(obj),
+        state=state,
+        message=message,
+        deleting=_deleting(obj),
+    )
 
 
 def master_pod_name(job_name: str) -> str:

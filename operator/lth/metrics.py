@@ -13,6 +13,7 @@ ServiceMonitor at this port.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from lth.api import Phase
+from lth.api import Phase, RunStatus
 from lth.observed import ChildKind
 
 PHASES: tuple[str, ...] = get_args(Phase)
@@ -63,6 +64,23 @@ class OperatorMetrics:
             ["kind"],
             registry=self.registry,
         )
+        run = ["namespace", "name"]
+        self.run_level = Gauge("lth_run_level", "The run's current main level.", run, registry=self.registry)
+        self.run_epoch = Gauge(
+            "lth_run_epoch", "Latest epoch of the run's running main level.", run, registry=self.registry
+        )
+        self.run_top1 = Gauge(
+            "lth_run_top1_percent",
+            "Top-1 after the latest epoch of the run's running main level.",
+            run,
+            registry=self.registry,
+        )
+        self.run_images_per_second = Gauge(
+            "lth_run_images_per_second",
+            "Training images/s of that epoch (all processes of the level).",
+            run,
+            registry=self.registry,
+        )
         for phase in PHASES:
             self.runs.labels(phase=phase).set(0)
         self._phases: dict[tuple[str, str], str] = {}
@@ -84,6 +102,28 @@ class OperatorMetrics:
         with self._lock:
             self._phases.pop((namespace, name), None)
             self._publish()
+        for gauge in self._run_gauges:
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+
+    @property
+    def _run_gauges(self) -> tuple[Gauge, ...]:
+        return (self.run_level, self.run_epoch, self.run_top1, self.run_images_per_second)
+
+    def run_progress(self, namespace: str, name: str, status: RunStatus) -> None:
+        """The per-run gauges: the current main level and, while it runs, its latest epoch."""
+        if status.level is None:
+            return
+        self.run_level.labels(namespace, name).set(status.level)
+        entry = status.level_entry(status.level)
+        latest = entry.progress if entry is not None else None
+        if latest is None:
+            return
+        self.run_epoch.labels(namespace, name).set(latest.epoch)
+        if latest.top1 is not None:
+            self.run_top1.labels(namespace, name).set(latest.top1)
+        if latest.images_per_second is not None:
+            self.run_images_per_second.labels(namespace, name).set(latest.images_per_second)
 
     def _publish(self) -> None:
         counts = dict.fromkeys(PHASES, 0)

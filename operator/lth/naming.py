@@ -47,6 +47,11 @@ def prep_name(run: str) -> str:
     return f"{run}-prep"
 
 
+def export_name(run: str) -> str:
+    """The batch/v1 Job that writes (and uploads) the ticket and report once the search ended."""
+    return f"{run}-export"
+
+
 def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
     """The PyTorchJob of one level (and branch)."""
     return f"{run}-level-{level:02d}{BRANCHES[branch].suffix}"
@@ -116,6 +121,11 @@ class RunLayout:
     """The run directory: data/, levels/NN[-branch]/, ticket/."""
 
     root: Path
+
+    @classmethod
+    def relative(cls, run: str) -> RunLayout:
+        """The run's directory relative to the storage root (runs/<name>): where it is on the volume."""
+        return cls(Path(RUNS_DIR) / run)
 
     @property
     def spec_file(self) -> Path:

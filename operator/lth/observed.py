@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lth.api import LevelResult, RunStatus, StuckReason
+from lth.api import EpochProgress, LevelResult, RunStatus, StuckReason
 
-ChildKind = Literal["SparkApplication", "PyTorchJob"]
+ChildKind = Literal["SparkApplication", "PyTorchJob", "Job"]
+"""The run's children: its preprocessing, its levels, and the export Job (batch/v1)."""
 ChildState = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped"]
 """Stopped: recorded and unfinished, but nothing runs it (the local runner was restarted); it is
 created again at the same attempt, a restart that resumes from its checkpoints, not a retry."""
@@ -60,6 +61,8 @@ class ObservedChild:
     """False when the workload said its input is bad (EXIT_BAD_INPUT): the same input fails again."""
     stuck: Stuck | None = None
     """Why the child, Pending or Running, makes no progress; None when nothing holds it."""
+    progress: EpochProgress | None = None
+    """A running level's latest epoch line (`lth.progress`); None when not read in this pass."""
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from lth import cost
+from lth import cost, progress
 from lth.api import (
     MUTABLE_SPEC_FIELDS,
     TERMINAL_PHASES,
@@ -34,6 +34,9 @@ from lth.api import (
     Condition,
     ConditionReason,
     ConditionType,
+    EpochProgress,
+    ExportReason,
+    ExportStatus,
     FailureReason,
     LevelResult,
     LevelStatus,
@@ -45,7 +48,7 @@ from lth.api import (
     TicketSpec,
     TicketStatus,
 )
-from lth.naming import level_job_name, prep_name
+from lth.naming import RunLayout, export_name, level_job_name, prep_name
 from lth.observed import ChildKind, ObservedChild, ObservedSource, Stuck
 from lth.validation import Problem, SubmittedSpec, check_name, check_spec
 
@@ -75,6 +78,14 @@ class CreateLevelJob:
 
 
 @dataclass(frozen=True)
+class CreateExport:
+    """The Job that writes runs/<name>/ticket/ (and uploads it, with spec.export.url)."""
+
+    name: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class DeleteChild:
     name: str
     kind: ChildKind
@@ -87,7 +98,8 @@ class EmitEvent:
     message: str
 
 
-Action = CreatePreprocessing | CreateLevelJob | DeleteChild | EmitEvent
+Create = CreatePreprocessing | CreateLevelJob | CreateExport
+Action = Create | DeleteChild | EmitEvent
 
 
 @dataclass
@@ -99,16 +111,37 @@ class Plan:
     spec: RunSpec | None = None
 
     @property
-    def creates(self) -> list[CreatePreprocessing | CreateLevelJob]:
-        return [a for a in self.actions if isinstance(a, CreatePreprocessing | CreateLevelJob)]
+    def creates(self) -> list[Create]:
+        return [a for a in self.actions if isinstance(a, CreatePreprocessing | CreateLevelJob | CreateExport)]
 
     @property
     def done(self) -> bool:
-        return self.status.phase in TERMINAL_PHASES
+        """The run ended and its export (if it has one) too: nothing is left to plan."""
+        return self.status.phase in TERMINAL_PHASES and not exporting(self.status)
+
+
+def record_progress(status: RunStatus, latest: Mapping[str, EpochProgress]) -> RunStatus:
+    """The status with the latest epoch of running levels (by child name), between plans: what
+    the local runner shows while its levels run (on a cluster, `plan` records it each resync)."""
+    updated = status.model_copy(deep=True)
+    for row in updated.levels:
+        if row.phase in ("Pending", "Running") and row.name in latest:
+            row.phase, row.progress = "Running", latest[row.name]
+    main = [e for e in updated.levels if e.branch == "main"]
+    if main and updated.phase == "Training":
+        current = max(main, key=lambda e: e.level)
+        if current.phase == "Running":
+            updated.progress = progress.summary(current.level, current.progress)
+    return updated
+
+
+def exporting(status: RunStatus) -> bool:
+    """Whether an ended run's export Job is still to run or running."""
+    return status.export is not None and status.export.phase not in ("Succeeded", "Failed")
 
 
 class _RunFailed(Exception):
-    def __init__(self, reason: FailureReason, message: str) -> None:
+    def __init__(self, reason: FailureReason | ExportReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -128,7 +161,10 @@ def plan(
     executor found where spec.ticket points (see `ticket_to_resolve`)."""
     current = status or RunStatus()
     if current.phase in TERMINAL_PHASES:
-        return Plan(status=current)
+        if not exporting(current) or current.accepted_spec is None:
+            return Plan(status=current)
+        planner = _Planner(name, generation, current.model_copy(deep=True), children, now, source)
+        return planner.export(current.accepted_spec)
     return _Planner(name, generation, current.model_copy(deep=True), children, now, source).run(submitted)
 
 
@@ -162,7 +198,56 @@ class _Planner:
         try:
             self._advance(spec)
         except _RunFailed as failure:
-            self._fail(failure.reason, failure.message)
+            # The export is stepped after the run ended: a failure here is the run's own.
+            self._fail(cast(FailureReason, failure.reason), failure.message)
+        if self.status.phase in TERMINAL_PHASES and self._exportable():
+            return self.export(spec)
+        return Plan(status=self.status, actions=self.actions, spec=spec)
+
+    # ------------------------------------------------------------------ export
+
+    def _exportable(self) -> bool:
+        """A search that ended with finished levels gets its ticket and report written; a run that
+        failed before any level finished has nothing to export."""
+        return self.status.export is not None or any(
+            e.branch == "main" and e.phase == "Succeeded" for e in self.status.levels
+        )
+
+    def export(self, spec: RunSpec) -> Plan:
+        """Step the export Job of an ended run. Its failure is its own condition (Exported False):
+        the run keeps the phase it ended with."""
+        name = export_name(self.name)
+        before = self.status.export
+        was = before.phase if before else None  # _step_child moves the entry forward in place
+        where = f"{RunLayout.relative(self.name).ticket} on volume {spec.storage.claim_name}"
+        upload = f" and {spec.export.url}" if spec.export.url else ""
+        try:
+            entry, verb = self._step_child(
+                before, name, "Job", spec.retry.export.backoff_limit, failure_reason="ExportFailed"
+            )
+        except _RunFailed as failure:
+            assert before is not None, "a child that fails was created"
+            self.status.export = before.model_copy(
+                update={"phase": "Failed", "finish_time": self.now, "message": failure.message}
+            )
+            self._condition("Exported", "False", "ExportFailed", failure.message)
+            self._event("Warning", "ExportFailed", failure.message)
+            return Plan(status=self.status, actions=self.actions, spec=spec)
+        export = entry if isinstance(entry, ExportStatus) else ExportStatus(**entry.model_dump())
+        self.status.export = export
+        if verb in ("create", "restart"):
+            self.actions.append(CreateExport(name, export.attempts))
+            self._created(verb, f"Job {name} (the ticket and report to {where}{upload})", export.attempts)
+        if verb == "succeeded":
+            export.path, export.url = str(RunLayout.relative(self.name).ticket), spec.export.url
+            if was != "Succeeded":
+                message = f"ticket and report in {where}{upload}"
+                self._condition("Exported", "True", "Exported", message)
+                self._event("Normal", "Exported", message)
+        else:
+            self._condition(
+                "Exported", "False", "Exporting", f"Job {name} writes the ticket to {where}{upload}"
+            )
         return Plan(status=self.status, actions=self.actions, spec=spec)
 
     def _advance(self, spec: RunSpec) -> None:
@@ -363,7 +448,7 @@ class _Planner:
         name: str,
         kind: ChildKind,
         backoff_limit: int,
-        failure_reason: FailureReason,
+        failure_reason: FailureReason | ExportReason,
     ) -> tuple[Any, Verb]:
         """Move one child's entry forward; returns it and what to do about the child.
 
@@ -473,6 +558,10 @@ class _Planner:
         if verb == "succeeded" and before != "Succeeded" and child and child.result:
             self._record_result(row, child.result)
             row.cost = round(cost.job_cost(spec, level, branch, child.result), 4)
+        if row.phase in ("Succeeded", "Failed"):
+            row.progress = None  # the result says it all
+        elif child is not None and child.progress is not None and child.attempt == row.attempts:
+            row.progress = child.progress
         if existing is None:
             self.status.levels.append(row)
         else:
@@ -584,6 +673,8 @@ class _Planner:
         if not main:
             return
         current = main[-1]
+        running = current.phase in ("Pending", "Running", "Retrying")
+        self.status.progress = progress.summary(current.level, current.progress) if running else None
         self.status.level = current.level
         self.status.density = current.density
         finished = [e for e in main if e.phase == "Succeeded" and e.top1 is not None]
@@ -652,6 +743,7 @@ class _Planner:
         self._condition("Progressing", "False", "Failed", message)
         self._condition("Failed", "True", reason, message)
         self._event("Warning", reason, message)
+        self.status.progress = None
         for entry in self.status.levels:
             if entry.phase in ("Pending", "Running", "Retrying"):
                 child = self.children.get(entry.name)

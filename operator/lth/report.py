@@ -25,8 +25,10 @@ def labels(status: RunStatus) -> dict[str, str]:
     return {name: branch.label for name, branch in BRANCHES.items()}
 
 
-RESULT_FIELDS = {"level", "branch", "density", "top1", "top5", "loss", "duration_seconds", "cost"}
-"""What ticket.json records of each finished level of the source run."""
+RESULT_FIELDS = {"level", "branch", "density", "top1", "top5", "loss", "cost"}
+"""What ticket.json records of each finished level of the source run: what the levels computed
+(and what each cost, in dense-run equivalents), not how long they took, so the same levels
+export byte-identical files wherever they ran (`lth run` here, the export Job on a cluster)."""
 
 
 @dataclass(frozen=True)

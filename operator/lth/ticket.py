@@ -135,7 +135,13 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
     ticket.json first, then each file it lists; a file already in `dest` with the right
     checksum is kept, so a restarted job (or a second process) does not fetch it again.
     Each file is written under a temporary name and renamed once its SHA-256 matches.
+    An s3:// URL is fetched from the object store (`lth.objectstore.fetch_ticket`, the same
+    contract), with the AWS_* environment variables' credentials and endpoint.
     """
+    if url.startswith("s3://"):
+        from lth.objectstore import fetch_ticket
+
+        return fetch_ticket(url, dest)
     base = url if url.endswith("/") else url + "/"
     dest.mkdir(parents=True, exist_ok=True)
     description = _fetch(urllib.parse.urljoin(base, TICKET_FILE), timeout)

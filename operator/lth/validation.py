@@ -179,7 +179,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
                     f"levels {beyond} are beyond spec.pruning.levels ({budget})",
                 )
             )
-    problems += _check_ticket(spec)
+    problems += _check_ticket(spec) + _check_export(spec)
     problems += _check_search(spec)
     if len(set(pruning.controls.branches)) != len(pruning.controls.branches):
         problems.append(
@@ -361,16 +361,38 @@ def _check_ticket(spec: RunSpec) -> list[Problem]:
         problems.append(
             Problem(
                 "spec.ticket.path",
-                f"{ticket.path!r} is a URL: give http(s) URLs as spec.ticket.url; copy tickets in "
-                "object storage onto the run's volume",
+                f"{ticket.path!r} is a URL: give http(s):// and s3:// URLs as spec.ticket.url",
             )
         )
+    if ticket.url is not None and ticket.url.startswith("s3://"):
+        from lth.objectstore import url_problem
+
+        problem = url_problem(ticket.url)
+        if problem is not None:
+            problems.append(Problem("spec.ticket.url", f"{ticket.url!r}: {problem}"))
+    if ticket.secret_name is not None and not (ticket.url or "").startswith("s3://"):
+        problems.append(Problem("spec.ticket.secretName", "holds credentials for an s3:// spec.ticket.url"))
     if ticket.prune_head and ticket.head == "keep":
         problems.append(
             Problem("spec.ticket.pruneHead", "applies to a re-initialised head; a kept head keeps its mask")
         )
     if len(set(ticket.controls)) != len(ticket.controls):
         problems.append(Problem("spec.ticket.controls", "each control at most once"))
+    return problems
+
+
+def _check_export(spec: RunSpec) -> list[Problem]:
+    export = spec.export
+    problems = []
+    if export.url is not None:
+        from lth.objectstore import url_problem
+
+        problem = url_problem(export.url)
+        if problem is not None:
+            problems.append(Problem("spec.export.url", f"{export.url!r}: {problem}"))
+    for field, value in (("secretName", export.secret_name), ("endpointUrl", export.endpoint_url)):
+        if value is not None and export.url is None:
+            problems.append(Problem(f"spec.export.{field}", "applies to an upload: set spec.export.url"))
     return problems
 
 

@@ -27,8 +27,10 @@ OPERATOR_GRANTS = (
         ("lth.dev", "lotteryticketruns/finalizers", "update"),
         ("", "pods", "get"),
         ("", "pods", "list"),
+        ("", "pods/log", "get"),
         ("", "events", "create"),
     }
+    | {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
     | {
         (group, resource, verb)
         for group, resource in (

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lth.api import Branch, LevelResult, RunSpec, TicketStatus, Toleration
+from lth.api import Branch, LevelResult, LevelStatus, RunSpec, RunStatus, TicketStatus, Toleration
 from lth.commands import SPARK_MAIN_IN_IMAGE, RunPaths, trainer_arguments
 from lth.defaults import WorkloadDefaults
 from lth.manifests import (
@@ -19,8 +19,10 @@ from lth.manifests import (
     LABEL_KUEUE_QUEUE,
     LABEL_RUN,
     RunRef,
+    export_job,
     level_result_from_pod,
     master_pod_name,
+    observe_job,
     observe_pytorch_job,
     observe_spark_application,
     pytorch_job,
@@ -512,3 +514,87 @@ def test_pytorch_job_carries_result_message_and_attempt() -> None:
     deleting = job_with(("Running", "True"))
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert observe_pytorch_job(deleting).deleting
+
+
+# --------------------------------------------------------------------------- export Job
+
+
+def test_the_export_job_runs_lth_report_on_the_volume_without_a_gpu() -> None:
+    import kubernetes_validate
+
+    spec = spec_with(
+        resources={"gpusPerPod": 4},
+        export={
+            "url": "s3://tickets/r50",
+            "secretName": "s3-credentials",
+            "endpointUrl": "http://minio:9000",
+        },
+    )
+    status = RunStatus(phase="Succeeded", levels=[], accepted_spec=spec)
+    status.levels.append(LevelStatus(name="r50-level-00", level=0, phase="Succeeded", density=1.0, top1=76.1))
+    status.accepted_spec = spec.model_copy(
+        update={"resources": spec.resources.model_copy(update={"env": {"A": "$(B)"}})}
+    )
+    job = export_job(RUN, spec, paths(spec), 2, status)
+    kubernetes_validate.validate(job, "1.34", strict=True)
+    assert (
+        job["metadata"]["name"] == "r50-export" and job["metadata"]["annotations"][ANNOTATION_ATTEMPT] == "2"
+    )
+    assert job["metadata"]["ownerReferences"][0]["uid"] == RUN.uid  # deleted with the run
+    assert job["spec"]["backoffLimit"] == 0  # retries are the planner's, a new Job per attempt
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsUser"] == 10001
+    (container,) = pod["containers"]
+    assert container["command"] == [
+        "lth",
+        "report",
+        "/mnt/lth/runs/r50",
+        "--status-env",
+        "LTH_STATUS",
+        "--upload",
+        "s3://tickets/r50",
+        "--endpoint-url",
+        "http://minio:9000",
+    ]
+    assert "limits" not in container["resources"]  # no GPU
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert container["volumeMounts"] == [{"name": "lth-data", "mountPath": "/mnt/lth"}]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    # The run's status reaches the pod whole, past Kubernetes' $(VAR) expansion.
+    expanded = kubelet_expand(env["LTH_STATUS"], {"B": "oops"})
+    assert RunStatus.model_validate_json(expanded) == status
+
+
+LIMIT_MESSAGE = "Job has reached the specified backoff limit"
+
+
+@pytest.mark.parametrize(
+    ("conditions", "active", "expected"),
+    [
+        ((), 0, "Pending"),
+        ((), 1, "Running"),
+        ((("SuccessCriteriaMet", "True"), ("Complete", "True")), 0, "Succeeded"),
+        ((("FailureTarget", "True"),), 1, "Running"),
+        ((("FailureTarget", "True"), ("Failed", "True")), 0, "Failed"),
+    ],
+)
+def test_export_job_states(conditions: tuple[tuple[str, str], ...], active: int, expected: str) -> None:
+    job = {
+        "metadata": {"name": "r50-export", "annotations": {ANNOTATION_ATTEMPT: "2"}},
+        "status": {
+            "active": active,
+            "conditions": [
+                {
+                    "type": t,
+                    "status": s,
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+                for t, s in conditions
+            ],
+        },
+    }
+    observed = observe_job(job)
+    assert (observed.state, observed.attempt) == (expected, 2)
+    if expected == "Failed":
+        assert observed.message == LIMIT_MESSAGE

@@ -12,11 +12,13 @@ Succeeded with the numbers `lth run` gets on the same spec and seed.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import pytest
 import yaml
 
 from tests.kube.cluster import Cluster
-from tests.operator.helpers import wait_for_phase
+from tests.operator.helpers import get_run, wait_for_phase
 from tests.operator.plugin import Operator
 from tests.standins import Cluster as StandIns
 from tests.standins import ProcessRuntime
@@ -88,6 +90,23 @@ def nfs(digits: Path) -> Iterator[Path]:
     shutil.rmtree(export, ignore_errors=True)
 
 
+def checksums(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def wait_for_export(kube: Cluster, name: str, operator: Operator, timeout: float = 120) -> dict[str, Any]:
+    """The run once its export Job ended (the run is Succeeded already)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = get_run(kube, name)
+        export = run["status"].get("export") or {}
+        if export.get("phase") in ("Succeeded", "Failed"):
+            assert export["phase"] == "Succeeded", (export, operator.output()[-3000:])
+            return run
+        assert time.monotonic() < deadline, (run["status"], operator.output()[-3000:])
+        time.sleep(0.5)
+
+
 def owners(root: Path) -> set[tuple[int, int]]:
     return {(path.stat().st_uid, path.stat().st_gid) for path in root.rglob("*")}
 
@@ -101,6 +120,7 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(RUN))
         run = wait_for_phase(kube, "e2e", {"Succeeded", "Failed"}, timeout=500, operator=operator)
         assert run["status"]["phase"] == "Succeeded", (run["status"], cluster.events(), cluster.kubelet.work)
+        run = wait_for_export(kube, "e2e", operator)
         # Its ticket, transferred by a second run (on the same shards, to spare a Spark job).
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(TRANSFER))
         moved = wait_for_phase(kube, "moved", {"Succeeded", "Failed"}, timeout=300, operator=operator)
@@ -146,3 +166,11 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
     )
     local_status = yaml.safe_load((local / "runs" / "e2e" / "status.json").read_text())
     assert rows(local_status) == rows(status)
+
+    # The export Job wrote what `lth run` writes at its end (`lth report`), byte for byte.
+    assert status["export"]["path"] == "runs/e2e/ticket"
+    exported = nfs / status["export"]["path"]
+    assert {"ticket.json", "mask.safetensors", "rewind.safetensors", "README.md", "accuracy.png"} <= {
+        path.name for path in exported.iterdir()
+    }
+    assert checksums(exported) == checksums(local / "runs" / "e2e" / "ticket")

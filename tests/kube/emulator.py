@@ -21,6 +21,7 @@ import json
 import random
 import re
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -84,6 +85,25 @@ def _without(obj: Obj, *keys: str) -> Obj:
     return {key: value for key, value in obj.items() if key not in keys}
 
 
+ContainerLogs = Callable[[str, str, str], str | None]
+"""(namespace, pod, container) -> the container's log so far; None when the node has none."""
+
+_LIVE: weakref.WeakValueDictionary[int, ApiServer] = weakref.WeakValueDictionary()
+
+
+def serving(url: str) -> ApiServer | None:
+    """The emulator of this process that serves `url` (a client's `configuration.host`), if any."""
+    wanted = url.rstrip("/")
+    return next(
+        (
+            api
+            for api in list(_LIVE.values())
+            if any(str(server.url).rstrip("/") == wanted for server in api.servers)
+        ),
+        None,
+    )
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesScaffold):
     """The emulated API server; `register()` kinds, then serve it with `kmock.Server(api)`."""
@@ -96,9 +116,12 @@ class ApiServer(kmock.KubernetesScaffold):
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _openapi: dict[str, Obj] = attrs.field(factory=dict, init=False)
+    container_logs: ContainerLogs | None = attrs.field(default=None, init=False)
+    """Who runs the containers: what `pods/log` reads (set by the stand-in node; unset: empty logs)."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        _LIVE[id(self)] = self
         self.fallback[self._is_served] << _ForTheStore
         self.fallback["get", re.compile(r"/openapi/v3/?")] << (lambda: openapi.index(self._openapi))
         self.fallback["get", re.compile(r"/openapi/v3/(.+)")] << self._serve_openapi
@@ -114,7 +137,7 @@ class ApiServer(kmock.KubernetesScaffold):
                 namespaced=kind.namespaced,
                 shortnames=set(kind.short_names),
                 categories=set(kind.categories),
-                subresources={"status"} if kind.has_status else set(),
+                subresources={*(("status",) if kind.has_status else ()), *kind.subresources},
                 verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
             )
         self._openapi = openapi.documents(list(self.kinds.values()))
@@ -196,9 +219,11 @@ class ApiServer(kmock.KubernetesScaffold):
             request.method == "GET" and not request.name
         ):
             raise _error(404, "NotFound", "the server could not find the requested resource")
+        key: Key = (kind.group, kind.version, kind.plural, request.namespace, request.name or "")
+        if request.subresource in kind.subresources and request.name:
+            return self._subresource(kind, key, request)
         if request.subresource not in (None, "status") or (request.subresource and not kind.has_status):
             raise _error(404, "NotFound", f"{kind.qualified} has no subresource {request.subresource!r}")
-        key: Key = (kind.group, kind.version, kind.plural, request.namespace, request.name or "")
         if request.method == "GET":
             if request.params.get("watch") in ("true", "1"):
                 return await self._watch(request, kind)
@@ -218,7 +243,7 @@ class ApiServer(kmock.KubernetesScaffold):
             case "PATCH", str():
                 return *self._update(kind, key, request, self._patched(kind, key, request)), 200
             case "DELETE", str():
-                return self._delete(key), [], 200
+                return self._delete(key, self._propagation(kind, request)), [], 200
         raise _error(405, "MethodNotAllowed", f"{request.method} is not supported on {request.url.path}")
 
     @contextlib.contextmanager
@@ -364,6 +389,128 @@ class ApiServer(kmock.KubernetesScaffold):
             pass  # the client went away
         return response
 
+    # -- pods/log -------------------------------------------------------------------------------
+
+    def _subresource(self, kind: Kind, key: Key, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.method != "GET":
+            raise _error(
+                405,
+                "MethodNotAllowed",
+                f"the server does not allow this method on the requested resource ({request.method})",
+            )
+        return self._log(kind, key, request)
+
+    def _log(self, kind: Kind, key: Key, request: rendering.Request) -> aiohttp.web.Response:
+        """`GET pods/{name}/log`: the API server's `LogLocation` (pkg/registry/core/pod/strategy.go),
+        then the kubelet's `validateContainerLogStatus` (pkg/kubelet/kubelet_pods.go), whose errors
+        the API server answers as 400 with the kubelet's text; then the log, as text/plain."""
+        pod = self._get(kind, key)
+        name, params = key[-1], request.params
+        for unsupported in ("follow", "timestamps"):
+            if params.get(unsupported, "false") not in ("false", "0"):
+                raise _error(400, "BadRequest", f"{unsupported}=true is not supported by the emulator")
+        numbers = {}
+        for option in ("tailLines", "limitBytes"):
+            if option in params:
+                try:
+                    numbers[option] = int(params[option])
+                except ValueError:
+                    raise _error(
+                        400, "BadRequest", f'invalid value "{params[option]}" for {option}'
+                    ) from None
+        # ValidatePodLogOptions (pkg/apis/core/validation/validation.go)
+        invalid = [
+            f"{option}: Invalid value: {numbers[option]}: {message}"
+            for option, low, message in (
+                ("tailLines", 0, "must be greater than or equal to 0"),
+                ("limitBytes", 1, "must be greater than 0"),
+            )
+            if option in numbers and numbers[option] < low
+        ]
+        if invalid:
+            listed = invalid[0] if len(invalid) == 1 else f"[{', '.join(invalid)}]"
+            raise _error(422, "Invalid", f'PodLogOptions "{name}" is invalid: {listed}')
+        container = self._log_container(pod, params.get("container", ""))
+        if not pod["spec"].get("nodeName"):
+            return aiohttp.web.Response(text="", content_type="text/plain")  # no host: an empty location
+        self._validate_container_log_status(pod, container, params.get("previous") in ("true", "1"))
+        hook = self.container_logs
+        text = (hook(key[3] or "", name, container) if hook is not None else None) or ""
+        if "tailLines" in numbers:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[len(lines) - numbers["tailLines"] :] if numbers["tailLines"] else [])
+        if "limitBytes" in numbers:
+            text = text.encode()[: numbers["limitBytes"]].decode(errors="ignore")
+        return aiohttp.web.Response(text=text, content_type="text/plain")
+
+    @staticmethod
+    def _log_container(pod: Obj, container: str) -> str:
+        """`LogLocation`: the container asked for, which must exist; else the only one."""
+        name = pod["metadata"]["name"]
+        spec = pod.get("spec") or {}
+        containers = [c["name"] for c in spec.get("containers") or []]
+        inits = [c["name"] for c in spec.get("initContainers") or []]
+        ephemeral = [c["name"] for c in spec.get("ephemeralContainers") or []]
+        if container:
+            if container not in (*containers, *inits, *ephemeral):
+                raise _error(400, "BadRequest", f"container {container} is not valid for pod {name}")
+            return container
+        if len(containers) == 1:
+            return containers[0]
+        if not containers:
+            raise _error(400, "BadRequest", f"a container name must be specified for pod {name}")
+        message = (
+            f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+        )
+        if inits:
+            message += f" or one of the init containers: [{' '.join(inits)}]"
+        if ephemeral:
+            message += f" or one of the ephemeral containers: [{' '.join(ephemeral)}]"
+        raise _error(400, "BadRequest", message)
+
+    @staticmethod
+    def _validate_container_log_status(pod: Obj, container: str, previous: bool) -> None:
+        """`validateContainerLogStatus`, with the kubelet's messages."""
+        name = pod["metadata"]["name"]
+        status = pod.get("status") or {}
+        found = next(
+            (
+                s
+                for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")
+                for s in status.get(key) or []
+                if s.get("name") == container
+            ),
+            None,
+        )
+        where = f'container "{container}" in pod "{name}"'
+        if found is None:
+            raise _error(400, "BadRequest", f"{where} is not available")
+        state, last = found.get("state") or {}, (found.get("lastState") or {}).get("terminated")
+        if previous:
+            if not (last or {}).get("containerID"):
+                raise _error(
+                    400,
+                    "BadRequest",
+                    f'previous terminated container "{container}" in pod "{name}" not found',
+                )
+            return
+        if "running" in state:
+            return
+        if "terminated" in state or last is not None:
+            # "in cases where the next container didn't start, terminated.ContainerID will be empty"
+            ids = [(state.get("terminated") or {}).get("containerID"), (last or {}).get("containerID")]
+            if not any(ids):
+                raise _error(400, "BadRequest", f"{where} is terminated")
+            return
+        if "waiting" in state:
+            reason = (state["waiting"] or {}).get("reason", "")
+            why = {
+                "ErrImagePull": "image can't be pulled",
+                "ImagePullBackOff": "trying and failing to pull image",
+            }.get(reason, reason)
+            raise _error(400, "BadRequest", f"{where} is waiting to start: {why}")
+        raise _error(400, "BadRequest", f"{where} is waiting to start - no logs yet")
+
     # -- writes ---------------------------------------------------------------------------------
 
     def _record(self, kind: Kind, event_type: str, obj: Obj) -> Obj:
@@ -474,6 +621,8 @@ class ApiServer(kmock.KubernetesScaffold):
             meta.pop(server_owned, None)
         unknown = self._admit(kind, obj, request)
         meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
+        if kind.prepare_for_create is not None:
+            kind.prepare_for_create(obj)
         return self._store(kind, key, obj, "ADDED"), unknown
 
     def _patched(self, kind: Kind, key: Key, request: rendering.Request) -> Obj:
@@ -540,9 +689,23 @@ class ApiServer(kmock.KubernetesScaffold):
             return self._remove(kind, key, last=new), unknown  # the last finalizer is gone
         return self._store(kind, key, new, "MODIFIED"), unknown
 
-    def _delete(self, key: Key) -> Obj:
+    @staticmethod
+    def _propagation(kind: Kind, request: rendering.Request) -> str:
+        """A DELETE's propagationPolicy (query or DeleteOptions body), else the kind's default."""
+        body = request.data if isinstance(request.data, dict) else {}
+        policy = request.params.get("propagationPolicy") or body.get("propagationPolicy")
+        orphan = request.params.get("orphanDependents", body.get("orphanDependents"))
+        if policy:
+            return str(policy)
+        if orphan is not None:
+            return "Orphan" if str(orphan).lower() == "true" else "Background"
+        return "Orphan" if kind.orphans_by_default else "Background"
+
+    def _delete(self, key: Key, propagation: str = "Background") -> Obj:
         kind = self.kinds[key[:3]]
         current = self._get(kind, key)
+        if propagation == "Orphan":  # the garbage collector's orphan finalizer, done at once
+            self._orphan(current["metadata"]["uid"])
         if not current["metadata"].get("finalizers"):
             return self._remove(kind, key, last=current)
         if current["metadata"].get("deletionTimestamp"):
@@ -550,6 +713,19 @@ class ApiServer(kmock.KubernetesScaffold):
         marked = copy.deepcopy(current)
         marked["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
         return self._store(kind, key, marked, "MODIFIED")
+
+    def _orphan(self, owner_uid: str) -> None:
+        """Take the owner out of its dependents' ownerReferences, as the garbage collector does."""
+        for other_key, obj in list(self.objects.items()):
+            owners = obj["metadata"].get("ownerReferences") or []
+            if any(owner.get("uid") == owner_uid for owner in owners):
+                orphaned = copy.deepcopy(obj)
+                kept = [owner for owner in owners if owner.get("uid") != owner_uid]
+                if kept:
+                    orphaned["metadata"]["ownerReferences"] = kept
+                else:
+                    del orphaned["metadata"]["ownerReferences"]
+                self._store(self.kinds[other_key[:3]], other_key, orphaned, "MODIFIED")
 
     def _remove(self, kind: Kind, key: Key, last: Obj) -> Obj:
         """Remove for good, then collect what it owned (and, for a namespace, what was in it)."""

@@ -62,7 +62,11 @@ def human_age(timestamp: str, now: datetime.datetime) -> str:
 
 
 def _cell(obj: dict[str, Any], column: dict[str, Any], now: datetime.datetime) -> Any:
-    """As the server types a cell: strings are printed, other types pass only if the value fits."""
+    """As the server types a cell: strings are printed, other types pass only if the value fits.
+
+    A built-in kind's column may carry `cell`: the server's own printer for it (printJob's Status)."""
+    if callable(column.get("cell")):
+        return column["cell"](obj, now)
     values = json_path(obj, column["jsonPath"])
     value = values[0] if values else None
     is_number = isinstance(value, int | float) and not isinstance(value, bool)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,14 @@ class Kind:
     has_status: bool = True  # the status subresource: writes to /status change only status
     schema: dict[str, Any] | None = None  # the CRD's openAPIV3Schema; None: anything goes
     printer_columns: tuple[dict[str, Any], ...] = (AGE,)
+    """As a CRD's additionalPrinterColumns; a built-in's column may compute its cell (`cell`)"""
     initial_status: dict[str, Any] = field(default_factory=dict)
+    prepare_for_create: Callable[[dict[str, Any]], None] | None = None
+    """The registry strategy's defaulting on create (after uid and name are set), for built-ins"""
+    orphans_by_default: bool = False
+    """`DefaultGarbageCollectionPolicy` is OrphanDependents: a DELETE without propagationPolicy orphans"""
+    subresources: tuple[str, ...] = ()
+    """Served subresources besides status (`log` for pods)"""
 
     @property
     def api_version(self) -> str:
@@ -60,6 +69,145 @@ class Kind:
     @property
     def is_custom(self) -> bool:
         return self.schema is not None
+
+
+LABEL_PREFIX = "batch.kubernetes.io/"
+JOB_NAME_LABELS = ("job-name", LABEL_PREFIX + "job-name")
+CONTROLLER_UID_LABELS = ("controller-uid", LABEL_PREFIX + "controller-uid")
+
+
+def prepare_job(job: dict[str, Any]) -> None:
+    """What the API server does to a batch/v1 Job on create (Kubernetes 1.32).
+
+    `SetDefaults_Job` (pkg/apis/batch/v1/defaults.go): completions and parallelism 1 when
+    both are unset, parallelism 1, backoffLimit 6, the Job's labels from the template's
+    when it has none, completionMode NonIndexed, suspend false, podReplacementPolicy
+    TerminatingOrFailed (Failed with a podFailurePolicy; JobPodReplacementPolicy is beta,
+    on), manualSelector false. Then `jobStrategy.PrepareForCreate` →
+    `generateSelectorIfNeeded` → `generateSelector` (pkg/registry/batch/job/strategy.go):
+    the template gets `job-name`, `batch.kubernetes.io/job-name`, `controller-uid` and
+    `batch.kubernetes.io/controller-uid` labels, and the selector matches
+    `batch.kubernetes.io/controller-uid`. The pod template's own defaults are not applied
+    (nor are a pod's: the emulator has no schema for built-ins).
+    """
+    spec = job.setdefault("spec", {})
+    template = spec.setdefault("template", {})
+    template_meta = template.setdefault("metadata", {})
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+        spec["parallelism"] = 1
+    spec.setdefault("parallelism", 1)
+    if spec.get("backoffLimit") is None:
+        spec["backoffLimit"] = 2**31 - 1 if spec.get("backoffLimitPerIndex") is not None else 6
+    if template_meta.get("labels") and not job["metadata"].get("labels"):
+        job["metadata"]["labels"] = dict(template_meta["labels"])
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault(
+        "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+    )
+    spec.setdefault("manualSelector", False)
+    if not spec["manualSelector"]:
+        labels = template_meta.setdefault("labels", {})
+        for key in JOB_NAME_LABELS:
+            labels.setdefault(key, job["metadata"]["name"])
+        for key in CONTROLLER_UID_LABELS:
+            labels.setdefault(key, job["metadata"]["uid"])
+        selector = spec.setdefault("selector", {})
+        selector.setdefault("matchLabels", {}).setdefault(CONTROLLER_UID_LABELS[1], job["metadata"]["uid"])
+
+
+def _true(obj: dict[str, Any], condition_type: str) -> bool:
+    return any(
+        c.get("type") == condition_type and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
+def _job_status(job: dict[str, Any], now: datetime.datetime) -> str:
+    """`printJob` (pkg/printers/internalversion/printers.go): the first of these that holds."""
+    if _true(job, "Complete"):
+        return "Complete"
+    if _true(job, "Failed"):
+        return "Failed"
+    if job["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    if _true(job, "Suspended"):
+        return "Suspended"
+    if _true(job, "FailureTarget"):
+        return "FailureTarget"
+    return "Running"  # SuccessCriteriaMet too: 1.32's printer has no case for it
+
+
+def _job_completions(job: dict[str, Any], now: datetime.datetime) -> str:
+    """`printJob`: succeeded/completions, or `n/1 of <parallelism>` without completions."""
+    spec, succeeded = job.get("spec") or {}, (job.get("status") or {}).get("succeeded", 0)
+    if spec.get("completions") is not None:
+        return f"{succeeded}/{spec['completions']}"
+    if (spec.get("parallelism") or 0) > 1:
+        return f"{succeeded}/1 of {spec['parallelism']}"
+    return f"{succeeded}/1"
+
+
+def _job_duration(job: dict[str, Any], now: datetime.datetime) -> str:
+    """`printJob`: completionTime - startTime, or the time since startTime; blank before it."""
+    from tests.kube import printing  # printing imports this module
+
+    status = job.get("status") or {}
+    if not status.get("startTime"):
+        return ""
+    if not status.get("completionTime"):
+        return printing.human_age(status["startTime"], now)
+    completed = datetime.datetime.fromisoformat(status["completionTime"].replace("Z", "+00:00"))
+    return printing.human_age(status["startTime"], completed)
+
+
+JOB_COLUMNS = (
+    {"name": "Status", "type": "string", "description": "Status of the job.", "cell": _job_status},
+    {
+        "name": "Completions",
+        "type": "string",
+        "description": "The completion status of the job.",
+        "cell": _job_completions,
+    },
+    {
+        "name": "Duration",
+        "type": "string",
+        "description": "Time required to complete the job.",
+        "cell": _job_duration,
+    },
+    AGE,
+    {
+        "name": "Containers",
+        "type": "string",
+        "priority": 1,
+        "description": "Names of each container in the template.",
+        "cell": lambda job, now: ",".join(c["name"] for c in _template_containers(job)),
+    },
+    {
+        "name": "Images",
+        "type": "string",
+        "priority": 1,
+        "description": "Images referenced by each container in the template.",
+        "cell": lambda job, now: ",".join(c.get("image", "") for c in _template_containers(job)),
+    },
+    {
+        "name": "Selector",
+        "type": "string",
+        "priority": 1,
+        "description": "A label query over pods that should match the pod count.",
+        "cell": lambda job, now: ",".join(
+            f"{k}={v}"
+            for k, v in sorted(
+                (((job.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items()
+            )
+        ),
+    },
+)
+
+
+def _template_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [])
 
 
 BUILT_INS = (
@@ -82,6 +230,7 @@ BUILT_INS = (
         categories=("all",),
         printer_columns=({"name": "Status", "type": "string", "jsonPath": ".status.phase"}, AGE),
         initial_status={"phase": "Pending"},
+        subresources=("log",),
     ),
     Kind(
         "",
@@ -95,6 +244,16 @@ BUILT_INS = (
     Kind("", "v1", "events", "Event", short_names=("ev",), has_status=False),
     Kind("events.k8s.io", "v1", "events", "Event", short_names=("ev",), has_status=False),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", has_status=False),
+    Kind(
+        "batch",
+        "v1",
+        "jobs",
+        "Job",
+        categories=("all",),
+        printer_columns=JOB_COLUMNS,
+        prepare_for_create=prepare_job,
+        orphans_by_default=True,  # jobStrategy.DefaultGarbageCollectionPolicy, for batch/v1
+    ),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import subprocess
@@ -76,9 +77,19 @@ def test_get_yaml_shows_server_metadata_and_defaults(applied: Cluster) -> None:
 def test_patch_status_and_get_shows_the_printer_columns(applied: Cluster) -> None:
     patch_status(applied)
     header, row = applied.kubectl("get", "ltr").stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "LEVEL", "DENSITY", "TOP-1", "BEST", "REASON", "AGE"]
+    assert header.split() == [
+        "NAME",
+        "PHASE",
+        "LEVEL",
+        "DENSITY",
+        "TOP-1",
+        "PROGRESS",
+        "BEST",
+        "REASON",
+        "AGE",
+    ]
     # The Progressing condition's reason, picked by a JSONPath filter as kubectl does.
-    assert row.split()[:8] == [
+    assert row.split()[:8] == [  # no status.progress: a blank cell
         "smallcnn-cpu",
         "Training",
         "3",
@@ -174,3 +185,99 @@ def test_unknown_field_is_refused_by_kubectls_strict_validation(kube: Cluster) -
     result = kube.kubectl("apply", "-f", "-", input=manifest, check=False)
     assert result.returncode == 1
     assert 'strict decoding error: unknown field "spec.dataset.imageSise"' in result.stderr
+
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: run-export}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: export, image: trainer, command: [lth, report]}]
+"""
+
+
+def test_get_jobs_prints_what_the_servers_job_printer_prints(kube: Cluster) -> None:
+    """printJob: Status from the conditions (SuccessCriteriaMet alone still reads Running on 1.32),
+    Completions, Duration from startTime to completionTime."""
+    assert kube.kubectl("apply", "-f", "-", input=JOB).stdout.strip() == "job.batch/run-export created"
+    header, row = kube.kubectl("get", "jobs").stdout.splitlines()
+    assert header.split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    assert row.split()[:3] == ["run-export", "Running", "0/1"]
+    condition = {"status": "True", "lastTransitionTime": "2026-12-02T10:01:40Z"}
+    status = {
+        "startTime": "2026-12-02T10:00:00Z",
+        "succeeded": 1,
+        "conditions": [{"type": "SuccessCriteriaMet", **condition}],
+    }
+    kube.kubectl(
+        "patch",
+        "job",
+        "run-export",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    assert kube.kubectl("get", "jobs").stdout.splitlines()[1].split()[:3] == ["run-export", "Running", "1/1"]
+    status["conditions"].append({"type": "Complete", **condition})
+    status["completionTime"] = "2026-12-02T10:01:40Z"
+    kube.kubectl(
+        "patch",
+        "job",
+        "run-export",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    row = kube.kubectl("get", "job", "run-export", "-o", "wide").stdout.splitlines()[1].split()
+    assert row[:4] == ["run-export", "Complete", "1/1", "100s"]
+    assert row[5:7] == ["export", "trainer"] and row[7].startswith("batch.kubernetes.io/controller-uid=")
+    assert "job.batch/run-export" in kube.kubectl("get", "all").stdout
+
+
+def test_logs_of_a_container_with_tail(kube: Cluster) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "nodeName": "node-1",
+            "containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "x"}],
+        },
+    }
+    kube.add(pod)
+    running = {"running": {"startedAt": "2026-12-02T10:00:00Z"}}
+    statuses = [{"name": n, "containerID": f"containerd://{n}", "state": running} for n in ("a", "b")]
+    kube.kubectl(
+        "patch",
+        "pod",
+        "p",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Running", "containerStatuses": statuses}}),
+    )
+    kube.api.container_logs = lambda namespace, name, container: (
+        f"{container} 1\n{container} 2\n{container} 3\n"
+    )
+    assert kube.kubectl("logs", "p", "-c", "b", "--tail", "2").stdout == "b 2\nb 3\n"
+    waiting = [{"name": "a", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    kube.kubectl(
+        "patch",
+        "pod",
+        "p",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"containerStatuses": waiting}}),
+    )
+    result = kube.kubectl("logs", "p", "-c", "a", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        'Error from server (BadRequest): container "a" in pod "p" is waiting to start: ContainerCreating'
+    )

@@ -338,3 +338,189 @@ def test_registered_crd_is_served(kube: Cluster, custom: client.CustomObjectsApi
     )
     listed = custom.list_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", "default", "trainjobs")
     assert [item["metadata"]["name"] for item in listed["items"]] == ["t"]
+
+
+# -- batch/v1 Job ------------------------------------------------------------------------------
+
+
+def job(name: str = "export", **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, **meta},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"app": "lth"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "export", "image": "trainer"}]},
+            },
+        },
+    }
+
+
+@pytest.fixture
+def batch(kube: Cluster) -> client.BatchV1Api:
+    return client.BatchV1Api(kube.api_client())
+
+
+def test_a_job_gets_the_servers_defaults_selector_and_template_labels(batch: client.BatchV1Api) -> None:
+    """SetDefaults_Job, then generateSelector (upstream-behaviour.md 5a)."""
+    created = json.loads(batch.create_namespaced_job("default", job(), _preload_content=False).data)
+    uid, spec = created["metadata"]["uid"], created["spec"]
+    assert created["metadata"]["labels"] == {"app": "lth"}  # the template's, as the Job had none
+    assert {k: spec[k] for k in ("completions", "parallelism", "backoffLimit", "completionMode")} == {
+        "completions": 1,
+        "parallelism": 1,
+        "backoffLimit": 0,
+        "completionMode": "NonIndexed",
+    }
+    assert (spec["suspend"], spec["manualSelector"], spec["podReplacementPolicy"]) == (
+        False,
+        False,
+        "TerminatingOrFailed",
+    )
+    assert spec["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    assert spec["template"]["metadata"]["labels"] == {
+        "app": "lth",
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": "export",
+        "controller-uid": uid,
+        "job-name": "export",
+    }
+    assert "status" not in created
+
+
+def test_deleting_a_job_without_a_propagation_policy_orphans_its_pods(
+    batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    """batch/v1's DefaultGarbageCollectionPolicy is OrphanDependents (jobStrategy)."""
+    for name in ("orphaned", "collected"):
+        created = batch.create_namespaced_job("default", job(name))
+        owner = [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": created.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        core.create_namespaced_pod("default", pod(name=f"{name}-pod", ownerReferences=owner))
+    batch.delete_namespaced_job("orphaned", "default")
+    batch.delete_namespaced_job("collected", "default", propagation_policy="Background")
+    (left,) = core.list_namespaced_pod("default").items
+    assert (left.metadata.name, left.metadata.owner_references) == ("orphaned-pod", None)
+    assert batch.list_namespaced_job("default").items == []
+
+
+def test_deleting_the_owner_of_a_job_collects_it_and_its_pods(
+    custom: client.CustomObjectsApi, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    """The garbage collector deletes dependents in the background, whatever the Job's own default."""
+    owner = create(custom, run())
+    body = job()
+    body["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": RUN["apiVersion"],
+            "kind": "LotteryTicketRun",
+            "name": "run-a",
+            "uid": owner["metadata"]["uid"],
+        }
+    ]
+    created = batch.create_namespaced_job("default", body)
+    owned = [{"apiVersion": "batch/v1", "kind": "Job", "name": "export", "uid": created.metadata.uid}]
+    core.create_namespaced_pod("default", pod(name="export-abcde", ownerReferences=owned))
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "run-a")
+    assert batch.list_namespaced_job("default").items == []
+    assert core.list_namespaced_pod("default").items == []
+
+
+# -- pods/log ----------------------------------------------------------------------------------
+
+
+def running_pod(
+    core: client.CoreV1Api, name: str = "p", containers: tuple[str, ...] = ("main",), **state: Any
+) -> None:
+    """A pod on a node whose containers are all in `state` (running unless told)."""
+    body = {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": c, "image": "busybox"} for c in containers]},
+    }
+    core.create_namespaced_pod("default", body)
+    core.patch_namespaced_pod(name, "default", {"spec": {"nodeName": "node-1"}}, _preload_content=False)
+    statuses = [
+        {
+            "name": c,
+            "image": "busybox",
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "containerID": f"containerd://{c}",
+            "state": state or {"running": {}},
+        }
+        for c in containers
+    ]
+    status = {"status": {"phase": "Running", "containerStatuses": statuses}}
+    core.patch_namespaced_pod_status(name, "default", status, _preload_content=False)
+
+
+def log_error(call: Any) -> tuple[int, str]:
+    with pytest.raises(ApiException) as error:
+        call()
+    return status_of(error), message_of(error)
+
+
+def test_pod_log_is_the_nodes_text_with_tail_lines_and_limit_bytes(
+    kube: Cluster, core: client.CoreV1Api
+) -> None:
+    running_pod(core)
+    assert core.read_namespaced_pod_log("p", "default") == ""  # no node logs: nothing written yet
+    kube.api.container_logs = lambda namespace, name, container: f"{namespace}/{name}/{container}\nb\nc\n"
+    assert core.read_namespaced_pod_log("p", "default", container="main") == "default/p/main\nb\nc\n"
+    assert core.read_namespaced_pod_log("p", "default", container="main", tail_lines=2) == "b\nc\n"
+    assert core.read_namespaced_pod_log("p", "default", tail_lines=0) == ""
+    assert core.read_namespaced_pod_log("p", "default", limit_bytes=3) == "def"
+    response = core.read_namespaced_pod_log("p", "default", _preload_content=False)
+    assert response.headers["Content-Type"].startswith("text/plain")
+
+
+def test_pod_log_errors_are_worded_as_the_api_server_and_kubelet_word_them(core: client.CoreV1Api) -> None:
+    """LogLocation (API server) and validateContainerLogStatus (kubelet): upstream-behaviour.md 5f."""
+    running_pod(core, "two", ("a", "b"))
+    assert log_error(lambda: core.read_namespaced_pod_log("two", "default")) == (
+        400,
+        "a container name must be specified for pod two, choose one of: [a b]",
+    )
+    assert log_error(lambda: core.read_namespaced_pod_log("two", "default", container="c")) == (
+        400,
+        "container c is not valid for pod two",
+    )
+    running_pod(core, "waiting", waiting={"reason": "ContainerCreating"})
+    assert log_error(lambda: core.read_namespaced_pod_log("waiting", "default")) == (
+        400,
+        'container "main" in pod "waiting" is waiting to start: ContainerCreating',
+    )
+    running_pod(core, "pulling", waiting={"reason": "ImagePullBackOff"})
+    assert log_error(lambda: core.read_namespaced_pod_log("pulling", "default")) == (
+        400,
+        'container "main" in pod "pulling" is waiting to start: trying and failing to pull image',
+    )
+    assert log_error(
+        lambda: core.read_namespaced_pod_log("two", "default", container="a", previous=True)
+    ) == (
+        400,
+        'previous terminated container "a" in pod "two" not found',
+    )
+    assert log_error(lambda: core.read_namespaced_pod_log("nope", "default")) == (
+        404,
+        'pods "nope" not found',
+    )
+    assert log_error(
+        lambda: core.read_namespaced_pod_log("two", "default", container="a", tail_lines=-1)
+    ) == (
+        422,
+        'PodLogOptions "two" is invalid: tailLines: Invalid value: -1: must be greater than or equal to 0',
+    )
+    core.create_namespaced_pod("default", pod(name="unscheduled"))
+    assert core.read_namespaced_pod_log("unscheduled", "default") == ""  # no node: an empty answer

@@ -28,9 +28,16 @@ class Operator:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.metrics_port = free_port()
+        self.env: dict[str, str] = {}
+        """More environment for the next start (LTH_RESYNC_SECONDS, say)."""
 
     def start(self) -> None:
-        env = {**self.kube.env, "LTH_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **self.kube.env,
+            "LTH_METRICS_PORT": str(self.metrics_port),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
         command = [
             sys.executable,
             "-m",

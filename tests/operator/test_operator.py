@@ -73,7 +73,7 @@ def test_happy_path_reaches_succeeded_with_levels_best_and_events(kube: Cluster,
     }
     table = kube.kubectl("get", "ltr").stdout
     header, line = table.splitlines()[:2]
-    assert header.split()[:6] == ["NAME", "PHASE", "LEVEL", "DENSITY", "TOP-1", "BEST"]
+    assert header.split()[:7] == ["NAME", "PHASE", "LEVEL", "DENSITY", "TOP-1", "PROGRESS", "BEST"]
     assert line.split()[:5] == ["happy", "Succeeded", "2", "0.64", "74"]
     reasons = events(kube, "happy")
     assert {"Created", "LevelFinished", "Succeeded"} <= set(reasons)

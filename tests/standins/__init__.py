@@ -2,11 +2,13 @@
 
 `Cluster` runs, in one background thread, the Kubeflow training operator's PyTorchJob
 controller (`training_operator`), the Spark operator's SparkApplication controller and
-pod webhook (`spark_operator`), and the scheduler and kubelet of a one-node cluster
-(`kubelet`) against the emulated API server. The controllers only create pods and read
-their status, as the real ones do; what a container does is the runtime's: real
-processes under the pod's uid (`processes.ProcessRuntime`), or a `Workload` that decides
-how each child's main container ends (`ScriptedRuntime`, for the operator's tests).
+pod webhook (`spark_operator`), kube-controller-manager's batch/v1 Job controller
+(`job_controller`), and the scheduler and kubelet of a one-node cluster (`kubelet`)
+against the emulated API server. The controllers only create pods and read their status,
+as the real ones do; what a container does is the runtime's: real processes under the
+pod's uid (`processes.ProcessRuntime`), or a `Workload` that decides how each child's
+main container ends (`ScriptedRuntime`, for the operator's tests). While it runs, the
+emulator of this process serves `pods/log` from the kubelet's container logs.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.standins import spark_operator, training_operator
+from tests.kube import emulator
+from tests.standins import job_controller, spark_operator, training_operator
 from tests.standins.images import Image, catalog
+from tests.standins.job_controller import JobController
 from tests.standins.kubelet import Exit, Kubelet, Launch, Runtime
 from tests.standins.processes import ProcessRuntime
 from tests.standins.spark_operator import SparkOperator
@@ -47,47 +51,78 @@ class Finished:
 
 
 Workload = Callable[[str, dict[str, Any]], Finished | None]
-"""(kind, child object) -> how its main container ends; None while it still runs."""
+"""(kind, child object) -> how its main container ends; None while it still runs.
+
+The kinds: "PyTorchJob" (the master pod's `pytorch` container), "SparkApplication" (the
+driver's container) and "Job" (a batch/v1 Job's pod's first container); the object is the
+PyTorchJob, SparkApplication or Job as the API server has it now."""
+
+WorkloadLog = Callable[[str, dict[str, Any]], str | None]
+"""(kind, child object) -> what the main container has written so far (None: nothing new)."""
 
 
 @dataclass
 class ScriptedRuntime:
-    """Containers that run no process: the main container of a PyTorchJob's master pod or of a
-    Spark driver ends as the workload says; init containers end at once, successfully; other
-    containers (workers) run until their pod is deleted."""
+    """Containers that run no process: the main container of a PyTorchJob's master pod, of a
+    Spark driver or of a batch/v1 Job's pod ends as the workload says, and has written what
+    `log` says (the kubelet's log file, which `kubectl logs` reads); init containers end at
+    once, successfully; other containers (workers) run until their pod is deleted."""
 
     api_client: Any
     workload: Workload
+    log: WorkloadLog | None = None
     started: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
 
     def start(self, launch: Launch) -> None:
         self.started.add(launch.key)
 
-    def poll(self, launch: Launch) -> Exit | None:
-        pod, container = launch.pod, launch.container
+    def _child(self, pod: dict[str, Any], container: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The kind and object whose workload this container runs, if it is a main container."""
         labels = pod["metadata"].get("labels") or {}
-        if container["name"] in {c["name"] for c in pod["spec"].get("initContainers") or []}:
-            return Exit(0)
-        if (
-            labels.get(training_operator.LABEL_ROLE) == "master"
-            and container["name"] == training_operator.CONTAINER
-        ):
-            kind, api, name = "PyTorchJob", training_operator, labels[training_operator.LABEL_JOB]
-        elif labels.get("spark-role") == "driver":
-            kind, api, name = "SparkApplication", spark_operator, labels[spark_operator.LABEL_APP_NAME]
-        else:
-            return None
+        namespace = pod["metadata"]["namespace"]
+        owner = next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("controller")), {})
         try:
-            child = self.custom.get_namespaced_custom_object(
-                api.GROUP, api.VERSION, pod["metadata"]["namespace"], api.PLURAL, name
-            )
+            if (
+                labels.get(training_operator.LABEL_ROLE) == "master"
+                and container["name"] == training_operator.CONTAINER
+            ):
+                api, name = training_operator, labels[training_operator.LABEL_JOB]
+                return "PyTorchJob", self.custom.get_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name
+                )
+            if labels.get("spark-role") == "driver":
+                api, name = spark_operator, labels[spark_operator.LABEL_APP_NAME]
+                return "SparkApplication", self.custom.get_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name
+                )
+            if (owner.get("apiVersion"), owner.get("kind")) == (
+                job_controller.API_VERSION,
+                job_controller.KIND,
+            ):
+                if container["name"] != pod["spec"]["containers"][0]["name"]:
+                    return None
+                job = self.batch.read_namespaced_job(owner["name"], namespace, _preload_content=False)
+                return "Job", json.loads(job.data)
         except client.ApiException as error:
             if error.status == 404:
                 return None
             raise
+        return None
+
+    def poll(self, launch: Launch) -> Exit | None:
+        pod, container = launch.pod, launch.container
+        if container["name"] in {c["name"] for c in pod["spec"].get("initContainers") or []}:
+            return Exit(0)
+        found = self._child(pod, container)
+        if found is None:
+            return None
+        kind, child = found
+        if self.log is not None and (text := self.log(kind, child)) is not None:
+            launch.log_file.write_text(text)
         finished = self.workload(kind, child)
         if finished is None:
             return None
@@ -121,6 +156,8 @@ class Cluster:
     gpus: int = 0
     spark_webhook: bool = True
     fixed_3419: bool = False
+    job_backoff: float = job_controller.POD_FAILURE_BACKOFF
+    """Seconds before the Job controller replaces a failed pod (upstream: 10)"""
     tick: float = 0.2
     work: Path | None = None
 
@@ -132,6 +169,7 @@ class Cluster:
         self.work.chmod(0o755)
         self.training = TrainingOperator(self.api_client, fixed_3419=self.fixed_3419)
         self.spark = SparkOperator(self.api_client, webhook=self.spark_webhook)
+        self.jobs = JobController(self.api_client, pod_failure_backoff=self.job_backoff)
         self.kubelet = Kubelet(
             self.api_client,
             self.runtime,
@@ -141,17 +179,24 @@ class Cluster:
             gpus=self.gpus,
         )
         self.core = client.CoreV1Api(self.api_client)
+        self._server: emulator.ApiServer | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stand-ins", daemon=True)
         self.errors: list[BaseException] = []
 
     def __enter__(self) -> Cluster:
+        # The emulator of this process that the client talks to reads pods/log from this node.
+        self._server = emulator.serving(self.api_client.configuration.host)
+        if self._server is not None:
+            self._server.container_logs = self.kubelet.log
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self._server is not None and self._server.container_logs == self.kubelet.log:
+            self._server.container_logs = None
         self.runtime.stop()
         assert self.work is not None
         shutil.rmtree(self.work, ignore_errors=True)  # the kubelet's logs and termination files
@@ -177,6 +222,7 @@ class Cluster:
     def step(self) -> None:
         self.training.step()
         self.spark.step()
+        self.jobs.step()
         self.kubelet.step()
 
     def pod(self, name: str, namespace: str = "default") -> dict[str, Any]:
@@ -184,4 +230,4 @@ class Cluster:
 
     def events(self) -> list[tuple[str, str, str]]:
         """Every event the stand-ins would have posted: (object, reason, message)."""
-        return [*self.training.events, *self.spark.events, *self.kubelet.events]
+        return [*self.training.events, *self.spark.events, *self.jobs.events, *self.kubelet.events]

@@ -2,7 +2,7 @@
 
 An image here is what its Dockerfile says (USER, the commands on its PATH, its
 entrypoint) with this machine's own programs behind the commands: the project's
-images get `python`, `torchrun` and the Spark driver entrypoint from the test venv's
+images get `python`, `torchrun`, `lth` and the Spark driver entrypoint from the test venv's
 packages under Debian's /usr/bin/python3 (the venv's own python lies under /root,
 which another uid cannot enter); alpine gets `nslookup` answered from the pod's
 /etc/hosts. Every other name fails to pull, as an image never pushed does.
@@ -91,6 +91,8 @@ def catalog(
     _script(trainer, "python", f'exec {SYSTEM_PYTHON} "$@"')
     _script(trainer, "python3", f'exec {SYSTEM_PYTHON} "$@"')
     _script(trainer, "torchrun", f'exec {SYSTEM_PYTHON} -m torch.distributed.run "$@"')
+    # `pip install ".[trainer,export]"` puts the `lth` console script (lth.cli:main) on PATH.
+    _script(trainer, "lth", f'exec {SYSTEM_PYTHON} -m lth "$@"')
 
     spark = base / "spark"
     spark.mkdir()

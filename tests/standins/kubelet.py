@@ -34,6 +34,7 @@ script that decides how each child's main container ends (the operator tests).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -308,7 +309,22 @@ class Kubelet:
     def _step_container(
         self, pod: dict[str, Any], container: dict[str, Any], current: dict[str, Any] | None, restart: str
     ) -> dict[str, Any]:
-        """The container's next status: started, still waiting (and why), running, or terminated."""
+        """The container's next status: started, still waiting (and why), running, or terminated;
+        a started container has the runtime's containerID (`convertToAPIContainerStatuses`)."""
+        status = self._next_status(pod, container, current, restart)
+        state = status["state"]
+        if "running" in state or "terminated" in state:
+            digest = hashlib.sha256(
+                f"{pod['metadata']['uid']}/{container['name']}/{status['restartCount']}".encode()
+            ).hexdigest()
+            status["containerID"] = f"containerd://{digest}"
+            if "terminated" in state:
+                state["terminated"].setdefault("containerID", status["containerID"])
+        return status
+
+    def _next_status(
+        self, pod: dict[str, Any], container: dict[str, Any], current: dict[str, Any] | None, restart: str
+    ) -> dict[str, Any]:
         key = (pod["metadata"]["uid"], container["name"])
         base = _base(container, current)
         launch = self._launches.get(key)

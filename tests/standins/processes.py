@@ -25,6 +25,7 @@ from tests.standins.kubelet import Exit, Launch
 
 LABEL_JOB = "training.kubeflow.org/job-name"
 LABEL_APP = "sparkoperator.k8s.io/app-name"
+LABEL_BATCH_JOB = "batch.kubernetes.io/job-name"
 TOOLS = {
     name: shutil.which(name) or f"/usr/bin/{name}"
     for name in ("ip", "nsenter", "unshare", "mount", "setpriv", "hostname")
@@ -32,10 +33,15 @@ TOOLS = {
 
 
 def network_of(launch: Launch) -> str:
-    """The network namespace of a pod: one per job (or Spark app), else one per pod."""
+    """The network namespace of a pod: one per PyTorchJob, Spark app or batch/v1 Job (whose
+    recreated pods share it), else one per pod."""
     meta = launch.pod["metadata"]
     labels = meta.get("labels") or {}
-    owner = labels.get(LABEL_JOB) or labels.get(LABEL_APP) or meta["name"]
+    owner = (
+        labels.get(LABEL_JOB)
+        or labels.get(LABEL_APP)
+        or (f"batch-job/{labels[LABEL_BATCH_JOB]}" if LABEL_BATCH_JOB in labels else meta["name"])
+    )
     return "lth-" + hashlib.sha256(f"{meta['namespace']}/{owner}".encode()).hexdigest()[:10]
 
 

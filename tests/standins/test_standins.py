@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -150,3 +153,238 @@ def test_backoff_limit_zero_loses_the_failed_master_on_release_1_9(kube: Cluster
 def test_backoff_limit_zero_keeps_the_master_once_fixed(kube: Cluster) -> None:
     failed, pods = _master_after_failure(kube, fixed=True)
     assert failed["reason"] == "PyTorchJobFailed" and pods == ["j-master-0"]
+
+
+# -- batch/v1 Job ------------------------------------------------------------------------------
+
+JOB_POD_NAME = re.compile(r"export-[bcdfghjklmnpqrstvwxz2456789]{5}")
+
+
+def batch_job(backoff_limit: int = 0, owner: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """A Job like the operator's export Job: one pod, restartPolicy Never."""
+    meta: dict[str, Any] = {"name": "export", "labels": {"app.kubernetes.io/managed-by": "lth-operator"}}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    container = {"name": "export", "image": "alpine:3.10", "command": ["lth", "report"]}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+            **spec,
+        },
+    }
+
+
+def until(check: Any, timeout: float = 30) -> Any:
+    """The first truthy value of `check()`, polled for up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return value
+
+
+def get_json(kube: Cluster, *what: str) -> Any:
+    return json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
+
+
+def finished_job(kube: Cluster) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job = get_json(kube, "job", "export")
+        types = {c["type"] for c in job.get("status", {}).get("conditions", [])}
+        return job if types & {"Complete", "Failed"} else None
+
+    return until(done)  # type: ignore[no-any-return]
+
+
+def job_row(kube: Cluster) -> list[str]:
+    return kube.kubectl("get", "job", "export").stdout.splitlines()[1].split()[:3]
+
+
+def test_a_jobs_pod_runs_and_the_job_completes_with_upstreams_conditions(kube: Cluster) -> None:
+    """upstream-behaviour.md 5b-5d: pod naming and metadata, SuccessCriteriaMet then Complete."""
+    api_client = kube.api_client()
+    release = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def workload(kind: str, obj: dict[str, Any]) -> Finished | None:
+        seen.append((kind, obj["metadata"]["name"]))
+        return Finished(True) if release.is_set() else None
+
+    with StandIns(api_client, ScriptedRuntime(api_client, workload)) as cluster:
+        client.BatchV1Api(api_client).create_namespaced_job("default", batch_job())
+        running = until(
+            lambda: [p for p in get_json(kube, "pods")["items"] if p["status"]["phase"] == "Running"]
+        )
+        (pod,) = running
+        meta = pod["metadata"]
+        job = get_json(kube, "job", "export")
+        uid = job["metadata"]["uid"]
+        assert JOB_POD_NAME.fullmatch(meta["name"]) and meta["generateName"] == "export-"
+        assert meta["labels"] == {  # the template's, which the API server gave these (not the Job's)
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": "export",
+            "controller-uid": uid,
+            "job-name": "export",
+        }
+        assert "annotations" not in meta  # no batch.kubernetes.io/job-completion-index: NonIndexed
+        assert meta["finalizers"] == ["batch.kubernetes.io/job-tracking"]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": "export",
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert job["status"]["active"] == 1 and job["status"]["startTime"]
+        assert job_row(kube) == ["export", "Running", "0/1"]
+        release.set()
+        job = finished_job(kube)
+        events = cluster.events()
+    status = job["status"]
+    conditions = [(c["type"], c["status"], c["reason"], c["message"]) for c in status["conditions"]]
+    reached = ("True", "CompletionsReached", "Reached expected number of succeeded pods")
+    assert conditions == [("SuccessCriteriaMet", *reached), ("Complete", *reached)]
+    assert status["succeeded"] == 1 and "active" not in status and "failed" not in status
+    assert (status["ready"], status["terminating"], status["uncountedTerminatedPods"]) == (0, 0, {})
+    assert status["completionTime"] == status["conditions"][1]["lastTransitionTime"]
+    (pod,) = get_json(kube, "pods")["items"]
+    assert pod["status"]["phase"] == "Succeeded" and "finalizers" not in pod["metadata"]
+    assert job_row(kube) == ["export", "Complete", "1/1"]
+    assert ("export", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}") in events
+    assert ("export", "Completed", "Job completed") in events
+    assert set(seen) == {("Job", "export")}
+
+
+def _failing(kube: Cluster, backoff_limit: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
+    api_client = kube.api_client()
+    runtime = ScriptedRuntime(api_client, lambda kind, obj: Finished(False, "Error", "bad input: x", 2))
+    with StandIns(api_client, runtime, job_backoff=0.5) as cluster:
+        client.BatchV1Api(api_client).create_namespaced_job("default", batch_job(backoff_limit))
+        job = finished_job(kube)
+        time.sleep(0.5)
+        return job, get_json(kube, "pods")["items"], cluster.events()
+
+
+def test_a_failed_pod_fails_the_job_past_backoff_limit_and_is_kept(kube: Cluster) -> None:
+    """upstream-behaviour.md 5e: FailureTarget then Failed, BackoffLimitExceeded; the pod stays."""
+    job, pods, events = _failing(kube, backoff_limit=0)
+    failed = ("True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    conditions = [(c["type"], c["status"], c["reason"], c["message"]) for c in job["status"]["conditions"]]
+    assert conditions == [("FailureTarget", *failed), ("Failed", *failed)]
+    assert job["status"]["failed"] == 1 and "completionTime" not in job["status"]
+    (pod,) = pods
+    assert pod["status"]["phase"] == "Failed" and "finalizers" not in pod["metadata"]
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["message"]) == (2, "bad input: x")
+    assert job_row(kube) == ["export", "Failed", "0/1"]
+    assert ("export", "BackoffLimitExceeded", "Job has reached the specified backoff limit") in events
+
+
+def test_backoff_limit_one_recreates_the_failed_pod_once(kube: Cluster) -> None:
+    job, pods, events = _failing(kube, backoff_limit=1)
+    assert [p["status"]["phase"] for p in pods] == ["Failed", "Failed"]
+    assert all(JOB_POD_NAME.fullmatch(p["metadata"]["name"]) for p in pods)
+    assert job["status"]["failed"] == 2
+    assert sorted(e[2] for e in events if e[1] == "SuccessfulCreate") == sorted(
+        f"Created pod: {p['metadata']['name']}" for p in pods
+    )
+    assert [c["type"] for c in job["status"]["conditions"]] == ["FailureTarget", "Failed"]
+
+
+def test_active_deadline_fails_the_job_and_deletes_its_pod(kube: Cluster) -> None:
+    api_client = kube.api_client()
+    with StandIns(api_client, ScriptedRuntime(api_client, lambda kind, obj: None)):
+        client.BatchV1Api(api_client).create_namespaced_job("default", batch_job(activeDeadlineSeconds=1))
+        job = finished_job(kube)
+        until(lambda: not get_json(kube, "pods")["items"])
+    failed = ("True", "DeadlineExceeded", "Job was active longer than specified deadline")
+    conditions = [(c["type"], c["status"], c["reason"], c["message"]) for c in job["status"]["conditions"]]
+    assert conditions == [("FailureTarget", *failed), ("Failed", *failed)]
+    assert job["status"]["failed"] == 1  # the deleted pod counts as failed
+
+
+def test_a_suspended_job_runs_nothing_until_resumed(kube: Cluster) -> None:
+    api_client = kube.api_client()
+    with StandIns(api_client, ScriptedRuntime(api_client, lambda kind, obj: Finished(True))) as cluster:
+        client.BatchV1Api(api_client).create_namespaced_job("default", batch_job(suspend=True))
+        until(lambda: job_row(kube)[1] == "Suspended")
+        job = get_json(kube, "job", "export")
+        assert "startTime" not in job["status"] and not get_json(kube, "pods")["items"]
+        kube.kubectl("patch", "job", "export", "--type=merge", "-p", '{"spec": {"suspend": false}}')
+        job = finished_job(kube)
+        events = cluster.events()
+    suspended = next(c for c in job["status"]["conditions"] if c["type"] == "Suspended")
+    assert (suspended["status"], suspended["reason"], suspended["message"]) == (
+        "False",
+        "JobResumed",
+        "Job resumed",
+    )
+    assert ("export", "Suspended", "Job suspended") in events and (
+        "export",
+        "Resumed",
+        "Job resumed",
+    ) in events
+
+
+def test_deleting_the_owner_collects_the_job_then_its_pods(kube: Cluster) -> None:
+    """The Job's pod is held by the tracking finalizer until the controller lets it go."""
+    api_client = kube.api_client()
+    custom = client.CustomObjectsApi(api_client)
+    run = custom.create_namespaced_custom_object(
+        "lth.dev",
+        "v1alpha1",
+        "default",
+        "lotteryticketruns",
+        {
+            "apiVersion": "lth.dev/v1alpha1",
+            "kind": "LotteryTicketRun",
+            "metadata": {"name": "run"},
+            "spec": {"dataset": {"path": "digits"}, "model": {"arch": "smallcnn"}},
+        },
+    )
+    owner = {
+        "apiVersion": "lth.dev/v1alpha1",
+        "kind": "LotteryTicketRun",
+        "name": "run",
+        "uid": run["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    with StandIns(api_client, ScriptedRuntime(api_client, lambda kind, obj: None)):
+        client.BatchV1Api(api_client).create_namespaced_job("default", batch_job(owner=owner))
+        until(lambda: [p for p in get_json(kube, "pods")["items"] if p["status"]["phase"] == "Running"])
+        kube.kubectl("delete", "ltr", "run")
+        assert not get_json(kube, "jobs")["items"]
+        until(lambda: not get_json(kube, "pods")["items"])
+    assert "No resources found" in kube.kubectl("get", "jobs,pods").stderr
+
+
+def test_logs_of_a_master_pod_through_kubectl_and_the_client(kube: Cluster) -> None:
+    """The emulator serves pods/log from the stand-in kubelet while the stand-ins run."""
+    api_client = kube.api_client()
+    body = job(workers=0)
+    body["metadata"] = {"name": "j", "namespace": "default"}
+    body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["image"] = (
+        "alpine:3.10"
+    )
+    lines = "".join(f"epoch {i}\n" for i in range(1, 6))
+    runtime = ScriptedRuntime(api_client, lambda kind, obj: None, log=lambda kind, obj: lines)
+    with StandIns(api_client, runtime):
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            "kubeflow.org", "v1", "default", "pytorchjobs", body
+        )
+        core = client.CoreV1Api(api_client)
+        until(lambda: kube.kubectl("logs", "j-master-0", "-c", "pytorch", check=False).stdout == lines)
+        assert core.read_namespaced_pod_log("j-master-0", "default", container="pytorch", tail_lines=2) == (
+            "epoch 4\nepoch 5\n"
+        )
+        assert kube.kubectl("logs", "j-master-0", "-c", "pytorch", "--tail", "1").stdout == "epoch 5\n"
+    assert kube.api.container_logs is None  # unset when the stand-ins stop
+    assert core.read_namespaced_pod_log("j-master-0", "default", container="pytorch") == ""

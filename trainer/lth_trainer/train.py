@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lth.api import SEARCH_LEVEL, Branch, LevelResult, RunSpec
 from lth.data_manifest import Split
 from lth.naming import RunLayout
+from lth.progress import line as progress_line
 from lth.ticket import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.data import (
@@ -420,6 +421,24 @@ def end_epoch(run: LevelRun) -> None:
         )
         save_checkpoint(run.files.checkpoint, state)
         write_progress(run.files, counters.history)
+        top1, epoch = metrics["top1"], record["epoch"]
+        seconds_per_epoch = counters.elapsed_seconds / len(counters.history)
+        # Read off the pod's log by the operator (lth.progress), off the log file locally.
+        print(
+            progress_line(
+                {
+                    "level": run.level,
+                    "branch": run.branch,
+                    "epoch": epoch,
+                    "epochs": training.epochs,
+                    "top1": None if top1 is None else round(top1, 2),
+                    "imagesPerSecond": round(counters.epoch_rate, 1),
+                    "time": record["time"],
+                    "etaSeconds": round(seconds_per_epoch * (training.epochs - int(epoch or 0)), 1),
+                }
+            ),
+            flush=True,
+        )
     log.info(
         "level %d %s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s",
         run.level,

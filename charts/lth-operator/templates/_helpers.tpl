@@ -65,10 +65,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
   verbs: [create, get, list, watch, delete, patch]
+# The export Job writes (and uploads) the ticket once a search ended.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, get, list, watch, delete]
 # The master pod's termination message carries a level's result.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list]
+# A running level's epochs: one read of its master pod's log tail per resync period.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
