@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-# The `kube` fixture: an emulated Kubernetes API server (tests/kube/).
-pytest_plugins = ("tests.kube.plugin", "tests.operator.plugin")
+# `kube`: an emulated Kubernetes API server (tests/kube/); `s3`: an S3 server (tests/s3.py).
+pytest_plugins = ("tests.kube.plugin", "tests.operator.plugin", "tests.s3")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -381,3 +381,23 @@ def test_a_running_level_shows_its_epoch_in_the_status_file(
     runner.join(timeout=120)
     final = RunStatus.model_validate_json(status_file.read_text())
     assert final.progress is None and all(row.progress is None for row in final.levels)
+
+
+def test_the_export_uploads_the_ticket_that_fetch_brings_back_verified(
+    root: Path, s3: Any, tmp_path: Path
+) -> None:
+    from lth.objectstore import fetch_ticket
+
+    spec = copy.deepcopy(SPEC)
+    spec["spec"]["export"] = {"url": "s3://tickets/runs/tiny"}
+    (root / "run.yaml").write_text(yaml.safe_dump(spec))
+    status = run_local(executor(root), Display())
+    assert status.export is not None and (status.export.phase, status.export.url) == (
+        "Succeeded",
+        "s3://tickets/runs/tiny",
+    )
+    fetched = fetch_ticket("s3://tickets/runs/tiny", tmp_path / "fetched")
+    exported = root / "runs" / "tiny" / "ticket"
+    assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in exported.iterdir())
+    for path in exported.iterdir():
+        assert (fetched / path.name).read_bytes() == path.read_bytes(), path.name

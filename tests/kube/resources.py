@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 import os
@@ -210,6 +211,51 @@ def _template_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
     return list((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [])
 
 
+def prepare_secret(secret: dict[str, Any]) -> None:
+    """What the API server does to a core v1 Secret on create (Kubernetes 1.32).
+
+    `Convert_v1_Secret_To_core_Secret` (pkg/apis/core/v1/conversion.go): `stringData`
+    overwrites `data` key by key (the stored Secret has only base64 `data`: stringData is
+    write-only); `SetDefaults_Secret` (pkg/apis/core/v1/defaults.go): type Opaque when unset.
+    """
+    string_data = secret.pop("stringData", None) or {}
+    if string_data:
+        data = secret.setdefault("data", {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+    if not secret.get("type"):
+        secret["type"] = "Opaque"
+
+
+SECRET_COLUMNS = (
+    # printSecret (pkg/printers/internalversion/printers.go): Type, len(Data), Age; the server
+    # declares Data a "string" column though its cell is an int64.
+    {
+        "name": "Type",
+        "type": "string",
+        "description": "Used to facilitate programmatic handling of secret data.",
+        "cell": lambda obj, now: obj.get("type", ""),
+    },
+    {
+        "name": "Data",
+        "type": "string",
+        "description": "Data contains the secret data.",
+        "cell": lambda obj, now: len(obj.get("data") or {}),
+    },
+    AGE,
+)
+
+CONFIG_MAP_COLUMNS = (
+    # printConfigMap: len(Data) + len(BinaryData), Age.
+    {
+        "name": "Data",
+        "type": "string",
+        "description": "Data contains the configuration data.",
+        "cell": lambda obj, now: len(obj.get("data") or {}) + len(obj.get("binaryData") or {}),
+    },
+    AGE,
+)
+
 BUILT_INS = (
     Kind(
         "",
@@ -240,6 +286,24 @@ BUILT_INS = (
         short_names=("svc",),
         categories=("all",),
         printer_columns=({"name": "Cluster-IP", "type": "string", "jsonPath": ".spec.clusterIP"}, AGE),
+    ),
+    Kind(
+        "",
+        "v1",
+        "secrets",
+        "Secret",
+        has_status=False,
+        printer_columns=SECRET_COLUMNS,
+        prepare_for_create=prepare_secret,
+    ),
+    Kind(
+        "",
+        "v1",
+        "configmaps",
+        "ConfigMap",
+        short_names=("cm",),
+        has_status=False,
+        printer_columns=CONFIG_MAP_COLUMNS,
     ),
     Kind("", "v1", "events", "Event", short_names=("ev",), has_status=False),
     Kind("events.k8s.io", "v1", "events", "Event", short_names=("ev",), has_status=False),

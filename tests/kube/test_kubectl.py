@@ -240,6 +240,38 @@ def test_get_jobs_prints_what_the_servers_job_printer_prints(kube: Cluster) -> N
     assert "job.batch/run-export" in kube.kubectl("get", "all").stdout
 
 
+def test_secrets_and_config_maps_as_the_server_stores_and_prints_them(kube: Cluster) -> None:
+    """printSecret (Type, Data: the number of keys) and printConfigMap (Data: data + binaryData);
+    stringData merged into base64 data, type Opaque by default."""
+    literal = kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3",
+        "--from-literal=AWS_ACCESS_KEY_ID=AKIA",
+        "--dry-run=client",
+        "-o",
+        "json",
+    ).stdout
+    assert kube.kubectl("create", "-f", "-", input=literal).stdout.strip() == "secret/s3 created"
+    # kubectl's own `create secret` posts protobuf: 415, as `kubectl create namespace` (README).
+    direct = kube.kubectl("create", "secret", "generic", "s4", "--from-literal=A=1", check=False)
+    assert direct.returncode != 0 and "application/vnd.kubernetes.protobuf" in direct.stderr
+    written = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"}, "type": "kubernetes.io/tls"}
+    written["stringData"] = {"tls.crt": "c", "tls.key": "k"}
+    kube.kubectl("apply", "-f", "-", input=json.dumps(written))
+    stored = json.loads(kube.kubectl("get", "secret", "tls", "-o", "json").stdout)
+    assert stored["data"] == {"tls.crt": "Yw==", "tls.key": "aw=="} and "stringData" not in stored
+    header, *rows = kube.kubectl("get", "secrets").stdout.splitlines()
+    assert header.split() == ["NAME", "TYPE", "DATA", "AGE"]
+    assert [row.split()[:3] for row in rows] == [["s3", "Opaque", "1"], ["tls", "kubernetes.io/tls", "2"]]
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}}
+    config.update(data={"A": "1"}, binaryData={"B": "AA=="})
+    kube.kubectl("apply", "-f", "-", input=json.dumps(config))
+    header, row = kube.kubectl("get", "cm").stdout.splitlines()
+    assert header.split() == ["NAME", "DATA", "AGE"] and row.split()[:2] == ["cfg", "2"]
+
+
 def test_logs_of_a_container_with_tail(kube: Cluster) -> None:
     pod = {
         "apiVersion": "v1",

@@ -15,6 +15,11 @@ shared/upstream-behaviour.md, section 3); paths under pkg/.
   override pod fields one by one; with runAsNonRoot, an explicit uid 0 or an image
   that runs as root (no USER) or as a user name is refused: the container waits with
   reason CreateContainerConfigError and the kubelet's message, and the pod stays Pending.
+- Environment (1.32, `kubelet/kubelet_pods.go` `makeEnvironmentVariables`; see
+  `Kubelet._environment`): `envFrom` Secrets and ConfigMaps (with `prefix`), then `env`
+  values and `secretKeyRef`/`configMapKeyRef`, `optional` honoured; a missing object or key
+  is the kubelet's error text as a CreateContainerConfigError, retried on every sync, so
+  the pod starts once the Secret is created.
 - Running (`kubelet/kuberuntime/kuberuntime_container.go`): init containers one at a
   time, then the containers. A container's process runs as the effective runAsUser
   (else the image's user) and runAsGroup (else the image user's group), with fsGroup and
@@ -34,6 +39,7 @@ script that decides how each child's main container ends (the operator tests).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -406,6 +412,9 @@ class Kubelet:
 
     def _configure(self, pod: dict[str, Any], container: dict[str, Any], image: Image) -> Launch:
         """`generateContainerConfig`: security, user, groups, env, command, mounts."""
+        # `GenerateRunContainerOptions` (and in it `makeEnvironmentVariables`) runs before
+        # `verifyRunAsNonRoot` in `generateContainerConfig`: a missing Secret is reported first.
+        container_env = self._environment(pod, container)
         verify_run_as_non_root(pod, container, image)
         user = effective(pod, container, "runAsUser")
         group = effective(pod, container, "runAsGroup")
@@ -417,13 +426,14 @@ class Kubelet:
         )
         uid = int(user) if user is not None else image.uid
         gid = int(group) if group is not None else image.gid
-        env = dict(image.env)
-        for item in container.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = expand(item["value"], env)
-        command = [expand(a, env) for a in container.get("command") or image.entrypoint]
+        # The runtime starts the process with the image's ENV under the container's
+        # (containerd: the CRI config's envs are appended to the image config's, last wins).
+        env = {**image.env, **container_env}
+        # `ExpandContainerCommandAndArgs(container, opts.Envs)`: only the container's variables.
+        command = [expand(a, container_env) for a in container.get("command") or image.entrypoint]
         args = [
-            expand(a, env) for a in container.get("args") or ([] if container.get("command") else image.cmd)
+            expand(a, container_env)
+            for a in container.get("args") or ([] if container.get("command") else image.cmd)
         ]
         meta = pod["metadata"]
         folder = self.work / meta["namespace"] / meta["name"]
@@ -452,6 +462,106 @@ class Kubelet:
             termination_file=termination,
             log_file=folder / f"{container['name']}.log",
         )
+
+    def _read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The kubelet's secret or configMap manager `Get`: the object, or None when not found."""
+        read = (
+            self.core.read_namespaced_secret if plural == "secrets" else self.core.read_namespaced_config_map
+        )
+        try:
+            return json.loads(read(name, namespace, _preload_content=False).data)  # type: ignore[no-any-return]
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _environment(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """`makeEnvironmentVariables` (pkg/kubelet/kubelet_pods.go, 1.32): the container's own
+        variables, from `envFrom` first, then `env` in order, each entry replacing what came before.
+
+        - `envFrom[].configMapRef` / `secretRef`: every key of the object's `data` (a Secret's
+          base64-decoded), with `prefix` in front. A missing object is skipped when `optional`,
+          else the error of the kubelet's manager: `NewWatchingSecretManager` /
+          `NewWatchingConfigMapManager` build a watch-based `objectCache` whose `Get`
+          (pkg/kubelet/util/manager/watch_based_manager.go) returns
+          `apierrors.NewNotFound(corev1.Resource("secret"), name)`, i.e.
+          `secret "<name>" not found` (`configmap "<name>" not found`).
+          No key is skipped: since RelaxedEnvironmentVariableValidation (kubernetes PR 123385,
+          1.30) the kubelet no longer drops keys that are not C identifiers, and no longer posts
+          the `InvalidEnvironmentVariableNames` event older kubelets did.
+        - `env[].value`: `$(VAR)` expanded against the variables so far (a value of "" with a
+          `valueFrom` is resolved from the source instead).
+        - `env[].valueFrom.secretKeyRef` / `configMapKeyRef`: the key's value; a missing object
+          as above; a missing key skips the variable when `optional`, else
+          `couldn't find key <key> in Secret <namespace>/<name>` (`... in ConfigMap ...`).
+          `fieldRef` and `resourceFieldRef` are not resolved here (the variable is left out).
+
+        Objects are read once per call (the `secrets` and `configMaps` maps of the function).
+        Any error is raised as `ContainerConfigError`: the container waits with
+        CreateContainerConfigError and its message, and the next sync retries.
+        """
+        namespace = pod["metadata"]["namespace"]
+        cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+        def source(plural: str, name: str, optional: bool) -> dict[str, Any] | None:
+            if (plural, name) not in cache:
+                cache[(plural, name)] = self._read(plural, namespace, name)
+            found = cache[(plural, name)]
+            if found is None and not optional:
+                raise ContainerConfigError(
+                    f'{"secret" if plural == "secrets" else "configmap"} "{name}" not found'
+                )
+            return found
+
+        def values(plural: str, obj: dict[str, Any]) -> dict[str, str]:
+            data = obj.get("data") or {}
+            if plural == "secrets":
+                return {k: base64.b64decode(v).decode(errors="surrogateescape") for k, v in data.items()}
+            return dict(data)
+
+        env: dict[str, str] = {}
+        for item in container.get("envFrom") or []:
+            ref, plural = (
+                (item["configMapRef"], "configmaps")
+                if item.get("configMapRef")
+                else (item.get("secretRef"), "secrets")
+            )
+            if not ref:
+                continue
+            obj = source(plural, ref["name"], bool(ref.get("optional")))
+            if obj is None:
+                continue
+            prefix = item.get("prefix") or ""
+            for key, value in values(plural, obj).items():
+                env[prefix + key] = value
+        for item in container.get("env") or []:
+            value = item.get("value") or ""
+            value_from = item.get("valueFrom") or {}
+            if value:
+                value = expand(value, env)
+            elif value_from.get("configMapKeyRef") or value_from.get("secretKeyRef"):
+                ref = value_from.get("configMapKeyRef") or value_from["secretKeyRef"]
+                plural, kind = (
+                    ("configmaps", "ConfigMap")
+                    if value_from.get("configMapKeyRef")
+                    else ("secrets", "Secret")
+                )
+                optional = bool(ref.get("optional"))
+                obj = source(plural, ref["name"], optional)
+                if obj is None:
+                    continue
+                found = values(plural, obj)
+                if ref["key"] not in found:
+                    if optional:
+                        continue
+                    raise ContainerConfigError(
+                        f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}"
+                    )
+                value = found[ref["key"]]
+            elif value_from:
+                continue  # fieldRef, resourceFieldRef: not emulated
+            env[item["name"]] = value
+        return env
 
     def _write(
         self,

@@ -6,18 +6,23 @@ file at terminationMessagePath), inside a network namespace shared by the pods o
 job (a loopback-only network, so two jobs never fight over port 23456), then drops to
 the container's uid, gid and supplementary groups with setpriv. The cluster's DNS is
 the pod's /etc/hosts: every Service of the namespace resolves to the pods' loopback
-address, rewritten in place as Services come and go.
+address, rewritten in place as Services come and go. A service outside the cluster (an S3
+endpoint on this machine) is reachable from every pod under a name of its own
+(`ProcessRuntime.external`), as a cluster's pods reach a store on the network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +60,10 @@ class ProcessRuntime:
     services: dict[str, list[str]] = field(default_factory=dict)
     """namespace -> Service names, as the stand-in DNS serves them"""
     hostnames: dict[str, set[str]] = field(default_factory=dict)
+    external: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """host name -> (port the pods connect to, port on this machine's loopback): services
+    outside the cluster, such as an S3 store, that every pod reaches by that name"""
+    _listeners: list[socket.socket] = field(default_factory=list)
 
     def start(self, launch: Launch) -> None:
         network = self._network(launch)
@@ -136,6 +145,9 @@ class ProcessRuntime:
         for process in self.processes.values():
             if process.poll() is None:
                 _kill(process)
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
         for network in self.networks:
             subprocess.run([TOOLS["ip"], "netns", "delete", network], check=False, capture_output=True)
         self.networks.clear()
@@ -150,13 +162,15 @@ class ProcessRuntime:
             )
             hosts = launch.log_file.parent / f"{network}.hosts"
             self.networks[network] = (launch.pod["metadata"]["namespace"], hosts)
+            for inside, outside in self.external.values():
+                self._listeners.append(_forward(network, inside, outside))
         return network
 
     def _write_hosts(self, network: str, namespace: str) -> None:
         """The pod's /etc/hosts: rewritten in place, as it is bind-mounted into running pods."""
         names = sorted(self.hostnames.get(network, set()))
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost"]
-        lines += [f"127.0.0.1\t{name}" for name in names]
+        lines += [f"127.0.0.1\t{name}" for name in [*names, *sorted(self.external)]]
         for service in self.services.get(namespace, []):
             fqdn = f"{service}.{namespace}.svc.cluster.local"
             lines.append(f"127.0.0.1\t{fqdn} {service}.{namespace}.svc {service}.{namespace} {service}")
@@ -191,3 +205,49 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def _forward(network: str, inside: int, outside: int) -> socket.socket:
+    """Listen on 127.0.0.1:`inside` in a pod network and relay each connection to this machine's
+    127.0.0.1:`outside`. The listening socket is made by a thread that joined the pod network
+    (setns(2) moves only the calling thread); a socket keeps the namespace it was made in."""
+    made: list[socket.socket] = []
+
+    def listen_inside() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        handle = os.open(f"/run/netns/{network}", os.O_RDONLY)
+        try:
+            if libc.setns(handle, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {network}")
+            made.append(socket.create_server(("127.0.0.1", inside)))
+        finally:
+            os.close(handle)
+
+    joined = threading.Thread(target=listen_inside)
+    joined.start()
+    joined.join()
+    if not made:
+        raise RuntimeError(f"could not listen on port {inside} in network namespace {network}")
+    listener = made[0]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # closed by stop()
+            while True:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", outside))
+                for source, target in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(source, target), daemon=True).start()
+
+    threading.Thread(target=accept, name=f"forward-{network}-{inside}", daemon=True).start()
+    return listener
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)

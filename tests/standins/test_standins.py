@@ -6,17 +6,19 @@ import json
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from lth import defaults
 from tests.kube.cluster import Cluster
 from tests.standins import Cluster as StandIns
-from tests.standins import Finished, ScriptedRuntime
-from tests.standins.images import Image
-from tests.standins.kubelet import ContainerConfigError, verify_run_as_non_root
+from tests.standins import Finished, ProcessRuntime, ScriptedRuntime
+from tests.standins.images import Image, usable_by_other_users
+from tests.standins.kubelet import ContainerConfigError, Launch, verify_run_as_non_root
 from tests.standins.spark_operator import _conf_volumes
 from tests.standins.training_operator import new_pod, new_service, pod_environment, set_condition
 
@@ -388,3 +390,156 @@ def test_logs_of_a_master_pod_through_kubectl_and_the_client(kube: Cluster) -> N
         assert kube.kubectl("logs", "j-master-0", "-c", "pytorch", "--tail", "1").stdout == "epoch 5\n"
     assert kube.api.container_logs is None  # unset when the stand-ins stop
     assert core.read_namespaced_pod_log("j-master-0", "default", container="pytorch") == ""
+
+
+# -- Secrets and ConfigMaps in a container's environment ----------------------------------------
+
+AWS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t/+=="}
+
+
+def create_secret(kube: Cluster, name: str, **literals: str) -> None:
+    """`kubectl create secret generic NAME --from-literal=K=V`, sent as JSON.
+
+    kubectl's own `create secret` posts protobuf, which the emulator answers with 415 (as it
+    does `kubectl create namespace`); the same object through `--dry-run=client -o json |
+    kubectl create -f -` is what the server would store (base64 `data`, type Opaque)."""
+    flags = [f"--from-literal={key}={value}" for key, value in literals.items()]
+    manifest = kube.kubectl("create", "secret", "generic", name, *flags, "--dry-run=client", "-o", "json")
+    kube.kubectl("create", "-f", "-", input=manifest.stdout)
+
+
+@dataclass
+class RecordingRuntime(ScriptedRuntime):
+    """A ScriptedRuntime that keeps the environment the kubelet gave each started container."""
+
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def start(self, launch: Launch) -> None:
+        self.environments[launch.container["name"]] = dict(launch.env)
+        super().start(launch)
+
+
+def env_pod(container: dict[str, Any]) -> str:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "alpine:3.10", "command": ["true"], **container}],
+        },
+    }
+    return json.dumps(pod)
+
+
+def container_state(kube: Cluster) -> dict[str, Any] | None:
+    statuses = get_json(kube, "pod", "p").get("status", {}).get("containerStatuses") or []
+    return statuses[0]["state"] if statuses else None
+
+
+def test_a_missing_secret_holds_the_container_until_it_is_created(kube: Cluster) -> None:
+    """makeEnvironmentVariables → the secret manager's NotFound; the next sync retries."""
+    api_client = kube.api_client()
+    runtime = RecordingRuntime(api_client, lambda kind, obj: None)
+    with StandIns(api_client, runtime) as cluster:
+        kube.kubectl("create", "-f", "-", input=env_pod({"envFrom": [{"secretRef": {"name": "aws"}}]}))
+        state = until(lambda: (s := container_state(kube)) and "waiting" in s and s)
+        assert state["waiting"] == {
+            "reason": "CreateContainerConfigError",
+            "message": 'secret "aws" not found',
+        }
+        time.sleep(0.5)  # a few syncs later it still waits, and the pod is Pending
+        assert get_json(kube, "pod", "p")["status"]["phase"] == "Pending" and not runtime.environments
+        assert ("p", "Failed", 'Error: secret "aws" not found') in cluster.events()
+        create_secret(kube, "aws", **AWS)
+        until(lambda: get_json(kube, "pod", "p")["status"]["phase"] == "Running")
+    assert {k: runtime.environments["c"][k] for k in AWS} == AWS  # base64-decoded
+
+
+def test_optional_sources_prefix_and_env_over_env_from(kube: Cluster) -> None:
+    api_client = kube.api_client()
+    runtime = RecordingRuntime(api_client, lambda kind, obj: None)
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg"},
+        "data": {"REGION": "eu", "1x": "y"},
+    }
+    kube.kubectl("create", "-f", "-", input=json.dumps(config))
+    create_secret(kube, "aws", **AWS)
+    container = {
+        "envFrom": [
+            {"secretRef": {"name": "gone", "optional": True}},
+            {"configMapRef": {"name": "cfg"}, "prefix": "CFG_"},
+            {"secretRef": {"name": "aws"}},
+            {"configMapRef": {"name": "cfg"}},
+        ],
+        "env": [
+            {"name": "AWS_ACCESS_KEY_ID", "value": "from-env"},
+            {"name": "WHERE", "value": "$(REGION)-$(CFG_REGION)-$(NOPE)"},
+            {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "aws", "key": "AWS_SECRET_ACCESS_KEY"}}},
+            {"name": "R", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "REGION"}}},
+            {
+                "name": "OPT_KEY",
+                "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "x", "optional": True}},
+            },
+            {
+                "name": "OPT_OBJ",
+                "valueFrom": {"secretKeyRef": {"name": "gone", "key": "x", "optional": True}},
+            },
+        ],
+    }
+    with StandIns(api_client, runtime):
+        kube.kubectl("create", "-f", "-", input=env_pod(container))
+        until(lambda: get_json(kube, "pod", "p")["status"]["phase"] == "Running")
+    env = runtime.environments["c"]
+    assert env["CFG_REGION"] == "eu" and env["REGION"] == "eu"
+    assert (
+        env["1x"] == "y" and env["CFG_1x"] == "y"
+    )  # 1.32 skips no key (RelaxedEnvironmentVariableValidation)
+    assert env["AWS_ACCESS_KEY_ID"] == "from-env"  # env replaces envFrom
+    assert env["AWS_SECRET_ACCESS_KEY"] == AWS["AWS_SECRET_ACCESS_KEY"]
+    assert env["WHERE"] == "eu-eu-$(NOPE)"
+    assert (env["KEY"], env["R"]) == (AWS["AWS_SECRET_ACCESS_KEY"], "eu")
+    assert "OPT_KEY" not in env and "OPT_OBJ" not in env
+
+
+@pytest.mark.parametrize(
+    ("value_from", "message"),
+    [
+        ({"secretKeyRef": {"name": "aws", "key": "TOKEN"}}, "couldn't find key TOKEN in Secret default/aws"),
+        ({"configMapKeyRef": {"name": "cfg", "key": "A"}}, 'configmap "cfg" not found'),
+    ],
+)
+def test_a_missing_key_or_config_map_is_a_config_error(
+    kube: Cluster, value_from: dict[str, Any], message: str
+) -> None:
+    api_client = kube.api_client()
+    create_secret(kube, "aws", **AWS)
+    with StandIns(api_client, RecordingRuntime(api_client, lambda kind, obj: None)) as cluster:
+        kube.kubectl("create", "-f", "-", input=env_pod({"env": [{"name": "V", "valueFrom": value_from}]}))
+        state = until(lambda: (s := container_state(kube)) and "waiting" in s and s)
+        events = cluster.events()
+    assert state["waiting"] == {"reason": "CreateContainerConfigError", "message": message}
+    assert ("p", "Failed", f"Error: {message}") in events
+
+
+@pytest.mark.skipif(bool(usable_by_other_users()), reason=usable_by_other_users() or "")
+def test_a_jobs_process_sees_the_secret_of_its_env_from(kube: Cluster) -> None:
+    """The export Job's shape: envFrom a Secret; the real process prints what it was given."""
+    api_client = kube.api_client()
+    create_secret(kube, "s3-credentials", **AWS)
+    body = batch_job()
+    (container,) = body["spec"]["template"]["spec"]["containers"]
+    container.update(
+        image=defaults.TRAINER_IMAGE,
+        command=["python", "-c", "import os; print(os.environ['AWS_ACCESS_KEY_ID'])"],
+        envFrom=[{"secretRef": {"name": "s3-credentials"}}],
+    )
+    with StandIns(api_client, ProcessRuntime()):
+        client.BatchV1Api(api_client).create_namespaced_job("default", body)
+        job = finished_job(kube)
+        (pod,) = get_json(kube, "pods")["items"]
+        logs = kube.kubectl("logs", pod["metadata"]["name"]).stdout
+    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    assert logs == "AKIAEXAMPLE\n"
