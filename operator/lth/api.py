@@ -262,6 +262,70 @@ class ControlsSpec(ApiModel):
         return value
 
 
+SearchMethod = Literal["imp", "gradual", "short-imp"]
+
+
+class SearchSpec(ApiModel):
+    """How the mask is searched for (spec.pruning.search). The final ticket is always trained
+    in full from the rewind point, like an IMP level, beside the same control branches."""
+
+    method: SearchMethod = Field(
+        "imp",
+        description=(
+            "imp: plain IMP, one full training per level (level L prunes level L-1's final weights); "
+            "gradual: level 0 trains the dense network, level 1 (the search) trains only the last "
+            "search.epochs epochs of the schedule from level 0's final weights while pruning them "
+            "step by step (IMP's densities at spec.pruning.fraction, global magnitude) down to the "
+            "sparsest of search.densities, and levels 2, 3, ... train one ticket per density in full "
+            "from the rewind point with the mask the search had at that density; "
+            "short-imp: IMP with large steps and short retraining: levels 1 to S train only "
+            "search.epochs epochs from the rewind point, each with the mask pruned from the level "
+            "before (IMP's densities at spec.pruning.fraction, and search.densities), then one level "
+            "per ticket trains its mask in full."
+        ),
+    )
+    densities: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "gradual, short-imp: densities of the tickets trained in full, in decreasing order (the "
+            "levels after the search); default: the density spec.pruning.levels reaches at "
+            "spec.pruning.fraction."
+        ),
+    )
+    epochs: int = Field(
+        2,
+        ge=1,
+        le=10000,
+        description=(
+            "gradual: epochs of the search run; prune steps are spread evenly over its first three "
+            "quarters, the last quarter trains the sparsest mask. short-imp: epochs of each search level."
+        ),
+    )
+    start: Literal["trained", "rewind"] = Field(
+        "trained",
+        description=(
+            "gradual: where the search starts. trained: level 0's final weights, over the schedule's "
+            "last search.epochs epochs (prune and fine-tune); rewind: the rewind point, over the "
+            "search.epochs epochs of the schedule from there (the mask forms while the network first "
+            "learns, as early-bird tickets do)."
+        ),
+    )
+
+    @field_validator("densities")
+    @classmethod
+    def _decreasing(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and value != sorted(set(value), reverse=True):
+            raise ValueError("densities must be strictly decreasing")
+        return value
+
+
+SEARCH_LEVEL = 1
+"""gradual search: the level that searches the mask (level 0 is dense, tickets follow it);
+short-imp: the first of its short levels."""
+
+
 class PruningSpec(ApiModel):
     """Iterative magnitude pruning with rewinding."""
 
@@ -305,6 +369,64 @@ class PruningSpec(ApiModel):
     )
     stop: StopRules = Field(default_factory=StopRules, description="Early stop rules.")
     controls: ControlsSpec = Field(default_factory=ControlsSpec, description="Control branches.")
+    search: SearchSpec = Field(
+        default_factory=SearchSpec,
+        description="How the mask is searched for: plain IMP (default) or a cheaper gradual search.",
+    )
+
+    @property
+    def gradual(self) -> bool:
+        return self.search.method == "gradual"
+
+    @property
+    def short_imp(self) -> bool:
+        return self.search.method == "short-imp"
+
+    @property
+    def searching(self) -> bool:
+        """A search method other than plain IMP: search levels, then one full level per ticket."""
+        return self.search.method != "imp"
+
+    def search_levels(self) -> int:
+        """Levels between the dense level 0 and the first ticket level: gradual 1; short-imp one
+        per density of the search but the last (its mask is pruned from the last one's weights)."""
+        if self.gradual:
+            return 1
+        if self.short_imp:
+            return len(self.search_densities()) - 1
+        return 0
+
+    def ticket_densities(self) -> list[float]:
+        """gradual: the densities of the tickets trained in full (levels 2, 3, ...)."""
+        if self.search.densities is not None:
+            return list(self.search.densities)
+        return [self.density(self.levels if self.levels is not None else 10)]
+
+    def search_densities(self) -> list[float]:
+        """gradual: the density after each prune step of the search run, decreasing: IMP's
+        densities at `fraction` down to the sparsest ticket (but those within fraction / 2 of a
+        ticket's, relative to it), and every ticket's density."""
+        targets = self.ticket_densities()
+        near = self.fraction / 2
+        steps = {self.density(level) for level in range(1, self.levels_to_reach(targets[-1]) + 1)}
+        steps = {d for d in steps if d > targets[-1] and all(abs(d - t) > near * t for t in targets)}
+        return sorted(steps | set(targets), reverse=True)
+
+    def level_density(self, level: int) -> float:
+        """Expected density of main level `level` of a search (either method)."""
+        if not self.searching or level == 0:
+            return self.density(level)
+        densities, searched = self.ticket_densities(), self.search_levels()
+        if self.gradual and level == SEARCH_LEVEL:
+            return densities[-1]
+        if level <= searched:
+            return self.search_densities()[level - 1]
+        return densities[min(level - searched, len(densities)) - 1]
+
+    def is_ticket_level(self, level: int) -> bool:
+        """A level whose network trains in full from the rewind point (a ticket candidate):
+        every pruned IMP level; a search's levels after its search levels."""
+        return level >= 1 and level > self.search_levels()
 
     def density(self, level: int, start: float = 1.0) -> float:
         """Expected density after `level` levels from `start`: start * (1 - fraction) ** level."""
@@ -574,6 +696,8 @@ class RunSpec(ApiModel):
     @property
     def level_budget(self) -> int:
         """Pruned levels after level 0: spec.pruning.levels, else 10 (search) or 0 (transfer)."""
+        if self.pruning.searching and self.ticket is None:
+            return self.pruning.search_levels() + len(self.pruning.ticket_densities())
         if self.pruning.levels is not None:
             return self.pruning.levels
         return 0 if self.ticket is not None else 10
@@ -584,6 +708,8 @@ class RunSpec(ApiModel):
         if level == 0:
             return list(self.ticket.controls) if self.ticket is not None else []
         controls = self.pruning.controls
+        if not self.pruning.is_ticket_level(level):
+            return []
         if controls.levels is not None and level not in controls.levels:
             return []
         return list(controls.branches)
@@ -657,6 +783,11 @@ class LevelResult(ApiModel):
     epochs: int | None = Field(None, ge=0)
     images_per_second: float | None = Field(None, ge=0)
     duration_seconds: float | None = Field(None, ge=0)
+    trained_epochs: float | None = Field(
+        None,
+        ge=0,
+        description="Passes over the training split this job trained (from its start step to the end).",
+    )
 
 
 class ChildStatus(ApiModel):
@@ -692,6 +823,9 @@ class LevelStatus(ChildStatus):
     top5: Percent | None = None
     loss: float | None = None
     duration_seconds: float | None = Field(None, ge=0)
+    cost: float | None = Field(
+        None, ge=0, description="What this job trained, in dense-run equivalents (lth.cost)."
+    )
     progress: EpochProgress | None = Field(None, description="While it runs: its latest epoch.")
 
 
@@ -707,6 +841,22 @@ class BestTicket(ApiModel):
     density: Fraction
     top1: Percent
     summary: str = Field(description="One line for kubectl, e.g. 'L7 21.0% 75.3%'.")
+
+
+class CostStatus(ApiModel):
+    """What the run trained, in dense-run equivalents: epochs x fraction of the training data,
+    relative to one dense run of spec.training.epochs (lth.cost)."""
+
+    search: float = Field(0.0, ge=0, description="Every main level: the search and its tickets' training.")
+    controls: float = Field(0.0, ge=0, description="The control branches, shown apart.")
+    ticket: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "What the best ticket took: the levels its mask comes from and its own full training, "
+            "the dense level 0 included, controls and other tickets not."
+        ),
+    )
 
 
 class TicketStatus(ApiModel):
@@ -732,6 +882,7 @@ class RunStatus(ApiModel):
     dense_top1: Percent | None = None
     best: BestTicket | None = None
     ticket: TicketStatus | None = Field(None, description="The transferred ticket (spec.ticket).")
+    cost: CostStatus | None = Field(None, description="What the run trained, in dense-run equivalents.")
     preprocessing: ChildStatus | None = None
     levels: list[LevelStatus] = Field(default_factory=list)
     progress: str | None = Field(

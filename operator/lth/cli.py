@@ -140,7 +140,7 @@ def _summary(status: RunStatus) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
-    from lth.report import branches, labels, rows
+    from lth.report import branches, labels, rows, search_note
 
     parts: list[RenderableType] = []
     head = Text.from_markup(f"phase [bold]{status.phase}[/]")
@@ -166,7 +166,7 @@ def _summary(status: RunStatus) -> RenderableType:
             f"{row.top1[b]:.2f}" if b in row.top1 else _unfinished_cell(entries.get((row.level, b)))
             for b in columns
         ]
-        table.add_row(str(row.level), f"{row.density * 100:.2f}%", *cells)
+        table.add_row(f"{row.level}{search_note(status, row.level)}", f"{row.density * 100:.2f}%", *cells)
     if status.levels:
         parts.append(table)
     for entry in status.levels:
@@ -179,6 +179,10 @@ def _summary(status: RunStatus) -> RenderableType:
                 f"top-1 {status.best.top1:.2f}% (dense {status.dense_top1:.2f}%)"
             )
         )
+    if status.cost is not None:
+        from lth.cost import describe
+
+        parts.append(Text(describe(status.cost, status.accepted_spec)))
     return Group(*parts)
 
 

@@ -35,6 +35,8 @@ FINAL_FILE = "final.safetensors"
 PROGRESS_FILE = "progress.jsonl"
 """One JSON line per finished epoch of a level (epoch, epochs, top1, imagesPerSecond, ...)."""
 RESULT_FILE = "result.json"
+SEARCH_MASK_FILE = "mask-for-{level:02d}.safetensors"
+"""In the gradual search's level: the mask it had at the density of ticket level NN."""
 MANIFEST_FILE = "manifest.json"
 """The data manifest (lth.data_manifest), written last by the Spark job: data/ is complete."""
 STATUS_FILE = "status.json"
@@ -108,6 +110,10 @@ class LevelLayout:
     @property
     def result(self) -> Path:
         return self.dir / RESULT_FILE
+
+    def mask_for(self, level: int) -> Path:
+        """The gradual search's mask for ticket level `level` (lth.api.SearchSpec)."""
+        return self.dir / SEARCH_MASK_FILE.format(level=level)
 
 
 @dataclass(frozen=True)

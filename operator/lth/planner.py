@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from lth import progress
+from lth import cost, progress
 from lth.api import (
     MUTABLE_SPEC_FIELDS,
     TERMINAL_PHASES,
@@ -384,7 +384,7 @@ class _Planner:
         from its ticket's density, which a re-initialised head (dense, or pruned to the
         ticket head's density: its size depends on the target's classes) changes."""
         if spec.ticket is None:
-            return spec.pruning.density(level)
+            return spec.pruning.level_density(level)
         first = self.status.level_entry(0)
         if first is not None and first.phase == "Succeeded":
             start = first.density
@@ -557,6 +557,7 @@ class _Planner:
         child = self.children.get(name)
         if verb == "succeeded" and before != "Succeeded" and child and child.result:
             self._record_result(row, child.result)
+            row.cost = round(cost.job_cost(spec, level, branch, child.result), 4)
         if row.phase in ("Succeeded", "Failed"):
             row.progress = None  # the result says it all
         elif child is not None and child.progress is not None and child.attempt == row.attempts:
@@ -663,6 +664,11 @@ class _Planner:
     # ------------------------------------------------------------------ status
 
     def _summarise(self, spec: RunSpec) -> None:
+        self._summarise_levels(spec)
+        if self.status.levels:
+            self.status.cost = cost.summarise(spec, self.status)
+
+    def _summarise_levels(self, spec: RunSpec) -> None:
         main = sorted((e for e in self.status.levels if e.branch == "main"), key=lambda e: e.level)
         if not main:
             return
@@ -689,7 +695,8 @@ class _Planner:
         if not matching:
             self.status.best = None  # a transferred ticket that falls short of its dense control
             return
-        best = max(matching, key=lambda e: e.level)
+        candidates = [e for e in matching if e.level == 0 or spec.pruning.is_ticket_level(e.level)]
+        best = max(candidates or matching, key=lambda e: e.level)
         assert best.density is not None and best.top1 is not None
         self.status.best = BestTicket(
             level=best.level,

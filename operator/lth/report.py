@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lth.api import RunStatus
 from lth.branches import BRANCHES
+from lth.cost import describe as describe_cost
 from lth.data_manifest import DataManifest
 from lth.files import atomic_write, atomic_write_text
 from lth.naming import MASK_FILE, MODEL_CARD_FILE, PLOT_FILE, REWIND_FILE, SPEC_FILE, TICKET_FILE, RunLayout
@@ -24,10 +25,10 @@ def labels(status: RunStatus) -> dict[str, str]:
     return {name: branch.label for name, branch in BRANCHES.items()}
 
 
-RESULT_FIELDS = {"level", "branch", "density", "top1", "top5", "loss"}
-"""What ticket.json records of each finished level of the source run: what the levels computed,
-not how long they took, so the same levels export byte-identical files wherever they ran
-(`lth run` here, the export Job on a cluster)."""
+RESULT_FIELDS = {"level", "branch", "density", "top1", "top5", "loss", "cost"}
+"""What ticket.json records of each finished level of the source run: what the levels computed
+(and what each cost, in dense-run equivalents), not how long they took, so the same levels
+export byte-identical files wherever they ran (`lth run` here, the export Job on a cluster)."""
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,48 @@ def branches(status: RunStatus) -> list[str]:
 
 
 def markdown_table(status: RunStatus) -> str:
-    """The table as Markdown: level, density, then top-1 per branch."""
+    """The table as Markdown: level, density, then top-1 per branch, and what the level cost."""
     columns = branches(status)
     names = labels(status)
-    header = "| level | density | " + " | ".join(f"top-1 {names[b]}" for b in columns) + " |"
-    lines = [header, "|" + " --- |" * (2 + len(columns))]
+    header = "| level | density | " + " | ".join(f"top-1 {names[b]}" for b in columns)
+    header += " | cost, dense-run equivalents (controls apart) |"
+    lines = [header, "|" + " --- |" * (3 + len(columns))]
     for row in rows(status):
         cells = [f"{row.top1[b]:.2f}" if b in row.top1 else "" for b in columns]
-        lines.append(f"| {row.level} | {row.density * 100:.2f}% | " + " | ".join(cells) + " |")
+        cells.append(level_cost_cell(status, row.level))
+        lines.append(
+            f"| {row.level}{search_note(status, row.level)} | {row.density * 100:.2f}% | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
+
+
+SEARCH_WORDS = {
+    "imp": "one full training per level",
+    "gradual": "one run of N epochs that prunes as it trains, then one full training per ticket "
+    "from the rewind point",
+    "short-imp": "short levels of N epochs each, then one full training per ticket from the rewind point",
+}
+"""What each spec.pruning.search.method does, in the model card's words."""
+
+
+def search_note(status: RunStatus, level: int) -> str:
+    """' (search)' on a search level (gradual, short-imp): its network is not a ticket."""
+    spec = status.accepted_spec
+    if spec is None or level == 0 or spec.pruning.is_ticket_level(level):
+        return ""
+    return " (search)"
+
+
+def level_cost_cell(status: RunStatus, level: int) -> str:
+    main = sum(
+        e.cost for e in status.levels if e.level == level and e.branch == "main" and e.cost is not None
+    )
+    controls = sum(
+        e.cost for e in status.levels if e.level == level and e.branch != "main" and e.cost is not None
+    )
+    return f"{main:.2f}" + (f" (+{controls:.2f})" if controls else "")
 
 
 def plot(status: RunStatus, path: Path) -> Path:
@@ -81,7 +115,11 @@ def plot(status: RunStatus, path: Path) -> Path:
         marker = BRANCHES[branch].marker  # type: ignore[index]
         if marker is None:
             continue  # the dense reference is the horizontal line
-        points = [(r.density * 100, r.top1[branch]) for r in table if branch in r.top1]
+        points = [
+            (r.density * 100, r.top1[branch])
+            for r in table
+            if branch in r.top1 and not search_note(status, r.level)
+        ]
         if points:
             xs, ys = zip(*points, strict=True)
             axes.plot(xs, ys, marker, markersize=8, label=names[branch])
@@ -143,8 +181,13 @@ def model_card(status: RunStatus, run_name: str) -> str:
             f"- architecture: {spec.model.arch}; pruning: {pruning.strategy}, "
             f"{pruning.fraction} of the remaining weights per level, rewind to "
             f"{pruning.rewind_to} ({pruning.rewind} rewinding)",
+            f"- search: {pruning.search.method} ({SEARCH_WORDS[pruning.search.method]})".replace(
+                "N epochs", f"{pruning.search.epochs} epochs"
+            ),
             "",
         ]
+    if status.cost is not None:
+        lines += [f"- {describe_cost(status.cost, spec)}", ""]
     lines += [
         "## Accuracy vs density",
         "",
@@ -189,6 +232,8 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
         }
         if status.ticket is not None:
             source_info["transferredFrom"] = status.ticket.to_wire()
+        if status.cost is not None:
+            source_info["cost"] = {"unit": "dense-run equivalents", **status.cost.to_wire()}
         if (ticket / MASK_FILE).exists() and (ticket / REWIND_FILE).exists():
             described = describe(ticket, source_info)
             atomic_write_text(ticket / TICKET_FILE, json.dumps(described, indent=2) + "\n")

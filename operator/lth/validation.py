@@ -157,7 +157,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
 
     budget = spec.level_budget
     target = pruning.stop.target_density
-    if target is not None and spec.ticket is None:
+    if target is not None and spec.ticket is None and not pruning.searching:
         # A transfer run's start density is known only once its ticket is resolved.
         needed = pruning.levels_to_reach(target)
         if needed > budget:
@@ -180,6 +180,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
                 )
             )
     problems += _check_ticket(spec) + _check_export(spec)
+    problems += _check_search(spec)
     if len(set(pruning.controls.branches)) != len(pruning.controls.branches):
         problems.append(
             Problem(
@@ -290,6 +291,56 @@ def _check_passthrough(spec: RunSpec) -> list[Problem]:
             problems.append(
                 Problem(f"spec.resources.extraResources.{name}", f"{quantity!r} is not a quantity")
             )
+    return problems
+
+
+def _check_search(spec: RunSpec) -> list[Problem]:
+    """spec.pruning.search: what the gradual and short-imp searches need, and options only they read."""
+    pruning, search, path = spec.pruning, spec.pruning.search, "spec.pruning.search"
+    if not pruning.searching:
+        if search.densities is not None:
+            return [
+                Problem(
+                    f"{path}.densities",
+                    "applies to methods gradual and short-imp only (IMP prunes by spec.pruning.levels)",
+                )
+            ]
+        return []
+    problems = []
+    method = search.method
+    if spec.ticket is not None:
+        problems.append(
+            Problem(f"{path}.method", f"{method} searches a mask; a transfer run (spec.ticket) has one")
+        )
+    if pruning.rewind != "weights":
+        problems.append(
+            Problem(
+                f"{path}.method",
+                f"{method} trains its tickets from the rewind point: needs spec.pruning.rewind weights",
+            )
+        )
+    if pruning.levels is not None and search.densities is not None:
+        problems.append(
+            Problem(
+                "spec.pruning.levels",
+                f"with search.method {method} the levels are 0 (dense), the search's and one per "
+                "search.densities; give one of the two",
+            )
+        )
+    if pruning.stop.target_density is not None:
+        problems.append(
+            Problem(
+                "spec.pruning.stop.targetDensity", f"IMP only: the {method} search stops at search.densities"
+            )
+        )
+    if search.epochs > spec.training.epochs:
+        problems.append(
+            Problem(
+                f"{path}.epochs",
+                f"{search.epochs} is more than the schedule's {spec.training.epochs} epochs "
+                "(spec.training.epochs): the search trains its last epochs",
+            )
+        )
     return problems
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lth.api import Branch, RunSpec
+from lth.api import SEARCH_LEVEL, Branch, RunSpec
 from lth.branches import BRANCHES
 from lth.naming import LevelLayout, RunLayout
 from lth.ticket import TicketFiles
@@ -67,6 +67,8 @@ class LevelStart:
     weights: dict[str, torch.Tensor]
     step: int
     origin: dict[str, object]
+    end_step: int | None = None
+    """The step it trains to (the gradual search); None: the end of the schedule."""
 
 
 def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write: bool) -> Mask:
@@ -75,8 +77,8 @@ def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write:
     Level 0 is dense, or a transfer run's ticket, which level 0 writes when it starts."""
     ignore = spec.pruning.ignore_layers
     files = level_files(run_dir, level)
-    if level == 0 and spec.ticket is None:
-        mask = pruning.full_mask(model, ignore)
+    if (level == 0 and spec.ticket is None) or (spec.pruning.gradual and level == SEARCH_LEVEL):
+        mask = pruning.full_mask(model, ignore)  # the gradual search starts dense and prunes as it trains
     elif files.mask.is_file():
         mask = load_tensors(files.mask, "mask")
         pruning.check_mask(mask, model, ignore, str(files.mask))
@@ -86,23 +88,106 @@ def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write:
             f"{files.mask}: missing: level 0 of this transfer run has not started "
             "(it writes the transferred ticket's mask)"
         )
+    elif spec.pruning.gradual:
+        mask = searched_mask(run_dir, spec, level, model)
+    elif spec.pruning.short_imp and spec.pruning.is_ticket_level(level):
+        mask = short_imp_ticket_mask(run_dir, spec, level, model)
     else:
-        before = level_files(run_dir, level - 1)
-        if not before.dir.is_dir():
-            raise TrainerError(
-                f"{before.dir}: level {level - 1} does not exist, so level {level} cannot start (level gap)"
-            )
-        if not before.final.is_file():
-            raise TrainerError(
-                f"{files.mask}: missing, and {before.final} (the weights to prune it from) does not exist: "
-                f"level {level - 1} has not finished"
-            )
-        previous = main_mask(run_dir, spec, level - 1, model, write=False)
-        prune = pruning.STRATEGIES[spec.pruning.strategy]
-        mask = prune(load_tensors(before.final, "final weights"), previous, spec.pruning.fraction)
+        exact = spec.pruning.level_density(level) if spec.pruning.short_imp else None
+        mask = pruned_after(run_dir, spec, level - 1, level, model, exact)
     if write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     return mask
+
+
+def pruned_after(
+    run_dir: Path, spec: RunSpec, previous: int, level: int, model: nn.Module, density: float | None
+) -> Mask:
+    """The mask pruned from level `previous`'s final weights and mask, for level `level`: by
+    spec.pruning.fraction, or (a short-imp search) down to `density` exactly."""
+    before = level_files(run_dir, previous)
+    files = level_files(run_dir, level)
+    if not before.dir.is_dir():
+        raise TrainerError(
+            f"{before.dir}: level {previous} does not exist, so level {level} cannot start (level gap)"
+        )
+    if not before.final.is_file():
+        raise TrainerError(
+            f"{files.mask}: missing, and {before.final} (the weights to prune it from) does not exist: "
+            f"level {previous} has not finished"
+        )
+    mask = main_mask(run_dir, spec, previous, model, write=False)
+    fraction = spec.pruning.fraction
+    if density is not None:
+        kept = pruning.kept(mask)
+        fraction = (kept - round(density * pruning.size(mask))) / kept
+    prune = pruning.STRATEGIES[spec.pruning.strategy]
+    return prune(load_tensors(before.final, "final weights"), mask, fraction)
+
+
+def short_imp_ticket_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module) -> Mask:
+    """A short-imp ticket level's mask: the search level's of the same density, or (the sparsest
+    ticket) the one pruned from the last search level's final weights."""
+    density = spec.pruning.level_density(level)
+    step = spec.pruning.search_densities().index(density) + 1
+    last = spec.pruning.search_levels()
+    if step <= last:
+        return main_mask(run_dir, spec, step, model, write=False)
+    return pruned_after(run_dir, spec, last, level, model, density)
+
+
+def searched_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module) -> Mask:
+    """A gradual ticket level's mask: the one the search level had at the level's density."""
+    source = level_files(run_dir, SEARCH_LEVEL).mask_for(level)
+    if not source.is_file():
+        raise TrainerError(
+            f"{source}: missing: the search (level {SEARCH_LEVEL}) has not reached density "
+            f"{spec.pruning.level_density(level):.4f} for level {level}"
+        )
+    mask = load_tensors(source, "mask")
+    pruning.check_mask(mask, model, spec.pruning.ignore_layers, str(source))
+    return mask
+
+
+def search_start(
+    run_dir: Path, spec: RunSpec, model: nn.Module, mask: Mask, steps_per_epoch: int
+) -> LevelStart:
+    """The gradual search, dense at its start (it prunes as it trains, lth_trainer.search):
+    level 0's final weights at the step where the schedule's last search.epochs epochs begin
+    (start trained), or theta_k at step k for search.epochs epochs (start rewind)."""
+    search = spec.pruning.search
+    root = level_files(run_dir, 0)
+    source = root.final if search.start == "trained" else root.rewind
+    if not source.is_file():
+        raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
+    weights = load_tensors(source, "start weights")
+    if set(weights) != set(model.state_dict()):
+        raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
+    epochs = min(search.epochs, spec.training.epochs)
+    total = spec.training.epochs * steps_per_epoch
+    if search.start == "rewind":
+        step = rewind_step(spec, steps_per_epoch)
+        end = search_end(spec, step, steps_per_epoch)
+        origin: dict[str, object] = {
+            "weights": str(source.relative_to(run_dir)),
+            "step": step,
+            "search": "gradual",
+        }
+        return LevelStart(mask, weights, step, origin, end_step=end)
+    step = total - epochs * steps_per_epoch
+    origin = {
+        "weights": str(source.relative_to(run_dir)),
+        "step": step,
+        "search": "gradual",
+    }
+    return LevelStart(mask, weights, step, origin)
+
+
+def search_end(spec: RunSpec, step: int, steps_per_epoch: int) -> int:
+    """Where a search that starts at `step` stops: search.epochs whole epochs later, at most the
+    end of the schedule."""
+    epochs = -(-step // steps_per_epoch) + spec.pruning.search.epochs
+    return min(spec.training.epochs, epochs) * steps_per_epoch
 
 
 def plan_start(
@@ -136,6 +221,13 @@ def plan_start(
             save_tensors(root.init, theta_0)
         return LevelStart(mask, theta_0, 0, {"weights": f"init (seed {spec.training.seed})", "step": 0})
 
+    if branch != "main" and not spec.pruning.is_ticket_level(level):
+        raise TrainerError(
+            f"--branch {branch}: the {spec.pruning.search.method} search level {level} has no controls"
+        )
+    if spec.pruning.gradual and level == SEARCH_LEVEL:
+        return search_start(run_dir, spec, model, mask, steps_per_epoch)
+
     # Both modes restart the schedule at step k (Renda et al. 2020): weight rewinding from
     # theta_k, learning-rate rewinding from level L-1's final weights. rewindTo 0: a full replay.
     source = root.rewind if spec.pruning.rewind == "weights" else level_files(run_dir, level - 1).final
@@ -158,6 +250,10 @@ def plan_start(
     if branch != "main" and write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     origin["mask"] = str(files.mask.relative_to(run_dir))
+    if spec.pruning.short_imp and not spec.pruning.is_ticket_level(level):  # a short search level
+        return LevelStart(
+            mask, weights, k, {**origin, "search": "short-imp"}, search_end(spec, k, steps_per_epoch)
+        )
     return LevelStart(mask, weights, k, origin)
 
 

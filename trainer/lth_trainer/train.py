@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lth.api import Branch, LevelResult, RunSpec
+from lth.api import SEARCH_LEVEL, Branch, LevelResult, RunSpec
 from lth.data_manifest import Split
 from lth.naming import RunLayout
 from lth.progress import line as progress_line
@@ -37,6 +37,7 @@ from lth_trainer.dist import Platform
 from lth_trainer.level import LevelFiles, level_files, plan_start, rewind_step
 from lth_trainer.models import build_model
 from lth_trainer.optim import build_optimizer, lr_factor, set_lr
+from lth_trainer.search import GradualPruning, schedule
 from lth_trainer.store import (
     TrainerError,
     load_checkpoint,
@@ -69,6 +70,8 @@ class Counters:
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_loss: float = 0.0
     epoch_rate: float = 0.0
+    mask: pruning.Mask | None = None
+    """The gradual search's current mask (it changes as the level trains); None elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -211,11 +214,19 @@ class LevelRun:
     num_classes: int
     rewind_at: int
     """The step after which theta_k is saved; -1 where this branch saves none."""
+    start_step: int = 0
+    """The global step this level starts training at (k for a pruned level)."""
+    search: GradualPruning | None = None
+    """The gradual search's prune steps (its level only)."""
+    end_step: int | None = None
+    """The step it trains to; None: the end of the schedule."""
     session: float = field(default_factory=time.perf_counter)
     elapsed_before: float = 0.0
 
     @property
     def total_steps(self) -> int:
+        if self.end_step is not None:
+            return self.end_step
         return self.spec.training.epochs * self.steps_per_epoch
 
     @property
@@ -257,9 +268,11 @@ def run_level(
         net = distributed(run.model, spec, platform)
         masked = pruning.gradient_masks(dict(run.model.named_parameters()), start_mask)
         while run.counters.step < run.total_steps:
+            if run.search is not None:
+                masked = pruning.gradient_masks(dict(run.model.named_parameters()), run.search.mask)
             train_epoch(run, net, stream, masked)
             end_epoch(run)
-    result = _finish(run, start_mask)
+    result = _finish(run, run.search.mask if run.search is not None else start_mask)
     log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
     return result
 
@@ -347,6 +360,11 @@ def _setup(
     if saves and platform.is_main and rewind_at == 0 and not files.rewind.is_file():
         save_tensors(files.rewind, start.weights)
     augment = training.augmentation == "random-resized-crop"
+    search = None
+    if spec.pruning.gradual and level == SEARCH_LEVEL and branch == "main":
+        steps = schedule(run_dir, spec, start.step, start.end_step or training.epochs * spe)
+        search = GradualPruning(spec, steps, counters.mask or start.mask, write=platform.is_main)
+        counters.mask = search.mask
     run = LevelRun(
         spec=spec,
         level=level,
@@ -363,6 +381,9 @@ def _setup(
         num_classes=num_classes,
         rewind_at=rewind_at,
         elapsed_before=counters.elapsed_seconds,
+        start_step=start.step,
+        search=search,
+        end_step=start.end_step,
     )
     return run, ShardDataset(train_index, crop, augment, training.seed), batches, start.mask
 
@@ -446,6 +467,7 @@ def _finish(run: LevelRun, mask: pruning.Mask) -> LevelResult:
         epochs=run.spec.training.epochs,
         images_per_second=counters.train_images / counters.train_seconds if counters.train_seconds else None,
         duration_seconds=run.elapsed(),
+        trained_epochs=round((run.total_steps - run.start_step) / run.steps_per_epoch, 4),
     )
     if run.platform.is_main:
         save_tensors(run.files.final, dict(run.model.state_dict()))
@@ -501,6 +523,10 @@ def train_epoch(
     began = time.perf_counter()
     progress = StepProgress(began)
     while counters.step < epoch_end:
+        if run.search is not None and run.search.before_step(counters.step, run.model, run.optimizer):
+            counters.mask = run.search.mask
+            masked = pruning.gradient_masks(dict(run.model.named_parameters()), run.search.mask)
+            weights, keeps = [w for w, _ in masked], [k for _, k in masked]
         images, labels, boxes = next(stream)
         set_lr(run.optimizer, training.lr * lr_factor(training, counters.step, spe))
         x, y = run.inputs(images, boxes), labels.to(platform.device, non_blocking=True)
@@ -578,6 +604,7 @@ def checkpoint_state(
         "trainImages": counters.train_images,
         "elapsedSeconds": counters.elapsed_seconds,
         "history": counters.history,
+        "mask": counters.mask,
     }
 
 
@@ -612,6 +639,7 @@ def resume(
             train_images=int(state["trainImages"]),
             elapsed_seconds=float(state["elapsedSeconds"]),
             history=list(state["history"]),
+            mask=state.get("mask"),
         )
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise TrainerError(f"{path}: checkpoint does not fit this level: {error}") from error

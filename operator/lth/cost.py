@@ -1,0 +1,75 @@
+"""What a run costs, in dense-run equivalents: the epochs a job trained times the fraction of
+the training data it trained on, relative to one dense run (spec.training.epochs over the
+whole training split). Plain IMP to level L costs L + 1 (less the rewind point's epochs at
+each pruned level); the gradual search 1 (dense) + search.epochs / epochs + 1 per ticket.
+Controls are counted apart: they check a ticket, they do not find it."""
+
+from __future__ import annotations
+
+from lth.api import SEARCH_LEVEL, Branch, CostStatus, LevelResult, RunSpec, RunStatus
+
+DATA_FRACTION = 1.0
+"""Every job trains on the whole training split (a data subset would scale the cost)."""
+
+
+def planned_epochs(spec: RunSpec, level: int, branch: Branch = "main") -> float:
+    """Epochs a job will train, from the spec alone: level 0 the whole schedule; the gradual
+    search search.epochs; a pruned level from the rewind point on (an iteration count, which
+    needs the steps per epoch, is counted as a full run here; the trainer's result is exact)."""
+    epochs = spec.training.epochs
+    if level == 0:
+        return float(epochs)
+    if spec.pruning.searching and not spec.pruning.is_ticket_level(level) and branch == "main":
+        return float(min(spec.pruning.search.epochs, epochs))
+    amount, unit = spec.pruning.rewind_point()
+    return float(epochs - amount) if unit == "ep" else float(epochs)
+
+
+def job_cost(spec: RunSpec, level: int, branch: Branch, result: LevelResult | None = None) -> float:
+    """Dense-run equivalents of one job: the trainer's count when its result has one."""
+    trained = result.trained_epochs if result is not None else None
+    if trained is None:
+        trained = planned_epochs(spec, level, branch)
+    return trained * DATA_FRACTION / spec.training.epochs
+
+
+def ticket_levels(spec: RunSpec, level: int) -> list[int]:
+    """The main levels a level's ticket took: those its mask comes from, and itself."""
+    if spec.pruning.gradual and level > SEARCH_LEVEL:
+        return [0, SEARCH_LEVEL, level]
+    if spec.pruning.short_imp and spec.pruning.is_ticket_level(level):
+        # the ticket's mask is pruned from the final weights of the search level before its density
+        step = spec.pruning.search_densities().index(spec.pruning.level_density(level)) + 1
+        return [*range(step), level]
+    return list(range(level + 1))
+
+
+def summarise(spec: RunSpec, status: RunStatus) -> CostStatus:
+    """The run's cost so far (finished jobs): the search, the controls, the best ticket."""
+    search = controls = 0.0
+    main: dict[int, float] = {}
+    for entry in status.levels:
+        if entry.phase != "Succeeded":
+            continue
+        cost = entry.cost if entry.cost is not None else job_cost(spec, entry.level, entry.branch)
+        if entry.branch == "main":
+            search += cost
+            main[entry.level] = cost
+        else:
+            controls += cost
+    ticket = None
+    if status.best is not None:
+        path = ticket_levels(spec, status.best.level)
+        if all(level in main for level in path):
+            ticket = round(sum(main[level] for level in path), 3)
+    return CostStatus(search=round(search, 3), controls=round(controls, 3), ticket=ticket)
+
+
+def describe(cost: CostStatus, spec: RunSpec | None = None) -> str:
+    """One line for lth status and the report."""
+    ticket = f"best ticket {cost.ticket:.2f}, " if cost.ticket is not None else ""
+    method = f" ({spec.pruning.search.method} search)" if spec is not None else ""
+    return (
+        f"cost in dense-run equivalents{method}: {ticket}all main levels {cost.search:.2f}, "
+        f"controls {cost.controls:.2f} apart"
+    )
