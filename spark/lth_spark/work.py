@@ -15,13 +15,14 @@ import json
 import resource
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
 from lth.files import atomic_write, atomic_write_bytes, sha256
 from lth_spark.images import Geometry, UnreadableImage, process_image
@@ -169,19 +170,53 @@ def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str,
 
 
 @dataclass(frozen=True)
-class ShardRecord:
-    key: str
-    label: int
-    blob: str
-    offset: int
-    size: int
-
-
-@dataclass(frozen=True)
 class ShardPlan:
+    """One shard to write: its records are in `records`, an .npz under the work folder (see
+    `save_shard_records`), so neither the driver's JVM nor a task's pickle carries one object
+    per image."""
+
     split: str
     path: str
-    records: tuple[ShardRecord, ...]
+    records: str
+    images: int
+
+
+def save_shard_records(
+    path: Path,
+    keys: npt.NDArray[np.bytes_],
+    labels: npt.NDArray[np.int64],
+    blobs: Sequence[str],
+    blob: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+) -> None:
+    """The records of one shard in its order: UTF-8 key, label, blob (an index into `blobs`),
+    offset and size of the JPEG in that blob."""
+    arrays = {
+        "keys": keys,
+        "labels": labels,
+        "blobs": np.array(list(blobs), dtype=np.str_),
+        "blob": blob,
+        "offsets": offsets,
+        "sizes": sizes,
+    }
+
+    def write(temp: Path) -> None:
+        with temp.open("wb") as file:
+            np.savez(file, **arrays)  # type: ignore[arg-type]
+
+    atomic_write(path, write)
+
+
+def _shard_records(path: str) -> Iterator[tuple[str, int, str, int, int]]:
+    """(key, label, blob path, offset, size) of each record of a shard, in its order."""
+    with np.load(path, allow_pickle=False) as saved:
+        keys, labels, blob = saved["keys"], saved["labels"], saved["blob"]
+        blobs, offsets, sizes = [str(b) for b in saved["blobs"]], saved["offsets"], saved["sizes"]
+    for key, label, b, offset, size in zip(
+        keys.tolist(), labels.tolist(), blob.tolist(), offsets.tolist(), sizes.tolist(), strict=True
+    ):
+        yield key.decode(), label, blobs[b], offset, size
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:
@@ -204,20 +239,20 @@ def write_shard(plan: ShardPlan) -> dict[str, Any]:
 
     def write_tar(temp: Path) -> None:
         with _OpenFiles() as blobs, tarfile.open(temp, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for record in plan.records:
-                blob = blobs.get(record.blob)
-                blob.seek(record.offset)
-                jpeg = blob.read(record.size)
-                tar.addfile(_tar_info(f"{record.key}.jpg", len(jpeg)), io.BytesIO(jpeg))
-                label = str(record.label).encode()
-                tar.addfile(_tar_info(f"{record.key}.cls", len(label)), io.BytesIO(label))
+            for key, label, blob_path, offset, size in _shard_records(plan.records):
+                blob = blobs.get(blob_path)
+                blob.seek(offset)
+                jpeg = blob.read(size)
+                tar.addfile(_tar_info(f"{key}.jpg", len(jpeg)), io.BytesIO(jpeg))
+                text = str(label).encode()
+                tar.addfile(_tar_info(f"{key}.cls", len(text)), io.BytesIO(text))
 
     if not path.exists():
         atomic_write(path, write_tar)
     return {
         "split": plan.split,
         "path": path.name,
-        "images": len(plan.records),
+        "images": plan.images,
         "bytes": path.stat().st_size,
         "sha256": sha256(path),
     }
