@@ -121,6 +121,22 @@ def test_ranks_split_every_global_batch_without_overlap_for_any_world_size() -> 
     assert sorted(shares) == list(range(10))
 
 
+@pytest.mark.parametrize(("pods", "gpus"), [(1, 4), (2, 4), (8, 4)])
+def test_every_rank_has_the_same_steps_per_epoch(pods: int, gpus: int) -> None:
+    """A rank that runs out of batches first would hang the epoch's last all-reduce: at any
+    world size every rank takes samples // batch steps of batch / world images (the tail that
+    fills no global batch is dropped for all), covering each global batch exactly once. Eval
+    needs no such rule: it runs the bare model, no collective until the one sum at the end."""
+    world, batch, samples = pods * gpus, 64, 64 * 7 + 61  # 7 steps and a tail of 61
+    ranks = [list(TrainBatches(samples, batch, r, world, seed=1).from_step(0, 2)) for r in range(world)]
+    assert {len(steps) for steps in ranks} == {2 * 7}
+    assert {len(b) for steps in ranks for b in steps} == {batch // world}
+    single = list(TrainBatches(samples, batch, 0, 1, seed=1).from_step(0, 2))
+    for step, whole in enumerate(single):
+        assert [i for steps in ranks for i in steps[step]] == whole
+    assert TrainBatches(samples, batch, world - 1, world, seed=1).steps_per_epoch == 7
+
+
 def test_device_crop_of_the_whole_image_is_the_image_and_flip_mirrors_it() -> None:
     images = torch.randint(0, 256, (2, 6, 8, 3), dtype=torch.uint8)
     inputs = Inputs((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), torch.device("cpu"), crop=6)
