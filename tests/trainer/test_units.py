@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from lth_trainer import pruning
+from lth_trainer import data, pruning
 from lth_trainer.data import TrainBatches, eval_batches, random_resized_crop, scan_tar
 from lth_trainer.models import ARCHITECTURES, build_model
 from lth_trainer.optim import build_optimizer, lr_factor
@@ -179,6 +179,50 @@ def test_scan_tar_refuses_a_corrupt_header(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(tarfile.TarError, match="checksum"):
         list(scan_tar(path))
+
+
+def _general(path: Path) -> tuple[list[int], list[int], list[int]]:
+    """(offsets, sizes, labels) of the .jpg members by key, read with tarfile."""
+    with tarfile.open(path) as tar:
+        members = {m.name: m for m in tar}
+        keys = sorted(name[:-4] for name in members if name.endswith(".jpg"))
+        labels = [int(tar.extractfile(members[k + ".cls"]).read().decode().strip()) for k in keys]  # type: ignore[union-attr]
+    return [members[k + ".jpg"].offset_data for k in keys], [members[k + ".jpg"].size for k in keys], labels
+
+
+def test_scan_shard_reads_what_tarfile_reads_in_key_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The columnar scan that indexes ImageNet's 1.3 M train images in seconds (a header per
+    image in Python took minutes of a level's start) gives what tarfile gives, sorted by key
+    (k-x sorts after k, though k-x.jpg sorts before k.jpg), in a shard cut into header chunks."""
+    members = {}
+    for n, key in enumerate(["k", "k-x", "k_1", "b/0002", "b/0001", "z" * 90]):
+        members[f"{key}.jpg"] = bytes([n]) * (100 + 700 * n)
+        members[f"{key}.cls"] = str(7 * n + 3).encode() + (b"\n" if n == 2 else b"")
+    monkeypatch.setattr(data, "HEADER_ROWS", 4)
+    for tar_format in (tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        path = _tar(tmp_path / f"{tar_format}.tar", members, tar_format)
+        shard = data.scan_shard(path)
+        assert (shard.offset.tolist(), shard.size.tolist(), shard.label.tolist()) == _general(path)
+    long = _tar(
+        tmp_path / "long.tar",
+        {**members, "y" * 120 + ".jpg": b"1", "y" * 120 + ".cls": b"1"},
+        tarfile.PAX_FORMAT,
+    )
+    shard = data.scan_shard(long)  # a pax header: the general path
+    assert (shard.offset.tolist(), shard.size.tolist(), shard.label.tolist()) == _general(long)
+
+
+def test_scan_shard_refuses_a_corrupt_header_and_a_missing_label(tmp_path: Path) -> None:
+    path = _tar(tmp_path / "shard.tar", {"x.jpg": b"1", "x.cls": b"1"})
+    damaged = bytearray(path.read_bytes())
+    damaged[10] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(tarfile.TarError, match="checksum"):
+        data.scan_shard(path)
+    with pytest.raises(ValueError, match="1 images and 0 labels"):
+        data.scan_shard(_tar(tmp_path / "other.tar", {"x.jpg": b"1", "y.txt": b"1"}))
 
 
 def test_gradient_masks_have_the_strides_of_channels_last_gradients() -> None:

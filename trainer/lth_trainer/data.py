@@ -202,34 +202,146 @@ def shared_index(
     return index
 
 
+@dataclass(frozen=True)
+class ShardColumns:
+    """One shard's samples, sorted by key: JPEG offset and size, class."""
+
+    offset: npt.NDArray[np.int64]
+    size: npt.NDArray[np.int64]
+    label: npt.NDArray[np.int64]
+
+
+HEADER_ROWS = 1 << 14
+"""Headers checked at a time (8 MiB), so a shard of any size is scanned in bounded memory."""
+
+
+def _octal(fields: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Numeric tar fields (rows of ASCII octal digits, padded with NUL or spaces) as integers."""
+    value = np.zeros(len(fields), dtype=np.int64)
+    for column in fields.T:
+        digit = (column >= ord("0")) & (column <= ord("7"))
+        value = np.where(digit, value * 8 + (column.astype(np.int64) - ord("0")), value)
+    return value
+
+
+def _member_positions(data: mmap.mmap) -> tuple[list[int], list[int]]:
+    """Header position and size of every member: the only per-member Python work of a scan."""
+    positions: list[int] = []
+    sizes: list[int] = []
+    position, end = 0, len(data)
+    while position + BLOCK <= end:
+        if data[position] == 0 and data[position : position + BLOCK] == ZERO_BLOCK:
+            break
+        size = int(data[position + 124 : position + 136].strip(b"\0 ") or b"0", 8)
+        positions.append(position)
+        sizes.append(size)
+        position += BLOCK + -(-size // BLOCK) * BLOCK
+    return positions, sizes
+
+
+def scan_shard(path: Path) -> ShardColumns:
+    """The `.jpg` members of a shard by key, with the class of their `.cls` member.
+
+    The headers are checked (kind, magic, checksum) and their names read as numpy rows,
+    and the labels parsed the same way: about 1 us per member, so ImageNet's 1.3 M train
+    images index in seconds. A shard that is not plain ustar with short names and decimal
+    labels (pax or GNU headers, say) goes through `scan_tar`."""
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            positions, sizes = _member_positions(data)
+        except ValueError as error:
+            raise tarfile.TarError(f"bad size field: {error}") from error
+        total = len(data)
+    buffer: npt.NDArray[np.uint8] = np.memmap(path, dtype=np.uint8, mode="r")
+    position = np.asarray(positions, dtype=np.int64)
+    size = np.asarray(sizes, dtype=np.int64)
+    if len(position) and position[-1] + BLOCK + size[-1] > total:
+        raise tarfile.TarError(f"member at byte {position[-1]} runs past the end of the file")
+    names = np.zeros((len(position), 100), dtype=np.uint8)
+    ustar = np.frombuffer(b"ustar", np.uint8)
+    for start in range(0, len(position), HEADER_ROWS):
+        rows = position[start : start + HEADER_ROWS]
+        headers = buffer[rows[:, None] + np.arange(BLOCK)]
+        plain = np.isin(headers[:, 156], (ord("0"), 0)) & (headers[:, 257:262] == ustar).all(1)
+        if not (plain.all() and (headers[:, 345] == 0).all()):
+            return _columns_of(scan_tar(path))
+        checksum = headers[:, :148].sum(1, dtype=np.int64) + 8 * 32 + headers[:, 156:].sum(1, dtype=np.int64)
+        bad = np.flatnonzero(checksum != _octal(headers[:, 148:156]))
+        if bad.size:
+            raise tarfile.TarError(f"bad header checksum at byte {rows[bad[0]]}")
+        names[start : start + len(rows)] = headers[:, :100]
+    length = np.where((names == 0).any(1), (names == 0).argmax(1), 100)
+    extension = (np.arange(len(names))[:, None], np.maximum(length - 4, 0)[:, None] + np.arange(4))
+    tail = names[extension]
+    jpg = (tail == np.frombuffer(b".jpg", np.uint8)).all(1) & (length > 4)
+    cls = (tail == np.frombuffer(b".cls", np.uint8)).all(1) & (length > 4)
+    names[extension] = 0  # the key: the name without its extension
+    keys = names.view(f"S{names.shape[1]}").ravel()
+    jpg_keys, cls_keys = keys[jpg], keys[cls]
+    by_key, cls_by_key = np.argsort(jpg_keys, kind="stable"), np.argsort(cls_keys, kind="stable")
+    if len(jpg_keys) != len(cls_keys) or (jpg_keys[by_key] != cls_keys[cls_by_key]).any():
+        raise ValueError(f"{len(jpg_keys)} images and {len(cls_keys)} labels with other keys")
+    if (jpg_keys[by_key][1:] == jpg_keys[by_key][:-1]).any():
+        raise ValueError("the same key twice")
+    label_at, label_size = position[cls][cls_by_key] + BLOCK, size[cls][cls_by_key]
+    width = int(label_size.max(initial=1))
+    if width > 18 or (label_size == 0).any():
+        raise ValueError("a label that is not a class index")
+    text = buffer[np.minimum(label_at[:, None] + np.arange(width), total - 1)]
+    inside = np.arange(width) < label_size[:, None]
+    if ((text >= ord("0")) & (text <= ord("9")) | ~inside).all():
+        labels = np.zeros(len(text), dtype=np.int64)
+        for column in range(width):
+            digit = text[:, column].astype(np.int64) - ord("0")
+            labels = np.where(inside[:, column], labels * 10 + digit, labels)
+    else:  # signs, spaces: the general parse
+        spans = zip(label_at.tolist(), label_size.tolist(), strict=True)
+        labels = np.array([int(bytes(buffer[a : a + n]).decode().strip()) for a, n in spans], dtype=np.int64)
+    return ShardColumns(position[jpg][by_key] + BLOCK, size[jpg][by_key], labels)
+
+
+def _columns_of(members: Iterator[tuple[str, int, int, Callable[[], bytes]]]) -> ShardColumns:
+    """The general path: any tar that `scan_tar` reads."""
+    jpegs: dict[str, tuple[int, int]] = {}
+    labels: dict[str, int] = {}
+    for name, offset, size, content in members:
+        key, _, ext = name.rpartition(".")
+        if ext == "jpg":
+            if key in jpegs:
+                raise ValueError("the same key twice")
+            jpegs[key] = (offset, size)
+        elif ext == "cls":
+            labels[key] = int(content().decode().strip())
+    if set(jpegs) != set(labels):
+        raise ValueError(f"{len(jpegs)} images and {len(labels)} labels with other keys")
+    keys = sorted(jpegs)
+    return ShardColumns(
+        np.array([jpegs[k][0] for k in keys], dtype=np.int64),
+        np.array([jpegs[k][1] for k in keys], dtype=np.int64),
+        np.array([labels[k] for k in keys], dtype=np.int64),
+    )
+
+
 def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIndex:
     """Scan the tar headers of a split's shards (labels come from the `.cls` members)."""
     infos = manifest.shards_of(split)
     paths = _shard_paths(data_dir, manifest, split)
-    shards: list[Path] = []
-    rows: list[tuple[int, int, int, int]] = []
-    for number, (info, path) in enumerate(zip(infos, paths, strict=True)):
-        jpegs: dict[str, tuple[int, int]] = {}
-        labels: dict[str, int] = {}
+    columns: list[ShardColumns] = []
+    for info, path in zip(infos, paths, strict=True):
         try:
-            for name, offset, size, content in scan_tar(path):
-                key, _, ext = name.rpartition(".")
-                if ext == "jpg":
-                    jpegs[key] = (offset, size)
-                elif ext == "cls":
-                    labels[key] = int(content().decode().strip())
+            shard = scan_shard(path)
         except (tarfile.TarError, ValueError) as error:
             raise TrainerError(f"{path}: unreadable shard: {error}") from error
-        if len(jpegs) != info.images or set(jpegs) != set(labels):
-            raise TrainerError(
-                f"{path}: {len(jpegs)} images and {len(labels)} labels, the manifest says {info.images}"
-            )
-        shards.append(path)
-        rows.extend((number, *jpegs[key], labels[key]) for key in sorted(jpegs))
-    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
-    if table.size and (table[:, 3].min() < 0 or table[:, 3].max() >= manifest.num_classes):
+        if len(shard.label) != info.images:
+            raise TrainerError(f"{path}: {len(shard.label)} images, the manifest says {info.images}")
+        columns.append(shard)
+    label = np.concatenate([c.label for c in columns])
+    if label.size and (label.min() < 0 or label.max() >= manifest.num_classes):
         raise TrainerError(f"{data_dir}: {split} labels outside 0..{manifest.num_classes - 1}")
-    return ShardIndex(tuple(shards), table[:, 0].astype(np.int32), table[:, 1], table[:, 2], table[:, 3])
+    shard_of = np.concatenate([np.full(len(c.label), n, dtype=np.int32) for n, c in enumerate(columns)])
+    offset = np.concatenate([c.offset for c in columns])
+    size = np.concatenate([c.size for c in columns])
+    return ShardIndex(tuple(paths), shard_of, offset, size, label)
 
 
 def random_resized_crop(rng: random.Random, height: int, width: int) -> tuple[int, int, int, int]:
