@@ -255,13 +255,16 @@ def scan_shard(path: Path) -> ShardColumns:
     buffer: npt.NDArray[np.uint8] = np.memmap(path, dtype=np.uint8, mode="r")
     position = np.asarray(positions, dtype=np.int64)
     size = np.asarray(sizes, dtype=np.int64)
+    if total % BLOCK:
+        raise tarfile.TarError(f"{total} bytes, not a whole number of {BLOCK}-byte blocks")
     if len(position) and position[-1] + BLOCK + size[-1] > total:
         raise tarfile.TarError(f"member at byte {position[-1]} runs past the end of the file")
+    blocks = buffer[: total // BLOCK * BLOCK].reshape(-1, BLOCK)
     names = np.zeros((len(position), 100), dtype=np.uint8)
     ustar = np.frombuffer(b"ustar", np.uint8)
     for start in range(0, len(position), HEADER_ROWS):
         rows = position[start : start + HEADER_ROWS]
-        headers = buffer[rows[:, None] + np.arange(BLOCK)]
+        headers = blocks[rows // BLOCK]  # a tar member starts on a block
         plain = np.isin(headers[:, 156], (ord("0"), 0)) & (headers[:, 257:262] == ustar).all(1)
         if not (plain.all() and (headers[:, 345] == 0).all()):
             return _columns_of(scan_tar(path))
@@ -287,7 +290,7 @@ def scan_shard(path: Path) -> ShardColumns:
     width = int(label_size.max(initial=1))
     if width > 18 or (label_size == 0).any():
         raise ValueError("a label that is not a class index")
-    text = buffer[np.minimum(label_at[:, None] + np.arange(width), total - 1)]
+    text = blocks[label_at // BLOCK, :width]
     inside = np.arange(width) < label_size[:, None]
     if ((text >= ord("0")) & (text <= ord("9")) | ~inside).all():
         labels = np.zeros(len(text), dtype=np.int64)
