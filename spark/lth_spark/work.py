@@ -15,8 +15,8 @@ import json
 import resource
 import tarfile
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
@@ -86,17 +86,47 @@ class _Window(io.RawIOBase):
         return int(n)
 
 
-class _OpenFiles(ExitStack):
-    """Files opened once for reading, closed together."""
+def open_file_budget() -> int:
+    """How many files a task may hold open: the soft limit raised to the hard one, halved for
+    everything else the process opens. A train shard reads from every class's blob (1,000 at
+    ImageNet), more than a common soft limit of 1,024 leaves."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(8, soft // 2)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._files: dict[str, BinaryIO] = {}
+
+class _OpenFiles:
+    """Files opened for reading, at most `limit` at once (the least recently used is closed
+    first), all closed at the end."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._files: OrderedDict[str, BinaryIO] = OrderedDict()
+        self.limit = limit or open_file_budget()
 
     def get(self, path: str) -> BinaryIO:
-        if path not in self._files:
-            self._files[path] = self.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by the stack)
-        return self._files[path]
+        file = self._files.get(path)
+        if file is not None:
+            self._files.move_to_end(path)
+            return file
+        if len(self._files) >= self.limit:
+            self._files.popitem(last=False)[1].close()
+        file = self._files[path] = open(path, "rb")  # noqa: SIM115 (closed by close())
+        return file
+
+    def close(self) -> None:
+        while self._files:
+            self._files.popitem()[1].close()
+
+    def __enter__(self) -> _OpenFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _unit_inputs(unit: Unit) -> Iterator[tuple[str, int, str, bytes]]:
@@ -233,12 +263,12 @@ def tar_entry_bytes(size: int) -> int:
     return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def write_shard(plan: ShardPlan) -> dict[str, Any]:
+def write_shard(plan: ShardPlan, open_files: int | None = None) -> dict[str, Any]:
     """Write one shard (temp + rename) unless it exists; return its size and checksum."""
     path = Path(plan.path)
 
     def write_tar(temp: Path) -> None:
-        with _OpenFiles() as blobs, tarfile.open(temp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with _OpenFiles(open_files) as blobs, tarfile.open(temp, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for key, label, blob_path, offset, size in _shard_records(plan.records):
                 blob = blobs.get(blob_path)
                 blob.seek(offset)

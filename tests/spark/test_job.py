@@ -20,6 +20,7 @@ from lth.data_manifest import DataManifest
 from lth_spark.demo import rgb_jpeg
 from lth_spark.inputs import InputError, plan_input
 from lth_spark.job import PROCESS_STEP, SHARD_STEP, WORK_DIR, Job, Mapper, run
+from lth_spark.work import ShardPlan, save_shard_records, write_shard
 from tests.spark.conftest import (
     COLORS,
     SHARD_BYTES,
@@ -261,3 +262,31 @@ def test_the_same_key_twice_is_refused_naming_both_files(mapper: Mapper, tmp_pat
     dataset = DatasetSpec(format="imagefolder", path="in", image_size=16)
     with pytest.raises(InputError, match=r"train/a/x.*same key 'a/x_1' as train/a/x.* in the train split"):
         run(Job(tmp_path / "in", tmp_path / "data", dataset, PreprocessingSpec()), lambda: mapper)
+
+
+def test_a_shard_reads_more_blobs_than_it_may_hold_open(tmp_path: Path) -> None:
+    """A train shard draws from every class's blob (1,000 at ImageNet); with fewer files
+    allowed open than that, the least recently used are closed and the shard is the same."""
+    blobs = [tmp_path / f"unit-{n}.bin" for n in range(3)]
+    for n, blob in enumerate(blobs):
+        blob.write_bytes(bytes([n]) * 300)
+    order = [0, 1, 2, 0, 2, 1, 0]
+    keys = np.array([f"k{i}".encode() for i in range(len(order))], dtype=np.bytes_)
+    records = tmp_path / "records.npz"
+    save_shard_records(
+        records,
+        keys,
+        np.arange(len(order), dtype=np.int64),
+        [b.as_posix() for b in blobs],
+        np.array(order, dtype=np.int32),
+        np.array([10 * i for i in range(len(order))], dtype=np.int64),
+        np.full(len(order), 5, dtype=np.int64),
+    )
+    one = write_shard(
+        ShardPlan("train", (tmp_path / "one.tar").as_posix(), records.as_posix(), len(order)), 1
+    )
+    many = write_shard(ShardPlan("train", (tmp_path / "many.tar").as_posix(), records.as_posix(), len(order)))
+    assert one["sha256"] == many["sha256"] and one["images"] == len(order)
+    assert [(k, jpeg) for k, jpeg, _ in read_shard(tmp_path / "one.tar")] == [
+        (f"k{i}", bytes([b]) * 5) for i, b in enumerate(order)
+    ]
