@@ -225,6 +225,35 @@ def test_scan_shard_refuses_a_corrupt_header_and_a_missing_label(tmp_path: Path)
         data.scan_shard(_tar(tmp_path / "other.tar", {"x.jpg": b"1", "y.txt": b"1"}))
 
 
+def test_a_batch_is_fetched_at_once_with_the_crops_of_its_samples(data_dir: Path) -> None:
+    """The loader fetches a whole batch (decode each JPEG, draw all crop boxes at once: a
+    seeded random.Random per sample cost more than decoding a small image); a sample's box
+    depends on (seed, epoch, index) only, so any batch, rank or worker draws the same."""
+    manifest = data.load_manifest(data_dir)
+    index = data.index_split(data_dir, manifest, "train")
+    dataset = data.ShardDataset(index, 12, augment=True, seed=5)
+    items = [(0, 7), (0, 3), (1, 7), (0, 100)]
+    batch = dataset.__getitems__(items)
+    assert batch.images.shape == (4, 16, 16, 3) and batch.boxes.shape == (4, 5)
+    for row, item in enumerate(items):
+        image, label, box = dataset[item]
+        assert (
+            (image == batch.images[row]).all()
+            and label == batch.labels[row]
+            and (box == batch.boxes[row]).all()
+        )
+    assert (batch.boxes[0] != batch.boxes[2]).any()  # a new draw each epoch
+    boxes = dataset.__getitems__([(0, i) for i in range(len(index))]).boxes
+    top, left, h, w, flip = boxes.T
+    assert (top >= 0).all() and (top + h <= 16).all() and (left >= 0).all() and (left + w <= 16).all()
+    assert (h * w / 256).min() >= 0.09 and (h * w / 256).max() <= 1.0 and 0.3 < flip.mean() < 0.7
+    images, labels, crops = data.collate(
+        data.ShardDataset(index, 12, augment=False, seed=5).__getitems__(items)
+    )
+    assert images.shape == (4, 12, 12, 3) and crops.shape == (4, 0) and labels.dtype == torch.int64
+    assert (images[1].numpy() == batch.images[1, 2:14, 2:14]).all()  # the center crop
+
+
 def test_gradient_masks_have_the_strides_of_channels_last_gradients() -> None:
     """On GPU the weights are channels_last; a contiguous mask would make the fused multiply
     fall back to one kernel per tensor. The masks take the weights' (= gradients') layout."""

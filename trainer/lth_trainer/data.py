@@ -359,6 +359,11 @@ def random_resized_crop(rng: random.Random, height: int, width: int) -> tuple[in
         h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    return central_crop(height, width)
+
+
+def central_crop(height: int, width: int) -> tuple[int, int, int, int]:
+    """random_resized_crop's fallback: the largest centred crop of valid aspect."""
     aspect = width / height
     if aspect < RRC_RATIO[0]:
         w, h = width, round(width / RRC_RATIO[0])
@@ -367,6 +372,69 @@ def random_resized_crop(rng: random.Random, height: int, width: int) -> tuple[in
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+CROP_DRAWS = 2 * 10 + 3
+"""Uniform draws per sample: ten tries of (scale, aspect), then top, left and flip."""
+
+
+def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """splitmix64's finaliser: 64 well-mixed bits of a counter (numpy arrays wrap, not warn)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_uniforms(
+    seed: int, epochs: npt.NDArray[np.int64], indexes: npt.NDArray[np.int64], draws: int
+) -> npt.NDArray[np.float64]:
+    """(samples x draws) uniforms in [0, 1) on a 2^-32 grid, a function of (seed, epoch, index,
+    draw) only: counter-based, so a sample draws the same wherever and in whatever batch it is
+    decoded, and a batch draws all at once (a seeded random.Random per sample cost more than
+    the decode of a small image). Each 64 mixed bits give two draws."""
+    words = (draws + 1) // 2
+    key = _mix(np.full(len(indexes), seed, dtype=np.uint64) + _GOLDEN) ^ _mix(
+        epochs.astype(np.uint64) * _GOLDEN
+    )
+    counter = (
+        indexes.astype(np.uint64)[:, None] * np.uint64(words) + np.arange(words, dtype=np.uint64)
+    ).astype(np.uint64)
+    bits = _mix((key[:, None] + counter * _GOLDEN).astype(np.uint64))
+    halves = bits.view(np.uint32).reshape(len(indexes), 2 * words)[:, :draws]
+    return (halves * 2.0**-32).astype(np.float64)
+
+
+def _tries(
+    u: npt.NDArray[np.float64], height: int, width: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """h, w of each try of rows of (scale, aspect) pairs, and whether it fits."""
+    target = height * width * (RRC_SCALE[0] + u[:, 0::2] * (RRC_SCALE[1] - RRC_SCALE[0]))
+    log_low, log_high = math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1])
+    aspect = np.exp(log_low + u[:, 1::2] * (log_high - log_low))
+    w, h = np.rint(np.sqrt(target * aspect)), np.rint(np.sqrt(target / aspect))
+    return h, w, (w > 0) & (w <= width) & (h > 0) & (h <= height)
+
+
+def random_resized_crops(u: npt.NDArray[np.float64], height: int, width: int) -> npt.NDArray[np.float32]:
+    """(top, left, h, w, flip) per row of CROP_DRAWS uniforms: random_resized_crop's rule
+    (ten tries, then the largest centred crop of valid aspect) and a flip, for a whole batch.
+    Most first tries fit, so only the rows whose first does not try the other nine."""
+    h1, w1, fits1 = _tries(u[:, 0:2], height, width)
+    h, w, found = h1[:, 0], w1[:, 0], fits1[:, 0]
+    again = np.flatnonzero(~found)
+    if again.size:
+        h9, w9, fits9 = _tries(u[again, 2:20], height, width)
+        first = fits9.argmax(axis=1)
+        rows = np.arange(len(again))
+        _, _, central_h, central_w = central_crop(height, width)
+        any9 = fits9.any(axis=1)
+        h[again] = np.where(any9, h9[rows, first], central_h)
+        w[again] = np.where(any9, w9[rows, first], central_w)
+        found[again] = any9
+    top = np.where(found, np.floor(u[:, 20] * (height - h + 1)), (height - h) // 2)
+    left = np.where(found, np.floor(u[:, 21] * (width - w + 1)), (width - w) // 2)
+    return np.stack([top, left, h, w, u[:, 22] < 0.5], axis=1).astype(np.float32)
 
 
 EVAL_CROP_RATIO = 0.875
@@ -412,13 +480,22 @@ in source pixels, or an empty box when the image is already cropped."""
 NO_BOX = np.zeros(0, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Samples decoded together: images (B x H x W x 3 uint8), classes, crop boxes (B x 5 or B x 0)."""
+
+    images: Image_
+    labels: npt.NDArray[np.int64]
+    boxes: npt.NDArray[np.float32]
+
+
 class ShardDataset(torch.utils.data.Dataset[Sample]):
-    """Samples by (epoch, index): the augmentation draws from a seed of (seed, epoch, index),
+    """Samples by (epoch, index): the augmentation draws from a counter of (seed, epoch, index),
     so it is the same whichever rank or worker decodes the sample, and after a resume.
 
-    With augmentation a worker only decodes and draws the crop box; the device crops,
-    resizes and flips the whole batch at once (Inputs), which keeps the per-image CPU
-    work at the JPEG decode."""
+    The DataLoader fetches a batch at once (`__getitems__`): each JPEG is decoded straight
+    into the batch's array and the crop boxes are drawn for the whole batch; the device
+    crops, resizes and flips the batch (Inputs), so the per-image CPU work is the decode."""
 
     def __init__(self, index: ShardIndex, crop_size: int, augment: bool, seed: int) -> None:
         self.index = index
@@ -440,20 +517,41 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
             fd = self._files[shard] = os.open(self.index.shards[shard], os.O_RDONLY)
         return os.pread(fd, int(self.index.size[i]), int(self.index.offset[i]))
 
-    def __getitem__(self, item: tuple[int, int]) -> Sample:
-        epoch, i = item
-        image: Image_ = simplejpeg.decode_jpeg(self.read(i), colorspace="RGB")
-        label = int(self.index.label[i])
+    def __getitems__(self, items: Sequence[tuple[int, int]]) -> Batch:
+        epochs = np.fromiter((epoch for epoch, _ in items), dtype=np.int64, count=len(items))
+        indexes = np.fromiter((i for _, i in items), dtype=np.int64, count=len(items))
+        decoded = [simplejpeg.decode_jpeg(self.read(i), colorspace="RGB") for i in indexes.tolist()]
+        try:
+            images: Image_ = np.stack(decoded)  # faster than decoding into a buffer (simplejpeg 1.9)
+        except ValueError:
+            sizes = sorted({image.shape[:2] for image in decoded})
+            raise TrainerError(
+                f"{self.index.shards[0].parent}: images of sizes {sizes} in one batch"
+            ) from None
+        first = decoded[0]
+        labels = self.index.label[indexes]
         if not self.augment:
-            return center_crop(image, self.crop_size), label, NO_BOX
-        rng = random.Random(f"{self.seed}:{epoch}:{i}")
-        top, left, h, w = random_resized_crop(rng, image.shape[0], image.shape[1])
-        flip = float(rng.random() < 0.5)
-        return image, label, np.array([top, left, h, w, flip], dtype=np.float32)
+            size = self.crop_size
+            height, width = first.shape[:2]
+            if size > height or size > width:
+                raise TrainerError(
+                    f"spec.training.cropSize {size} is larger than the {height}x{width} images"
+                )
+            top, left = (height - size) // 2, (width - size) // 2
+            crops = np.ascontiguousarray(images[:, top : top + size, left : left + size])
+            return Batch(crops, labels, np.zeros((len(items), 0), dtype=np.float32))
+        uniforms = sample_uniforms(self.seed, epochs, indexes, CROP_DRAWS)
+        return Batch(images, labels, random_resized_crops(uniforms, first.shape[0], first.shape[1]))
+
+    def __getitem__(self, item: tuple[int, int]) -> Sample:
+        batch = self.__getitems__([item])
+        return batch.images[0], int(batch.labels[0]), batch.boxes[0]
 
 
-def collate(batch: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(batch: Batch | Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 NHWC images, int64 labels, float32 crop boxes (B x 5, or B x 0)."""
+    if isinstance(batch, Batch):
+        return torch.from_numpy(batch.images), torch.from_numpy(batch.labels), torch.from_numpy(batch.boxes)
     images = torch.from_numpy(np.stack([image for image, _, _ in batch]))
     labels = torch.tensor([label for _, label, _ in batch], dtype=torch.int64)
     boxes = torch.from_numpy(np.stack([box for _, _, box in batch]))
