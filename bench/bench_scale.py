@@ -115,6 +115,7 @@ def run_prep(
     started = time.monotonic()
     peaks: dict[str, float] = {}
     last_cpu: dict[int, float] = {}
+    kinds: dict[int, str] = {}
     units_total: int | None = None
     killed_at_units: int | None = None
     with open(log_path, "wb") as log:
@@ -127,6 +128,8 @@ def run_prep(
                 kind = _kind(pid, info, tree)
                 peaks[kind] = max(peaks.get(kind, 0.0), info["hwm_mib"])
                 last_cpu[pid] = info["cpu"]
+                if kind != "other" or pid not in kinds:  # an exiting process has no command line
+                    kinds[pid] = kind
             if units_total is None:
                 match = re.search(rb"(\d+) units of work \((\d+) already done\)", log_path.read_bytes())
                 if match:
@@ -150,6 +153,10 @@ def run_prep(
         "wall_s": round(wall, 1),
         "cpu_s": round(max(reaped, sum(last_cpu.values())), 1),
         "peak_rss_mib": {k: round(v) for k, v in sorted(peaks.items())},
+        "cpu_s_by_kind": {
+            k: round(sum(c for pid, c in last_cpu.items() if kinds[pid] == k), 1)
+            for k in sorted(set(kinds.values()))
+        },
         "units": int(match.group(1)) if match else None,
         "units_already_done": int(match.group(2)) if match else None,
         "log": str(log_path),
@@ -166,6 +173,10 @@ def run_prep(
         result |= {
             "images": images,
             "cpu_ms_per_image": round(1000 * result["cpu_s"] / images, 3),
+            "worker_cpu_ms_per_image": round(
+                1000 * sum(v for k, v in result["cpu_s_by_kind"].items() if k.startswith("python ")) / images,
+                3,
+            ),
             "manifest_bytes": manifest.stat().st_size,
             "shards": {
                 split: {
