@@ -15,13 +15,14 @@ import json
 import resource
 import tarfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
 from lth.files import atomic_write, atomic_write_bytes, sha256
 from lth_spark.images import Geometry, UnreadableImage, process_image
@@ -85,17 +86,47 @@ class _Window(io.RawIOBase):
         return int(n)
 
 
-class _OpenFiles(ExitStack):
-    """Files opened once for reading, closed together."""
+def open_file_budget() -> int:
+    """How many files a task may hold open: the soft limit raised to the hard one, halved for
+    everything else the process opens. A train shard reads from every class's blob (1,000 at
+    ImageNet), more than a common soft limit of 1,024 leaves."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(8, soft // 2)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._files: dict[str, BinaryIO] = {}
+
+class _OpenFiles:
+    """Files opened for reading, at most `limit` at once (the least recently used is closed
+    first), all closed at the end."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._files: OrderedDict[str, BinaryIO] = OrderedDict()
+        self.limit = limit or open_file_budget()
 
     def get(self, path: str) -> BinaryIO:
-        if path not in self._files:
-            self._files[path] = self.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by the stack)
-        return self._files[path]
+        file = self._files.get(path)
+        if file is not None:
+            self._files.move_to_end(path)
+            return file
+        if len(self._files) >= self.limit:
+            self._files.popitem(last=False)[1].close()
+        file = self._files[path] = open(path, "rb")  # noqa: SIM115 (closed by close())
+        return file
+
+    def close(self) -> None:
+        while self._files:
+            self._files.popitem()[1].close()
+
+    def __enter__(self) -> _OpenFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _unit_inputs(unit: Unit) -> Iterator[tuple[str, int, str, bytes]]:
@@ -169,19 +200,53 @@ def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str,
 
 
 @dataclass(frozen=True)
-class ShardRecord:
-    key: str
-    label: int
-    blob: str
-    offset: int
-    size: int
-
-
-@dataclass(frozen=True)
 class ShardPlan:
+    """One shard to write: its records are in `records`, an .npz under the work folder (see
+    `save_shard_records`), so neither the driver's JVM nor a task's pickle carries one object
+    per image."""
+
     split: str
     path: str
-    records: tuple[ShardRecord, ...]
+    records: str
+    images: int
+
+
+def save_shard_records(
+    path: Path,
+    keys: npt.NDArray[np.bytes_],
+    labels: npt.NDArray[np.int64],
+    blobs: Sequence[str],
+    blob: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+) -> None:
+    """The records of one shard in its order: UTF-8 key, label, blob (an index into `blobs`),
+    offset and size of the JPEG in that blob."""
+    arrays = {
+        "keys": keys,
+        "labels": labels,
+        "blobs": np.array(list(blobs), dtype=np.str_),
+        "blob": blob,
+        "offsets": offsets,
+        "sizes": sizes,
+    }
+
+    def write(temp: Path) -> None:
+        with temp.open("wb") as file:
+            np.savez(file, **arrays)  # type: ignore[arg-type]
+
+    atomic_write(path, write)
+
+
+def _shard_records(path: str) -> Iterator[tuple[str, int, str, int, int]]:
+    """(key, label, blob path, offset, size) of each record of a shard, in its order."""
+    with np.load(path, allow_pickle=False) as saved:
+        keys, labels, blob = saved["keys"], saved["labels"], saved["blob"]
+        blobs, offsets, sizes = [str(b) for b in saved["blobs"]], saved["offsets"], saved["sizes"]
+    for key, label, b, offset, size in zip(
+        keys.tolist(), labels.tolist(), blob.tolist(), offsets.tolist(), sizes.tolist(), strict=True
+    ):
+        yield key.decode(), label, blobs[b], offset, size
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:
@@ -198,26 +263,26 @@ def tar_entry_bytes(size: int) -> int:
     return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def write_shard(plan: ShardPlan) -> dict[str, Any]:
+def write_shard(plan: ShardPlan, open_files: int | None = None) -> dict[str, Any]:
     """Write one shard (temp + rename) unless it exists; return its size and checksum."""
     path = Path(plan.path)
 
     def write_tar(temp: Path) -> None:
-        with _OpenFiles() as blobs, tarfile.open(temp, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for record in plan.records:
-                blob = blobs.get(record.blob)
-                blob.seek(record.offset)
-                jpeg = blob.read(record.size)
-                tar.addfile(_tar_info(f"{record.key}.jpg", len(jpeg)), io.BytesIO(jpeg))
-                label = str(record.label).encode()
-                tar.addfile(_tar_info(f"{record.key}.cls", len(label)), io.BytesIO(label))
+        with _OpenFiles(open_files) as blobs, tarfile.open(temp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for key, label, blob_path, offset, size in _shard_records(plan.records):
+                blob = blobs.get(blob_path)
+                blob.seek(offset)
+                jpeg = blob.read(size)
+                tar.addfile(_tar_info(f"{key}.jpg", len(jpeg)), io.BytesIO(jpeg))
+                text = str(label).encode()
+                tar.addfile(_tar_info(f"{key}.cls", len(text)), io.BytesIO(text))
 
     if not path.exists():
         atomic_write(path, write_tar)
     return {
         "split": plan.split,
         "path": path.name,
-        "images": len(plan.records),
+        "images": plan.images,
         "bytes": path.stat().st_size,
         "sha256": sha256(path),
     }

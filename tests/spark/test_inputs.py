@@ -13,6 +13,7 @@ import pytest
 
 from lth.api import DatasetSpec, RunSpec
 from lth.commands import spec_json
+from lth_spark import inputs
 from lth_spark.demo import rgb_jpeg, write_layout
 from lth_spark.inputs import DEVKIT, TRAIN_TAR, VAL_TAR, InputError, plan_input
 from tests.spark.conftest import WNIDS, colored, tiny_layout
@@ -162,3 +163,14 @@ def test_inner_tars_already_unpacked(tmp_path: Path) -> None:
         (u.name, u.label, u.tar_length) for u in packed.units
     ]
     assert {u.source for u in unpacked.units if u.split == "train"} == {f"train/{w}.tar" for w in WNIDS}
+
+
+def test_a_unit_of_small_files_is_cut_by_count_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At ImageNet's count with small files, 64 MiB of val was all 50,000 files in one task
+    of 3.5 MB: units are cut at UNIT_FILES members as well as at UNIT_BYTES."""
+    monkeypatch.setattr(inputs, "UNIT_FILES", 4)
+    root = _imagenet(tmp_path)
+    units = plan_input(root, DatasetSpec(path=str(root))).units
+    val = sorted((u for u in units if u.split == "val"), key=lambda u: u.name)
+    assert [len(u.members) for u in val] == [4, 2]  # the 6 val files of the tiny layout
+    assert [m.key for u in val for m in u.members] == [f"ILSVRC2012_val_{n:08d}" for n in range(1, 7)]

@@ -223,7 +223,7 @@ def test_the_shard_index_is_scanned_once_per_run_and_read_after(
     def no_scan(path: Path) -> None:
         raise AssertionError(f"{path} scanned again")
 
-    monkeypatch.setattr(data, "scan_tar", no_scan)
+    monkeypatch.setattr(data, "scan_shard", no_scan)
     assert main(trainer_args(tmp_path, data_dir, spec, 1)) == 0  # the index is read, not rescanned
     with pytest.raises(AssertionError, match="scanned again"):  # another run scans its own, once
         main(trainer_args(tmp_path / "other-run", data_dir, spec, 0))
