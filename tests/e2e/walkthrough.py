@@ -11,6 +11,7 @@ writes them to FILE too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import shutil
@@ -106,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         Bucket="tickets"
     )
     try:
-        with running(work / "kubeconfig") as kube:
+        with running(work / "kubeconfig") as kube, contextlib.ExitStack() as cleanup:
             bin_dir = str(Path(sys.executable).parent)
             env = {**os.environ, **kube.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "COLUMNS": "120"}
             shell = Transcript(env, work)
             operator = Operator(kube, work / "operator.log")
             operator.env["LTH_RESYNC_SECONDS"] = "2"
             operator.start()
+            cleanup.callback(operator.kill)  # also when a step fails
             runtime = ProcessRuntime(external={S3_HOST: (S3_PORT_IN_PODS, store_port)})
             custom = client.CustomObjectsApi(kube.api_client())
 
@@ -155,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
             shell.env = local
             shell.run("lth ticket fetch s3://tickets/digits ./ticket")
             shell.run("lth ticket inspect ./ticket")
-            operator.kill()
     finally:
         store.stop()
     if args.out is not None:
