@@ -280,3 +280,22 @@ def test_every_pruning_strategy_the_api_allows_is_registered() -> None:
 
     allowed = get_args(PruningSpec.model_fields["strategy"].annotation)
     assert set(allowed) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize("odd_size", [12, 20])
+def test_an_image_of_another_size_in_a_batch_is_refused_naming_its_shard(
+    tmp_path: Path, odd_size: int
+) -> None:
+    """Each image is decoded straight into the batch's row; one that is smaller or larger than
+    the batch's first is bad input, named, not a crash or a silently cropped row."""
+    from tests.trainer.shards import pattern_images, write_shards
+
+    samples = pattern_images(2, 4, 16, seed=1)
+    samples[2] = (pattern_images(2, 1, odd_size, seed=2)[0][0], samples[2][1])
+    write_shards(tmp_path, {"train": samples, "val": samples}, classes=2, per_shard=4)
+    index = data.index_split(tmp_path, data.load_manifest(tmp_path), "train")
+    dataset = data.ShardDataset(index, 12, augment=True, seed=0)
+    with pytest.raises(
+        data.TrainerError, match=rf"train-00000.tar: a {odd_size}x{odd_size} image among 16x16"
+    ):
+        dataset.__getitems__([(0, 0), (0, 1), (0, 2), (0, 3)])
