@@ -27,9 +27,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_seed(seed: int, root: Path, prepared: Path | None) -> Path:
-    doc = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
-    doc["metadata"]["name"] = f"demo-seed{seed}"
+def demo_run(name: str, seed: int, prepared: Path | None) -> dict[str, Any]:
+    """examples/demo.yaml as run `name` with `seed`: on shards prepared earlier (`prepared`),
+    else on the demo archives, built first if they are missing."""
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    doc["metadata"]["name"] = name
     doc["spec"]["training"]["seed"] = seed
     dataset = doc["spec"]["dataset"]
     if prepared is not None:
@@ -39,6 +41,11 @@ def run_seed(seed: int, root: Path, prepared: Path | None) -> Path:
         if not (archives / "ILSVRC2012_img_train.tar").exists():
             subprocess.run([sys.executable, "-m", "lth_spark.demo", str(archives)], check=True)
         dataset["path"] = str(archives)
+    return doc
+
+
+def run_seed(seed: int, root: Path, prepared: Path | None) -> Path:
+    doc = demo_run(f"demo-seed{seed}", seed, prepared)
     spec = root / f"demo-seed{seed}.yaml"
     spec.write_text(yaml.safe_dump(doc))
     subprocess.run([sys.executable, "-m", "lth", "run", str(spec), "--root", str(root)], check=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from bench.demo_science import demo_run
 from lth import cost
 from lth.api import RunSpec, RunStatus
 
@@ -80,18 +81,8 @@ def run_one(variant: str, seed: int, root: Path, prepared: Path | None) -> float
     status = run_dir / "status.json"
     if status.exists() and json.loads(status.read_text()).get("phase") == "Succeeded":
         return 0.0
-    doc = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
-    doc["metadata"]["name"] = name
-    doc["spec"]["training"]["seed"] = seed
+    doc = demo_run(name, seed, prepared)
     doc["spec"]["pruning"] = variant_pruning(variant)
-    dataset = doc["spec"]["dataset"]
-    if prepared is not None:
-        doc["spec"]["dataset"] = {**dataset, "format": "prepared", "path": str(prepared)}
-    else:
-        archives = ROOT / dataset["path"]
-        if not (archives / "ILSVRC2012_img_train.tar").exists():
-            subprocess.run([sys.executable, "-m", "lth_spark.demo", str(archives)], check=True)
-        dataset["path"] = str(archives)
     spec_file = root / "runs" / f"{name}.yaml"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(yaml.safe_dump(doc))
