@@ -127,12 +127,20 @@ def record_progress(status: RunStatus, latest: Mapping[str, EpochProgress]) -> R
     for row in updated.levels:
         if row.phase in ("Pending", "Running") and row.name in latest:
             row.phase, row.progress = "Running", latest[row.name]
-    main = [e for e in updated.levels if e.branch == "main"]
-    if main and updated.phase == "Training":
-        current = max(main, key=lambda e: e.level)
-        if current.phase == "Running":
-            updated.progress = progress.summary(current.level, current.progress)
+    if updated.phase == "Training":
+        updated.progress = progress_summary(updated)
     return updated
+
+
+def progress_summary(status: RunStatus) -> str | None:
+    """The Progress column: the highest main level while it is unfinished, with its epoch."""
+    main = [e for e in status.levels if e.branch == "main"]
+    if not main:
+        return None
+    current = max(main, key=lambda e: e.level)
+    if current.phase not in ("Pending", "Running", "Retrying"):
+        return None
+    return progress.summary(current.level, current.progress)
 
 
 def exporting(status: RunStatus) -> bool:
@@ -673,8 +681,7 @@ class _Planner:
         if not main:
             return
         current = main[-1]
-        running = current.phase in ("Pending", "Running", "Retrying")
-        self.status.progress = progress.summary(current.level, current.progress) if running else None
+        self.status.progress = progress_summary(self.status)
         self.status.level = current.level
         self.status.density = current.density
         finished = [e for e in main if e.phase == "Succeeded" and e.top1 is not None]
