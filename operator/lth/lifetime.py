@@ -5,8 +5,11 @@ each child asked for it (`PR_SET_PDEATHSIG`). torchrun starts its workers in ses
 their own, so the trainer asks too, for the death of torchrun. On a cluster the pod's end
 does the same. A level directory is also locked while a trainer works in it, so a second
 process on the same level (a rerun beside an orphan, a duplicated pod) waits for the first
-instead of writing the same files at the same time. Standard library only: the control
-plane and the trainer image both use it.
+instead of writing the same files at the same time. The lock is a POSIX record lock, which
+belongs to the process alone: a forked DataLoader worker does not inherit it, so a trainer
+killed with SIGKILL frees its level at once even while an orphaned worker lingers (a
+`flock` would stay held by that worker). Record locks also work on NFS volumes. Standard
+library only: the control plane and the trainer image both use it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import logging
 import os
@@ -57,12 +61,14 @@ def exclusive(directory: Path, what: str) -> Iterator[None]:
     handle = (directory / LOCK_FILE).open("a+")
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as held:
+            if held.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             log.warning("%s: %s is held by %s; waiting for it to finish", directory, what, holder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.lockf(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -70,5 +76,5 @@ def exclusive(directory: Path, what: str) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.lockf(handle, fcntl.LOCK_UN)
         handle.close()

@@ -65,3 +65,49 @@ def test_a_worker_dies_with_the_launcher_that_started_it(tmp_path: Path) -> None
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(worker)
+
+
+HOLDER_WITH_A_FORKED_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    from lth.lifetime import exclusive
+    with exclusive(Path(sys.argv[1]), "level 0 main"):
+        child = os.fork()  # as a DataLoader worker is forked, open files and all
+        if child == 0:
+            time.sleep(120)
+            os._exit(0)
+        print(child, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+TAKER = "import sys; from pathlib import Path; from lth.lifetime import exclusive\n" + (
+    "with exclusive(Path(sys.argv[1]), 'level 0 main'): pass"
+)
+
+
+def test_a_level_is_free_once_its_holder_is_killed_though_a_forked_child_lives_on(tmp_path: Path) -> None:
+    level_dir = tmp_path / "levels" / "00"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_WITH_A_FORKED_CHILD, str(level_dir)],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    orphan = int(holder.stdout.readline())  # the orphan keeps the pipe open: no communicate()
+    holder.wait(timeout=60)
+    try:
+        assert holder.returncode == -signal.SIGKILL and alive(orphan)
+        taker = subprocess.run(
+            [sys.executable, "-c", TAKER, str(level_dir)],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert taker.returncode == 0 and "waiting for it to finish" not in taker.stderr, taker.stderr
+    finally:
+        os.kill(orphan, signal.SIGKILL)

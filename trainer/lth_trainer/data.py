@@ -33,6 +33,7 @@ import torch
 from lth.api import LOADER_PREFETCH_BATCHES
 from lth.data_manifest import DataManifest, Split
 from lth.files import atomic_write
+from lth.lifetime import die_with_parent
 from lth.naming import MANIFEST_FILE
 from lth_trainer.store import TrainerError
 
@@ -617,6 +618,12 @@ def eval_batches(samples: int, batch_size: int, rank: int, world_size: int) -> l
     return [[(0, i) for i in mine[s : s + batch_size]] for s in range(0, len(mine), batch_size)]
 
 
+def die_with_trainer(worker_id: int) -> None:
+    """A loader worker ends with its trainer, even one killed with SIGKILL: torch's own check
+    for a dead parent can hang behind a full result queue, and an orphan keeps its memory."""
+    die_with_parent()
+
+
 def loader(
     dataset: ShardDataset,
     batches: Iterator[list[tuple[int, int]]] | list[list[tuple[int, int]]],
@@ -628,6 +635,7 @@ def loader(
         batch_sampler=batches,
         num_workers=workers,
         collate_fn=collate,
+        worker_init_fn=die_with_trainer,
         pin_memory=pin,
         prefetch_factor=LOADER_PREFETCH_BATCHES if workers else None,
         persistent_workers=False,
