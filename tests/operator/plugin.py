@@ -58,6 +58,13 @@ class Operator:
             self.process.wait()
             self.process = None
 
+    def resync_every(self, seconds: float) -> None:
+        """Restart with a shorter resync: what only the timer sees (a pod stuck pulling its
+        image or unschedulable, a level's progress) shows within `seconds`, not 30."""
+        self.kill()
+        self.env["LTH_RESYNC_SECONDS"] = str(seconds)
+        self.start()
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 

@@ -100,9 +100,7 @@ def test_a_failing_export_is_retried_and_never_fails_the_run(kube: Cluster, oper
 def test_a_running_level_shows_its_epoch_in_the_status_kubectl_lth_and_metrics(
     kube: Cluster, operator: Operator
 ) -> None:
-    operator.kill()
-    operator.env["LTH_RESYNC_SECONDS"] = "1"
-    operator.start()
+    operator.resync_every(1)
     script = Script(hold={"steady-level-00"})
     with controllers(kube, script):
         apply(kube, run_manifest("steady", levels=1))

@@ -88,6 +88,7 @@ def test_spark_job_that_failed_on_its_input_is_not_retried_and_says_why(
 def test_an_image_never_pushed_is_named_in_the_status(kube: Cluster, operator: Operator) -> None:
     """The node has the images `make images` pushed under another name than the default."""
     pushed = catalog(trainer_image="registry.example/lth-trainer:0.1.0")
+    operator.resync_every(2)  # the operator sees a stuck pod on its resync
     with controllers(kube, Script(), images=pushed):
         apply(kube, run_manifest("unpushed"))
         stuck = wait_for(
@@ -110,6 +111,7 @@ def test_an_image_never_pushed_is_named_in_the_status(kube: Cluster, operator: O
 def test_a_gpu_the_node_lacks_leaves_the_pod_unschedulable_and_says_so(
     kube: Cluster, operator: Operator
 ) -> None:
+    operator.resync_every(2)  # the operator sees a stuck pod on its resync
     with controllers(kube, Script(), gpus=0):
         apply(kube, run_manifest("greedy", resources={"gpusPerPod": 1}))
         stuck = wait_for(
