@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -15,10 +16,17 @@ from moto.server import ThreadedMotoServer
 BUCKET = "tickets"
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
+def start_store() -> ThreadedMotoServer:
+    """moto's S3 server on a free port of 127.0.0.1, without a line on stderr per request."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    server = start_store()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()

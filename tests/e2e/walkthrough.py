@@ -26,11 +26,11 @@ from typing import Any
 import boto3
 import yaml
 from kubernetes import client
-from moto.server import ThreadedMotoServer
 
 from tests.e2e.test_cluster_e2e import RUN as E2E_RUN
 from tests.kube.cluster import running
 from tests.operator.plugin import Operator
+from tests.s3 import start_store
 from tests.standins import Cluster as StandIns
 from tests.standins import ProcessRuntime
 
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         os.chmod(folder, 0o755)
         for name in names:
             os.chmod(Path(folder) / name, 0o644)
-    store = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    store.start()
+    store = start_store()
     _, store_port = store.get_host_and_port()
     credentials = {
         "AWS_ACCESS_KEY_ID": "lth",
