@@ -619,8 +619,8 @@ def eval_batches(samples: int, batch_size: int, rank: int, world_size: int) -> l
 
 
 def die_with_trainer(worker_id: int) -> None:
-    """A loader worker ends with its trainer, even one killed with SIGKILL: torch's own check
-    for a dead parent can hang behind a full result queue, and an orphan keeps its memory."""
+    """A loader worker ends with its trainer, even one killed with SIGKILL. torch's workers look
+    for a dead parent only between batches, and an orphan outlived its trainer by minutes in CI."""
     die_with_parent()
 
 
