@@ -83,8 +83,14 @@ HOLDER_WITH_A_FORKED_CHILD = textwrap.dedent(
 )
 
 
-TAKER = "import sys; from pathlib import Path; from lth.lifetime import exclusive\n" + (
-    "with exclusive(Path(sys.argv[1]), 'level 0 main'): pass"
+TAKER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from lth.lifetime import exclusive
+    with exclusive(Path(sys.argv[1]), "level 0 main"):
+        pass
+    """
 )
 
 
