@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_operator [--runs 50] [--levels 2]
 
-Starts the emulator, the real operator process (`kopf run -m lth.kopf_handlers`)
+Starts the emulator, the real operator process (`kopf run -m lth.cluster.handlers`)
 and the stand-ins of the training operator, the Spark operator and the kubelet
 (`tests.standins`, containers ending as scripted); applies N runs at once; measures,
 for every child after the first of each run, the time from its predecessor's
@@ -23,7 +23,10 @@ from typing import Any
 import yaml
 from kubernetes import client, watch
 
-from lth import manifests
+from lth.api.observed import ChildKind
+from lth.cluster.objects import CHILD_RESOURCES
+from lth.cluster.pytorchjob import observe_pytorch_job
+from lth.cluster.spark_application import observe_spark_application
 from tests.kube.cluster import running
 from tests.operator.helpers import Script, controllers, get_run, run_manifest
 from tests.operator.plugin import Operator
@@ -46,15 +49,15 @@ class TimedScript(Script):
 
 def watch_children(
     api_client: Any,
-    kind: manifests.ChildKind,
+    kind: ChildKind,
     created_at: dict[str, float],
     ended_at: dict[str, float],
     stop: threading.Event,
 ) -> None:
     """When each child of `kind` was created, and when its status first said it ended."""
     custom = client.CustomObjectsApi(api_client)
-    group, version, plural = manifests.CHILD_RESOURCES[kind]
-    observe = manifests.observe_pytorch_job if kind == "PyTorchJob" else manifests.observe_spark_application
+    group, version, plural = CHILD_RESOURCES[kind]
+    observe = observe_pytorch_job if kind == "PyTorchJob" else observe_spark_application
     while not stop.is_set():
         stream = watch.Watch().stream(
             custom.list_cluster_custom_object, group, version, plural, timeout_seconds=2
@@ -93,7 +96,7 @@ def main() -> None:
         created_at: dict[str, float] = {}
         ended_at: dict[str, float] = {}
         stop = threading.Event()
-        for kind in manifests.CHILD_RESOURCES:
+        for kind in CHILD_RESOURCES:
             threading.Thread(
                 target=watch_children, args=(kube.api_client(), kind, created_at, ended_at, stop), daemon=True
             ).start()

@@ -39,7 +39,7 @@ CLOCK = os.sysconf("SC_CLK_TCK")
 
 def spec_json(image_size: int, shard_mb: int) -> str:
     from lth.api import RunSpec
-    from lth.commands import spec_json as wire
+    from lth.api.workload import spec_json as wire
 
     spec = RunSpec.model_validate(
         {

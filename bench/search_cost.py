@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 
 from bench.demo_science import demo_run
-from lth import cost
 from lth.api import RunSpec, RunStatus
+from lth.plan import cost
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSITIES = (0.8**7, 0.8**13)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lth.api import RunSpec
-from lth.commands import spec_json
+from lth.api.workload import spec_json
 from lth_trainer.cli import main
 from lth_trainer.level import level_files
 from tests.trainer.shards import write_shards

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lth.api import LotteryTicketRun, PruningSpec, RunSpec
-from lth.validation import check_run
+from lth.api.validation import check_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -283,9 +283,10 @@ def test_lth_validate_names_an_unreadable_file(tmp_path: Path) -> None:
 def test_nccl_and_rdma_passthrough_reach_the_trainer_pods() -> None:
     """spec.resources.env, extraResources and ipcLock: what a multi-pod run needs for NCCL over
     InfiniBand/RoCE instead of TCP; the PyTorchJob stays valid against the upstream CRD."""
-    from lth.commands import RunPaths
-    from lth.defaults import WorkloadDefaults
-    from lth.manifests import RunRef, pytorch_job
+    from lth.api.defaults import WorkloadDefaults
+    from lth.api.workload import RunPaths
+    from lth.cluster.objects import RunRef
+    from lth.cluster.pytorchjob import pytorch_job
     from tests.k8s_schema import schema_errors
 
     doc = with_change(

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lth.crd import crd, crd_yaml
+from lth.api.crd import crd, crd_yaml
 from tests.test_api import BROKEN, EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]

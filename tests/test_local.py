@@ -24,8 +24,9 @@ import pytest
 import yaml
 
 from lth.api import RunSpec, RunStatus
-from lth.local import Display, LocalExecutor, RunError, run_local, run_lock
-from lth.report import write_report
+from lth.local.executor import LocalExecutor, RunError
+from lth.local.runner import Display, run_local, run_lock
+from lth.results.export import write_report
 
 FAKE_CHILD = textwrap.dedent(
     '''
@@ -214,7 +215,7 @@ DRIVER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from pathlib import Path
     from test_local import FakeExecutor
-    from lth.local import Display, run_local
+    from lth.local.runner import Display, run_local
     root = Path({root!r})
     try:
         run_local(FakeExecutor.from_file(root / "run.yaml", root, 1), Display())
@@ -357,7 +358,7 @@ def test_a_failed_export_leaves_the_search_succeeded_and_names_the_cause(
 def test_a_running_level_shows_its_epoch_in_the_status_file(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("lth.local.PROGRESS_SECONDS", 0.2)
+    monkeypatch.setattr("lth.local.runner.PROGRESS_SECONDS", 0.2)
     control(root, sleep={"01": 30})
     runner = threading.Thread(target=run_local, args=(executor(root), Display()), daemon=True)
     runner.start()
@@ -386,7 +387,7 @@ def test_a_running_level_shows_its_epoch_in_the_status_file(
 def test_the_export_uploads_the_ticket_that_fetch_brings_back_verified(
     root: Path, s3: Any, tmp_path: Path
 ) -> None:
-    from lth.objectstore import fetch_ticket
+    from lth.storage.objectstore import fetch_ticket
 
     spec = copy.deepcopy(SPEC)
     spec["spec"]["export"] = {"url": "s3://tickets/runs/tiny"}

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lth.objectstore import fetch_ticket, upload_ticket
-from lth.ticket import TicketError, download, inspect
+from lth.storage.fetch import download
+from lth.storage.objectstore import fetch_ticket, upload_ticket
+from lth.storage.tickets import TicketError, inspect
 from tests.s3 import BUCKET
 from tests.test_ticket import write_ticket
 
@@ -46,7 +47,7 @@ def test_an_uploaded_ticket_comes_back_byte_for_byte(s3: Any, exported: Path, tm
     assert urls[-1] == "s3://tickets/exports/cifar-r/ticket.json"  # the description goes up last
     assert keys(s3) == {f"exports/cifar-r/{name}" for name in EXPORTED}
 
-    # The trainer's spec.ticket.url path: lth.ticket.download hands s3:// to the object store.
+    # The trainer's spec.ticket.url path: lth.storage.fetch.download hands s3:// to the object store.
     fetched = download("s3://tickets/exports/cifar-r", tmp_path / "fetched")
     assert {path.name for path in fetched.iterdir()} == EXPORTED
     for name in EXPORTED:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from lth import api
-from lth.local import Display, run_local
+from lth.local.runner import Display, run_local
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import run_manifest
 from tests.test_local import FAKE_CHILD, SPEC, FakeExecutor
@@ -48,14 +48,14 @@ def test_a_local_run_parses_its_spec_once_whatever_its_steps(
 def test_a_reconcile_parses_the_spec_once(
     kube_as_default: Cluster, parses: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lth import kopf_handlers
+    from lth.cluster import handlers, observe
 
     kubernetes.config.load_kube_config(str(kube_as_default.kubeconfig))
-    monkeypatch.setattr(kopf_handlers, "_client", None)
-    monkeypatch.setattr(kopf_handlers.kopf, "event", lambda *args, **kwargs: None)
+    monkeypatch.setattr(observe, "_client", None)
+    monkeypatch.setattr(handlers.kopf, "event", lambda *args, **kwargs: None)
     kube_as_default.kubectl("apply", "-f", "-", input=yaml.safe_dump(run_manifest("once", levels=1)))
     parses.clear()
     for _ in range(3):  # create the prep child, then observe it
-        assert kopf_handlers.reconcile("default", "once") is not None
+        assert handlers.reconcile("default", "once") is not None
         assert len(parses) == 1, parses
         parses.clear()

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from lth.api import EpochProgress, LevelResult, RunStatus
-from lth.observed import ObservedChild, ObservedSource, Stuck
-from lth.planner import (
+from lth.api.observed import ObservedChild, ObservedSource, Stuck
+from lth.api.validation import parse_spec
+from lth.plan.planner import (
     CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
@@ -20,7 +21,6 @@ from lth.planner import (
     Plan,
     plan,
 )
-from lth.validation import parse_spec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -606,7 +606,7 @@ def test_a_ticket_directory_is_checked_where_the_executor_can_see_it() -> None:
 
 def test_transfer_spec_problems_name_the_field() -> None:
     from lth.api import RunSpec
-    from lth.validation import check_name, check_spec
+    from lth.api.validation import check_name, check_spec
 
     both = RunSpec.model_validate(transfer_spec(path="tickets/x"))
     assert [p.path for p in check_spec(both)] == ["spec.ticket"]

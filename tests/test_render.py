@@ -9,11 +9,13 @@ import pytest
 import yaml
 
 from lth.api import LotteryTicketRun
+from lth.api.defaults import WorkloadDefaults
+from lth.api.workload import RunPaths
 from lth.cli import main
-from lth.commands import RunPaths
-from lth.defaults import WorkloadDefaults
-from lth.manifests import RunRef, pytorch_job, spark_application
-from lth.render import PLACEHOLDER_UID, SPARK_SERVICE_ACCOUNT
+from lth.cluster.objects import RunRef
+from lth.cluster.pytorchjob import pytorch_job
+from lth.cluster.render import PLACEHOLDER_UID, SPARK_SERVICE_ACCOUNT
+from lth.cluster.spark_application import spark_application
 from tests.k8s_schema import schema_errors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from lth import cost
 from lth.api import RunSpec
-from lth.planner import plan
-from lth.validation import check_spec, parse_spec
+from lth.api.validation import check_spec, parse_spec
+from lth.plan import cost
+from lth.plan.planner import plan
 from tests.test_planner import T0, Cluster, drive, make_spec
 
 GRADUAL = {"levels": None, "search": {"method": "gradual", "densities": [0.21, 0.055], "epochs": 2}}

@@ -13,8 +13,8 @@ import yaml
 from safetensors.numpy import save_file
 
 from lth.cli import main as lth_main
-from lth.local import Display, run_local
-from lth.report import write_report
+from lth.local.runner import Display, run_local
+from lth.results.export import write_report
 from tests.test_local import SPEC, executor, launches
 from tests.test_local import root as root
 
@@ -72,6 +72,6 @@ def test_the_model_card_has_words_for_every_search_method() -> None:
     from typing import get_args
 
     from lth.api import SearchMethod
-    from lth.report import SEARCH_WORDS
+    from lth.results.model_card import SEARCH_WORDS
 
     assert set(SEARCH_WORDS) == set(get_args(SearchMethod))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lth.naming import TICKET_FILE
-from lth.ticket import TicketError, describe, inspect
+from lth.api.naming import TICKET_FILE
+from lth.storage.tickets import TicketError, describe, inspect
 from tests.serving import serving
 
 
@@ -69,7 +69,7 @@ def test_lth_ticket_inspect_prints_layers_or_names_the_bad_file(ticket: Path) ->
 
 
 def test_a_ticket_is_downloaded_with_its_checksums_checked(ticket: Path, tmp_path: Path) -> None:
-    from lth.ticket import download
+    from lth.storage.fetch import download
 
     with serving(ticket) as url:
         fetched = download(url, tmp_path / "fetched")

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pyspark.sql import SparkSession
 
 from lth.api import RunSpec
-from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, write_termination_log
+from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT, write_termination_log
 from lth_spark.inputs import InputError
 from lth_spark.job import Job, run
 from lth_spark.spark import SparkMapper, session

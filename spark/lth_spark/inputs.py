@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lth.api import DatasetSpec
-from lth.data_manifest import ClassInfo
+from lth.api.data_manifest import ClassInfo
 from lth_spark.work import TEST_LABEL, Member, Unit, key_of
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"

@@ -26,9 +26,9 @@ import PIL
 import simplejpeg
 
 from lth.api import DatasetSpec, PreprocessingSpec
-from lth.data_manifest import DataManifest, ShardInfo, SkippedFile, SplitInfo
-from lth.files import atomic_write_bytes
-from lth.naming import MANIFEST_FILE
+from lth.api.data_manifest import DataManifest, ShardInfo, SkippedFile, SplitInfo
+from lth.api.naming import MANIFEST_FILE
+from lth.storage.files import atomic_write_bytes
 from lth_spark.images import Geometry
 from lth_spark.inputs import InputError, plan_input
 from lth_spark.work import (

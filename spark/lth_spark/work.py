@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from lth.files import atomic_write, atomic_write_bytes, sha256
+from lth.storage.files import atomic_write, atomic_write_bytes, sha256
 from lth_spark.images import Geometry, UnreadableImage, process_image
 
 TEST_LABEL = -1

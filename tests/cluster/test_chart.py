@@ -12,8 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lth.defaults import ENV_VAR, WorkloadDefaults
-from lth.manifests import CHILD_RESOURCES
+from lth.api.defaults import ENV_VAR, WorkloadDefaults
+from lth.cluster.objects import CHILD_RESOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "lth-operator"
@@ -132,7 +132,14 @@ def test_default_install_watches_all_namespaces_with_one_cluster_role() -> None:
         r["metadata"]["name"] == "lth-spark" for r in of_kind(docs, "Role")
     )
     args = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == ["run", "--standalone", "--log-format=json", "-m", "lth.kopf_handlers", "--all-namespaces"]
+    assert args == [
+        "run",
+        "--standalone",
+        "--log-format=json",
+        "-m",
+        "lth.cluster.handlers",
+        "--all-namespaces",
+    ]
     assert not of_kind(docs, "Service") and not of_kind(docs, "ServiceMonitor")
 
 
@@ -266,7 +273,7 @@ WORKLOADS = {
 
 
 def workload_defaults(docs: list[dict[str, Any]]) -> WorkloadDefaults:
-    """What the operator reads from its environment, as `lth.defaults.from_environment` does."""
+    """What the operator reads from its environment, as `lth.api.defaults.from_environment` does."""
     (container,) = the_deployment(docs)["spec"]["template"]["spec"]["containers"]
     (value,) = [e["value"] for e in container["env"] if e["name"] == ENV_VAR]
     return WorkloadDefaults.model_validate(json.loads(value))

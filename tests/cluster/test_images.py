@@ -18,8 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from lth.commands import SPARK_MAIN_IN_IMAGE
-from lth.defaults import WORKLOAD_UID
+from lth.api.defaults import WORKLOAD_UID
+from lth.api.workload import SPARK_MAIN_IN_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = {"operator": ["lth"], "spark": ["lth_spark"], "trainer": ["lth_trainer"]}
@@ -214,7 +214,7 @@ def test_entry_packages_import_with_only_their_extra(image: str) -> None:
     assert result.returncode == 0, f"{image} image: {result.stderr[-2000:]}"
     imported = json.loads(result.stdout)
     if image == "operator":
-        assert {"lth.api", "lth.planner", "lth.manifests", "lth.metrics"} <= set(imported)
+        assert {"lth.api", "lth.plan", "lth.cluster.handlers", "lth.cluster.metrics"} <= set(imported)
 
 
 def test_the_import_guard_catches_a_stray_import() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lth.metrics import OperatorMetrics, serve
+from lth.cluster.metrics import OperatorMetrics, serve
 
 
 class FakeClock:

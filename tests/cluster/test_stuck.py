@@ -12,15 +12,11 @@ from typing import Any
 
 import pytest
 
-from lth.manifests import (
-    LABEL_KUEUE_QUEUE,
-    SPARK_DRIVER_CONTAINER,
-    TRAINER_CONTAINER,
-    observe_pytorch_job,
-    pod_selector,
-    stuck_pods,
-)
-from lth.observed import Stuck
+from lth.api.observed import Stuck
+from lth.cluster.objects import LABEL_KUEUE_QUEUE, TRAINER_CONTAINER
+from lth.cluster.pods import pod_selector, stuck_pods
+from lth.cluster.pytorchjob import observe_pytorch_job
+from lth.cluster.spark_application import SPARK_DRIVER_CONTAINER
 
 NS = "ml"
 IMAGE = "ghcr.io/lth-dev/lth-trainer:0.1.0"

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lth.objectstore import fetch_ticket
+from lth.storage.objectstore import fetch_ticket
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import get_run, wait_for_phase
 from tests.operator.plugin import Operator

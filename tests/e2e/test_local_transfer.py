@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lth.ticket import mask_densities
+from lth.storage.tickets import mask_densities
 from tests.tiny import TINY_TRAINING
 
 CLASSES = [f"n{i:08d}" for i in range(10)]

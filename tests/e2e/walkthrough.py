@@ -3,7 +3,7 @@
 No Kubernetes cluster runs here, so the commands talk to the API emulator (tests/kube) with the
 upstream stand-ins (Spark operator, training operator, Job controller, scheduler and kubelet,
 tests/standins) running every pod as real processes under the pods' uid; the operator is the
-real one (`kopf run -m lth.kopf_handlers`), kubectl and lth are the real ones, the S3 store is
+real one (`kopf run -m lth.cluster.handlers`), kubectl and lth are the real ones, the S3 store is
 moto's server. It prints each command and its output, as Markdown, for the README; `--out FILE`
 writes them to FILE too.
 """

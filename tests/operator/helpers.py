@@ -13,9 +13,9 @@ from typing import Any
 
 from kubernetes import client
 
-from lth import manifests, progress
-from lth.api import LevelResult
-from lth.commands import BAD_INPUT, EXIT_BAD_INPUT
+from lth.api import LevelResult, workload
+from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT
+from lth.cluster import objects
 from tests.kube.cluster import Cluster
 from tests.operator.plugin import Operator
 from tests.standins import Cluster as StandIns
@@ -46,9 +46,9 @@ class Script:
             return None
         meta = obj["metadata"]
         done = min(self.seen.get(f"{meta['name']}/{meta['uid']}", 0), self.epochs)
-        level, branch = int(meta["labels"][manifests.LABEL_LEVEL]), meta["labels"][manifests.LABEL_BRANCH]
+        level, branch = int(meta["labels"][objects.LABEL_LEVEL]), meta["labels"][objects.LABEL_BRANCH]
         lines = [
-            progress.line(
+            workload.epoch_line(
                 {
                     "level": level,
                     "branch": branch,
@@ -72,7 +72,7 @@ class Script:
         self.seen[key] = self.seen.get(key, 0) + 1
         if self.seen[key] < self.ticks or name in self.hold:
             return None
-        attempt = int(meta.get("annotations", {}).get(manifests.ANNOTATION_ATTEMPT, "1"))
+        attempt = int(meta.get("annotations", {}).get(objects.ANNOTATION_ATTEMPT, "1"))
         if name in self.bad_input:
             # torchrun exits 1 whatever its workers' codes; the Spark job exits 2 itself.
             code = EXIT_BAD_INPUT if kind == "SparkApplication" else 1
@@ -81,9 +81,9 @@ class Script:
             return Finished(False, "OOMKilled")
         if kind in ("SparkApplication", "Job"):
             return Finished(True)
-        level = int(meta["labels"][manifests.LABEL_LEVEL])
-        branch = meta["labels"][manifests.LABEL_BRANCH]
-        run = meta["labels"][manifests.LABEL_RUN]
+        level = int(meta["labels"][objects.LABEL_LEVEL])
+        branch = meta["labels"][objects.LABEL_BRANCH]
+        run = meta["labels"][objects.LABEL_RUN]
         result = LevelResult(
             level=level,
             branch=branch,

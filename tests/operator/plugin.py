@@ -45,7 +45,7 @@ class Operator:
             "run",
             "--standalone",
             "-m",
-            "lth.kopf_handlers",
+            "lth.cluster.handlers",
             "--all-namespaces",
         ]
         with self.log.open("ab") as log:

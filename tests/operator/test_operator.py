@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from lth import manifests
+from lth.cluster import objects
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import (
     RUNS,
@@ -22,8 +22,8 @@ from tests.operator.helpers import (
     wait_for_phase,
 )
 
-SPARK = manifests.CHILD_RESOURCES["SparkApplication"]
-PYTORCH = manifests.CHILD_RESOURCES["PyTorchJob"]
+SPARK = objects.CHILD_RESOURCES["SparkApplication"]
+PYTORCH = objects.CHILD_RESOURCES["PyTorchJob"]
 
 
 def apply(kube: Cluster, *documents: dict[str, Any]) -> None:

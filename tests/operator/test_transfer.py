@@ -11,12 +11,13 @@ import pytest
 from kubernetes import client
 from safetensors.numpy import save_file
 
-from lth import kopf_handlers, manifests
 from lth.api import TicketSpec
-from lth.naming import TICKET_FILE
-from lth.observed import ObservedSource
-from lth.ticket import describe
-from lth.validation import parse_spec
+from lth.api.naming import TICKET_FILE
+from lth.api.observed import ObservedSource
+from lth.api.validation import parse_spec
+from lth.cluster import objects
+from lth.cluster import observe as cluster
+from lth.storage.tickets import describe
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import Operator, Script, controllers, run_manifest, wait_for_phase
 from tests.operator.test_operator import apply, children
@@ -38,9 +39,9 @@ def transfer_manifest(name: str, source: str) -> dict[str, Any]:
 def commands(kube: Cluster, run: str) -> dict[str, list[str]]:
     """The trainer command of each of `run`'s PyTorchJobs, by job name."""
     custom = client.CustomObjectsApi(kube.api_client())
-    group, version, plural = manifests.CHILD_RESOURCES["PyTorchJob"]
+    group, version, plural = objects.CHILD_RESOURCES["PyTorchJob"]
     jobs = custom.list_namespaced_custom_object(
-        group, version, "default", plural, label_selector=f"{manifests.LABEL_RUN}={run}"
+        group, version, "default", plural, label_selector=f"{objects.LABEL_RUN}={run}"
     )["items"]
     return {
         job["metadata"]["name"]: job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
@@ -142,10 +143,10 @@ def test_an_exported_ticket_is_read_where_the_operator_mounts_the_volume(
 
     def observe() -> ObservedSource | None:
         custom = client.CustomObjectsApi()  # not called: a directory is read from the volume
-        return kopf_handlers.observe_source(custom, "default", "t", parse_spec(spec), TicketSpec(path=path))
+        return cluster.observe_source(custom, "default", "t", parse_spec(spec), TicketSpec(path=path))
 
     assert observe() is None  # no volume: the trainer checks the directory
-    monkeypatch.setattr(kopf_handlers, "STORAGE_ROOT", str(tmp_path))
+    monkeypatch.setattr(cluster, "STORAGE_ROOT", str(tmp_path))
     source = observe()
     if expected == "described":
         assert source is not None and source.found and source.description is not None

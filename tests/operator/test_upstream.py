@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lth import defaults
+from lth.api import defaults
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import Script, controllers, get_run, run_manifest, wait_for_phase
 from tests.operator.plugin import Operator

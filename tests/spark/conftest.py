@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lth.api import DatasetSpec, PreprocessingSpec
-from lth.data_manifest import DataManifest
+from lth.api.data_manifest import DataManifest
 from lth_spark.demo import Layout, add_bad_files, rgb_jpeg, write_layout
 from lth_spark.job import Job, Mapper, run
 from lth_spark.spark import SparkMapper, session

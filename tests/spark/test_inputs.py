@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lth.api import DatasetSpec, RunSpec
-from lth.commands import spec_json
+from lth.api.workload import spec_json
 from lth_spark import inputs
 from lth_spark.demo import rgb_jpeg, write_layout
 from lth_spark.inputs import DEVKIT, TRAIN_TAR, VAL_TAR, InputError, plan_input

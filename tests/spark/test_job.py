@@ -16,7 +16,7 @@ import pytest
 import simplejpeg
 
 from lth.api import DatasetSpec, PreprocessingSpec
-from lth.data_manifest import DataManifest
+from lth.api.data_manifest import DataManifest
 from lth_spark.demo import rgb_jpeg
 from lth_spark.inputs import InputError, plan_input
 from lth_spark.job import PROCESS_STEP, SHARD_STEP, WORK_DIR, Job, Mapper, run
@@ -161,7 +161,7 @@ def test_class_subset(imagenet_input: Path, mapper: Mapper, tmp_path: Path) -> N
 def test_spark_submit_runs_the_main_file(imagenet_input: Path, root: Path, tmp_path: Path) -> None:
     """The SparkApplication's way: spark-submit with __main__.py as a file, master from spark-submit."""
     from lth.api import RunSpec
-    from lth.commands import spec_json
+    from lth.api.workload import spec_json
 
     spec = RunSpec.model_validate({"dataset": {"path": str(imagenet_input), "imageSize": 16}})
     venv = Path(sys.executable).parent  # as with the virtual environment activated

@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lth import defaults
-from lth.commands import SPARK_MAIN_IN_IMAGE
+from lth.api import defaults
+from lth.api.workload import SPARK_MAIN_IN_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"

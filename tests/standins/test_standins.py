@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from lth import defaults
+from lth.api import defaults
 from tests.kube.cluster import Cluster
 from tests.standins import Cluster as StandIns
 from tests.standins import Finished, ProcessRuntime, ScriptedRuntime

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lth.api import RunSpec
-from lth.commands import spec_json
+from lth.api.workload import spec_json
 from tests.tiny import TINY_TRAINING
 from tests.trainer.shards import pattern_images, write_shards
 

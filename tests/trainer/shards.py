@@ -1,4 +1,4 @@
-"""Tiny data in the shard layout the Spark job writes (lth.data_manifest): for tests
+"""Tiny data in the shard layout the Spark job writes (lth.api.data_manifest): for tests
 and benchmarks, until real shards exist."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import simplejpeg
 
-from lth.data_manifest import ClassInfo, DataManifest, ShardInfo, SplitInfo
+from lth.api.data_manifest import ClassInfo, DataManifest, ShardInfo, SplitInfo
 
 
 def pattern_images(classes: int, count: int, size: int, seed: int) -> list[tuple[npt.NDArray[np.uint8], int]]:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from lth.api import Branch
-from lth.commands import EXIT_BAD_INPUT
+from lth.api.workload import EXIT_BAD_INPUT
 from lth_trainer import data, pruning
 from lth_trainer.cli import main
 from lth_trainer.level import level_files

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from lth.lifetime import LOCK_FILE, exclusive
+from lth.storage.lifetime import LOCK_FILE, exclusive
 from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_args
 
 
@@ -43,7 +43,7 @@ LAUNCHER = textwrap.dedent(
     """
     import subprocess, sys, time
     # As torchrun starts its workers: in a session of their own.
-    body = "from lth.lifetime import die_with_parent; die_with_parent(); import time; time.sleep(120)"
+    body = "from lth.storage.lifetime import die_with_parent; die_with_parent(); import time; time.sleep(120)"
     worker = subprocess.Popen([sys.executable, "-c", body], start_new_session=True)
     print(worker.pid, flush=True)
     time.sleep(120)
@@ -71,7 +71,7 @@ HOLDER_WITH_A_FORKED_CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
     from pathlib import Path
-    from lth.lifetime import exclusive
+    from lth.storage.lifetime import exclusive
     with exclusive(Path(sys.argv[1]), "level 0 main"):
         child = os.fork()  # as a DataLoader worker is forked, open files and all
         if child == 0:
@@ -87,7 +87,7 @@ TAKER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from lth.lifetime import exclusive
+    from lth.storage.lifetime import exclusive
     with exclusive(Path(sys.argv[1]), "level 0 main"):
         pass
     """

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from lth.commands import EXIT_BAD_INPUT
-from lth.data_manifest import DataManifest
+from lth.api.data_manifest import DataManifest
+from lth.api.workload import EXIT_BAD_INPUT
 from lth_trainer.cli import main
 from lth_trainer.data import ShardDataset, default_crop, index_split, load_manifest
 from lth_trainer.level import level_files

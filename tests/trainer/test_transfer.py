@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lth.api import Branch, RunSpec
-from lth.commands import EXIT_BAD_INPUT
-from lth.naming import FINAL_FILE, MASK_FILE, TICKET_FILE
-from lth.ticket import TicketFiles, describe
+from lth.api.naming import FINAL_FILE, MASK_FILE, TICKET_FILE
+from lth.api.workload import EXIT_BAD_INPUT
+from lth.storage.tickets import TicketFiles, describe
 from lth_trainer import pruning
 from lth_trainer.cli import main
 from lth_trainer.level import level_files, plan_start

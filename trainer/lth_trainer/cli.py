@@ -1,6 +1,6 @@
 """`python -m lth_trainer` / `torchrun ... -m lth_trainer`: train one level of IMP.
 
-The arguments are what lth.commands.trainer_arguments builds from the spec; a
+The arguments are what lth.api.workload.trainer_arguments builds from the spec; a
 transfer run (spec.ticket) also names its ticket: --ticket-run-dir and
 --ticket-level (a level of a source run), --ticket-dir (an exported ticket), or
 --ticket-url (one to download; level 0 fetches it into the run's source-ticket/).
@@ -24,11 +24,12 @@ from typing import get_args
 from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
-from lth.commands import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
-from lth.files import read_result
-from lth.lifetime import die_with_parent, exclusive
-from lth.naming import RunLayout
-from lth.ticket import TicketError, TicketFiles, download
+from lth.api.naming import RunLayout
+from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
+from lth.storage.fetch import download
+from lth.storage.files import read_result
+from lth.storage.lifetime import die_with_parent, exclusive
+from lth.storage.tickets import TicketError, TicketFiles
 from lth_trainer.level import level_files
 from lth_trainer.store import TrainerError
 

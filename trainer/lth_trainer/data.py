@@ -31,10 +31,10 @@ import simplejpeg
 import torch
 
 from lth.api import LOADER_PREFETCH_BATCHES
-from lth.data_manifest import DataManifest, Split
-from lth.files import atomic_write
-from lth.lifetime import die_with_parent
-from lth.naming import MANIFEST_FILE
+from lth.api.data_manifest import DataManifest, Split
+from lth.api.naming import MANIFEST_FILE
+from lth.storage.files import atomic_write
+from lth.storage.lifetime import die_with_parent
 from lth_trainer.store import TrainerError
 
 BLOCK = tarfile.BLOCKSIZE

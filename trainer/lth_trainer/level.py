@@ -26,16 +26,16 @@ import torch
 from torch import nn
 
 from lth.api import SEARCH_LEVEL, Branch, RunSpec
-from lth.branches import BRANCHES
-from lth.naming import LevelLayout, RunLayout
-from lth.ticket import TicketFiles
+from lth.api.branches import BRANCHES
+from lth.api.naming import LevelLayout, RunLayout
+from lth.storage.tickets import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
 from lth_trainer.store import TrainerError, load_tensors, save_tensors
 from lth_trainer.transfer import transfer
 
 LevelFiles = LevelLayout
-"""The files of levels/NN[-branch]/ (lth.naming.LevelLayout)."""
+"""The files of levels/NN[-branch]/ (lth.api.naming.LevelLayout)."""
 
 
 def level_files(run_dir: Path, level: int, branch: Branch = "main") -> LevelFiles:

@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lth.files import atomic_write, atomic_write_text
+from lth.storage.files import atomic_write, atomic_write_text
 
 
 class TrainerError(Exception):

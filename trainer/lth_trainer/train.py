@@ -19,10 +19,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lth.api import SEARCH_LEVEL, Branch, LevelResult, RunSpec
-from lth.data_manifest import Split
-from lth.naming import RunLayout
-from lth.progress import line as progress_line
-from lth.ticket import TicketFiles
+from lth.api.data_manifest import Split
+from lth.api.naming import RunLayout
+from lth.api.workload import epoch_line as progress_line
+from lth.storage.tickets import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.data import (
     ShardDataset,

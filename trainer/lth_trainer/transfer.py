@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lth.api import RunSpec
-from lth.ticket import TicketError, TicketFiles, inspect
+from lth.storage.tickets import TicketError, TicketFiles, inspect
 from lth_trainer import pruning
 from lth_trainer.models import head_name
 from lth_trainer.pruning import Mask

@@ -1,0 +1,172 @@
+"""Names of a run's children and files: one place, so the operator, the local
+runner, the trainer and the Spark job agree on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lth.api import Branch
+from lth.api.branches import BRANCHES
+
+DNS1035_MAX = 63
+
+RUNS_DIR = "runs"
+"""Under the storage root (the volume's mount, or `lth run --root`): runs/<name>/."""
+DATA_DIR = "data"
+LEVELS_DIR = "levels"
+TICKET_DIR = "ticket"
+"""The exported ticket (`lth report`): mask, rewind and final weights, ticket.json, card, plot."""
+SOURCE_TICKET_DIR = "source-ticket"
+LOGS_DIR = "logs"
+INDEX_DIR = "index"
+"""The trainer's shard index, written once per run and read by every rank of every level."""
+
+SPEC_FILE = "spec.json"
+TICKET_FILE = "ticket.json"
+PLOT_FILE = "accuracy.png"
+MODEL_CARD_FILE = "README.md"
+MASK_FILE = "mask.safetensors"
+INIT_FILE = "init.safetensors"
+CHECKPOINT_FILE = "checkpoint.pt"
+START_FILE = "start.json"
+REWIND_FILE = "rewind.safetensors"
+FINAL_FILE = "final.safetensors"
+PROGRESS_FILE = "progress.jsonl"
+"""One JSON line per finished epoch of a level (epoch, epochs, top1, imagesPerSecond, ...)."""
+RESULT_FILE = "result.json"
+SEARCH_MASK_FILE = "mask-for-{level:02d}.safetensors"
+"""In the gradual search's level: the mask it had at the density of ticket level NN."""
+MANIFEST_FILE = "manifest.json"
+"""The data manifest (lth.api.data_manifest), written last by the Spark job: data/ is complete."""
+STATUS_FILE = "status.json"
+
+
+def prep_name(run: str) -> str:
+    """The SparkApplication that preprocesses the run's data."""
+    return f"{run}-prep"
+
+
+def export_name(run: str) -> str:
+    """The batch/v1 Job that writes (and uploads) the ticket and report once the search ended."""
+    return f"{run}-export"
+
+
+def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
+    """The PyTorchJob of one level (and branch)."""
+    return f"{run}-level-{level:02d}{BRANCHES[branch].suffix}"
+
+
+def derived_names(run: str, max_level: int, pods: int, branches: list[Branch]) -> list[str]:
+    """Every name the cluster derives from the run's name, longest last.
+
+    The training operator names a Service after each replica (`<job>-worker-N`),
+    the Spark operator its UI Service (`<app>-ui-svc`); Services must be
+    DNS-1035 labels of 63 characters at most, so these bound the run's name.
+    """
+    names = [prep_name(run) + "-ui-svc"]
+    for branch in ["main", *branches]:
+        job = level_job_name(run, max_level, branch)
+        names.append(f"{job}-master-0")
+        if pods > 1:
+            names.append(f"{job}-worker-{pods - 2}")
+    return sorted(names, key=len)
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    """The files of levels/NN[-branch]/ (see the README's "Trainer" section)."""
+
+    dir: Path
+
+    @property
+    def mask(self) -> Path:
+        return self.dir / MASK_FILE
+
+    @property
+    def init(self) -> Path:
+        return self.dir / INIT_FILE
+
+    @property
+    def rewind(self) -> Path:
+        return self.dir / REWIND_FILE
+
+    @property
+    def final(self) -> Path:
+        return self.dir / FINAL_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / CHECKPOINT_FILE
+
+    @property
+    def start(self) -> Path:
+        return self.dir / START_FILE
+
+    @property
+    def progress(self) -> Path:
+        return self.dir / PROGRESS_FILE
+
+    @property
+    def result(self) -> Path:
+        return self.dir / RESULT_FILE
+
+    def mask_for(self, level: int) -> Path:
+        """The gradual search's mask for ticket level `level` (lth.api.SearchSpec)."""
+        return self.dir / SEARCH_MASK_FILE.format(level=level)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The run directory: data/, levels/NN[-branch]/, ticket/."""
+
+    root: Path
+
+    @classmethod
+    def relative(cls, run: str) -> RunLayout:
+        """The run's directory relative to the storage root (runs/<name>): where it is on the volume."""
+        return cls(Path(RUNS_DIR) / run)
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / SPEC_FILE
+
+    @property
+    def status_file(self) -> Path:
+        """The local runner's record of the run's status (the API server's, on a cluster)."""
+        return self.root / STATUS_FILE
+
+    @property
+    def data(self) -> Path:
+        return self.root / DATA_DIR
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / MANIFEST_FILE
+
+    def level(self, level: int, branch: Branch = "main") -> LevelLayout:
+        return LevelLayout(self.level_dir(level, branch))
+
+    def level_dir(self, level: int, branch: Branch = "main") -> Path:
+        return self.root / LEVELS_DIR / f"{level:02d}{BRANCHES[branch].suffix}"
+
+    def result_file(self, level: int, branch: Branch = "main") -> Path:
+        return self.level(level, branch).result
+
+    @property
+    def logs(self) -> Path:
+        """The local runner's child logs and termination messages."""
+        return self.root / LOGS_DIR
+
+    @property
+    def index(self) -> Path:
+        return self.root / INDEX_DIR
+
+    @property
+    def ticket(self) -> Path:
+        return self.root / TICKET_DIR
+
+    @property
+    def source_ticket(self) -> Path:
+        """Where a transfer run keeps the ticket it downloaded (spec.ticket.url)."""
+        return self.root / SOURCE_TICKET_DIR

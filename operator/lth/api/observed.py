@@ -1,0 +1,81 @@
+"""What an executor sees of a run's children and of a transfer's source, for the planner.
+
+The kopf handlers translate the cluster's objects into these (the kinds' `observe_*` in `lth.cluster`),
+the local runner its run directory; `lth.storage.tickets` reads a ticket directory into an
+`ObservedSource`. Nothing here decides anything: the planner does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lth.api import EpochProgress, LevelResult, RunStatus, StuckReason
+
+ChildKind = Literal["SparkApplication", "PyTorchJob", "Job"]
+"""The run's children: its preprocessing, its levels, and the export Job (batch/v1)."""
+ChildState = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped"]
+"""Stopped: recorded and unfinished, but nothing runs it (the local runner was restarted); it is
+created again at the same attempt, a restart that resumes from its checkpoints, not a retry."""
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """Why a Pending or Running child makes no progress: a pod the scheduler cannot place, a
+    container the kubelet cannot pull or start, a job waiting for its queue. Nothing here fails
+    or retries the child: it waits, and the run says why (`lth.cluster.pods.stuck_pods` reads it
+    off the child's pods)."""
+
+    reason: StuckReason
+    """The Progressing condition's reason while it lasts, and the Warning event's:
+    Unschedulable, ImagePullBackOff (ErrImagePull too: the kubelet alternates the two while it
+    retries), ErrImageNeverPull, InvalidImageName, ImageInspectError, CreateContainerConfigError,
+    WaitingForQueue."""
+    subject: str
+    """What is stuck: 'pod P', 'pod P container C', 'pod P init container C' or 'PyTorchJob J'."""
+    detail: str
+    """Upstream's own words: the scheduler's or the kubelet's message, or the queue's name."""
+
+    @property
+    def message(self) -> str:
+        return f"{self.subject}: {self.reason}: {self.detail}"
+
+    def described_by(self, message: str | None) -> bool:
+        """Whether `message` (an earlier status) already told of this subject stuck for this
+        reason: the detail may change (the kubelet's pull error and its back-off message)."""
+        return (message or "").startswith(f"{self.subject}: {self.reason}: ")
+
+
+@dataclass(frozen=True)
+class ObservedChild:
+    """A child as an executor sees it now (translated from the cluster or the run directory)."""
+
+    name: str
+    attempt: int
+    state: ChildState
+    message: str = ""
+    result: LevelResult | None = None
+    deleting: bool = False
+    retryable: bool = True
+    """False when the workload said its input is bad (EXIT_BAD_INPUT): the same input fails again."""
+    stuck: Stuck | None = None
+    """Why the child, Pending or Running, makes no progress; None when nothing holds it."""
+    progress: EpochProgress | None = None
+    """A running level's latest epoch line (`lth.progress`); None when not read in this pass."""
+
+
+@dataclass(frozen=True)
+class ObservedSource:
+    """What an executor found where spec.ticket points.
+
+    For spec.ticket.run: whether the run exists, its status and accepted spec. For
+    spec.ticket.path: ticket.json (its checksums verified), or the problem that kept
+    it from being read. An executor that cannot look (an operator without the volume)
+    passes no source, and the trainer checks the directory instead.
+    """
+
+    found: bool
+    status: RunStatus | None = None
+    description: Mapping[str, Any] | None = None
+    problem: str = ""

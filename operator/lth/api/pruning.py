@@ -1,0 +1,237 @@
+"""spec.pruning: iterative magnitude pruning with rewinding, its stop rules, controls and search."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from lth.api.branches import ControlBranch
+from lth.api.wire import (
+    REWIND_PATTERN,
+    ApiModel,
+)
+
+
+class StopRules(ApiModel):
+    """When IMP stops before the level budget."""
+
+    target_density: float | None = Field(
+        None, gt=0, le=1, description="Stop once a level's density is at or below this fraction."
+    )
+    max_top1_drop: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Stop after the first level whose top-1 is more than this many points below dense.",
+    )
+
+
+class ControlsSpec(ApiModel):
+    """Control branches that show whether a ticket is a ticket."""
+
+    branches: list[ControlBranch] = Field(
+        default_factory=list,
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "random-reinit: the level's mask with a fresh random init; random-prune: a random "
+            "mask with the same density in every layer, trained from the rewind weights."
+        ),
+    )
+    levels: list[int] | None = Field(
+        None,
+        json_schema_extra={"uniqueItems": True},
+        description="Pruned levels (>= 1) that get the control branches; every level when absent.",
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _positive_levels(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(level < 1 for level in value):
+            raise ValueError("control levels are pruned levels, >= 1")
+        return value
+
+
+SearchMethod = Literal["imp", "gradual", "short-imp"]
+
+
+class SearchSpec(ApiModel):
+    """How the mask is searched for (spec.pruning.search). The final ticket is always trained
+    in full from the rewind point, like an IMP level, beside the same control branches."""
+
+    method: SearchMethod = Field(
+        "imp",
+        description=(
+            "imp: plain IMP, one full training per level (level L prunes level L-1's final weights); "
+            "gradual: level 0 trains the dense network, level 1 (the search) trains only the last "
+            "search.epochs epochs of the schedule from level 0's final weights while pruning them "
+            "step by step (IMP's densities at spec.pruning.fraction, global magnitude) down to the "
+            "sparsest of search.densities, and levels 2, 3, ... train one ticket per density in full "
+            "from the rewind point with the mask the search had at that density; "
+            "short-imp: IMP with large steps and short retraining: levels 1 to S train only "
+            "search.epochs epochs from the rewind point, each with the mask pruned from the level "
+            "before (IMP's densities at spec.pruning.fraction, and search.densities), then one level "
+            "per ticket trains its mask in full."
+        ),
+    )
+    densities: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "gradual, short-imp: densities of the tickets trained in full, in decreasing order (the "
+            "levels after the search); default: the density spec.pruning.levels reaches at "
+            "spec.pruning.fraction."
+        ),
+    )
+    epochs: int = Field(
+        2,
+        ge=1,
+        le=10000,
+        description=(
+            "gradual: epochs of the search run; prune steps are spread evenly over its first three "
+            "quarters, the last quarter trains the sparsest mask. short-imp: epochs of each search level."
+        ),
+    )
+    start: Literal["trained", "rewind"] = Field(
+        "trained",
+        description=(
+            "gradual: where the search starts. trained: level 0's final weights, over the schedule's "
+            "last search.epochs epochs (prune and fine-tune); rewind: the rewind point, over the "
+            "search.epochs epochs of the schedule from there (the mask forms while the network first "
+            "learns, as early-bird tickets do)."
+        ),
+    )
+
+    @field_validator("densities")
+    @classmethod
+    def _decreasing(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and value != sorted(set(value), reverse=True):
+            raise ValueError("densities must be strictly decreasing")
+        return value
+
+
+SEARCH_LEVEL = 1
+"""gradual search: the level that searches the mask (level 0 is dense, tickets follow it);
+short-imp: the first of its short levels."""
+
+
+class PruningSpec(ApiModel):
+    """Iterative magnitude pruning with rewinding."""
+
+    strategy: Literal["global-magnitude"] = Field(
+        "global-magnitude",
+        description="Remove the smallest-magnitude weights across all conv and linear layers.",
+    )
+    fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of the remaining weights removed at each level."
+    )
+    levels: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=(
+            "Pruned levels after level 0 (the level budget): default 10 for a search, 0 for a "
+            "transfer run (spec.ticket), which then trains the transferred ticket once."
+        ),
+    )
+    rewind_to: str = Field(
+        "6ep",
+        pattern=REWIND_PATTERN,
+        description="Rewind point: 6ep (epochs), 500it (steps), or 0 (the initial weights).",
+    )
+    rewind: Literal["weights", "learning-rate"] = Field(
+        "weights",
+        description=(
+            "weights: surviving weights reset to the rewind point, schedule resumes there; "
+            "learning-rate: keep the trained weights, replay the whole schedule."
+        ),
+    )
+    ignore_layers: list[str] = Field(
+        default_factory=list,
+        description="Module names (glob patterns) never pruned, e.g. conv1, fc.",
+    )
+    match_tolerance: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Top-1 points below dense that still count as matching (picks the best ticket).",
+    )
+    stop: StopRules = Field(default_factory=StopRules, description="Early stop rules.")
+    controls: ControlsSpec = Field(default_factory=ControlsSpec, description="Control branches.")
+    search: SearchSpec = Field(
+        default_factory=SearchSpec,
+        description="How the mask is searched for: plain IMP (default) or a cheaper gradual search.",
+    )
+
+    @property
+    def gradual(self) -> bool:
+        return self.search.method == "gradual"
+
+    @property
+    def short_imp(self) -> bool:
+        return self.search.method == "short-imp"
+
+    @property
+    def searching(self) -> bool:
+        """A search method other than plain IMP: search levels, then one full level per ticket."""
+        return self.search.method != "imp"
+
+    def search_levels(self) -> int:
+        """Levels between the dense level 0 and the first ticket level: gradual 1; short-imp one
+        per density of the search but the last (its mask is pruned from the last one's weights)."""
+        if self.gradual:
+            return 1
+        if self.short_imp:
+            return len(self.search_densities()) - 1
+        return 0
+
+    def ticket_densities(self) -> list[float]:
+        """gradual: the densities of the tickets trained in full (levels 2, 3, ...)."""
+        if self.search.densities is not None:
+            return list(self.search.densities)
+        return [self.density(self.levels if self.levels is not None else 10)]
+
+    def search_densities(self) -> list[float]:
+        """gradual: the density after each prune step of the search run, decreasing: IMP's
+        densities at `fraction` down to the sparsest ticket (but those within fraction / 2 of a
+        ticket's, relative to it), and every ticket's density."""
+        targets = self.ticket_densities()
+        near = self.fraction / 2
+        steps = {self.density(level) for level in range(1, self.levels_to_reach(targets[-1]) + 1)}
+        steps = {d for d in steps if d > targets[-1] and all(abs(d - t) > near * t for t in targets)}
+        return sorted(steps | set(targets), reverse=True)
+
+    def level_density(self, level: int) -> float:
+        """Expected density of main level `level` of a search (either method)."""
+        if not self.searching or level == 0:
+            return self.density(level)
+        densities, searched = self.ticket_densities(), self.search_levels()
+        if self.gradual and level == SEARCH_LEVEL:
+            return densities[-1]
+        if level <= searched:
+            return self.search_densities()[level - 1]
+        return densities[min(level - searched, len(densities)) - 1]
+
+    def is_ticket_level(self, level: int) -> bool:
+        """A level whose network trains in full from the rewind point (a ticket candidate):
+        every pruned IMP level; a search's levels after its search levels."""
+        return level >= 1 and level > self.search_levels()
+
+    def density(self, level: int, start: float = 1.0) -> float:
+        """Expected density after `level` levels from `start`: start * (1 - fraction) ** level."""
+        return start * (1.0 - self.fraction) ** level
+
+    def levels_to_reach(self, density: float) -> int:
+        """Smallest level whose expected density is at or below `density`."""
+        return max(0, math.ceil(math.log(density) / math.log(1.0 - self.fraction) - 1e-9))
+
+    def rewind_point(self) -> tuple[int, Literal["ep", "it"]]:
+        if self.rewind_to == "0":
+            return 0, "it"
+        match = re.fullmatch(r"([0-9]+)(ep|it)", self.rewind_to)
+        assert match, self.rewind_to  # the pattern guarantees it
+        unit: Literal["ep", "it"] = "ep" if match.group(2) == "ep" else "it"
+        return int(match.group(1)), unit

@@ -1,0 +1,191 @@
+"""What the controller writes under `status:` of a LotteryTicketRun, and what a level reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from lth.api.branches import Branch
+from lth.api.spec import (
+    RunSpec,
+)
+from lth.api.wire import (
+    ApiModel,
+    Fraction,
+    Percent,
+)
+
+# --------------------------------------------------------------------------- status
+
+Phase = Literal["Pending", "Preprocessing", "Training", "Succeeded", "Failed"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+
+ChildPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
+
+
+ConditionType = Literal["SpecAccepted", "TicketResolved", "Progressing", "Succeeded", "Failed", "Exported"]
+"""The run's conditions: the spec was accepted; a transfer's ticket was found; the run is
+moving (or why it waits); it ended with a ticket or the level budget; it failed; its ticket
+and report were exported (False while the export Job runs, or when it failed for good)."""
+SpecReason = Literal["Accepted", "InvalidSpec", "FrozenFieldChanged"]
+TicketReason = Literal["Resolved", "TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
+StuckReason = Literal[
+    "Unschedulable",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "ImageInspectError",
+    "CreateContainerConfigError",
+    "WaitingForQueue",
+]
+"""Why a child's pods cannot run (Progressing stays True with this reason while it lasts)."""
+ProgressReason = Literal["Preprocessing", "Training", "LevelsDone", "Succeeded", "Failed"] | StuckReason
+SucceededReason = Literal["TicketFound", "LevelsDone"]
+TicketRefusal = Literal["TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
+FailureReason = Literal["InvalidSpec", "PreprocessingFailed", "LevelFailed", "ChildDeleted"] | TicketRefusal
+ExportReason = Literal["Exporting", "Exported", "ExportFailed"]
+ConditionReason = SpecReason | TicketReason | ProgressReason | SucceededReason | FailureReason | ExportReason
+
+
+class Condition(ApiModel):
+    """A condition, as the Kubernetes API conventions define it."""
+
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class LevelResult(ApiModel):
+    """What a finished level reports (result.json, termination message)."""
+
+    level: int = Field(ge=0)
+    branch: Branch = "main"
+    density: Fraction
+    top1: Percent
+    top5: Percent | None = None
+    loss: float | None = None
+    epochs: int | None = Field(None, ge=0)
+    images_per_second: float | None = Field(None, ge=0)
+    duration_seconds: float | None = Field(None, ge=0)
+    trained_epochs: float | None = Field(
+        None,
+        ge=0,
+        description="Passes over the training split this job trained (from its start step to the end).",
+    )
+
+
+class ChildStatus(ApiModel):
+    """One child (SparkApplication or PyTorchJob) as the run tracks it."""
+
+    name: str
+    phase: ChildPhase = "Pending"
+    attempts: int = Field(1, ge=1, description="Attempt of the current child object, from 1.")
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    message: str | None = None
+
+
+class EpochProgress(ApiModel):
+    """Where a running level stands: its trainer's latest epoch line (`lth.progress`)."""
+
+    epoch: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    top1: Percent | None = Field(None, description="Top-1 after that epoch.")
+    images_per_second: float | None = Field(None, ge=0, description="Training throughput of that epoch.")
+    estimated_finish: datetime | None = Field(
+        None, description="When the level should end, at the pace of its epochs so far."
+    )
+
+
+class LevelStatus(ChildStatus):
+    """One row of the per-level table."""
+
+    level: int = Field(ge=0)
+    branch: Branch = "main"
+    density: Fraction | None = None
+    top1: Percent | None = None
+    top5: Percent | None = None
+    loss: float | None = None
+    duration_seconds: float | None = Field(None, ge=0)
+    cost: float | None = Field(
+        None, ge=0, description="What this job trained, in dense-run equivalents (lth.cost)."
+    )
+    progress: EpochProgress | None = Field(None, description="While it runs: its latest epoch.")
+
+
+class ExportStatus(ChildStatus):
+    """The export Job `<run>-export`: the ticket and report written after the search ended."""
+
+    path: str | None = Field(None, description="The exported ticket directory, as the pods see it.")
+    url: str | None = Field(None, description="Where it was uploaded (spec.export.url).")
+
+
+class BestTicket(ApiModel):
+    level: int = Field(ge=0)
+    density: Fraction
+    top1: Percent
+    summary: str = Field(description="One line for kubectl, e.g. 'L7 21.0% 75.3%'.")
+
+
+class CostStatus(ApiModel):
+    """What the run trained, in dense-run equivalents: epochs x fraction of the training data,
+    relative to one dense run of spec.training.epochs (lth.cost)."""
+
+    search: float = Field(0.0, ge=0, description="Every main level: the search and its tickets' training.")
+    controls: float = Field(0.0, ge=0, description="The control branches, shown apart.")
+    ticket: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "What the best ticket took: the levels its mask comes from and its own full training, "
+            "the dense level 0 included, controls and other tickets not."
+        ),
+    )
+
+
+class TicketStatus(ApiModel):
+    """The transferred ticket, resolved once at start (a later change to its source does not matter)."""
+
+    source: str = Field(description="What it is, in words: 'run digits-0to4 level 5' or 'directory ...'.")
+    run: str | None = Field(None, description="The source run, for spec.ticket.run.")
+    level: int | None = Field(None, ge=0, description="The source run's level.")
+    path: str | None = Field(None, description="The ticket directory, for spec.ticket.path.")
+    url: str | None = Field(None, description="The ticket's URL, for spec.ticket.url.")
+    density: Fraction | None = Field(None, description="Density of the ticket (None: not known yet).")
+    top1: Percent | None = Field(None, description="Top-1 of the ticket on its source data.")
+    architecture: str | None = None
+
+
+class RunStatus(ApiModel):
+    """What the controller writes under `status:`; every field derives from the children."""
+
+    phase: Phase = "Pending"
+    level: int | None = Field(None, description="Current (highest started) main level.")
+    density: Fraction | None = Field(None, description="Density of the current level.")
+    top1: Percent | None = Field(None, description="Top-1 of the latest finished main level.")
+    dense_top1: Percent | None = None
+    best: BestTicket | None = None
+    ticket: TicketStatus | None = Field(None, description="The transferred ticket (spec.ticket).")
+    cost: CostStatus | None = Field(None, description="What the run trained, in dense-run equivalents.")
+    preprocessing: ChildStatus | None = None
+    levels: list[LevelStatus] = Field(default_factory=list)
+    progress: str | None = Field(
+        None, description="The running main level and its epoch, for kubectl: 'L7 37/90'."
+    )
+    export: ExportStatus | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    accepted_spec: RunSpec | None = Field(
+        None, description="The spec as accepted at start; frozen fields are kept from it."
+    )
+
+    def level_entry(self, level: int, branch: Branch = "main") -> LevelStatus | None:
+        return next((e for e in self.levels if e.level == level and e.branch == branch), None)
+
+    def condition(self, type_: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,408 @@
+"""Checks a spec beyond what the CRD schema can say.
+
+`lth validate` prints these problems and the operator turns them into a
+Failed/InvalidSpec condition; both call `check_run` or `check_spec`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from lth.api import (
+    CONTROL_BRANCHES,
+    LOADER_PREFETCH_BATCHES,
+    QUANTITY_PATTERN,
+    Branch,
+    LotteryTicketRun,
+    RunSpec,
+)
+from lth.api.naming import DNS1035_MAX, derived_names
+
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, at a field path such as `spec.training.epochs`."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def _loc_to_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path
+
+
+def problems_from_error(error: ValidationError, prefix: str) -> list[Problem]:
+    """pydantic's errors, each at the field path a user wrote."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append(Problem(_loc_to_path(prefix, loc), message))
+    return problems
+
+
+SubmittedSpec = tuple[RunSpec | None, list[Problem]]
+"""A run's spec as submitted, parsed once per reconcile: the model, or the problems that keep
+the document from being one."""
+
+
+def parse_spec(raw: Mapping[str, Any] | None) -> SubmittedSpec:
+    """The spec model, or the schema-level problems that keep it from being one."""
+    if raw is None:
+        return None, [Problem("spec", "is required")]
+    try:
+        return RunSpec.model_validate(raw), []
+    except ValidationError as error:
+        return None, problems_from_error(error, "spec")
+
+
+def check_name(name: str, spec: RunSpec) -> list[Problem]:
+    """The run's name must leave room for every name the cluster derives from it."""
+    if not DNS1035_LABEL.match(name):
+        return [
+            Problem(
+                "metadata.name",
+                f"{name!r} must be a DNS-1035 label (lowercase letters, digits and '-', "
+                "starting with a letter): child job names are built from it",
+            )
+        ]
+    if spec.ticket is not None and spec.ticket.run == name:
+        return [Problem("spec.ticket.run", f"{name!r} is this run: a run cannot transfer its own ticket")]
+    branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
+    longest = derived_names(name, spec.level_budget, spec.resources.pods, branches)[-1]
+    if len(longest) > DNS1035_MAX:
+        allowed = len(name) - (len(longest) - DNS1035_MAX)
+        return [
+            Problem(
+                "metadata.name",
+                f"{name!r} is {len(name)} characters; at most {allowed} leave room for the "
+                f"derived name {longest!r} within {DNS1035_MAX}",
+            )
+        ]
+    return []
+
+
+def check_spec(spec: RunSpec) -> list[Problem]:
+    """Rules that relate fields to each other."""
+    problems: list[Problem] = []
+    training, pruning, resources = spec.training, spec.pruning, spec.resources
+
+    amount, unit = pruning.rewind_point()
+    if unit == "ep" and amount >= training.epochs:
+        problems.append(
+            Problem(
+                "spec.pruning.rewindTo",
+                f"rewinds to epoch {amount}, but a level trains only {training.epochs} epochs",
+            )
+        )
+    if training.schedule == "step" and training.milestones and training.milestones[-1] >= training.epochs:
+        problems.append(
+            Problem(
+                "spec.training.milestones",
+                f"milestone {training.milestones[-1]} is not before the last epoch ({training.epochs})",
+            )
+        )
+    if training.warmup_epochs >= training.epochs:
+        problems.append(
+            Problem(
+                "spec.training.warmupEpochs",
+                f"{training.warmup_epochs} warmup epochs leave no training in {training.epochs}",
+            )
+        )
+    world = resources.world_size
+    if training.batch_size % world:
+        problems.append(
+            Problem(
+                "spec.training.batchSize",
+                f"{training.batch_size} does not divide evenly over {world} processes "
+                f"({resources.pods} pods x {resources.processes_per_pod})",
+            )
+        )
+    if resources.gpus_per_pod == 0 and training.precision == "fp16":
+        problems.append(Problem("spec.training.precision", "fp16 needs GPUs; use bf16 or fp32 on CPU"))
+    if resources.gpus_per_pod == 0 and training.sync_batch_norm:
+        problems.append(
+            Problem("spec.training.syncBatchNorm", "needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only)")
+        )
+    if resources.gpus_per_pod == 0 and training.gradient_compression != "none":
+        problems.append(
+            Problem(
+                "spec.training.gradientCompression",
+                f"{training.gradient_compression} needs GPUs (a DDP communication hook for NCCL)",
+            )
+        )
+
+    problems += _check_passthrough(spec)
+    shm = _shm_problem(spec)
+    if shm is not None:
+        problems.append(shm)
+
+    budget = spec.level_budget
+    target = pruning.stop.target_density
+    if target is not None and spec.ticket is None and not pruning.searching:
+        # A transfer run's start density is known only once its ticket is resolved.
+        needed = pruning.levels_to_reach(target)
+        if needed > budget:
+            problems.append(
+                Problem(
+                    "spec.pruning.stop.targetDensity",
+                    f"density {target} needs {needed} levels at fraction {pruning.fraction}, "
+                    f"but spec.pruning.levels is {budget} "
+                    f"(reaches {pruning.density(budget):.4f})",
+                )
+            )
+    control_levels = pruning.controls.levels
+    if control_levels:
+        beyond = [level for level in control_levels if level > budget]
+        if beyond:
+            problems.append(
+                Problem(
+                    "spec.pruning.controls.levels",
+                    f"levels {beyond} are beyond spec.pruning.levels ({budget})",
+                )
+            )
+    problems += _check_ticket(spec) + _check_export(spec)
+    problems += _check_search(spec)
+    if len(set(pruning.controls.branches)) != len(pruning.controls.branches):
+        problems.append(
+            Problem(
+                "spec.pruning.controls.branches",
+                f"each branch at most once (of {', '.join(CONTROL_BRANCHES)})",
+            )
+        )
+    crop = training.crop_size
+    if crop is not None and crop > spec.dataset.image_size:
+        problems.append(
+            Problem(
+                "spec.training.cropSize",
+                f"{crop} is larger than the images ({spec.dataset.image_size}, spec.dataset.imageSize)",
+            )
+        )
+    classes = spec.dataset.classes
+    if classes is not None and len(set(classes)) != len(classes):
+        problems.append(Problem("spec.dataset.classes", "lists a class twice"))
+    if classes is not None and len(classes) < 2:
+        problems.append(Problem("spec.dataset.classes", "needs at least 2 classes"))
+    if spec.dataset.resize == "center-crop" and spec.dataset.crop_short_side < spec.dataset.image_size:
+        problems.append(
+            Problem(
+                "spec.dataset.shortSide",
+                f"{spec.dataset.crop_short_side} is smaller than imageSize {spec.dataset.image_size}",
+            )
+        )
+    if spec.model.num_classes is not None and classes is not None and spec.model.num_classes != len(classes):
+        problems.append(
+            Problem(
+                "spec.model.numClasses",
+                f"is {spec.model.num_classes} but spec.dataset.classes lists {len(classes)}",
+            )
+        )
+    return problems
+
+
+QUANTITY_FACTORS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+QUANTITY_FACTORS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
+
+
+def quantity_bytes(quantity: str) -> float:
+    """A Kubernetes quantity (`16Gi`, `500M`) in bytes; the API's pattern guarantees the form."""
+    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", quantity)
+    assert match, quantity
+    return float(match.group(1)) * QUANTITY_FACTORS[match.group(2)]
+
+
+def shm_need_bytes(spec: RunSpec) -> int:
+    """/dev/shm one trainer pod needs for its data loaders at most: every worker keeps
+    LOADER_PREFETCH_BATCHES uint8 batches ready, of the stored images in training (the device
+    crops them) and of the center crops in evaluation, and the training loader lives on while an
+    evaluation loader runs. Per process, for every process of the pod."""
+    training, dataset = spec.training, spec.dataset
+    if training.workers == 0:
+        return 0
+    local_batch = training.batch_size // max(spec.resources.world_size, 1)
+    stored = dataset.image_size
+    short = dataset.crop_short_side if dataset.resize == "center-crop" else stored
+    crop = training.crop_size or (
+        min(stored, round(0.875 * short)) if dataset.resize == "center-crop" else stored
+    )
+    per_image = 3 * (stored * stored + crop * crop)
+    per_process = training.workers * LOADER_PREFETCH_BATCHES * local_batch * per_image
+    return per_process * spec.resources.processes_per_pod
+
+
+def _shm_problem(spec: RunSpec) -> Problem | None:
+    need = shm_need_bytes(spec)
+    have = quantity_bytes(spec.resources.shm_size)
+    if need <= have:
+        return None
+    training, resources = spec.training, spec.resources
+    return Problem(
+        "spec.resources.shmSize",
+        f"{resources.shm_size} is less than the {need / 2**30:.1f}Gi of /dev/shm the data loaders "
+        f"need: {resources.processes_per_pod} processes x {training.workers} workers x "
+        f"{LOADER_PREFETCH_BATCHES} batches of {training.batch_size // max(resources.world_size, 1)} "
+        f"images ({spec.dataset.image_size} px stored, for training and evaluation); raise shmSize "
+        "or lower spec.training.workers",
+    )
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+RESERVED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _check_passthrough(spec: RunSpec) -> list[Problem]:
+    """spec.resources.env and extraResources: names Kubernetes takes, nothing torchrun sets."""
+    problems = []
+    for name in spec.resources.env:
+        if not ENV_NAME.match(name):
+            problems.append(Problem(f"spec.resources.env.{name}", "is not an environment variable name"))
+        elif name in RESERVED_ENV or name.startswith("PET_"):
+            problems.append(
+                Problem(f"spec.resources.env.{name}", "is set by torchrun or the training operator")
+            )
+    for name, quantity in spec.resources.extra_resources.items():
+        if not RESOURCE_NAME.match(name) or name in ("cpu", "memory", "nvidia.com/gpu"):
+            problems.append(
+                Problem(
+                    f"spec.resources.extraResources.{name}",
+                    "is not an extended resource name (cpu, memory and GPUs have fields of their own)",
+                )
+            )
+        elif not re.fullmatch(QUANTITY_PATTERN, quantity):
+            problems.append(
+                Problem(f"spec.resources.extraResources.{name}", f"{quantity!r} is not a quantity")
+            )
+    return problems
+
+
+def _check_search(spec: RunSpec) -> list[Problem]:
+    """spec.pruning.search: what the gradual and short-imp searches need, and options only they read."""
+    pruning, search, path = spec.pruning, spec.pruning.search, "spec.pruning.search"
+    if not pruning.searching:
+        if search.densities is not None:
+            return [
+                Problem(
+                    f"{path}.densities",
+                    "applies to methods gradual and short-imp only (IMP prunes by spec.pruning.levels)",
+                )
+            ]
+        return []
+    problems = []
+    method = search.method
+    if spec.ticket is not None:
+        problems.append(
+            Problem(f"{path}.method", f"{method} searches a mask; a transfer run (spec.ticket) has one")
+        )
+    if pruning.rewind != "weights":
+        problems.append(
+            Problem(
+                f"{path}.method",
+                f"{method} trains its tickets from the rewind point: needs spec.pruning.rewind weights",
+            )
+        )
+    if pruning.levels is not None and search.densities is not None:
+        problems.append(
+            Problem(
+                "spec.pruning.levels",
+                f"with search.method {method} the levels are 0 (dense), the search's and one per "
+                "search.densities; give one of the two",
+            )
+        )
+    if pruning.stop.target_density is not None:
+        problems.append(
+            Problem(
+                "spec.pruning.stop.targetDensity", f"IMP only: the {method} search stops at search.densities"
+            )
+        )
+    if search.epochs > spec.training.epochs:
+        problems.append(
+            Problem(
+                f"{path}.epochs",
+                f"{search.epochs} is more than the schedule's {spec.training.epochs} epochs "
+                "(spec.training.epochs): the search trains its last epochs",
+            )
+        )
+    return problems
+
+
+def _check_ticket(spec: RunSpec) -> list[Problem]:
+    ticket = spec.ticket
+    if ticket is None:
+        return []
+    problems = []
+    if sum(source is not None for source in (ticket.run, ticket.path, ticket.url)) != 1:
+        problems.append(
+            Problem("spec.ticket", "name exactly one source: run (a LotteryTicketRun), path or url")
+        )
+    if ticket.run is None and ticket.level is not None:
+        problems.append(
+            Problem("spec.ticket.level", "applies to spec.ticket.run; an exported ticket holds one level")
+        )
+    if ticket.path is not None and "://" in ticket.path:
+        problems.append(
+            Problem(
+                "spec.ticket.path",
+                f"{ticket.path!r} is a URL: give http(s):// and s3:// URLs as spec.ticket.url",
+            )
+        )
+    if ticket.url is not None and ticket.url.startswith("s3://"):
+        from lth.storage.objectstore import url_problem
+
+        problem = url_problem(ticket.url)
+        if problem is not None:
+            problems.append(Problem("spec.ticket.url", f"{ticket.url!r}: {problem}"))
+    if ticket.secret_name is not None and not (ticket.url or "").startswith("s3://"):
+        problems.append(Problem("spec.ticket.secretName", "holds credentials for an s3:// spec.ticket.url"))
+    if ticket.prune_head and ticket.head == "keep":
+        problems.append(
+            Problem("spec.ticket.pruneHead", "applies to a re-initialised head; a kept head keeps its mask")
+        )
+    if len(set(ticket.controls)) != len(ticket.controls):
+        problems.append(Problem("spec.ticket.controls", "each control at most once"))
+    return problems
+
+
+def _check_export(spec: RunSpec) -> list[Problem]:
+    export = spec.export
+    problems = []
+    if export.url is not None:
+        from lth.storage.objectstore import url_problem
+
+        problem = url_problem(export.url)
+        if problem is not None:
+            problems.append(Problem("spec.export.url", f"{export.url!r}: {problem}"))
+    for field, value in (("secretName", export.secret_name), ("endpointUrl", export.endpoint_url)):
+        if value is not None and export.url is None:
+            problems.append(Problem(f"spec.export.{field}", "applies to an upload: set spec.export.url"))
+    return problems
+
+
+def check_run(doc: Mapping[str, Any]) -> tuple[LotteryTicketRun | None, list[Problem]]:
+    """A whole LotteryTicketRun document (as in run.yaml): the model and every problem."""
+    if not isinstance(doc, Mapping):
+        return None, [Problem("", "is not a mapping")]
+    try:
+        run = LotteryTicketRun.model_validate(doc)
+    except ValidationError as error:
+        return None, problems_from_error(error, "")
+    problems = check_name(run.metadata.name, run.spec) + check_spec(run.spec)
+    return run, problems

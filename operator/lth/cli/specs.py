@@ -1,0 +1,138 @@
+"""`lth validate`, `lth render` and `lth crd`: what a spec is, before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from lth.api import LotteryTicketRun
+from lth.api.crd import crd_yaml
+from lth.api.validation import Problem, check_run
+from lth.cli.command import Arg, Command
+
+
+def _validate_file(path: Path) -> list[str]:
+    """Every problem of every LotteryTicketRun document in one YAML file."""
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except OSError as error:
+        return [f"{path}: cannot read: {error.strerror}"]
+    except yaml.YAMLError as error:
+        return [f"{path}: not valid YAML: {error}"]
+    if not documents:
+        return [f"{path}: holds no document"]
+    lines: list[str] = []
+    for index, document in enumerate(documents):
+        where = f"{path}" if len(documents) == 1 else f"{path}[{index}]"
+        problems: list[Problem]
+        if not isinstance(document, dict) or document.get("kind") != "LotteryTicketRun":
+            kind = document.get("kind") if isinstance(document, dict) else type(document).__name__
+            problems = [Problem("kind", f"is {kind!r}, expected 'LotteryTicketRun'")]
+        else:
+            _, problems = check_run(document)
+        lines.extend(f"{where}: {problem}" for problem in problems)
+    return lines
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        lines = _validate_file(path)
+        if lines:
+            failed = True
+            print("\n".join(lines), file=sys.stderr)
+        else:
+            print(f"{path}: valid")
+    return 1 if failed else 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from lth.cluster import render
+
+    problems = _validate_file(args.spec)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    try:
+        level = render.parse_level(args.level, "--level")
+        branch = render.parse_branch(args.branch)
+        ticket_level = render.parse_level(args.ticket_level, "--ticket-level")
+        values = render.read_values(args.values) if args.values is not None else None
+        out = []
+        for document in yaml.safe_load_all(args.spec.read_text()):
+            if document is None:
+                continue
+            run = LotteryTicketRun.model_validate(document)
+            objects = render.children(
+                run,
+                namespace=render.namespace_of(run, args.namespace),
+                level=level,
+                branch=branch,
+                values=values,
+                ticket_level=ticket_level,
+            )
+            out.append(render.to_yaml(objects, str(args.spec)))
+    except render.RenderError as error:
+        print(f"lth render: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write("".join(out))
+    return 0
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+RENDER_DESCRIPTION = (
+    "Print, as YAML documents, the children the operator creates for a LotteryTicketRun: "
+    "by default the SparkApplication <run>-prep (none for prepared shards) and level 0's main "
+    "PyTorchJob; with --level or --branch, that level's job. Built by the operator's own code; "
+    "only the owner uid is a placeholder, so read them, do not apply them."
+)
+
+COMMANDS = (
+    Command(
+        "validate",
+        "check LotteryTicketRun files; prints every problem with its field path",
+        _cmd_validate,
+        [Arg.of("files", nargs="+", type=Path, metavar="FILE")],
+    ),
+    Command(
+        "render",
+        "print the children the operator would create for a run (as helm template does)",
+        _cmd_render,
+        [
+            Arg.of("spec", type=Path, metavar="RUN.yaml", help="a LotteryTicketRun YAML file"),
+            Arg.of("--level", metavar="N", help="render level N's PyTorchJob (0 to the level budget)"),
+            Arg.of(
+                "--branch",
+                metavar="B",
+                help="the level's branch: main (default), random-reinit, random-prune, dense",
+            ),
+            Arg.of(
+                "--namespace",
+                metavar="NS",
+                help="the run's namespace (default: metadata.namespace, else default)",
+            ),
+            Arg.of(
+                "--values",
+                type=Path,
+                metavar="VALUES.yaml",
+                help="chart values: their workloads and sparkServiceAccount.name "
+                "(default: the chart's defaults)",
+            ),
+            Arg.of(
+                "--ticket-level",
+                metavar="N",
+                help="for spec.ticket.run without spec.ticket.level: the source run's best level "
+                "(its status.best)",
+            ),
+        ],
+        RENDER_DESCRIPTION,
+    ),
+    Command("crd", "print the CustomResourceDefinition YAML", _cmd_crd),
+)

@@ -1,0 +1,258 @@
+"""The PyTorchJob `<run>-level-NN[-branch]` that trains one level (training operator v1), and
+what is read back from it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from lth.api import Branch, LevelResult, RunSpec, TicketStatus
+from lth.api.defaults import WorkloadDefaults
+from lth.api.naming import level_job_name
+from lth.api.observed import ChildState, ObservedChild, Stuck
+from lth.api.workload import (
+    TERMINATION_LOG,
+    TRAINER_MODULE,
+    RunPaths,
+    trainer_arguments,
+)
+from lth.cluster.objects import (
+    LABEL_BRANCH,
+    LABEL_KUEUE_QUEUE,
+    LABEL_LEVEL,
+    LABEL_RUN,
+    SHM_VOLUME,
+    TRAINER_CONTAINER,
+    RunRef,
+    as_mapping,
+    attempt_of,
+    child_metadata,
+    container_security,
+    escape_expansion,
+    is_deleting,
+    pod_security,
+    storage_mount,
+    storage_volume,
+    true_condition,
+)
+
+PYTORCHJOB_API_VERSION = "kubeflow.org/v1"
+PYTORCHJOB_PORT = 23456
+"""The training operator's default master port (named `pytorchjob-port`), set so no webhook must add it."""
+
+CLEAN_POD_POLICY = "Running"
+"""After the job ends, delete pods still running (stragglers holding GPUs after a failure)
+but keep finished ones: the master pod's termination message carries the level's result.
+
+No `runPolicy.backoffLimit`: on training-operator 1.8.1 to 1.9.3 a job past its backoff
+limit has its pods deleted before it is marked Failed, whatever cleanPodPolicy says
+(kubeflow/trainer issue 3419; `ReconcileJobs` in pkg/controller.v1/common/job.go), and
+with limit 0 the first failed pod takes that path. Without a limit, a failed replica under
+restartPolicy Never fails the job through `UpdateJobStatus`, which keeps the failed pods."""
+
+
+def trainer_command(
+    spec: RunSpec, paths: RunPaths, level: int, branch: Branch, ticket: TicketStatus | None = None
+) -> list[str]:
+    """torchrun for one level (of a transfer run: `ticket`, status.ticket); the training
+    operator's environment gives it the topology.
+
+    torchrun reads PET_NNODES, PET_NPROC_PER_NODE and PET_NODE_RANK itself, but takes
+    the rendezvous address only from PET_MASTER_ADDR / --master-addr, so the
+    MASTER_ADDR / MASTER_PORT that the training operator sets are passed through
+    Kubernetes' `$(VAR)` expansion.
+    """
+    return [
+        "torchrun",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+        TRAINER_MODULE,
+        *(
+            escape_expansion(a)
+            for a in trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket)
+        ),
+    ]
+
+
+def _trainer_pod(
+    run: RunRef,
+    spec: RunSpec,
+    paths: RunPaths,
+    level: int,
+    branch: Branch,
+    ticket: TicketStatus | None,
+    defaults: WorkloadDefaults,
+) -> dict[str, Any]:
+    res = spec.resources
+    requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    resources: dict[str, Any] = {"requests": requests}
+    limits = dict(res.extra_resources)  # e.g. RDMA devices for NCCL
+    if res.gpus_per_pod > 0:
+        limits["nvidia.com/gpu"] = str(res.gpus_per_pod)
+    if limits:
+        # Extended resources: the request defaults to the limit.
+        resources["limits"] = limits
+    security = container_security()
+    container = {
+        "name": TRAINER_CONTAINER,
+        "image": res.image or defaults.trainer_image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": trainer_command(spec, paths, level, branch, ticket),
+        "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "volumeMounts": [storage_mount(spec), {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "terminationMessagePath": TERMINATION_LOG,
+        # A crash before the trainer writes its result still says why (the log's tail).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": security,
+    }
+    if res.env:
+        container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
+    if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
+        container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
+    if res.ipc_lock:  # RDMA registers (pins) memory
+        security["capabilities"]["add"] = ["IPC_LOCK"]
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            storage_volume(spec),
+            # DataLoader workers pass batches through shared memory; the default 64 MiB is far too small.
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
+        ],
+        "securityContext": pod_security(spec, defaults),
+        # The trainer never talks to the API server.
+        "automountServiceAccountToken": False,
+    }
+    gpus = res.gpus_per_pod > 0
+    node_selector = res.node_selector or (defaults.gpu_node_selector if gpus else {})
+    tolerations = res.tolerations or (defaults.gpu_tolerations if gpus else [])
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in tolerations]
+    if defaults.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    return {
+        "metadata": {"labels": {LABEL_RUN: run.name, LABEL_LEVEL: str(level), LABEL_BRANCH: branch}},
+        "spec": pod_spec,
+    }
+
+
+def pytorch_job(
+    run: RunRef,
+    spec: RunSpec,
+    paths: RunPaths,
+    level: int,
+    branch: Branch,
+    attempt: int,
+    ticket: TicketStatus | None = None,
+    defaults: WorkloadDefaults | None = None,
+) -> dict[str, Any]:
+    """The PyTorchJob `<run>-level-NN[-reinit|-rprune|-dense]` that trains, evaluates and prunes
+    one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket).
+
+    With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
+    when the queue has room, instead of racing its webhook.
+    """
+    res = spec.resources
+    template = _trainer_pod(run, spec, paths, level, branch, ticket, defaults or WorkloadDefaults())
+
+    def replica(count: int) -> dict[str, Any]:
+        return {"replicas": count, "restartPolicy": "Never", "template": template}
+
+    replicas = {"Master": replica(1)}
+    if res.pods > 1:
+        replicas["Worker"] = replica(res.pods - 1)
+    run_policy: dict[str, Any] = {"cleanPodPolicy": CLEAN_POD_POLICY}
+    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
+    if res.queue_name:
+        labels[LABEL_KUEUE_QUEUE] = res.queue_name
+        run_policy["suspend"] = True
+    return {
+        "apiVersion": PYTORCHJOB_API_VERSION,
+        "kind": "PyTorchJob",
+        "metadata": child_metadata(run, level_job_name(run.name, level, branch), attempt, labels),
+        "spec": {
+            "nprocPerNode": str(res.processes_per_pod),
+            "runPolicy": run_policy,
+            "pytorchReplicaSpecs": replicas,
+        },
+    }
+
+
+def master_pod_name(job_name: str) -> str:
+    """The training operator names replica pods `<job>-<type>-<index>`."""
+    return f"{job_name}-master-0"
+
+
+def level_result_from_pod(
+    pod: Mapping[str, Any], level: int | None = None, branch: Branch | None = None
+) -> LevelResult | None:
+    """The result in the master pod's termination message; None when absent, garbled or not this level's."""
+    statuses = as_mapping(pod.get("status")).get("containerStatuses")
+    for status in statuses if isinstance(statuses, list) else []:
+        if as_mapping(status).get("name") != TRAINER_CONTAINER:
+            continue
+        message = as_mapping(as_mapping(status.get("state")).get("terminated")).get("message")
+        if not isinstance(message, str):
+            return None
+        try:
+            result = LevelResult.model_validate(json.loads(message))
+        except (ValueError, ValidationError):
+            return None
+        if level is not None and result.level != level:
+            return None
+        if branch is not None and result.branch != branch:
+            return None
+        return result
+    return None
+
+
+def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = None) -> ObservedChild:
+    """A PyTorchJob as the planner sees it; `result` comes from `level_result_from_pod` or result.json."""
+    state: ChildState
+    message = ""
+    failed = true_condition(obj, "Failed")
+    if failed is not None:
+        state = "Failed"
+        message = str(failed.get("message") or failed.get("reason") or "")
+    elif true_condition(obj, "Succeeded") is not None:
+        state = "Succeeded"
+    elif true_condition(obj, "Running") is not None or true_condition(obj, "Restarting") is not None:
+        state = "Running"
+    else:
+        state = "Pending"
+        suspended = true_condition(obj, "Suspended")
+        if suspended is not None:
+            message = str(suspended.get("message") or "suspended (waiting for the queue)")
+    name = str(obj["metadata"]["name"])
+    return ObservedChild(
+        name=name,
+        attempt=attempt_of(obj),
+        state=state,
+        message=message,
+        result=result,
+        deleting=is_deleting(obj),
+        stuck=_waiting_for_queue(obj, name) if state == "Pending" else None,
+    )
+
+
+def _waiting_for_queue(obj: Mapping[str, Any], name: str) -> Stuck | None:
+    """A suspended job: the training operator deletes its pods and sets Suspended True
+    (`PyTorchJob <name> is suspended.`, pkg/controller.v1/common/job.go) until Kueue admits it
+    and clears runPolicy.suspend; without Kueue that is never."""
+    run_policy = as_mapping(as_mapping(obj.get("spec")).get("runPolicy"))
+    if true_condition(obj, "Suspended") is None and run_policy.get("suspend") is not True:
+        return None
+    queue = as_mapping(as_mapping(obj.get("metadata")).get("labels")).get(LABEL_KUEUE_QUEUE)
+    if isinstance(queue, str) and queue:
+        detail = f"suspended until Kueue admits it from queue {queue!r} (without Kueue, never)"
+    else:
+        detail = f"suspended with no Kueue queue (label {LABEL_KUEUE_QUEUE}): nothing will admit it"
+    return Stuck("WaitingForQueue", f"PyTorchJob {name}", detail)
