@@ -1,5 +1,5 @@
 # `make test` is the whole gate: it builds .venv from a fresh clone, then runs
-# ruff, mypy and pytest. CI (.ci/run) calls exactly that.
+# ruff, the import contracts (lint-imports), mypy and pytest. CI (.ci/run) calls exactly that.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -15,7 +15,7 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 .PHONY: help venv lint typecheck pytest test crd images demo demo-gradual demo-transfer clean
 
 help:
-	@echo "make test    build .venv and run the whole gate (ruff, mypy, pytest)"
+	@echo "make test    build .venv and run the whole gate (ruff, lint-imports, mypy, pytest)"
 	@echo "make venv    only build .venv (all extras: operator, spark, trainer, export, dev)"
 	@echo "make demo    build the MNIST demo archives and find a ticket with lth run (CPU, ~5 min)"
 	@echo "make demo-gradual  the same tickets by the cheaper gradual search (spec.pruning.search, ~2 min)"
@@ -35,6 +35,7 @@ venv: $(STAMP)
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy $(PACKAGES)

@@ -225,15 +225,8 @@ def index(data: Path) -> list[dict[str, Any]]:
     index (as every other rank does), and the per-rank step counts at 1x4, 2x4, 8x4."""
     import numpy as np
 
-    from lth_trainer.data import (
-        TrainBatches,
-        eval_batches,
-        index_key,
-        index_split,
-        load_index,
-        load_manifest,
-        save_index,
-    )
+    from lth_trainer.data.index import index_key, index_split, load_index, load_manifest, save_index
+    from lth_trainer.data.loader import TrainBatches, eval_batches
 
     results = []
     manifest = load_manifest(data)
@@ -299,8 +292,9 @@ def loader(data: Path, batch: int, limit: int | None) -> list[dict[str, Any]]:
     (so the other load on the machine hits both sides alike)."""
     import simplejpeg
 
-    from lth_trainer.data import ShardDataset, TrainBatches, index_split, load_manifest
-    from lth_trainer.data import loader as train_loader
+    from lth_trainer.data.index import index_split, load_manifest
+    from lth_trainer.data.loader import ShardDataset, TrainBatches
+    from lth_trainer.data.loader import loader as train_loader
 
     manifest = load_manifest(data)
     train = index_split(data, manifest, "train")

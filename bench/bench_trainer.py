@@ -26,10 +26,12 @@ from torch import nn
 
 from lth.api import RunSpec
 from lth_trainer import pruning
-from lth_trainer.data import ShardDataset, TrainBatches, index_split, load_manifest, loader
+from lth_trainer.data.device import Inputs
+from lth_trainer.data.index import index_split, load_manifest
+from lth_trainer.data.loader import ShardDataset, TrainBatches, loader
 from lth_trainer.models import build_model
 from lth_trainer.optim import build_optimizer
-from lth_trainer.train import Inputs, precision_for
+from lth_trainer.training.evaluation import precision_for
 from tests.trainer.shards import write_shards
 
 

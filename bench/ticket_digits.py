@@ -21,7 +21,7 @@ import torch
 from lth.api import RunSpec
 from lth.api.workload import spec_json
 from lth_trainer.cli import main
-from lth_trainer.level import level_files
+from lth_trainer.start import level_files
 from tests.trainer.shards import write_shards
 
 

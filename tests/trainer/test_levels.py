@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 
 from lth.api import Branch
 from lth.api.workload import EXIT_BAD_INPUT
-from lth_trainer import data, pruning
+from lth_trainer import pruning
 from lth_trainer.cli import main
-from lth_trainer.level import level_files
+from lth_trainer.data import index as shard_index
+from lth_trainer.start import level_files
 from tests.trainer.conftest import make_spec, trainer_args
 
 SPEC = make_spec()  # 3 epochs of 12 steps, Adam, rewind to 1 epoch
@@ -223,7 +224,7 @@ def test_the_shard_index_is_scanned_once_per_run_and_read_after(
     def no_scan(path: Path) -> None:
         raise AssertionError(f"{path} scanned again")
 
-    monkeypatch.setattr(data, "scan_shard", no_scan)
+    monkeypatch.setattr(shard_index, "scan_shard", no_scan)
     assert main(trainer_args(tmp_path, data_dir, spec, 1)) == 0  # the index is read, not rescanned
     with pytest.raises(AssertionError, match="scanned again"):  # another run scans its own, once
         main(trainer_args(tmp_path / "other-run", data_dir, spec, 0))

@@ -12,8 +12,10 @@ from safetensors.torch import load_file
 from lth.api.data_manifest import DataManifest
 from lth.api.workload import EXIT_BAD_INPUT
 from lth_trainer.cli import main
-from lth_trainer.data import ShardDataset, default_crop, index_split, load_manifest
-from lth_trainer.level import level_files
+from lth_trainer.data.crops import default_crop
+from lth_trainer.data.index import index_split, load_manifest
+from lth_trainer.data.loader import ShardDataset
+from lth_trainer.start import level_files
 from tests.trainer.conftest import make_spec, trainer_args
 from tests.trainer.shards import pattern_images, write_shards
 

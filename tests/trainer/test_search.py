@@ -13,9 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from lth.api import RunSpec
-from lth_trainer import pruning, train
+from lth_trainer import pruning
 from lth_trainer.cli import main
-from lth_trainer.level import level_files
+from lth_trainer.start import level_files
+from lth_trainer.training import loop, setup
 from tests.trainer.conftest import make_spec, trainer_args
 
 SEARCH = {"search": {"method": "gradual", "densities": [0.5, 0.3], "epochs": 2}}
@@ -94,13 +95,13 @@ def test_a_search_killed_after_a_checkpoint_resumes_to_the_same_masks(
     search ends, bit for bit."""
     run_dir = tmp_path / "killed"
     assert main(trainer_args(run_dir, data_dir, SPEC, 0)) == 0
-    real_end_epoch = train.end_epoch
+    real_end_epoch = loop.end_epoch
 
-    def end_epoch_then_die(run: train.LevelRun) -> None:
+    def end_epoch_then_die(run: setup.LevelRun) -> None:
         real_end_epoch(run)
         raise Killed
 
-    monkeypatch.setattr(train, "end_epoch", end_epoch_then_die)
+    monkeypatch.setattr(loop, "end_epoch", end_epoch_then_die)
     with pytest.raises(Killed):
         main(trainer_args(run_dir, data_dir, SPEC, 1))
     monkeypatch.undo()

@@ -15,11 +15,13 @@ from safetensors.torch import load_file
 from lth.api import RunSpec
 from lth_trainer import pruning
 from lth_trainer.cli import main
-from lth_trainer.data import ShardDataset, index_split, load_manifest
+from lth_trainer.data.device import Inputs
+from lth_trainer.data.index import index_split, load_manifest
+from lth_trainer.data.loader import ShardDataset
 from lth_trainer.dist import Platform
-from lth_trainer.level import level_files
 from lth_trainer.models import build_model
-from lth_trainer.train import Inputs, evaluate, precision_for
+from lth_trainer.start import level_files
+from lth_trainer.training.evaluation import evaluate, precision_for
 from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_args
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from lth.api.workload import EXIT_BAD_INPUT
 from lth.storage.tickets import TicketFiles, describe
 from lth_trainer import pruning
 from lth_trainer.cli import main
-from lth_trainer.level import level_files, plan_start
 from lth_trainer.models import build_model
+from lth_trainer.start import level_files, plan_start
 from tests.serving import serving
 from tests.trainer.conftest import make_spec, trainer_args
 from tests.trainer.shards import pattern_images, write_shards

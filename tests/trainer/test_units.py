@@ -11,11 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-from lth_trainer import data, pruning
-from lth_trainer.data import TrainBatches, eval_batches, random_resized_crop, scan_tar
+from lth_trainer import pruning, store
+from lth_trainer.data import index as shard_index
+from lth_trainer.data import loader
+from lth_trainer.data.crops import random_resized_crop
+from lth_trainer.data.device import Inputs
+from lth_trainer.data.index import scan_tar
+from lth_trainer.data.loader import TrainBatches, eval_batches
 from lth_trainer.models import ARCHITECTURES, build_model
 from lth_trainer.optim import build_optimizer, lr_factor
-from lth_trainer.train import Inputs
 from tests.trainer.conftest import make_spec
 
 
@@ -200,17 +204,17 @@ def test_scan_shard_reads_what_tarfile_reads_in_key_order(
     for n, key in enumerate(["k", "k-x", "k_1", "b/0002", "b/0001", "z" * 90]):
         members[f"{key}.jpg"] = bytes([n]) * (100 + 700 * n)
         members[f"{key}.cls"] = str(7 * n + 3).encode() + (b"\n" if n == 2 else b"")
-    monkeypatch.setattr(data, "HEADER_ROWS", 4)
+    monkeypatch.setattr(shard_index, "HEADER_ROWS", 4)
     for tar_format in (tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
         path = _tar(tmp_path / f"{tar_format}.tar", members, tar_format)
-        shard = data.scan_shard(path)
+        shard = shard_index.scan_shard(path)
         assert (shard.offset.tolist(), shard.size.tolist(), shard.label.tolist()) == _general(path)
     long = _tar(
         tmp_path / "long.tar",
         {**members, "y" * 120 + ".jpg": b"1", "y" * 120 + ".cls": b"1"},
         tarfile.PAX_FORMAT,
     )
-    shard = data.scan_shard(long)  # a pax header: the general path
+    shard = shard_index.scan_shard(long)  # a pax header: the general path
     assert (shard.offset.tolist(), shard.size.tolist(), shard.label.tolist()) == _general(long)
 
 
@@ -220,18 +224,18 @@ def test_scan_shard_refuses_a_corrupt_header_and_a_missing_label(tmp_path: Path)
     damaged[10] ^= 0xFF
     path.write_bytes(bytes(damaged))
     with pytest.raises(tarfile.TarError, match="checksum"):
-        data.scan_shard(path)
+        shard_index.scan_shard(path)
     with pytest.raises(ValueError, match="1 images and 0 labels"):
-        data.scan_shard(_tar(tmp_path / "other.tar", {"x.jpg": b"1", "y.txt": b"1"}))
+        shard_index.scan_shard(_tar(tmp_path / "other.tar", {"x.jpg": b"1", "y.txt": b"1"}))
 
 
 def test_a_batch_is_fetched_at_once_with_the_crops_of_its_samples(data_dir: Path) -> None:
     """The loader fetches a whole batch (decode each JPEG, draw all crop boxes at once: a
     seeded random.Random per sample cost more than decoding a small image); a sample's box
     depends on (seed, epoch, index) only, so any batch, rank or worker draws the same."""
-    manifest = data.load_manifest(data_dir)
-    index = data.index_split(data_dir, manifest, "train")
-    dataset = data.ShardDataset(index, 12, augment=True, seed=5)
+    manifest = shard_index.load_manifest(data_dir)
+    index = shard_index.index_split(data_dir, manifest, "train")
+    dataset = loader.ShardDataset(index, 12, augment=True, seed=5)
     items = [(0, 7), (0, 3), (1, 7), (0, 100)]
     batch = dataset.__getitems__(items)
     assert batch.images.shape == (4, 16, 16, 3) and batch.boxes.shape == (4, 5)
@@ -247,8 +251,8 @@ def test_a_batch_is_fetched_at_once_with_the_crops_of_its_samples(data_dir: Path
     top, left, h, w, flip = boxes.T
     assert (top >= 0).all() and (top + h <= 16).all() and (left >= 0).all() and (left + w <= 16).all()
     assert (h * w / 256).min() >= 0.09 and (h * w / 256).max() <= 1.0 and 0.3 < flip.mean() < 0.7
-    images, labels, crops = data.collate(
-        data.ShardDataset(index, 12, augment=False, seed=5).__getitems__(items)
+    images, labels, crops = loader.collate(
+        loader.ShardDataset(index, 12, augment=False, seed=5).__getitems__(items)
     )
     assert images.shape == (4, 12, 12, 3) and crops.shape == (4, 0) and labels.dtype == torch.int64
     assert (images[1].numpy() == batch.images[1, 2:14, 2:14]).all()  # the center crop
@@ -293,9 +297,9 @@ def test_an_image_of_another_size_in_a_batch_is_refused_naming_its_shard(
     samples = pattern_images(2, 4, 16, seed=1)
     samples[2] = (pattern_images(2, 1, odd_size, seed=2)[0][0], samples[2][1])
     write_shards(tmp_path, {"train": samples, "val": samples}, classes=2, per_shard=4)
-    index = data.index_split(tmp_path, data.load_manifest(tmp_path), "train")
-    dataset = data.ShardDataset(index, 12, augment=True, seed=0)
+    index = shard_index.index_split(tmp_path, shard_index.load_manifest(tmp_path), "train")
+    dataset = loader.ShardDataset(index, 12, augment=True, seed=0)
     with pytest.raises(
-        data.TrainerError, match=rf"train-00000.tar: a {odd_size}x{odd_size} image among 16x16"
+        store.TrainerError, match=rf"train-00000.tar: a {odd_size}x{odd_size} image among 16x16"
     ):
         dataset.__getitems__([(0, 0), (0, 1), (0, 2), (0, 3)])

@@ -30,7 +30,7 @@ from lth.storage.fetch import download
 from lth.storage.files import read_result
 from lth.storage.lifetime import die_with_parent, exclusive
 from lth.storage.tickets import TicketError, TicketFiles
-from lth_trainer.level import level_files
+from lth_trainer.start import level_files
 from lth_trainer.store import TrainerError
 
 log = logging.getLogger("lth_trainer")
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> LevelResult:
         fetch_ticket(args.ticket_url, RunLayout(root=args.run_dir).source_ticket)
 
     from lth_trainer import dist  # torch: only for work to do
-    from lth_trainer.train import run_level
+    from lth_trainer.training.loop import run_level
 
     with _one_writer(files.dir, args.level, args.branch):
         if files.result.is_file():  # done by the writer this one waited for

@@ -9,6 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from lth.api.branches import ControlBranch
+from lth.api.search import METHODS
+from lth.api.search.base import SEARCH_LEVEL as SEARCH_LEVEL
+from lth.api.search.base import Method
 from lth.api.wire import (
     REWIND_PATTERN,
     ApiModel,
@@ -113,11 +116,6 @@ class SearchSpec(ApiModel):
         return value
 
 
-SEARCH_LEVEL = 1
-"""gradual search: the level that searches the mask (level 0 is dense, tickets follow it);
-short-imp: the first of its short levels."""
-
-
 class PruningSpec(ApiModel):
     """Iterative magnitude pruning with rewinding."""
 
@@ -167,26 +165,18 @@ class PruningSpec(ApiModel):
     )
 
     @property
-    def gradual(self) -> bool:
-        return self.search.method == "gradual"
-
-    @property
-    def short_imp(self) -> bool:
-        return self.search.method == "short-imp"
+    def method(self) -> Method:
+        """The search method's entry (lth.api.search): its levels, densities and level plans."""
+        return METHODS[self.search.method]
 
     @property
     def searching(self) -> bool:
         """A search method other than plain IMP: search levels, then one full level per ticket."""
-        return self.search.method != "imp"
+        return self.method.searches
 
     def search_levels(self) -> int:
-        """Levels between the dense level 0 and the first ticket level: gradual 1; short-imp one
-        per density of the search but the last (its mask is pruned from the last one's weights)."""
-        if self.gradual:
-            return 1
-        if self.short_imp:
-            return len(self.search_densities()) - 1
-        return 0
+        """Levels between the dense level 0 and the first ticket level."""
+        return self.method.search_levels(self)
 
     def ticket_densities(self) -> list[float]:
         """gradual: the densities of the tickets trained in full (levels 2, 3, ...)."""
@@ -205,20 +195,13 @@ class PruningSpec(ApiModel):
         return sorted(steps | set(targets), reverse=True)
 
     def level_density(self, level: int) -> float:
-        """Expected density of main level `level` of a search (either method)."""
-        if not self.searching or level == 0:
-            return self.density(level)
-        densities, searched = self.ticket_densities(), self.search_levels()
-        if self.gradual and level == SEARCH_LEVEL:
-            return densities[-1]
-        if level <= searched:
-            return self.search_densities()[level - 1]
-        return densities[min(level - searched, len(densities)) - 1]
+        """Expected density of main level `level` (the search method's)."""
+        return self.method.level_density(self, level)
 
     def is_ticket_level(self, level: int) -> bool:
         """A level whose network trains in full from the rewind point (a ticket candidate):
         every pruned IMP level; a search's levels after its search levels."""
-        return level >= 1 and level > self.search_levels()
+        return self.method.is_ticket_level(self, level)
 
     def density(self, level: int, start: float = 1.0) -> float:
         """Expected density after `level` levels from `start`: start * (1 - fraction) ** level."""

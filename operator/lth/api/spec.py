@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from lth.api.branches import DEFAULT_TICKET_CONTROLS, Branch, TicketControl
 from lth.api.pruning import PruningSpec
+from lth.api.search import METHODS
 from lth.api.wire import (
     LABEL_VALUE_PATTERN,
     MEMORY_PATTERN,
@@ -428,12 +429,10 @@ class RunSpec(ApiModel):
 
     @property
     def level_budget(self) -> int:
-        """Pruned levels after level 0: spec.pruning.levels, else 10 (search) or 0 (transfer)."""
-        if self.pruning.searching and self.ticket is None:
-            return self.pruning.search_levels() + len(self.pruning.ticket_densities())
-        if self.pruning.levels is not None:
-            return self.pruning.levels
-        return 0 if self.ticket is not None else 10
+        """Pruned levels after level 0, as the search method counts them: IMP's are
+        spec.pruning.levels, else 10 (search) or 0 (transfer); a transfer run counts as IMP."""
+        method = self.pruning.method if self.ticket is None else METHODS["imp"]
+        return method.level_budget(self)
 
     def control_branches(self, level: int) -> list[Branch]:
         """The control branches of `level`: the transfer controls at a transfer run's level 0,

@@ -102,9 +102,23 @@ def check_name(name: str, spec: RunSpec) -> list[Problem]:
 
 def check_spec(spec: RunSpec) -> list[Problem]:
     """Rules that relate fields to each other."""
-    problems: list[Problem] = []
-    training, pruning, resources = spec.training, spec.pruning, spec.resources
+    return (
+        _check_schedule(spec)
+        + _check_processes(spec)
+        + _check_passthrough(spec)
+        + _check_shm(spec)
+        + _check_levels(spec)
+        + _check_ticket(spec)
+        + _check_export(spec)
+        + _check_search(spec)
+        + _check_data(spec)
+    )
 
+
+def _check_schedule(spec: RunSpec) -> list[Problem]:
+    """The rewind point, milestones and warmup within a level's epochs."""
+    problems: list[Problem] = []
+    training, pruning = spec.training, spec.pruning
     amount, unit = pruning.rewind_point()
     if unit == "ep" and amount >= training.epochs:
         problems.append(
@@ -127,6 +141,13 @@ def check_spec(spec: RunSpec) -> list[Problem]:
                 f"{training.warmup_epochs} warmup epochs leave no training in {training.epochs}",
             )
         )
+    return problems
+
+
+def _check_processes(spec: RunSpec) -> list[Problem]:
+    """The batch over the processes, and what only GPUs can do."""
+    problems: list[Problem] = []
+    training, resources = spec.training, spec.resources
     world = resources.world_size
     if training.batch_size % world:
         problems.append(
@@ -150,11 +171,13 @@ def check_spec(spec: RunSpec) -> list[Problem]:
             )
         )
 
-    problems += _check_passthrough(spec)
-    shm = _shm_problem(spec)
-    if shm is not None:
-        problems.append(shm)
+    return problems
 
+
+def _check_levels(spec: RunSpec) -> list[Problem]:
+    """The level budget against the target density and the control levels."""
+    problems: list[Problem] = []
+    pruning = spec.pruning
     budget = spec.level_budget
     target = pruning.stop.target_density
     if target is not None and spec.ticket is None and not pruning.searching:
@@ -179,8 +202,13 @@ def check_spec(spec: RunSpec) -> list[Problem]:
                     f"levels {beyond} are beyond spec.pruning.levels ({budget})",
                 )
             )
-    problems += _check_ticket(spec) + _check_export(spec)
-    problems += _check_search(spec)
+    return problems
+
+
+def _check_data(spec: RunSpec) -> list[Problem]:
+    """Each control branch once; the crop, the classes and the stored geometry."""
+    problems: list[Problem] = []
+    training, pruning = spec.training, spec.pruning
     if len(set(pruning.controls.branches)) != len(pruning.controls.branches):
         problems.append(
             Problem(
@@ -216,6 +244,11 @@ def check_spec(spec: RunSpec) -> list[Problem]:
             )
         )
     return problems
+
+
+def _check_shm(spec: RunSpec) -> list[Problem]:
+    shm = _shm_problem(spec)
+    return [] if shm is None else [shm]
 
 
 QUANTITY_FACTORS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
@@ -365,8 +398,6 @@ def _check_ticket(spec: RunSpec) -> list[Problem]:
             )
         )
     if ticket.url is not None and ticket.url.startswith("s3://"):
-        from lth.storage.objectstore import url_problem
-
         problem = url_problem(ticket.url)
         if problem is not None:
             problems.append(Problem("spec.ticket.url", f"{ticket.url!r}: {problem}"))
@@ -385,8 +416,6 @@ def _check_export(spec: RunSpec) -> list[Problem]:
     export = spec.export
     problems = []
     if export.url is not None:
-        from lth.storage.objectstore import url_problem
-
         problem = url_problem(export.url)
         if problem is not None:
             problems.append(Problem("spec.export.url", f"{export.url!r}: {problem}"))
@@ -406,3 +435,21 @@ def check_run(doc: Mapping[str, Any]) -> tuple[LotteryTicketRun | None, list[Pro
         return None, problems_from_error(error, "")
     problems = check_name(run.metadata.name, run.spec) + check_spec(run.spec)
     return run, problems
+
+
+S3_SCHEME = "s3://"
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+"""S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens), as MinIO enforces them."""
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with `url` as s3://BUCKET/PREFIX, or None."""
+    if not url.startswith(S3_SCHEME):
+        return "not an s3:// URL (s3://BUCKET/PREFIX)"
+    bucket, _, prefix = url.removeprefix(S3_SCHEME).partition("/")
+    if not S3_BUCKET.fullmatch(bucket):
+        return f"{bucket!r} is not a bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+    parts = prefix.strip("/").split("/")
+    if prefix.strip("/") and any(part in ("", ".", "..") for part in parts):
+        return "the prefix has empty, '.' or '..' parts"
+    return None

@@ -38,7 +38,7 @@ from lth.cluster.observe import (
     observe_children,
     observe_source,
 )
-from lth.plan.planner import (
+from lth.plan import (
     Action,
     Create,
     CreateExport,

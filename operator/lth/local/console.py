@@ -16,7 +16,7 @@ from lth.api import Branch, RunStatus
 from lth.api.naming import PROGRESS_FILE, RunLayout, export_name
 from lth.local.executor import Launch, Outcome
 from lth.local.runner import Display
-from lth.plan.planner import EmitEvent
+from lth.plan import EmitEvent
 
 
 def last_progress(path: Path) -> dict[str, Any] | None:

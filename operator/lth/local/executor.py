@@ -36,7 +36,7 @@ from lth.api.workload import (
     prep_arguments,
     trainer_arguments,
 )
-from lth.plan.planner import (
+from lth.plan import (
     Create,
     CreateExport,
     CreateLevelJob,

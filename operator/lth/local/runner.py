@@ -19,7 +19,7 @@ from lth.local.executor import (
     Outcome,
     RunError,
 )
-from lth.plan.planner import (
+from lth.plan import (
     EmitEvent,
 )
 from lth.storage import files

@@ -6,23 +6,16 @@ Controls are counted apart: they check a ticket, they do not find it."""
 
 from __future__ import annotations
 
-from lth.api import SEARCH_LEVEL, Branch, CostStatus, LevelResult, RunSpec, RunStatus
+from lth.api import Branch, CostStatus, LevelResult, RunSpec, RunStatus
+from lth.api.search import base
 
 DATA_FRACTION = 1.0
 """Every job trains on the whole training split (a data subset would scale the cost)."""
 
 
 def planned_epochs(spec: RunSpec, level: int, branch: Branch = "main") -> float:
-    """Epochs a job will train, from the spec alone: level 0 the whole schedule; the gradual
-    search search.epochs; a pruned level from the rewind point on (an iteration count, which
-    needs the steps per epoch, is counted as a full run here; the trainer's result is exact)."""
-    epochs = spec.training.epochs
-    if level == 0:
-        return float(epochs)
-    if spec.pruning.searching and not spec.pruning.is_ticket_level(level) and branch == "main":
-        return float(min(spec.pruning.search.epochs, epochs))
-    amount, unit = spec.pruning.rewind_point()
-    return float(epochs - amount) if unit == "ep" else float(epochs)
+    """Epochs a job will train, from the spec alone (lth.api.search.base.planned_epochs)."""
+    return base.planned_epochs(spec.pruning.method, spec, level, branch)
 
 
 def job_cost(spec: RunSpec, level: int, branch: Branch, result: LevelResult | None = None) -> float:
@@ -34,14 +27,8 @@ def job_cost(spec: RunSpec, level: int, branch: Branch, result: LevelResult | No
 
 
 def ticket_levels(spec: RunSpec, level: int) -> list[int]:
-    """The main levels a level's ticket took: those its mask comes from, and itself."""
-    if spec.pruning.gradual and level > SEARCH_LEVEL:
-        return [0, SEARCH_LEVEL, level]
-    if spec.pruning.short_imp and spec.pruning.is_ticket_level(level):
-        # the ticket's mask is pruned from the final weights of the search level before its density
-        step = spec.pruning.search_densities().index(spec.pruning.level_density(level)) + 1
-        return [*range(step), level]
-    return list(range(level + 1))
+    """The main levels a level's ticket took: those its mask and start weights come from, and itself."""
+    return base.ticket_levels(spec.pruning.method, spec, level)
 
 
 def summarise(spec: RunSpec, status: RunStatus) -> CostStatus:

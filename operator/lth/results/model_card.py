@@ -6,14 +6,6 @@ from lth.api import RunStatus
 from lth.plan.cost import describe as describe_cost
 from lth.results.tables import markdown_table
 
-SEARCH_WORDS = {
-    "imp": "one full training per level",
-    "gradual": "one run of N epochs that prunes as it trains, then one full training per ticket "
-    "from the rewind point",
-    "short-imp": "short levels of N epochs each, then one full training per ticket from the rewind point",
-}
-"""What each spec.pruning.search.method does, in the model card's words."""
-
 
 def model_card(status: RunStatus, run_name: str) -> str:
     best = status.best
@@ -40,7 +32,7 @@ def model_card(status: RunStatus, run_name: str) -> str:
             f"- architecture: {spec.model.arch}; pruning: {pruning.strategy}, "
             f"{pruning.fraction} of the remaining weights per level, rewind to "
             f"{pruning.rewind_to} ({pruning.rewind} rewinding)",
-            f"- search: {pruning.search.method} ({SEARCH_WORDS[pruning.search.method]})".replace(
+            f"- search: {pruning.search.method} ({pruning.method.words})".replace(
                 "N epochs", f"{pruning.search.epochs} epochs"
             ),
             "",

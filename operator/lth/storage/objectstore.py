@@ -21,7 +21,6 @@ import functools
 import importlib
 import json
 import mimetypes
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -29,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from lth.api.naming import MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
+from lth.api.validation import S3_SCHEME as SCHEME
+from lth.api.validation import url_problem
 from lth.storage.files import atomic_write, atomic_write_bytes, sha256
 from lth.storage.tickets import TicketError, inspect
 
-SCHEME = "s3://"
-BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-"""S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens), as MinIO enforces them."""
 UNLISTED_FILES = (SPEC_FILE, MODEL_CARD_FILE, PLOT_FILE)
 """Files of an exported ticket that ticket.json does not list (no checksum): fetched when present."""
 CREDENTIAL_VARIABLES = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary)"
@@ -60,19 +58,6 @@ class S3Location:
 
     def url(self, name: str) -> str:
         return f"{SCHEME}{self.bucket}/{self.key(name)}"
-
-
-def url_problem(url: str) -> str | None:
-    """What is wrong with `url` as s3://BUCKET/PREFIX, or None."""
-    if not url.startswith(SCHEME):
-        return "not an s3:// URL (s3://BUCKET/PREFIX)"
-    bucket, _, prefix = url.removeprefix(SCHEME).partition("/")
-    if not BUCKET.fullmatch(bucket):
-        return f"{bucket!r} is not a bucket name (3-63 lowercase letters, digits, dots, hyphens)"
-    parts = prefix.strip("/").split("/")
-    if prefix.strip("/") and any(part in ("", ".", "..") for part in parts):
-        return "the prefix has empty, '.' or '..' parts"
-    return None
 
 
 def upload_ticket(ticket_dir: Path, url: str, endpoint_url: str | None = None) -> list[str]:

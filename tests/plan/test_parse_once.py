@@ -12,8 +12,8 @@ import yaml
 from lth import api
 from lth.local.runner import Display, run_local
 from tests.kube.cluster import Cluster
+from tests.local.test_local import FAKE_CHILD, SPEC, FakeExecutor
 from tests.operator.helpers import run_manifest
-from tests.test_local import FAKE_CHILD, SPEC, FakeExecutor
 
 
 @pytest.fixture

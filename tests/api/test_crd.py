@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from lth.api.crd import crd, crd_yaml
-from tests.test_api import BROKEN, EXAMPLES
+from tests.api.test_api import BROKEN, EXAMPLES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds" / "lotteryticketruns.lth.dev.yaml"
 
 

@@ -16,7 +16,7 @@ from lth.storage.fetch import download
 from lth.storage.objectstore import fetch_ticket, upload_ticket
 from lth.storage.tickets import TicketError, inspect
 from tests.s3 import BUCKET
-from tests.test_ticket import write_ticket
+from tests.storage.test_tickets import write_ticket
 
 TENSORS = ("mask.safetensors", "rewind.safetensors", "final.safetensors")
 EXPORTED = {*TENSORS, "ticket.json", "spec.json", "README.md", "accuracy.png"}

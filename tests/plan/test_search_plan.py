@@ -8,9 +8,8 @@ import pytest
 
 from lth.api import RunSpec
 from lth.api.validation import check_spec, parse_spec
-from lth.plan import cost
-from lth.plan.planner import plan
-from tests.test_planner import T0, Cluster, drive, make_spec
+from lth.plan import cost, plan
+from tests.plan.test_planner import T0, Cluster, drive, make_spec
 
 GRADUAL = {"levels": None, "search": {"method": "gradual", "densities": [0.21, 0.055], "epochs": 2}}
 

@@ -1,12 +1,12 @@
-"""The gradual search (spec.pruning.search.method gradual): one short run that prunes as it
-trains (Zhu and Gupta 2017, on level 0's trained weights), and keeps the mask it had at each
+"""Pruning while a level trains (the gradual search's level, Zhu and Gupta 2017): a step hook
+that prunes the network's current weights by global magnitude at each prune step of the
+level's plan (`lth.api.search.base.PruneSchedule`), and keeps the mask it had at each
 ticket's density for the ticket levels to train in full from the rewind point.
 
-The prune steps go through IMP's densities (spec.pruning.fraction) down to the sparsest
-ticket, each pruning the network's current weights by global magnitude; they are spread
-evenly over the first three quarters of the search's steps, the first at its start, and the
-last quarter trains the sparsest mask. The current mask is part of the level's checkpoint,
-so a resumed search prunes exactly as an uninterrupted one."""
+The prune steps are spread evenly over the schedule's share of the level's steps (the first
+three quarters, for the gradual search), the first at its start; the rest trains the
+sparsest mask. The current mask is part of the level's checkpoint, so a resumed level prunes
+exactly as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -16,14 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lth.api import SEARCH_LEVEL, RunSpec
+from lth.api import RunSpec
+from lth.api.naming import LevelLayout
+from lth.api.search.base import PruneSchedule
 from lth_trainer import pruning
-from lth_trainer.level import level_files
 from lth_trainer.pruning import Mask
 from lth_trainer.store import save_tensors
-
-PRUNING_SHARE = 0.75
-"""Share of the search's steps over which the prune steps are spread."""
 
 
 @dataclass(frozen=True)
@@ -35,26 +33,24 @@ class PruneStep:
     """Where the mask is kept once this step is done: the ticket level's mask-for-NN file."""
 
 
-def schedule(run_dir: Path, spec: RunSpec, first_step: int, total_steps: int) -> list[PruneStep]:
-    """The prune steps of a search that trains global steps first_step..total_steps."""
-    densities = spec.pruning.search_densities()
-    tickets = {d: SEARCH_LEVEL + 1 + i for i, d in enumerate(spec.pruning.ticket_densities())}
-    span = (total_steps - first_step) * PRUNING_SHARE
-    gaps = max(len(densities) - 1, 1)
-    files = level_files(run_dir, SEARCH_LEVEL)
+def schedule(prunes: PruneSchedule, files: LevelLayout, first_step: int, total_steps: int) -> list[PruneStep]:
+    """The prune steps of a level that trains global steps first_step..total_steps."""
+    tickets = dict(prunes.tickets)
+    span = (total_steps - first_step) * prunes.share
+    gaps = max(len(prunes.densities) - 1, 1)
     return [
         PruneStep(
             first_step + int(i * span / gaps),
             density,
             files.mask_for(tickets[density]) if density in tickets else None,
         )
-        for i, density in enumerate(densities)
+        for i, density in enumerate(prunes.densities)
     ]
 
 
 @dataclass
-class GradualPruning:
-    """Step hook of the search level: prunes at each prune step, keeps the tickets' masks."""
+class PruneSteps:
+    """Step hook of a level that prunes as it trains: prunes at each prune step, keeps the tickets' masks."""
 
     spec: RunSpec
     steps: list[PruneStep]

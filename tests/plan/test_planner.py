@@ -12,7 +12,7 @@ import pytest
 from lth.api import EpochProgress, LevelResult, RunStatus
 from lth.api.observed import ObservedChild, ObservedSource, Stuck
 from lth.api.validation import parse_spec
-from lth.plan.planner import (
+from lth.plan import (
     CreateExport,
     CreateLevelJob,
     CreatePreprocessing,

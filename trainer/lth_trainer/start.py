@@ -13,6 +13,10 @@ A transfer run (spec.ticket) starts instead from a ticket found by another run:
 level 0 trains that ticket on this run's data (see lth_trainer.transfer), beside
 controls from a fresh init (dense; random-prune; random-reinit), and its later
 levels prune on from there.
+
+Which mask, weights and steps a main level has is the search method's to say
+(`lth.api.search`, a `LevelPlan` per level); this module carries the plan out for any
+method, and the branch table (`lth.api.branches`) says how a control changes it.
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from lth.api import SEARCH_LEVEL, Branch, RunSpec
+from lth.api import Branch, RunSpec
 from lth.api.branches import BRANCHES
 from lth.api.naming import LevelLayout, RunLayout
+from lth.api.search.base import (
+    Dense,
+    LevelPlan,
+    MaskOf,
+    PrunedFrom,
+    PruneSchedule,
+    SnapshotOf,
+    Transferred,
+)
 from lth.storage.tickets import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
@@ -68,33 +81,39 @@ class LevelStart:
     step: int
     origin: dict[str, object]
     end_step: int | None = None
-    """The step it trains to (the gradual search); None: the end of the schedule."""
+    """The step it trains to (a search level); None: the end of the schedule."""
+    prunes: PruneSchedule | None = None
+    """Prune steps while it trains (the gradual search's level), from the method's plan."""
 
 
 def main_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module, write: bool) -> Mask:
-    """Mask of main level L: read levels/LL/mask, or prune it from level L-1 and write it
-    (atomically; every job of level L computes the same bytes, so a race is harmless).
-    Level 0 is dense, or a transfer run's ticket, which level 0 writes when it starts."""
+    """Mask of main level L, where its plan says it comes from: dense (level 0, or a level that
+    prunes as it trains), or read from levels/LL/mask, or pruned from an earlier level, taken
+    from one, or from a search's snapshot, and written (atomically; every job of level L
+    computes the same bytes, so a race is harmless). A transfer run's level 0 writes its
+    ticket's mask when it starts."""
     ignore = spec.pruning.ignore_layers
     files = level_files(run_dir, level)
-    if (level == 0 and spec.ticket is None) or (spec.pruning.gradual and level == SEARCH_LEVEL):
-        mask = pruning.full_mask(model, ignore)  # the gradual search starts dense and prunes as it trains
+    source = spec.pruning.method.level_plan(spec, level).mask
+    if isinstance(source, Dense):
+        mask = pruning.full_mask(model, ignore)
     elif files.mask.is_file():
         mask = load_tensors(files.mask, "mask")
         pruning.check_mask(mask, model, ignore, str(files.mask))
         return mask
-    elif level == 0:
-        raise TrainerError(
-            f"{files.mask}: missing: level 0 of this transfer run has not started "
-            "(it writes the transferred ticket's mask)"
-        )
-    elif spec.pruning.gradual:
-        mask = searched_mask(run_dir, spec, level, model)
-    elif spec.pruning.short_imp and spec.pruning.is_ticket_level(level):
-        mask = short_imp_ticket_mask(run_dir, spec, level, model)
     else:
-        exact = spec.pruning.level_density(level) if spec.pruning.short_imp else None
-        mask = pruned_after(run_dir, spec, level - 1, level, model, exact)
+        match source:
+            case Transferred():
+                raise TrainerError(
+                    f"{files.mask}: missing: level 0 of this transfer run has not started "
+                    "(it writes the transferred ticket's mask)"
+                )
+            case SnapshotOf():
+                mask = searched_mask(run_dir, spec, source, level, model)
+            case MaskOf():
+                mask = main_mask(run_dir, spec, source.level, model, write=False)
+            case PrunedFrom():
+                mask = pruned_after(run_dir, spec, source.level, level, model, source.density)
     if write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     return mask
@@ -125,69 +144,55 @@ def pruned_after(
     return prune(load_tensors(before.final, "final weights"), mask, fraction)
 
 
-def short_imp_ticket_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module) -> Mask:
-    """A short-imp ticket level's mask: the search level's of the same density, or (the sparsest
-    ticket) the one pruned from the last search level's final weights."""
-    density = spec.pruning.level_density(level)
-    step = spec.pruning.search_densities().index(density) + 1
-    last = spec.pruning.search_levels()
-    if step <= last:
-        return main_mask(run_dir, spec, step, model, write=False)
-    return pruned_after(run_dir, spec, last, level, model, density)
-
-
-def searched_mask(run_dir: Path, spec: RunSpec, level: int, model: nn.Module) -> Mask:
-    """A gradual ticket level's mask: the one the search level had at the level's density."""
-    source = level_files(run_dir, SEARCH_LEVEL).mask_for(level)
-    if not source.is_file():
+def searched_mask(run_dir: Path, spec: RunSpec, source: SnapshotOf, level: int, model: nn.Module) -> Mask:
+    """A ticket level's mask that a search level kept when it pruned down to the level's density."""
+    snapshot = level_files(run_dir, source.level).mask_for(source.ticket)
+    if not snapshot.is_file():
         raise TrainerError(
-            f"{source}: missing: the search (level {SEARCH_LEVEL}) has not reached density "
+            f"{snapshot}: missing: the search (level {source.level}) has not reached density "
             f"{spec.pruning.level_density(level):.4f} for level {level}"
         )
-    mask = load_tensors(source, "mask")
-    pruning.check_mask(mask, model, spec.pruning.ignore_layers, str(source))
+    mask = load_tensors(snapshot, "mask")
+    pruning.check_mask(mask, model, spec.pruning.ignore_layers, str(snapshot))
     return mask
 
 
-def search_start(
-    run_dir: Path, spec: RunSpec, model: nn.Module, mask: Mask, steps_per_epoch: int
-) -> LevelStart:
-    """The gradual search, dense at its start (it prunes as it trains, lth_trainer.search):
-    level 0's final weights at the step where the schedule's last search.epochs epochs begin
-    (start trained), or theta_k at step k for search.epochs epochs (start rewind)."""
-    search = spec.pruning.search
+def start_weights(
+    run_dir: Path, spec: RunSpec, level: int, plan: LevelPlan
+) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Where a pruned level's start weights are, and the weights: the rewind point (with
+    learning-rate rewinding, level L-1's final weights), or level 0's final weights."""
     root = level_files(run_dir, 0)
-    source = root.final if search.start == "trained" else root.rewind
-    if not source.is_file():
-        raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
-    weights = load_tensors(source, "start weights")
-    if set(weights) != set(model.state_dict()):
-        raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
-    epochs = min(search.epochs, spec.training.epochs)
-    total = spec.training.epochs * steps_per_epoch
-    if search.start == "rewind":
-        step = rewind_step(spec, steps_per_epoch)
-        end = search_end(spec, step, steps_per_epoch)
-        origin: dict[str, object] = {
-            "weights": str(source.relative_to(run_dir)),
-            "step": step,
-            "search": "gradual",
-        }
-        return LevelStart(mask, weights, step, origin, end_step=end)
-    step = total - epochs * steps_per_epoch
-    origin = {
-        "weights": str(source.relative_to(run_dir)),
-        "step": step,
-        "search": "gradual",
-    }
-    return LevelStart(mask, weights, step, origin)
+    if plan.weights == "trained":
+        source = root.final
+        if not source.is_file():
+            raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
+    elif spec.pruning.rewind == "weights" or plan.prunes is not None:
+        source = root.rewind
+        if plan.prunes is not None and not source.is_file():
+            raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
+    else:
+        source = level_files(run_dir, level - 1).final
+    return source, load_tensors(source, "start weights")
 
 
-def search_end(spec: RunSpec, step: int, steps_per_epoch: int) -> int:
-    """Where a search that starts at `step` stops: search.epochs whole epochs later, at most the
-    end of the schedule."""
-    epochs = -(-step // steps_per_epoch) + spec.pruning.search.epochs
-    return min(spec.training.epochs, epochs) * steps_per_epoch
+def start_step(spec: RunSpec, plan: LevelPlan, steps_per_epoch: int) -> tuple[int, int | None]:
+    """The first step a pruned level trains and the step it trains to (None: the schedule's end)."""
+    if plan.start == "last-epochs":
+        assert plan.epochs is not None
+        epochs = min(plan.epochs, spec.training.epochs)
+        return spec.training.epochs * steps_per_epoch - epochs * steps_per_epoch, None
+    step = rewind_step(spec, steps_per_epoch) if plan.start == "rewind" else 0
+    if plan.epochs is None:
+        return step, None
+    return step, search_end(spec, step, plan.epochs, steps_per_epoch)
+
+
+def search_end(spec: RunSpec, step: int, epochs: int, steps_per_epoch: int) -> int:
+    """Where a level that trains `epochs` epochs from `step` stops: that many whole epochs
+    after the epoch `step` is in ends, at most the end of the schedule."""
+    whole = -(-step // steps_per_epoch) + epochs
+    return min(spec.training.epochs, whole) * steps_per_epoch
 
 
 def plan_start(
@@ -210,7 +215,7 @@ def plan_start(
     files = level_files(run_dir, level, branch)
     root = level_files(run_dir, 0)
     model = build(spec.training.seed)
-    k = rewind_step(spec, steps_per_epoch)
+    rewind_step(spec, steps_per_epoch)  # a rewind point past the schedule is refused at every level
     if level == 0 and spec.ticket is not None:
         assert ticket is not None, "the CLI requires a transfer run's ticket flags"
         return transfer_start(run_dir, spec, branch, build, model, ticket, write)
@@ -225,20 +230,18 @@ def plan_start(
         raise TrainerError(
             f"--branch {branch}: the {spec.pruning.search.method} search level {level} has no controls"
         )
-    if spec.pruning.gradual and level == SEARCH_LEVEL:
-        return search_start(run_dir, spec, model, mask, steps_per_epoch)
-
-    # Both modes restart the schedule at step k (Renda et al. 2020): weight rewinding from
-    # theta_k, learning-rate rewinding from level L-1's final weights. rewindTo 0: a full replay.
-    source = root.rewind if spec.pruning.rewind == "weights" else level_files(run_dir, level - 1).final
-    weights = load_tensors(source, "start weights")
+    plan = spec.pruning.method.level_plan(spec, level)
+    # Both rewinding modes restart the schedule at step k (Renda et al. 2020): weight rewinding
+    # from theta_k, learning-rate rewinding from level L-1's final weights. rewindTo 0: a full replay.
+    source, weights = start_weights(run_dir, spec, level, plan)
     if set(weights) != set(model.state_dict()):
         raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
-    origin: dict[str, object] = {
-        "weights": str(source.relative_to(run_dir)),
-        "step": k,
-        "rewind": spec.pruning.rewind,
-    }
+    step, end = start_step(spec, plan, steps_per_epoch)
+    origin: dict[str, object] = {"weights": str(source.relative_to(run_dir)), "step": step}
+    if plan.prunes is not None:  # it prunes as it trains, from a dense start
+        origin["search"] = spec.pruning.search.method
+        return LevelStart(mask, weights, step, origin, end_step=end, prunes=plan.prunes)
+    origin["rewind"] = spec.pruning.rewind
     starts = BRANCHES[branch]
     if starts.own_init:
         seed = derived_seed(spec.training.seed, level, branch)
@@ -250,11 +253,9 @@ def plan_start(
     if branch != "main" and write and not files.mask.is_file():
         save_tensors(files.mask, mask)
     origin["mask"] = str(files.mask.relative_to(run_dir))
-    if spec.pruning.short_imp and not spec.pruning.is_ticket_level(level):  # a short search level
-        return LevelStart(
-            mask, weights, k, {**origin, "search": "short-imp"}, search_end(spec, k, steps_per_epoch)
-        )
-    return LevelStart(mask, weights, k, origin)
+    if plan.search:
+        origin["search"] = spec.pruning.search.method
+    return LevelStart(mask, weights, step, origin, end_step=end)
 
 
 def random_prune_mask(

@@ -18,7 +18,7 @@ from lth.cluster.render import PLACEHOLDER_UID, SPARK_SERVICE_ACCOUNT
 from lth.cluster.spark_application import spark_application
 from tests.k8s_schema import schema_errors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 IMAGENET = ROOT / "examples" / "imagenet-resnet50.yaml"
 TRANSFER = ROOT / "examples" / "transfer-resnet50.yaml"

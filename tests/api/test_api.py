@@ -14,7 +14,7 @@ import yaml
 from lth.api import LotteryTicketRun, PruningSpec, RunSpec
 from lth.api.validation import check_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 MINIMAL: dict[str, Any] = {

@@ -15,8 +15,8 @@ from safetensors.numpy import save_file
 from lth.cli import main as lth_main
 from lth.local.runner import Display, run_local
 from lth.results.export import write_report
-from tests.test_local import SPEC, executor, launches
-from tests.test_local import root as root
+from tests.local.test_local import SPEC, executor, launches
+from tests.local.test_local import root as root
 
 
 def gradual(root: Path) -> None:
@@ -68,10 +68,11 @@ def test_lth_run_drives_the_gradual_search_and_reports_its_cost(
     assert "cost in dense-run equivalents (gradual search): best ticket 2.50" in out and "1 (search)" in out
 
 
-def test_the_model_card_has_words_for_every_search_method() -> None:
+def test_every_search_method_has_an_entry_with_words_for_the_model_card() -> None:
     from typing import get_args
 
     from lth.api import SearchMethod
-    from lth.results.model_card import SEARCH_WORDS
+    from lth.api.search import METHODS
 
-    assert set(SEARCH_WORDS) == set(get_args(SearchMethod))
+    assert set(METHODS) == set(get_args(SearchMethod))
+    assert all(method.words for method in METHODS.values())

@@ -1,0 +1,1 @@
+"""Tests of lth.api: the models, the CRD, validation, the search methods."""

@@ -1,0 +1,1 @@
+"""Tests of lth.local: the local executor and lth run."""

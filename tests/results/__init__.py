@@ -1,0 +1,1 @@
+"""Tests of lth.results: the report, the model card, the plot."""
