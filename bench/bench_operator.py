@@ -24,9 +24,9 @@ import yaml
 from kubernetes import client, watch
 
 from lth.api.observed import ChildKind
-from lth.cluster.objects import CHILD_RESOURCES
-from lth.cluster.pytorchjob import observe_pytorch_job
-from lth.cluster.spark_application import observe_spark_application
+from lth.cluster.children.objects import CHILD_RESOURCES
+from lth.cluster.children.pytorchjob import observe_pytorch_job
+from lth.cluster.children.spark_application import observe_spark_application
 from tests.kube.cluster import running
 from tests.operator.helpers import Script, controllers, get_run, run_manifest
 from tests.operator.plugin import Operator

@@ -285,8 +285,8 @@ def test_nccl_and_rdma_passthrough_reach_the_trainer_pods() -> None:
     InfiniBand/RoCE instead of TCP; the PyTorchJob stays valid against the upstream CRD."""
     from lth.api.defaults import WorkloadDefaults
     from lth.api.workload import RunPaths
-    from lth.cluster.objects import RunRef
-    from lth.cluster.pytorchjob import pytorch_job
+    from lth.cluster.children.objects import RunRef
+    from lth.cluster.children.pytorchjob import pytorch_job
     from tests.k8s_schema import schema_errors
 
     doc = with_change(

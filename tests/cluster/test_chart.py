@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lth.api.defaults import ENV_VAR, WorkloadDefaults
-from lth.cluster.objects import CHILD_RESOURCES
+from lth.cluster.children.objects import CHILD_RESOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "lth-operator"
@@ -29,6 +29,9 @@ OPERATOR_GRANTS = (
         ("", "pods", "list"),
         ("", "pods/log", "get"),
         ("", "events", "create"),
+        ("", "events", "list"),
+        ("kueue.x-k8s.io", "workloads", "get"),
+        ("kueue.x-k8s.io", "workloads", "list"),
     }
     | {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
     | {
@@ -40,7 +43,9 @@ OPERATOR_GRANTS = (
         for verb in ("create", "get", "list", "watch", "delete", "patch")
     }
 )
-"""Everything the operator may do, and all that it needs."""
+"""Everything the operator may do in a namespace it watches, and all that it needs."""
+NAMESPACE_GRANT = ("", "namespaces", "get")
+"""And the labels of the namespaces it watches (their Pod Security level), read only."""
 
 SPARK_DRIVER_GRANTS = {
     ("", resource, verb)
@@ -122,7 +127,7 @@ def test_rendered_objects_are_valid_kubernetes(values: dict[str, Any]) -> None:
 def test_default_install_watches_all_namespaces_with_one_cluster_role() -> None:
     docs = render()
     (role,) = of_kind(docs, "ClusterRole")
-    assert grants(role) == OPERATOR_GRANTS
+    assert grants(role) == OPERATOR_GRANTS | {NAMESPACE_GRANT}
     (binding,) = of_kind(docs, "ClusterRoleBinding")
     (account,) = [a for a in of_kind(docs, "ServiceAccount") if a["metadata"]["name"] != "lth-spark"]
     assert binding["subjects"] == [
@@ -145,7 +150,12 @@ def test_default_install_watches_all_namespaces_with_one_cluster_role() -> None:
 
 def test_namespaced_install_grants_roles_only_where_it_watches() -> None:
     docs = render(CUSTOM)
-    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    (namespaces,) = of_kind(docs, "ClusterRole")  # the watched namespaces' labels, by name only
+    assert grants(namespaces) == {NAMESPACE_GRANT}
+    assert namespaces["rules"][0]["resourceNames"] == ["team-a", "team-b"]
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == namespaces["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == "existing-sa"
     operator_roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] != "spark-driver"]
     assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["team-a", "team-b"]
     assert all(grants(r) == OPERATOR_GRANTS for r in operator_roles)

@@ -13,10 +13,21 @@ import yaml
 from lth.api import Branch, LevelResult, LevelStatus, RunSpec, RunStatus, TicketStatus, Toleration
 from lth.api.defaults import WorkloadDefaults
 from lth.api.workload import SPARK_MAIN_IN_IMAGE, RunPaths, trainer_arguments
-from lth.cluster.export_job import export_job, observe_job
-from lth.cluster.objects import ANNOTATION_ATTEMPT, CHILD_RESOURCES, LABEL_KUEUE_QUEUE, LABEL_RUN, RunRef
-from lth.cluster.pytorchjob import level_result_from_pod, master_pod_name, observe_pytorch_job, pytorch_job
-from lth.cluster.spark_application import observe_spark_application, spark_application
+from lth.cluster.children.export_job import export_job, observe_job
+from lth.cluster.children.objects import (
+    ANNOTATION_ATTEMPT,
+    CHILD_RESOURCES,
+    LABEL_KUEUE_QUEUE,
+    LABEL_RUN,
+    RunRef,
+)
+from lth.cluster.children.pytorchjob import (
+    level_result_from_pod,
+    master_pod_name,
+    observe_pytorch_job,
+    pytorch_job,
+)
+from lth.cluster.children.spark_application import observe_spark_application, spark_application
 from tests.k8s_schema import schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ from lth.api import LotteryTicketRun
 from lth.api.defaults import WorkloadDefaults
 from lth.api.workload import RunPaths
 from lth.cli import main
-from lth.cluster.objects import RunRef
-from lth.cluster.pytorchjob import pytorch_job
+from lth.cluster.children.objects import RunRef
+from lth.cluster.children.pytorchjob import pytorch_job
+from lth.cluster.children.spark_application import spark_application
 from lth.cluster.render import PLACEHOLDER_UID, SPARK_SERVICE_ACCOUNT
-from lth.cluster.spark_application import spark_application
 from tests.k8s_schema import schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]

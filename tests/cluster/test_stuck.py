@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from lth.api.observed import Stuck
-from lth.cluster.objects import LABEL_KUEUE_QUEUE, TRAINER_CONTAINER
+from lth.cluster.children.objects import LABEL_KUEUE_QUEUE, TRAINER_CONTAINER
+from lth.cluster.children.pytorchjob import observe_pytorch_job
+from lth.cluster.children.spark_application import SPARK_DRIVER_CONTAINER
 from lth.cluster.pods import pod_selector, stuck_pods
-from lth.cluster.pytorchjob import observe_pytorch_job
-from lth.cluster.spark_application import SPARK_DRIVER_CONTAINER
 
 NS = "ml"
 IMAGE = "ghcr.io/lth-dev/lth-trainer:0.1.0"

@@ -64,6 +64,16 @@ def _error(status: int, reason: str, message: str, **details: Any) -> kmock.Kube
     return kmock.KubernetesError(status=status, reason=reason, message=message, details=details)
 
 
+Admission = Callable[["ApiServer", Kind, "Obj"], None]
+"""An admission plugin of creates: (server, kind, object) -> None, editing the object in place
+(mutating) or raising `refused` (validating)."""
+
+
+def refused(status: int, reason: str, message: str, **details: Any) -> kmock.KubernetesError:
+    """The error an admission plugin raises to refuse a write, as the API server answers it."""
+    return _error(status, reason, message, **details)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -118,6 +128,11 @@ class ApiServer(kmock.KubernetesScaffold):
     _openapi: dict[str, Obj] = attrs.field(factory=dict, init=False)
     container_logs: ContainerLogs | None = attrs.field(default=None, init=False)
     """Who runs the containers: what `pods/log` reads (set by the stand-in node; unset: empty logs)."""
+    mutating: list[Admission] = attrs.field(factory=list, init=False)
+    """Mutating admission of a create (a webhook's defaults, Kueue's suspend), before the schema."""
+    validating: list[Admission] = attrs.field(factory=list, init=False)
+    """Validating admission of a create (Pod Security, ResourceQuota, a webhook's refusal), after
+    the schema; each raises `refused(...)` to refuse, as the real plugins answer."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -619,7 +634,11 @@ class ApiServer(kmock.KubernetesScaffold):
                 obj["status"] = copy.deepcopy(kind.initial_status)
         for server_owned in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(server_owned, None)
+        for plugin in self.mutating:
+            plugin(self, kind, obj)
         unknown = self._admit(kind, obj, request)
+        for plugin in self.validating:
+            plugin(self, kind, obj)
         meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
         if kind.prepare_for_create is not None:
             kind.prepare_for_create(obj)

@@ -211,6 +211,20 @@ def _template_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
     return list((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [])
 
 
+def prepare_pod(pod: dict[str, Any]) -> None:
+    """`applySchedulingGatedCondition` (pkg/registry/core/pod/strategy.go, Kubernetes 1.32): a pod
+    created with scheduling gates is PodScheduled False, SchedulingGated, until they are gone."""
+    if (pod.get("spec") or {}).get("schedulingGates"):
+        pod.setdefault("status", {})["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "SchedulingGated",
+                "message": "Scheduling is blocked due to non-empty scheduling gates",
+            }
+        ]
+
+
 def prepare_secret(secret: dict[str, Any]) -> None:
     """What the API server does to a core v1 Secret on create (Kubernetes 1.32).
 
@@ -277,6 +291,7 @@ BUILT_INS = (
         printer_columns=({"name": "Status", "type": "string", "jsonPath": ".status.phase"}, AGE),
         initial_status={"phase": "Pending"},
         subresources=("log",),
+        prepare_for_create=prepare_pod,
     ),
     Kind(
         "",
@@ -305,6 +320,7 @@ BUILT_INS = (
         has_status=False,
         printer_columns=CONFIG_MAP_COLUMNS,
     ),
+    Kind("", "v1", "resourcequotas", "ResourceQuota", short_names=("quota",)),
     Kind("", "v1", "events", "Event", short_names=("ev",), has_status=False),
     Kind("events.k8s.io", "v1", "events", "Event", short_names=("ev",), has_status=False),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", has_status=False),

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from lth.api import LevelResult, workload
 from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT
-from lth.cluster import objects
+from lth.cluster.children import objects
 from tests.kube.cluster import Cluster
 from tests.operator.plugin import Operator
 from tests.standins import Cluster as StandIns

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from lth.cluster import objects
+from lth.cluster.children import objects
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import (
     RUNS,

@@ -15,8 +15,8 @@ from lth.api import TicketSpec
 from lth.api.naming import TICKET_FILE
 from lth.api.observed import ObservedSource
 from lth.api.validation import parse_spec
-from lth.cluster import objects
 from lth.cluster import observe as cluster
+from lth.cluster.children import objects
 from lth.storage.tickets import describe
 from tests.kube.cluster import Cluster
 from tests.operator.helpers import Operator, Script, controllers, run_manifest, wait_for_phase

@@ -39,6 +39,12 @@ def progressing(kube: Cluster, name: str) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == "Progressing"), {})
 
 
+def progressing_for(kube: Cluster, name: str, reason: str) -> dict[str, Any]:
+    """The Progressing condition once it has this reason; empty before."""
+    condition = progressing(kube, name)
+    return condition if condition.get("reason") == reason else {}
+
+
 def test_worker_pods_pass_the_kubelets_non_root_check(kube: Cluster, operator: Operator) -> None:
     """The training operator's init-pytorch (alpine:3.10, no USER, no securityContext) runs as the
     pods' runAsUser: runAsNonRoot alone made the kubelet refuse it (CreateContainerConfigError)."""
@@ -125,18 +131,20 @@ def test_a_gpu_the_node_lacks_leaves_the_pod_unschedulable_and_says_so(
     assert "0/1 nodes are available: 1 Insufficient nvidia.com/gpu." in stuck["message"]
 
 
-def test_a_job_waiting_for_kueue_says_which_queue(kube: Cluster, operator: Operator) -> None:
-    """Without Kueue nothing unsuspends the job: the run says so instead of looking busy."""
+def test_a_job_suspended_for_a_kueue_the_cluster_lacks_says_so(kube: Cluster, operator: Operator) -> None:
+    """Without Kueue nothing unsuspends the job: the run says so instead of looking busy (it
+    said "waiting for the queue" before, as if an admission were coming)."""
     with controllers(kube, Script()):
         apply(kube, run_manifest("queued", resources={"queueName": "team-a"}))
         stuck = wait_for(
             lambda: (
-                progressing(kube, "queued").get("reason") == "WaitingForQueue" and progressing(kube, "queued")
+                progressing(kube, "queued").get("reason") == "NotManagedByKueue"
+                and progressing(kube, "queued")
             ),
             timeout=90,
             operator=operator,
         )
         jobs = children(kube)
-    assert "team-a" in stuck["message"]
+    assert "team-a" in stuck["message"] and "serves no Kueue API" in stuck["message"]
     assert jobs["queued-level-00"]["spec"]["runPolicy"]["suspend"] is True
     assert not any(name.startswith("queued-level-00-") for name in jobs)

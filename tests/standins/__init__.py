@@ -3,8 +3,11 @@
 `Cluster` runs, in one background thread, the Kubeflow training operator's PyTorchJob
 controller (`training_operator`), the Spark operator's SparkApplication controller and
 pod webhook (`spark_operator`), kube-controller-manager's batch/v1 Job controller
-(`job_controller`), and the scheduler and kubelet of a one-node cluster (`kubelet`)
-against the emulated API server. The controllers only create pods and read their status,
+(`job_controller`), optionally Kueue (`kueue`), and the scheduler and kubelet of a
+one-node cluster (`kubelet`) against the emulated API server, whose creates go through
+the admission plugins a locked-down cluster has: Pod Security (`pod_security`, by the
+namespace's labels), ResourceQuota (`resource_quota`, by the namespace's quotas) and
+Kueue's webhooks. The controllers only create pods and read their status,
 as the real ones do; what a container does is the runtime's: real processes under the
 pod's uid (`processes.ProcessRuntime`), or a `Workload` that decides how each child's
 main container ends (`ScriptedRuntime`, for the operator's tests). While it runs, the
@@ -27,10 +30,11 @@ from typing import Any
 from kubernetes import client
 
 from tests.kube import emulator
-from tests.standins import job_controller, spark_operator, training_operator
+from tests.standins import job_controller, pod_security, resource_quota, spark_operator, training_operator
 from tests.standins.images import Image, catalog
 from tests.standins.job_controller import JobController
 from tests.standins.kubelet import Exit, Kubelet, Launch, Runtime
+from tests.standins.kueue import Kueue
 from tests.standins.processes import ProcessRuntime
 from tests.standins.spark_operator import SparkOperator
 from tests.standins.training_operator import TrainingOperator
@@ -160,6 +164,9 @@ class Cluster:
     """Seconds before the Job controller replaces a failed pod (upstream: 10)"""
     tick: float = 0.2
     work: Path | None = None
+    kueue: tuple[str, ...] | None = None
+    """Kueue's `integrations.frameworks` (kueue.FRAMEWORKS_V0_19 as installed); None: no Kueue"""
+    manage_jobs_without_queue_name: bool = False
 
     def __post_init__(self) -> None:
         self.work = self.work or Path(tempfile.mkdtemp(prefix="lth-kubelet-"))
@@ -179,6 +186,11 @@ class Cluster:
             gpus=self.gpus,
         )
         self.core = client.CoreV1Api(self.api_client)
+        self.queues = (
+            None
+            if self.kueue is None
+            else Kueue(self.api_client, self.kueue, self.manage_jobs_without_queue_name)
+        )
         self._server: emulator.ApiServer | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stand-ins", daemon=True)
@@ -189,6 +201,9 @@ class Cluster:
         self._server = emulator.serving(self.api_client.configuration.host)
         if self._server is not None:
             self._server.container_logs = self.kubelet.log
+            self._server.validating += [pod_security.admit, resource_quota.admit]
+            if self.queues is not None:
+                self.queues.install(self._server, self._server.register)
         self._thread.start()
         return self
 
@@ -197,6 +212,8 @@ class Cluster:
         self._thread.join(timeout=30)
         if self._server is not None and self._server.container_logs == self.kubelet.log:
             self._server.container_logs = None
+            self._server.mutating.clear()
+            self._server.validating.clear()
         self.runtime.stop()
         assert self.work is not None
         shutil.rmtree(self.work, ignore_errors=True)  # the kubelet's logs and termination files
@@ -220,6 +237,8 @@ class Cluster:
             time.sleep(self.tick)
 
     def step(self) -> None:
+        if self.queues is not None:
+            self.queues.step()
         self.training.step()
         self.spark.step()
         self.jobs.step()

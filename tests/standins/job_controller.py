@@ -52,6 +52,7 @@ from typing import Any
 
 from kubernetes import client
 
+from tests.standins.events import Recorder
 from tests.standins.training_operator import now
 
 API_VERSION, KIND = "batch/v1", "Job"
@@ -267,6 +268,7 @@ class JobController:
         self.batch = client.BatchV1Api(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self._backoff: dict[str, BackoffRecord] = {}
+        self.recorder = Recorder(self.api_client, "job-controller")
 
     def step(self) -> None:
         jobs = json.loads(self.batch.list_job_for_all_namespaces(_preload_content=False).data)["items"]
@@ -401,12 +403,23 @@ class JobController:
         if backoff.remaining(self.pod_failure_backoff, MAX_POD_FAILURE_BACKOFF) > 0:
             return 0, 0  # upstream answers 0 active while it waits out the back-off
         namespace = job["metadata"]["namespace"]
-        for _ in range(diff):
-            created = json.loads(
-                self.core.create_namespaced_pod(
+        for created_so_far in range(diff):
+            try:
+                response = self.core.create_namespaced_pod(
                     namespace, pod_from_template(job), _preload_content=False
-                ).data
-            )
+                )
+            except client.ApiException as error:
+                if error.status not in (400, 403, 422):
+                    raise
+                # `RealPodControl.createPods` (pkg/controller/controller_utils.go): a Warning
+                # FailedCreate event, and the sync ends with the error (retried with back-off).
+                message = f"Error creating: {json.loads(error.body or '{}').get('message') or error.reason}"
+                self._event(job, "FailedCreate", message)
+                self.recorder.event(
+                    {"apiVersion": API_VERSION, "kind": KIND, **job}, "Warning", "FailedCreate", message
+                )
+                return active + created_so_far, 0
+            created = json.loads(response.data)
             self._event(job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
         return active + diff, 0
 

@@ -210,7 +210,8 @@ class Kubelet:
         if status.get("phase") in ("Succeeded", "Failed"):
             return
         if not pod["spec"].get("nodeName"):
-            self._schedule(pod, pods)
+            if not pod["spec"].get("schedulingGates"):  # the SchedulingGates plugin's PreEnqueue
+                self._schedule(pod, pods)
             return
         self._run(pod)
 

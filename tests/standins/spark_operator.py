@@ -11,6 +11,18 @@ v2.1.0); paths are relative to that tag.
   volumes of `spark.kubernetes.driver.volumes.*` in sparkConf, which spark-submit mounts
   itself. The app goes to SUBMITTED with submissionID, driverInfo.podName and the attempt
   counters (`submitSparkApplication`, internal/controller/sparkapplication/controller.go).
+- A driver pod template (`spec.driver.template`, spark-operator >= v2.1.0 with Spark >= 3.0)
+  is written to `spark.kubernetes.driver.podTemplateFile`, with
+  `spark.kubernetes.driver.podTemplateContainerName=spark-kubernetes-driver`
+  (`driverPodTemplateOption`, submission.go); Spark builds the driver pod on it
+  (`KubernetesDriverBuilder`, `KubernetesUtils.loadPodFromTemplate`): the template's pod
+  securityContext and the named container's securityContext are kept, Spark sets the name,
+  image, arguments, environment and its volumes. No webhook is involved.
+- A driver pod the API server refuses (Pod Security, a quota) fails spark-submit: its
+  stderr ends in fabric8's `Failure executing: POST at: .../pods. Message: <the server's
+  message>.` (`OperationSupport.requestFailure`), the app goes to SUBMISSION_FAILED with
+  `failed to run spark-submit: <stderr>` (`runSparkSubmit`, submission.go), then to FAILED
+  under restartPolicy Never (`reconcileFailedSubmissionSparkApplication`, controller.go).
 - The mutating pod webhook (`internal/webhook/sparkpod_defaulter.go`), on by default in
   the chart (`webhook.enable`), adds at pod creation what spark-submit cannot: the app's
   `volumes` with the driver's `volumeMounts`, the container `securityContext`, the
@@ -107,6 +119,9 @@ class SparkOperator:
             self._submit(app, status)
         elif state in ("SUBMITTED", "RUNNING", "UNKNOWN"):
             self._update_driver_state(app, status)
+        elif state == "SUBMISSION_FAILED" and not _retries(app):
+            status["applicationState"]["state"] = "FAILED"
+            status["terminationTime"] = now()
         elif state == "SUCCEEDING":
             status["applicationState"]["state"] = "COMPLETED"
         elif state == "FAILING" and (app["spec"].get("restartPolicy") or {}).get("type", "Never") == "Never":
@@ -140,10 +155,24 @@ class SparkOperator:
         try:
             self.core.create_namespaced_pod(meta["namespace"], pod, _preload_content=False)
         except client.ApiException as error:
-            if error.status != 409:
+            if error.status == 409:
+                message = "driver pod already exist"
+            elif error.status in (400, 403, 422):
+                refusal = json.loads(error.body or "{}").get("message") or str(error.reason)
+                message = (
+                    'failed to run spark-submit: Exception in thread "main" '
+                    "io.fabric8.kubernetes.client.KubernetesClientException: Failure executing: POST at: "
+                    f"https://kubernetes.default.svc/api/v1/namespaces/{meta['namespace']}/pods. "
+                    f"Message: {refusal}."
+                )
+            else:
                 raise
+            # The status is a struct upstream: driverInfo is always written, empty here.
             status.update(
-                applicationState={"state": "SUBMISSION_FAILED", "errorMessage": "driver pod already exist"}
+                applicationState={"state": "SUBMISSION_FAILED", "errorMessage": message},
+                driverInfo=status.get("driverInfo") or {},
+                lastSubmissionAttemptTime=now(),
+                submissionAttempts=int(status.get("submissionAttempts", 0)) + 1,
             )
             return
         status.update(
@@ -164,7 +193,9 @@ class SparkOperator:
             driver.get("podName") or conf.get("spark.kubernetes.driver.pod.name") or f"{meta['name']}-driver"
         )
         volumes, mounts = _conf_volumes(conf, "driver")
+        template = copy.deepcopy(driver.get("template") or {})
         labels = {
+            **((template.get("metadata") or {}).get("labels") or {}),
             **(driver.get("labels") or {}),
             "spark-role": "driver",
             "spark-app-selector": f"spark-{uuid.uuid4().hex}",
@@ -172,7 +203,13 @@ class SparkOperator:
             LABEL_LAUNCHED: "true",
             LABEL_SUBMISSION: submission,
         }
+        template_spec = template.get("spec") or {}
+        others = [c for c in template_spec.get("containers") or [] if c.get("name") != DRIVER_CONTAINER]
+        base = next(
+            (c for c in template_spec.get("containers") or [] if c.get("name") == DRIVER_CONTAINER), {}
+        )
         container: dict[str, Any] = {
+            **base,
             "name": DRIVER_CONTAINER,
             "image": image,
             "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
@@ -184,12 +221,13 @@ class SparkOperator:
                 spec["mainApplicationFile"],
                 *spec.get("arguments", []),
             ],
-            "env": [{"name": "SPARK_DRIVER_BIND_ADDRESS", "value": "0.0.0.0"}],
-            "volumeMounts": mounts,
+            "env": [*base.get("env", []), {"name": "SPARK_DRIVER_BIND_ADDRESS", "value": "0.0.0.0"}],
+            "volumeMounts": [*base.get("volumeMounts", []), *mounts],
         }
         pod_spec: dict[str, Any] = {
-            "containers": [container],
-            "volumes": volumes,
+            **template_spec,
+            "containers": [container, *others],
+            "volumes": [*template_spec.get("volumes", []), *volumes],
             "restartPolicy": "Never",
             "serviceAccountName": driver.get("serviceAccount", "default"),
         }
@@ -311,3 +349,11 @@ class SparkOperator:
                 except client.ApiException as error:
                     if error.status != 404:
                         raise
+
+
+def _retries(app: dict[str, Any]) -> bool:
+    """`ShouldRetry` (pkg/util/sparkapplication.go) for a failed submission: only OnFailure or
+    Always with onSubmissionFailureRetries set; Never (the default) fails the app."""
+    policy = app["spec"].get("restartPolicy") or {}
+    kind = policy.get("type", "Never")
+    return kind == "Always" or (kind == "OnFailure" and policy.get("onSubmissionFailureRetries") is not None)

@@ -29,6 +29,11 @@ Pods are `<job>-<type>-<index>` (`GenGeneralName`), with the operator's labels
 container, and, in Worker pods of a job with a Master, the init container
 `init-pytorch` (controller.v1/pytorch/initcontainer.go; image `alpine:3.10`, the
 default of `--pytorch-init-container-image` in config/config.go, no securityContext).
+A pod the API server refuses (Pod Security, a quota, a webhook) is a Warning event
+`FailedCreatePod` on the job, `Error creating: <the server's error>`, posted to the API
+(`RealPodControl.createPods`, controller.v1/control/pod_control.go), and the reconcile
+ends there with that error (`ReconcilePods`, common/pod.go): the master may run, the
+refused worker never comes, and the job keeps waiting.
 Conditions are set as `setCondition` (util/status.go) does: nothing changes after
 Failed, an equal status and reason is no change, Running and Restarting exclude each
 other, and Succeeded or Failed turns Running to False.
@@ -43,6 +48,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
+
+from tests.standins.events import Recorder
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 CONTAINER = "pytorch"
@@ -269,6 +276,7 @@ class TrainingOperator:
     def __post_init__(self) -> None:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
+        self.recorder = Recorder(self.api_client, OPERATOR_NAME)
 
     def step(self) -> None:
         for job in self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]:
@@ -363,7 +371,9 @@ class TrainingOperator:
                 wanted = pod_name(name, replica_type, index)
                 pod = next((p for p in pods if p["metadata"]["name"] == wanted), None)
                 if pod is None:
-                    self._create(job, "pods", new_pod(job, replica_type, index))
+                    if not self._create(job, "pods", new_pod(job, replica_type, index)):
+                        self._write(job, old, status)
+                        return  # ReconcilePods returns the error: no status update this time
                 else:
                     self._count(job, status, replica_type, spec, pod, counts)
                 if wanted not in services:
@@ -483,7 +493,8 @@ class TrainingOperator:
             self._delete(namespace, "pods", name)
             self._delete(namespace, "services", name)
 
-    def _create(self, job: dict[str, Any], kind: str, obj: dict[str, Any]) -> None:
+    def _create(self, job: dict[str, Any], kind: str, obj: dict[str, Any]) -> bool:
+        """Create a pod or Service; False when the server refused the pod (FailedCreatePod)."""
         namespace = job["metadata"]["namespace"]
         try:
             if kind == "pods":
@@ -491,8 +502,20 @@ class TrainingOperator:
             else:
                 self.core.create_namespaced_service(namespace, obj, _preload_content=False)
         except client.ApiException as error:
-            if error.status != 409:
+            if error.status == 409:
+                return True
+            if kind != "pods" or error.status not in (400, 403, 404, 422):
                 raise
+            message = json.loads(error.body or "{}").get("message") or str(error.reason)
+            self._event(job, "FailedCreatePod", f"Error creating: {message}")
+            self.recorder.event(
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PyTorchJob", **job},
+                "Warning",
+                "FailedCreatePod",
+                f"Error creating: {message}",
+            )
+            return False
+        return True
 
     def _delete(self, namespace: str, kind: str, name: str) -> None:
         try:

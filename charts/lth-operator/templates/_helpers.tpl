@@ -77,9 +77,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
+# Its own events; and a child's, to say why a controller could not create its pods
+# (FailedCreatePod, FailedCreate: Pod Security, a quota).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
+# Why Kueue holds a suspended child: its Workload (read only; absent without Kueue).
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list]
 {{- end -}}
 
 {{- define "lth.image" -}}

@@ -98,6 +98,9 @@ from lth.api.status import (
     TERMINAL_PHASES as TERMINAL_PHASES,
 )
 from lth.api.status import (
+    AdmissionReason as AdmissionReason,
+)
+from lth.api.status import (
     BestTicket as BestTicket,
 )
 from lth.api.status import (
@@ -183,6 +186,9 @@ from lth.api.wire import (
 )
 from lth.api.wire import (
     QUANTITY_PATTERN as QUANTITY_PATTERN,
+)
+from lth.api.wire import (
+    QUEUE_NAME_PATTERN as QUEUE_NAME_PATTERN,
 )
 from lth.api.wire import (
     REWIND_PATTERN as REWIND_PATTERN,

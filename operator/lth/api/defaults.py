@@ -42,6 +42,15 @@ class WorkloadDefaults(ApiModel):
     )
     run_as_user: int = Field(WORKLOAD_UID, ge=1, description="uid of every pod that writes the volume.")
     run_as_group: int = Field(WORKLOAD_UID, ge=0, description="gid of every pod that writes the volume.")
+    spark_pod_templates: bool = Field(
+        True,
+        description=(
+            "Give the Spark driver and executors their securityContext through pod templates "
+            "(spec.driver.template and spec.executor.template, spark-operator >= v2.1.0), so they pass "
+            "Pod Security restricted without the Spark operator's pod webhook; false for an older "
+            "Spark operator, whose webhook alone applies it."
+        ),
+    )
 
 
 class DefaultsError(ValueError):

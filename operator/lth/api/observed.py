@@ -15,23 +15,26 @@ from lth.api import EpochProgress, LevelResult, RunStatus, StuckReason
 
 ChildKind = Literal["SparkApplication", "PyTorchJob", "Job"]
 """The run's children: its preprocessing, its levels, and the export Job (batch/v1)."""
-ChildState = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped"]
+ChildState = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped", "Refused"]
 """Stopped: recorded and unfinished, but nothing runs it (the local runner was restarted); it is
-created again at the same attempt, a restart that resumes from its checkpoints, not a retry."""
+created again at the same attempt, a restart that resumes from its checkpoints, not a retry.
+Refused: the API server refused to create it in this pass (a 4xx other than 409, with its
+message): retried at the same attempt when `retryable` (a quota, an API not served yet), else
+the run fails naming the child and the server's words."""
 
 
 @dataclass(frozen=True)
 class Stuck:
     """Why a Pending or Running child makes no progress: a pod the scheduler cannot place, a
-    container the kubelet cannot pull or start, a job waiting for its queue. Nothing here fails
-    or retries the child: it waits, and the run says why (`lth.cluster.pods.stuck_pods` reads it
-    off the child's pods)."""
+    container the kubelet cannot pull or start, a pod the API server refused, a job waiting
+    for its queue. Nothing here fails or retries the child: it waits, and the run says why
+    (`lth.cluster.pods` reads it off the child's pods and events)."""
 
     reason: StuckReason
     """The Progressing condition's reason while it lasts, and the Warning event's:
     Unschedulable, ImagePullBackOff (ErrImagePull too: the kubelet alternates the two while it
     retries), ErrImageNeverPull, InvalidImageName, ImageInspectError, CreateContainerConfigError,
-    WaitingForQueue."""
+    WaitingForQueue, NotManagedByKueue, PodRefused, QuotaExceeded, ApiMissing."""
     subject: str
     """What is stuck: 'pod P', 'pod P container C', 'pod P init container C' or 'PyTorchJob J'."""
     detail: str
@@ -79,3 +82,14 @@ class ObservedSource:
     status: RunStatus | None = None
     description: Mapping[str, Any] | None = None
     problem: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedNamespace:
+    """The run's namespace as the Pod Security admission sees it: the level it enforces
+    (`pod-security.kubernetes.io/enforce`, with its version), and what the executor knows that
+    level will refuse of this run's pods (one line each, with the fixes); none: it admits them."""
+
+    name: str
+    enforce: str
+    refusals: tuple[str, ...] = ()

@@ -13,9 +13,9 @@ from lth.api.branches import DEFAULT_TICKET_CONTROLS, Branch, TicketControl
 from lth.api.pruning import PruningSpec
 from lth.api.search import METHODS
 from lth.api.wire import (
-    LABEL_VALUE_PATTERN,
     MEMORY_PATTERN,
     QUANTITY_PATTERN,
+    QUEUE_NAME_PATTERN,
     ApiModel,
 )
 
@@ -219,9 +219,14 @@ class ResourcesSpec(ApiModel):
     priority_class_name: str | None = Field(None, description="Pod priority class.")
     queue_name: str | None = Field(
         None,
-        pattern=LABEL_VALUE_PATTERN,
+        pattern=QUEUE_NAME_PATTERN,
         max_length=63,
-        description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name).",
+        description=(
+            "Kueue LocalQueue (label kueue.x-k8s.io/queue-name) of every child: the levels, the "
+            "SparkApplication and its pods, the export Job. A lowercase DNS-1123 subdomain (Kueue's "
+            "rule) of at most 63 characters (a label value). Kueue manages kubeflow.org/pytorchjob "
+            "only where its integrations.frameworks lists it (off by default since Kueue v0.19)."
+        ),
     )
     max_parallel_jobs: int = Field(
         1,

@@ -25,10 +25,14 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 ChildPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
 
 
-ConditionType = Literal["SpecAccepted", "TicketResolved", "Progressing", "Succeeded", "Failed", "Exported"]
-"""The run's conditions: the spec was accepted; a transfer's ticket was found; the run is
-moving (or why it waits); it ended with a ticket or the level budget; it failed; its ticket
-and report were exported (False while the export Job runs, or when it failed for good)."""
+ConditionType = Literal[
+    "SpecAccepted", "PodsAdmissible", "TicketResolved", "Progressing", "Succeeded", "Failed", "Exported"
+]
+"""The run's conditions: the spec was accepted; its namespace's Pod Security level admits every
+pod it will create (False: which pods it refuses, and the fixes); a transfer's ticket was found;
+the run is moving (or why it waits); it ended with a ticket or the level budget; it failed; its
+ticket and report were exported (False while the export Job runs, or when it failed for good)."""
+AdmissionReason = Literal["PodSecurityAdmits", "PodSecurityRefuses"]
 SpecReason = Literal["Accepted", "InvalidSpec", "FrozenFieldChanged"]
 TicketReason = Literal["Resolved", "TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
 StuckReason = Literal[
@@ -39,14 +43,33 @@ StuckReason = Literal[
     "ImageInspectError",
     "CreateContainerConfigError",
     "WaitingForQueue",
+    "NotManagedByKueue",
+    "PodRefused",
+    "QuotaExceeded",
+    "ApiMissing",
 ]
-"""Why a child's pods cannot run (Progressing stays True with this reason while it lasts)."""
+"""Why a child or its pods cannot run (Progressing stays True with this reason while it lasts):
+the scheduler's and the kubelet's reasons; a job waiting for its queue, or suspended for a
+Kueue that does not manage its kind (or is not installed); a pod the API server refused
+(Pod Security, a webhook, an invalid pod); a create over a ResourceQuota (retried); a child
+kind the cluster does not serve (its operator is not installed; retried)."""
 ProgressReason = Literal["Preprocessing", "Training", "LevelsDone", "Succeeded", "Failed"] | StuckReason
 SucceededReason = Literal["TicketFound", "LevelsDone"]
 TicketRefusal = Literal["TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
-FailureReason = Literal["InvalidSpec", "PreprocessingFailed", "LevelFailed", "ChildDeleted"] | TicketRefusal
+FailureReason = (
+    Literal["InvalidSpec", "PreprocessingFailed", "LevelFailed", "ChildDeleted", "ChildRefused"]
+    | TicketRefusal
+)
 ExportReason = Literal["Exporting", "Exported", "ExportFailed"]
-ConditionReason = SpecReason | TicketReason | ProgressReason | SucceededReason | FailureReason | ExportReason
+ConditionReason = (
+    SpecReason
+    | AdmissionReason
+    | TicketReason
+    | ProgressReason
+    | SucceededReason
+    | FailureReason
+    | ExportReason
+)
 
 
 class Condition(ApiModel):

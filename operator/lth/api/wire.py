@@ -26,6 +26,9 @@ REWIND_PATTERN = r"^(0|[0-9]+(ep|it))$"
 """`6ep` (epochs), `500it` (optimizer steps), or `0` (the initial weights)."""
 
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+QUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A Kueue queue name: a DNS-1123 subdomain (`ValidateQueueName`, kueue
+pkg/controller/jobframework/validation.go), as the queue-name label's value."""
 
 Percent = Annotated[float, Field(ge=0, le=100)]
 Fraction = Annotated[float, Field(ge=0, le=1)]

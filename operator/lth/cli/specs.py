@@ -10,20 +10,33 @@ import yaml
 
 from lth.api import LotteryTicketRun
 from lth.api.crd import crd_yaml
+from lth.api.defaults import WorkloadDefaults
 from lth.api.validation import Problem, check_run
 from lth.cli.command import Arg, Command
+from lth.cluster import render
+from lth.cluster.admission import pod_security_refusals
+from lth.cluster.kubeconfig import namespace_pod_security
+from lth.storage.files import RunNotReadable
+
+
+def _documents(path: Path) -> tuple[list[object], list[str]]:
+    """The YAML documents of a file, or the one line that says why it has none."""
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except OSError as error:
+        return [], [f"{path}: cannot read: {error.strerror}"]
+    except yaml.YAMLError as error:
+        return [], [f"{path}: not valid YAML: {error}"]
+    if not documents:
+        return [], [f"{path}: holds no document"]
+    return documents, []
 
 
 def _validate_file(path: Path) -> list[str]:
     """Every problem of every LotteryTicketRun document in one YAML file."""
-    try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except OSError as error:
-        return [f"{path}: cannot read: {error.strerror}"]
-    except yaml.YAMLError as error:
-        return [f"{path}: not valid YAML: {error}"]
-    if not documents:
-        return [f"{path}: holds no document"]
+    documents, unreadable = _documents(path)
+    if unreadable:
+        return unreadable
     lines: list[str] = []
     for index, document in enumerate(documents):
         where = f"{path}" if len(documents) == 1 else f"{path}[{index}]"
@@ -37,21 +50,42 @@ def _validate_file(path: Path) -> list[str]:
     return lines
 
 
+def _pod_security_warnings(path: Path, level: str, defaults: WorkloadDefaults) -> list[str]:
+    """What a namespace enforcing `level` will refuse of each (valid) run in the file."""
+    documents, _ = _documents(path)
+    lines = []
+    for index, document in enumerate(documents):
+        where = f"{path}" if len(documents) == 1 else f"{path}[{index}]"
+        run = LotteryTicketRun.model_validate(document)
+        for refusal in pod_security_refusals(run.spec, level, defaults):
+            lines.append(f"{where}: warning: Pod Security {level} will refuse {refusal}")
+    return lines
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        level = args.pod_security or (
+            namespace_pod_security(args.namespace) if args.namespace is not None else None
+        )
+        defaults = render.read_values(args.values).workloads if args.values else WorkloadDefaults()
+    except (RunNotReadable, render.RenderError) as error:
+        print(f"lth validate: {error}", file=sys.stderr)
+        return 2
     failed = False
     for path in args.files:
         lines = _validate_file(path)
         if lines:
             failed = True
             print("\n".join(lines), file=sys.stderr)
-        else:
-            print(f"{path}: valid")
+            continue
+        warnings = _pod_security_warnings(path, level, defaults) if level else []
+        if warnings:
+            print("\n".join(warnings), file=sys.stderr)
+        print(f"{path}: valid" + (f" ({len(warnings)} warning(s))" if warnings else ""))
     return 1 if failed else 0
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from lth.cluster import render
-
     problems = _validate_file(args.spec)
     if problems:
         print("\n".join(problems), file=sys.stderr)
@@ -99,7 +133,26 @@ COMMANDS = (
         "validate",
         "check LotteryTicketRun files; prints every problem with its field path",
         _cmd_validate,
-        [Arg.of("files", nargs="+", type=Path, metavar="FILE")],
+        [
+            Arg.of("files", nargs="+", type=Path, metavar="FILE"),
+            Arg.of(
+                "--pod-security",
+                choices=("baseline", "restricted"),
+                help="warn about every pod a namespace enforcing this Pod Security level will refuse",
+            ),
+            Arg.of(
+                "--namespace",
+                metavar="NS",
+                help="read that level off the namespace (its pod-security.kubernetes.io/enforce label), "
+                "through your kubeconfig",
+            ),
+            Arg.of(
+                "--values",
+                type=Path,
+                metavar="VALUES.yaml",
+                help="chart values whose workloads apply (workloads.sparkPodTemplates, say)",
+            ),
+        ],
     ),
     Command(
         "render",

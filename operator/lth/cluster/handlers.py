@@ -19,41 +19,32 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, assert_never, cast
+from typing import Any, cast
 
 import kopf
 import kubernetes
 
 from lth import api
-from lth.api import defaults
+from lth.api.observed import ObservedChild
 from lth.api.validation import parse_spec
-from lth.api.workload import RunPaths
-from lth.cluster import export_job, objects, pytorchjob, spark_application
+from lth.cluster.actions import carry_out
+from lth.cluster.children import objects
 from lth.cluster.metrics import OperatorMetrics, serve
 from lth.cluster.observe import (
     PYTORCH,
     SPARK,
     api_clients,
-    batch_client,
     observe_children,
+    observe_namespace,
     observe_source,
 )
 from lth.plan import (
-    Action,
-    Create,
-    CreateExport,
-    CreateLevelJob,
-    CreatePreprocessing,
-    DeleteChild,
-    EmitEvent,
     Plan,
     plan,
     ticket_to_resolve,
 )
 
 SPARK_SERVICE_ACCOUNT = os.environ.get("LTH_SPARK_SERVICE_ACCOUNT", "lth-spark")
-WORKLOAD_DEFAULTS = defaults.from_environment()
-"""The chart's `workloads` values: images, pull secrets, GPU placement, uid and gid."""
 
 METRICS = OperatorMetrics()
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -145,17 +136,17 @@ def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | 
         children = observe_children(custom, core, namespace, name, read_progress)
         submitted = parse_spec(body.get("spec"))  # once per reconcile
         ticket = ticket_to_resolve(submitted, old_status)
-        result = plan(
-            name,
-            body["metadata"].get("generation", 1),
-            submitted,
-            old_status,
-            children,
-            datetime.now(UTC),
-            source=None if ticket is None else observe_source(custom, namespace, name, submitted, ticket),
-        )
-        for action in result.actions:
-            _apply(custom, body, result, action)
+        source = None if ticket is None else observe_source(custom, namespace, name, submitted, ticket)
+        ended = old_status is not None and old_status.phase in api.TERMINAL_PHASES
+        admission = None if ended else observe_namespace(core, namespace, submitted)
+        now = datetime.now(UTC)
+
+        def plan_with(refused: Mapping[str, ObservedChild]) -> Plan:
+            observed = {**children, **refused}
+            generation = body["metadata"].get("generation", 1)
+            return plan(name, generation, submitted, old_status, observed, now, source, admission)
+
+        result = carry_out(custom, body, plan_with, SPARK_SERVICE_ACCOUNT)
         new_status = result.status.to_wire()
         if new_status != body.get("status"):
             patch = merge_patch(body.get("status") or {}, new_status)
@@ -197,75 +188,3 @@ def _record_metrics(namespace: str, name: str, old: api.RunStatus | None, new: a
         or (prep.phase == "Failed" and (was is None or was.phase != "Failed"))
     ):
         METRICS.child_failed("SparkApplication")
-
-
-def _apply(
-    custom: kubernetes.client.CustomObjectsApi, body: dict[str, Any], result: Plan, action: Action
-) -> None:
-    namespace = body["metadata"]["namespace"]
-    match action:
-        case EmitEvent():
-            kopf.event(
-                cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1024]
-            )
-        case DeleteChild():
-            try:
-                if action.kind == "Job":
-                    batch_client().delete_namespaced_job(
-                        action.name, namespace, propagation_policy="Background"
-                    )
-                else:
-                    group, version, plural = SPARK if action.kind == "SparkApplication" else PYTORCH
-                    custom.delete_namespaced_custom_object(
-                        group, version, namespace, plural, action.name, propagation_policy="Background"
-                    )
-            except kubernetes.client.ApiException as error:
-                if error.status != 404:
-                    raise
-        case CreatePreprocessing() | CreateLevelJob() | CreateExport():
-            _create(custom, body, result, action)
-        case _:
-            assert_never(action)
-
-
-def _create(
-    custom: kubernetes.client.CustomObjectsApi,
-    body: dict[str, Any],
-    result: Plan,
-    action: Create,
-) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    spec = result.spec
-    assert spec is not None, "the planner creates children of an accepted spec only"
-    paths = RunPaths(spec.storage.mount_path, name)
-    run = objects.RunRef(name=name, namespace=namespace, uid=body["metadata"]["uid"])
-    if isinstance(action, CreateExport):
-        job = export_job.export_job(run, spec, paths, action.attempt, result.status, WORKLOAD_DEFAULTS)
-        try:
-            batch_client().create_namespaced_job(namespace, job)  # type: ignore[arg-type]
-        except kubernetes.client.ApiException as error:
-            if error.status != 409:
-                raise
-        return
-    if isinstance(action, CreatePreprocessing):
-        group, version, plural = SPARK
-        manifest = spark_application.spark_application(
-            run, spec, paths, action.attempt, SPARK_SERVICE_ACCOUNT, WORKLOAD_DEFAULTS
-        )
-    else:
-        group, version, plural = PYTORCH
-        manifest = pytorchjob.pytorch_job(
-            run,
-            spec,
-            paths,
-            action.level,
-            action.branch,
-            action.attempt,
-            result.status.ticket,
-            WORKLOAD_DEFAULTS,
-        )
-    try:
-        custom.create_namespaced_custom_object(group, version, namespace, plural, manifest)
-    except kubernetes.client.ApiException as error:
-        if error.status != 409:
-            raise

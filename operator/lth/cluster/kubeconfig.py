@@ -64,3 +64,27 @@ class ClusterRun:
 def _cause(error: BaseException) -> str:
     reason = getattr(error, "reason", None)
     return str(reason or error)
+
+
+def namespace_pod_security(namespace: str) -> str | None:
+    """The Pod Security level a namespace enforces (its pod-security.kubernetes.io/enforce
+    label), read through the kubeconfig; None when it enforces none."""
+    import kubernetes
+    import urllib3
+
+    from lth.cluster.admission import ENFORCE_LABEL
+
+    try:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        found = kubernetes.client.CoreV1Api().read_namespace(namespace, _request_timeout=10)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise RunNotReadable(f"no usable kubeconfig ({error}); give --pod-security instead") from None
+    except kubernetes.client.ApiException as error:
+        raise RunNotReadable(
+            f"namespace {namespace}: the API server said {error.status} {error.reason}"
+        ) from None
+    except urllib3.exceptions.HTTPError as error:
+        host = kubernetes.client.Configuration.get_default_copy().host
+        raise RunNotReadable(f"cannot reach the cluster at {host}: {_cause(error)}") from None
+    level = ((found.metadata and found.metadata.labels) or {}).get(ENFORCE_LABEL)
+    return level if level in ("baseline", "restricted") else None

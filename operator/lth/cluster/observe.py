@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,17 +17,21 @@ from pydantic import ValidationError
 
 from lth import api
 from lth.api import workload
+from lth.api.defaults import from_environment
 from lth.api.naming import export_name, prep_name
-from lth.api.observed import ChildKind, ObservedChild, ObservedSource
+from lth.api.observed import ChildKind, ObservedChild, ObservedNamespace, ObservedSource, Stuck
 from lth.api.validation import SubmittedSpec
 from lth.api.workload import RunPaths
-from lth.cluster import export_job, objects, pytorchjob, spark_application
-from lth.cluster.pods import pod_selector, stuck_pods, with_pod_failure
+from lth.cluster import admission, queues
+from lth.cluster.children import export_job, objects, pytorchjob, spark_application
+from lth.cluster.pods import pod_selector, refused_pods, stuck_pods, with_pod_failure
 from lth.storage import files
 from lth.storage.tickets import observe_directory
 
 SPARK = objects.CHILD_RESOURCES["SparkApplication"]
 PYTORCH = objects.CHILD_RESOURCES["PyTorchJob"]
+WORKLOAD_DEFAULTS = from_environment()
+"""The chart's `workloads` values: images, pull secrets, GPU placement, uid and gid, pod templates."""
 STORAGE_ROOT = os.environ.get("LTH_STORAGE_ROOT")
 """Where the operator mounts the runs' volume (what pods see at spec.storage.mountPath), if it
 does: result.json is read there when a master pod's termination message is gone, and an
@@ -73,7 +79,7 @@ def observe_children(
             pod = _read_pod(core, namespace, spark_application.spark_driver_pod_name(obj))
             if pod is not None:
                 app = with_pod_failure(app, pod, spark_application.SPARK_DRIVER_CONTAINER)
-        children[app.name] = _with_stuck_pods(core, namespace, "SparkApplication", app)
+        children[app.name] = _with_stuck(custom, core, namespace, "SparkApplication", obj, app)
     jobs = cast(
         dict[str, Any],
         custom.list_namespaced_custom_object(*PYTORCH[:2], namespace, PYTORCH[2], label_selector=selector),
@@ -98,24 +104,28 @@ def observe_children(
             level, branch = _level_of(obj)
             tail = _log_tail(core, namespace, pytorchjob.master_pod_name(child.name))
             child = replace(child, progress=workload.latest_epoch(tail, level, branch))
-        children[child.name] = _with_stuck_pods(core, namespace, "PyTorchJob", child)
-    export = _observe_export(core, namespace, run)
+        children[child.name] = _with_stuck(custom, core, namespace, "PyTorchJob", obj, child)
+    export = _observe_export(custom, core, namespace, run)
     if export is not None:
-        children[export.name] = _with_stuck_pods(core, namespace, "Job", export)
+        children[export.name] = export
     return children
 
 
-def _observe_export(core: kubernetes.client.CoreV1Api, namespace: str, run: str) -> ObservedChild | None:
-    """The export Job, with its pod's termination message when it failed; None when absent."""
+def _observe_export(
+    custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api, namespace: str, run: str
+) -> ObservedChild | None:
+    """The export Job, with its pod's termination message when it failed, or what holds it;
+    None when absent."""
     try:
         response = batch_client().read_namespaced_job(export_name(run), namespace, _preload_content=False)
     except kubernetes.client.ApiException as error:
         if error.status == 404:
             return None
         raise
-    job = export_job.observe_job(json.loads(response.data))  # type: ignore[attr-defined]
+    obj = json.loads(response.data)  # type: ignore[attr-defined]
+    job = export_job.observe_job(obj)
     if job.state != "Failed":
-        return job
+        return _with_stuck(custom, core, namespace, "Job", obj, job)
     listed = core.list_namespaced_pod(
         namespace, label_selector=pod_selector("Job", job.name), _preload_content=False
     )
@@ -138,17 +148,104 @@ def _log_tail(core: kubernetes.client.CoreV1Api, namespace: str, pod: str) -> st
         raise
 
 
-def _with_stuck_pods(
-    core: kubernetes.client.CoreV1Api, namespace: str, kind: ChildKind, child: ObservedChild
+def _with_stuck(
+    custom: kubernetes.client.CustomObjectsApi,
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    kind: ChildKind,
+    obj: dict[str, Any],
+    child: ObservedChild,
 ) -> ObservedChild:
-    """An unfinished child with the first reason its pods cannot run (`pods.stuck_pods`)."""
-    if child.state not in ("Pending", "Running") or child.deleting or child.stuck is not None:
+    """An unfinished child with the first reason it or its pods cannot run: why Kueue holds a
+    suspended one; else what holds its pods (`pods.stuck_pods`), or, when fewer pods exist than
+    it has, the pod create its controller had refused (its events)."""
+    if child.state not in ("Pending", "Running") or child.deleting:
         return child
+    if child.stuck is not None and child.stuck.reason == "WaitingForQueue":
+        return replace(child, stuck=_queue_stuck(custom, namespace, kind, obj, child))
     response = core.list_namespaced_pod(
         namespace, label_selector=pod_selector(kind, child.name), _preload_content=False
     )
     pods = cast(list[dict[str, Any]], json.loads(response.data)["items"])  # type: ignore[attr-defined]
-    return replace(child, stuck=stuck_pods(pods))
+    stuck = stuck_pods(pods)
+    if stuck is None and len(pods) < _pods_of(kind, obj):
+        listed = core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={child.name}", _preload_content=False
+        )
+        events = json.loads(listed.data)["items"]  # type: ignore[attr-defined]
+        stuck = refused_pods(kind, child.name, str(obj["metadata"].get("uid", "")), events)
+    return replace(child, stuck=stuck)
+
+
+def _pods_of(kind: ChildKind, obj: Mapping[str, Any]) -> int:
+    """How many pods a child has when it runs (its driver is the SparkApplication's own: its
+    refusal shows in the app's errorMessage)."""
+    spec = obj.get("spec") or {}
+    if kind == "PyTorchJob":
+        return sum(int(r.get("replicas", 1)) for r in (spec.get("pytorchReplicaSpecs") or {}).values())
+    if kind == "Job":
+        return int(spec.get("parallelism", 1))
+    return 0
+
+
+def _queue_stuck(
+    custom: kubernetes.client.CustomObjectsApi,
+    namespace: str,
+    kind: ChildKind,
+    obj: dict[str, Any],
+    child: ObservedChild,
+) -> Stuck:
+    """Why Kueue holds a suspended child, from its Workloads (the job-uid label)."""
+    queue = queues.queue_of(obj)
+    workloads: list[dict[str, Any]] | None = None
+    for version in queues.WORKLOAD_VERSIONS:
+        try:
+            listed = cast(
+                dict[str, Any],
+                custom.list_namespaced_custom_object(
+                    queues.GROUP,
+                    version,
+                    namespace,
+                    "workloads",
+                    label_selector=f"{queues.JOB_UID_LABEL}={obj['metadata'].get('uid', '')}",
+                ),
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                continue
+            if error.status == 403:  # the operator may not read Workloads: say what it knows
+                assert child.stuck is not None
+                return child.stuck
+            raise
+        workloads = list(listed["items"])
+        break
+    stamp = obj["metadata"].get("creationTimestamp")
+    now = datetime.now(UTC)
+    age = (now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds() if stamp else 0.0
+    return queues.waiting_for_queue(kind, child.name, queue, age, workloads)
+
+
+def observe_namespace(
+    core: kubernetes.client.CoreV1Api, namespace: str, submitted: SubmittedSpec
+) -> ObservedNamespace | None:
+    """The namespace's Pod Security level and what it will refuse of the run's pods; None when
+    it enforces none (privileged), the spec is not one, or the operator may not read it."""
+    spec, _ = submitted
+    if spec is None:
+        return None
+    try:
+        found = json.loads(core.read_namespace(namespace, _preload_content=False).data)  # type: ignore[attr-defined]
+    except kubernetes.client.ApiException as error:
+        if error.status in (403, 404):
+            return None
+        raise
+    labels = (found.get("metadata") or {}).get("labels") or {}
+    level = labels.get(admission.ENFORCE_LABEL)
+    if level not in ("baseline", "restricted"):
+        return None
+    version = labels.get(admission.ENFORCE_VERSION_LABEL, "latest")
+    refusals = admission.pod_security_refusals(spec, level, WORKLOAD_DEFAULTS)
+    return ObservedNamespace(namespace, f"{level}:{version}", tuple(refusals))
 
 
 def observe_source(

@@ -1,4 +1,5 @@
-"""What the operator reads off a child's pods: why they cannot run (stuck), and why one failed."""
+"""What the operator reads off a child's pods and its events: why they cannot run (stuck), why
+one could not even be created (refused), and why one failed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from lth.api.workload import (
     BAD_INPUT,
     EXIT_BAD_INPUT,
 )
-from lth.cluster.objects import (
+from lth.cluster.admission import fixes_for
+from lth.cluster.children.objects import (
     POD_LABEL_OF,
     TRAINER_CONTAINER,
     as_list,
@@ -82,13 +84,13 @@ def stuck_pods(pods: Iterable[Mapping[str, Any]]) -> Stuck | None:
     for pod in live:
         for condition in as_list(as_mapping(pod.get("status")).get("conditions")):
             condition = as_mapping(condition)
-            if (
-                condition.get("type") == "PodScheduled"
-                and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"
-            ):
+            if condition.get("type") != "PodScheduled" or condition.get("status") != "False":
+                continue
+            if condition.get("reason") == "Unschedulable":
                 detail = str(condition.get("message") or "no node fits the pod")
                 return Stuck("Unschedulable", f"pod {_pod_name(pod)}", detail)
+            if condition.get("reason") == "SchedulingGated":
+                return _gated(pod, str(condition.get("message") or ""))
     waiting = [(pod, *found) for pod in live for found in _waiting_containers(pod)]
     config: dict[str, StuckReason] = {CONFIG_WAITING_REASON: CONFIG_WAITING_REASON}
     for reasons in (IMAGE_WAITING_REASONS, config):
@@ -99,6 +101,49 @@ def stuck_pods(pods: Iterable[Mapping[str, Any]]) -> Stuck | None:
                     detail = f"{reason}: {detail}"  # the kubelet's own reason, where the run's differs
                 return Stuck(reasons[reason], f"pod {_pod_name(pod)} {where}", detail)
     return None
+
+
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+"""The scheduling gate Kueue's pod integration holds a pod with until its Workload is admitted
+(`SchedulingGateName`, kueue pkg/controller/jobs/pod/constants)."""
+
+
+def _gated(pod: Mapping[str, Any], message: str) -> Stuck:
+    """A pod the scheduler will not look at while it has scheduling gates (SchedulingGated)."""
+    gates = [
+        str(as_mapping(g).get("name")) for g in as_list(as_mapping(pod.get("spec")).get("schedulingGates"))
+    ]
+    if KUEUE_GATE in gates:
+        detail = f"held by Kueue (scheduling gate {KUEUE_GATE}) until its Workload is admitted from its queue"
+        return Stuck("WaitingForQueue", f"pod {_pod_name(pod)}", detail)
+    return Stuck("Unschedulable", f"pod {_pod_name(pod)}", f"SchedulingGated: {message} ({', '.join(gates)})")
+
+
+REFUSED_POD_REASONS = ("FailedCreatePod", "FailedCreate")
+"""The Warning events of a controller whose pod create the API server refused: the training
+operator's (`RealPodControl.createPods`, pkg/controller.v1/control/pod_control.go) and
+kube-controller-manager's (`FailedCreatePodReason`, pkg/controller/controller_utils.go), both
+`Error creating: <the server's error>`."""
+
+
+def refused_pods(kind: ChildKind, name: str, uid: str, events: Iterable[Mapping[str, Any]]) -> Stuck | None:
+    """The latest pod create refused for this child (its events, as the API returns them):
+    QuotaExceeded for a quota, else PodRefused with the server's words and, for Pod Security,
+    the fixes; None when no pod of it was refused."""
+    latest: Mapping[str, Any] | None = None
+    for event in events:
+        involved = as_mapping(event.get("involvedObject"))
+        if event.get("reason") not in REFUSED_POD_REASONS or involved.get("uid") != uid:
+            continue
+        if latest is None or str(event.get("lastTimestamp") or "") >= str(latest.get("lastTimestamp") or ""):
+            latest = event
+    if latest is None:
+        return None
+    detail = str(latest.get("message") or "").removeprefix("Error creating: ")
+    if "exceeded quota" in detail:
+        return Stuck("QuotaExceeded", f"{kind} {name}", f"its pod was refused: {detail}")
+    fixes = fixes_for(detail)
+    return Stuck("PodRefused", f"{kind} {name}", detail + (f"; fixes: {fixes}" if fixes else ""))
 
 
 def _pod_name(pod: Mapping[str, Any]) -> str:

@@ -22,9 +22,9 @@ from lth.api import Branch, LotteryTicketRun, RunSpec, TicketStatus
 from lth.api.defaults import WorkloadDefaults
 from lth.api.validation import problems_from_error
 from lth.api.workload import RunPaths
-from lth.cluster.objects import RunRef
-from lth.cluster.pytorchjob import pytorch_job
-from lth.cluster.spark_application import spark_application
+from lth.cluster.children.objects import RunRef
+from lth.cluster.children.pytorchjob import pytorch_job
+from lth.cluster.children.spark_application import spark_application
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 """The run's uid, which exists only once the API server has stored the run."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from lth.api import MUTABLE_SPEC_FIELDS, RunSpec, SpecReason
+from lth.api.observed import ObservedNamespace
 from lth.api.validation import Problem, SubmittedSpec, check_name, check_spec
 from lth.plan.context import Planning
 from lth.plan.summary import fail
@@ -106,3 +107,20 @@ def _with_mutable_fields(accepted: RunSpec, new: RunSpec) -> RunSpec:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+def pods_admissible(p: Planning, namespace: ObservedNamespace) -> None:
+    """PodsAdmissible: whether the namespace's Pod Security level admits every pod the run will
+    create, said before any is refused (a Warning event when it turns out it will not)."""
+    level = f"Pod Security {namespace.enforce}"
+    if not namespace.refusals:
+        message = f"namespace {namespace.name} enforces {level}: every pod of this run passes it"
+        p.condition("PodsAdmissible", "True", "PodSecurityAdmits", message)
+        return
+    message = f"namespace {namespace.name} enforces {level}, which will refuse " + "; ".join(
+        namespace.refusals
+    )
+    previous = p.status.condition("PodsAdmissible")
+    if previous is None or previous.message != message:
+        p.event("Warning", "PodSecurityRefuses", message)
+    p.condition("PodsAdmissible", "False", "PodSecurityRefuses", message)

@@ -59,7 +59,32 @@ def step_child(
     if child.state == "Stopped":
         entry.phase = "Pending"
         return entry, "restart"
+    if child.state == "Refused":
+        return entry, _refused(p, entry, child, kind)
     return entry, _current_attempt(p, entry, child, kind, backoff_limit, failure_reason)
+
+
+def _refused(p: Planning, entry: ChildStatus, child: ObservedChild, kind: ChildKind) -> Verb:
+    """The API server refused to create the child: created again next pass at the same attempt
+    when that may work (a quota frees up, an operator gets installed), else the run fails."""
+    if not child.retryable:
+        entry.phase, entry.finish_time = "Failed", p.now
+        entry.message = f"{kind} {child.name} was refused by the API server: {child.message}"
+        raise RunFailed("ChildRefused", entry.message)
+    entry.phase = "Retrying"
+    _stuck(p, entry, child)
+    return "wait"
+
+
+def _stuck(p: Planning, entry: ChildStatus, child: ObservedChild) -> None:
+    """Why the child waits, in its entry and the pass's stuck list; a Warning event the first time."""
+    if child.stuck is None:
+        entry.message = child.message or None
+        return
+    if not child.stuck.described_by(entry.message):
+        p.event("Warning", child.stuck.reason, child.stuck.message)
+    entry.message = child.stuck.message
+    p.stuck.append(child.stuck)
 
 
 def _current_attempt(
@@ -101,11 +126,5 @@ def _current_attempt(
         )
         raise RunFailed(failure_reason, entry.message)
     entry.phase = "Running" if child.state == "Running" else "Pending"
-    if child.stuck is None:
-        entry.message = child.message or None
-        return "wait"
-    if not child.stuck.described_by(entry.message):
-        p.event("Warning", child.stuck.reason, child.stuck.message)
-    entry.message = child.stuck.message
-    p.stuck.append(child.stuck)
+    _stuck(p, entry, child)
     return "wait"

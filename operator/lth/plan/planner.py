@@ -25,9 +25,9 @@ from typing import cast
 
 from lth.api import TERMINAL_PHASES, FailureReason, RunSpec, RunStatus
 from lth.api.naming import prep_name
-from lth.api.observed import ObservedChild, ObservedSource
+from lth.api.observed import ObservedChild, ObservedNamespace, ObservedSource
 from lth.api.validation import SubmittedSpec
-from lth.plan.acceptance import resolve_spec
+from lth.plan.acceptance import pods_admissible, resolve_spec
 from lth.plan.actions import CreatePreprocessing, Plan, exporting
 from lth.plan.children import step_child
 from lth.plan.context import Planning, RunFailed
@@ -45,10 +45,12 @@ def plan(
     children: Mapping[str, ObservedChild],
     now: datetime,
     source: ObservedSource | None = None,
+    namespace: ObservedNamespace | None = None,
 ) -> Plan:
     """The next actions for run `name` and the status to record. `submitted` is the spec as the
     executor read it (`lth.api.validation.parse_spec`, once per reconcile); `source` is what the
-    executor found where spec.ticket points (see `ticket_to_resolve`)."""
+    executor found where spec.ticket points (see `ticket_to_resolve`); `namespace`, where the
+    executor read it, what the namespace's Pod Security level will refuse of the run's pods."""
     current = status or RunStatus()
     p = Planning(name, generation, current.model_copy(deep=True), children, now, source)
     if current.phase in TERMINAL_PHASES:
@@ -59,6 +61,8 @@ def plan(
     p.status.observed_generation = generation
     if spec is None:
         return p.result()
+    if namespace is not None:
+        pods_admissible(p, namespace)
     try:
         _advance(p, spec)
     except RunFailed as failure:

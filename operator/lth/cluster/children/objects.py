@@ -69,6 +69,14 @@ def owner_reference(run: RunRef) -> dict[str, Any]:
     }
 
 
+def queue_labels(spec: RunSpec) -> dict[str, str]:
+    """The Kueue queue label every child (and every pod of it we label) carries with a queue:
+    Kueue manages batch/v1 Jobs and pods by it (and suspends them without it under
+    manageJobsWithoutQueueName)."""
+    queue = spec.resources.queue_name
+    return {LABEL_KUEUE_QUEUE: queue} if queue else {}
+
+
 def child_metadata(
     run: RunRef, name: str, attempt: int, extra_labels: Mapping[str, str] | None = None
 ) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from typing import Any
 from lth.api import RunSpec, RunStatus
 from lth.api.defaults import WorkloadDefaults
 from lth.api.naming import export_name
-from lth.api.observed import ChildState, ObservedChild
+from lth.api.observed import ChildState, ObservedChild, Stuck
 from lth.api.workload import (
     TERMINATION_LOG,
     RunPaths,
 )
-from lth.cluster.objects import (
+from lth.cluster.children.objects import (
     LABEL_RUN,
     RunRef,
     as_mapping,
@@ -25,6 +25,7 @@ from lth.cluster.objects import (
     escape_expansion,
     is_deleting,
     pod_security,
+    queue_labels,
     storage_mount,
     storage_volume,
     true_condition,
@@ -99,10 +100,13 @@ def export_job(
     return {
         "apiVersion": JOB_API_VERSION,
         "kind": "Job",
-        "metadata": child_metadata(run, export_name(run.name), attempt),
+        "metadata": child_metadata(run, export_name(run.name), attempt, queue_labels(spec)),
         "spec": {
             "backoffLimit": 0,
-            "template": {"metadata": {"labels": {LABEL_RUN: run.name}}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": {LABEL_RUN: run.name, **queue_labels(spec)}},
+                "spec": pod_spec,
+            },
         },
     }
 
@@ -122,10 +126,16 @@ def observe_job(obj: Mapping[str, Any]) -> ObservedChild:
         state = "Running"
     else:
         state = "Pending"
+    name = str(obj["metadata"]["name"])
+    suspended = state == "Pending" and as_mapping(obj.get("spec")).get("suspend") is True
     return ObservedChild(
-        name=str(obj["metadata"]["name"]),
+        name=name,
         attempt=attempt_of(obj),
         state=state,
         message=message,
         deleting=is_deleting(obj),
+        # Kueue suspends a Job it manages until it admits it (its webhook sets spec.suspend).
+        stuck=Stuck("WaitingForQueue", f"Job {name}", "suspended until Kueue admits it")
+        if suspended
+        else None,
     )

@@ -17,7 +17,8 @@ from lth.api.workload import (
     RunPaths,
     prep_arguments,
 )
-from lth.cluster.objects import (
+from lth.cluster.admission import fixes_for
+from lth.cluster.children.objects import (
     LABEL_RUN,
     STORAGE_VOLUME,
     RunRef,
@@ -27,12 +28,19 @@ from lth.cluster.objects import (
     container_security,
     is_deleting,
     pod_security,
+    queue_labels,
 )
 
 SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
 
 SPARK_DRIVER_CONTAINER = "spark-kubernetes-driver"
 """Spark names the driver's container so; the Spark operator reads its exit code there."""
+SPARK_EXECUTOR_CONTAINER = "spark-kubernetes-executor"
+"""The executor container a pod template names (`Spark3DefaultExecutorContainerName`,
+spark-operator pkg/common/spark.go, set by `executorPodTemplateOption`)."""
+POD_SECURITY_REFUSAL = "violates PodSecurity"
+"""In errorMessage when spark-submit's pod create was refused by Pod Security: the same pods
+are refused again, so it is not retried."""
 
 SPARK_EXIT_CODE = re.compile(r"driver container failed with ExitCode: (-?[0-9]+)")
 """How the Spark operator words a failed driver in status.applicationState.errorMessage
@@ -71,21 +79,25 @@ def spark_application(
     """The SparkApplication `<run>-prep` that writes the shards and the data manifest.
 
     `service_account` runs the driver (it creates the executor pods); the executors
-    keep the namespace default, as they need no API access. The pods' uid and gid
-    reach them through the Spark operator's pod webhook (on by default); without it
-    they run as the image's user, which the project's images set to the default uid.
+    keep the namespace default, as they need no API access. The pods' uid, gid and
+    security context reach them through pod templates (spark-operator >= v2.1.0, chart
+    value workloads.sparkPodTemplates), which pass Pod Security restricted with no webhook,
+    and through podSecurityContext/securityContext, which the Spark operator's pod webhook
+    applies where it runs; without either they run as the image's user, which the project's
+    images set to the default uid. With a Kueue queue the app and its pods carry its label.
     """
     defaults = defaults or WorkloadDefaults()
     prep = spec.preprocessing
+    labels = {LABEL_RUN: run.name, **queue_labels(spec)}
     side = {
-        "labels": {LABEL_RUN: run.name},
+        "labels": labels,
         "podSecurityContext": pod_security(spec, defaults),
         "securityContext": container_security(),
     }
     app: dict[str, Any] = {
         "apiVersion": SPARK_API_VERSION,
         "kind": "SparkApplication",
-        "metadata": child_metadata(run, prep_name(run.name), attempt),
+        "metadata": child_metadata(run, prep_name(run.name), attempt, queue_labels(spec)),
         "spec": {
             "type": "Python",
             "pythonVersion": "3",
@@ -113,7 +125,24 @@ def spark_application(
     }
     if defaults.image_pull_secrets:
         app["spec"]["imagePullSecrets"] = list(defaults.image_pull_secrets)
+    if defaults.spark_pod_templates:
+        for role, container in (("driver", SPARK_DRIVER_CONTAINER), ("executor", SPARK_EXECUTOR_CONTAINER)):
+            app["spec"][role]["template"] = _pod_template(spec, defaults, labels, container)
     return app
+
+
+def _pod_template(
+    spec: RunSpec, defaults: WorkloadDefaults, labels: dict[str, str], container: str
+) -> dict[str, Any]:
+    """A driver or executor pod template: Spark builds the pod on it, keeping its security
+    contexts (`KubernetesUtils.loadPodFromTemplate`), so no webhook is needed for them."""
+    return {
+        "metadata": {"labels": dict(labels)},
+        "spec": {
+            "securityContext": pod_security(spec, defaults),
+            "containers": [{"name": container, "securityContext": container_security()}],
+        },
+    }
 
 
 def observe_spark_application(obj: Mapping[str, Any]) -> ObservedChild:
@@ -132,13 +161,16 @@ def observe_spark_application(obj: Mapping[str, Any]) -> ObservedChild:
     detail = str(app_state.get("errorMessage") or "")
     message = f"{state_name}: {detail}" if detail else ""
     exit_code = SPARK_EXIT_CODE.search(detail)
+    refused = POD_SECURITY_REFUSAL in detail
+    if refused:
+        message += f"; fixes: {fixes_for(detail)}"
     return ObservedChild(
         name=str(obj["metadata"]["name"]),
         attempt=attempt_of(obj),
         state=state,
         message=message,
         deleting=is_deleting(obj),
-        retryable=exit_code is None or int(exit_code.group(1)) != EXIT_BAD_INPUT,
+        retryable=not refused and (exit_code is None or int(exit_code.group(1)) != EXIT_BAD_INPUT),
     )
 
 

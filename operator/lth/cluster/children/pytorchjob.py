@@ -19,7 +19,7 @@ from lth.api.workload import (
     RunPaths,
     trainer_arguments,
 )
-from lth.cluster.objects import (
+from lth.cluster.children.objects import (
     LABEL_BRANCH,
     LABEL_KUEUE_QUEUE,
     LABEL_LEVEL,
@@ -34,6 +34,7 @@ from lth.cluster.objects import (
     escape_expansion,
     is_deleting,
     pod_security,
+    queue_labels,
     storage_mount,
     storage_volume,
     true_condition,
@@ -170,9 +171,8 @@ def pytorch_job(
     if res.pods > 1:
         replicas["Worker"] = replica(res.pods - 1)
     run_policy: dict[str, Any] = {"cleanPodPolicy": CLEAN_POD_POLICY}
-    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
+    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch, **queue_labels(spec)}
     if res.queue_name:
-        labels[LABEL_KUEUE_QUEUE] = res.queue_name
         run_policy["suspend"] = True
     return {
         "apiVersion": PYTORCHJOB_API_VERSION,
@@ -246,13 +246,13 @@ def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = Non
 def _waiting_for_queue(obj: Mapping[str, Any], name: str) -> Stuck | None:
     """A suspended job: the training operator deletes its pods and sets Suspended True
     (`PyTorchJob <name> is suspended.`, pkg/controller.v1/common/job.go) until Kueue admits it
-    and clears runPolicy.suspend; without Kueue that is never."""
+    and clears runPolicy.suspend (`lth.cluster.queues` says why it has not, where it can tell)."""
     run_policy = as_mapping(as_mapping(obj.get("spec")).get("runPolicy"))
     if true_condition(obj, "Suspended") is None and run_policy.get("suspend") is not True:
         return None
     queue = as_mapping(as_mapping(obj.get("metadata")).get("labels")).get(LABEL_KUEUE_QUEUE)
     if isinstance(queue, str) and queue:
-        detail = f"suspended until Kueue admits it from queue {queue!r} (without Kueue, never)"
+        detail = f"suspended until Kueue admits it from queue {queue!r}"
     else:
         detail = f"suspended with no Kueue queue (label {LABEL_KUEUE_QUEUE}): nothing will admit it"
     return Stuck("WaitingForQueue", f"PyTorchJob {name}", detail)
