@@ -115,7 +115,10 @@ def decode(data: bytes, geometry: Geometry | None = None) -> Decoded:
             height, width = simplejpeg.decode_jpeg_header(data)[:2]
             n = 8 if geometry is None else dct_scale(geometry.needed_scale(width, height))
             pixels: Pixels = simplejpeg.decode_jpeg(
-                data, colorspace="RGBX", min_height=math.ceil(height * n / 8), min_width=math.ceil(width * n / 8)
+                data,
+                colorspace="RGBX",
+                min_height=math.ceil(height * n / 8),
+                min_width=math.ceil(width * n / 8),
             )
         except ValueError:
             pass  # CMYK, or a recoverable error that Pillow tolerates: decided below
@@ -138,7 +141,7 @@ def resize(decoded: Decoded, geometry: Geometry) -> Pixels:
     width, height = decoded.source
     scale_y, scale_x = decoded.pixels.shape[0] / height, decoded.pixels.shape[1] / width
     left, top, right, bottom = geometry.source_box(width, height)
-    region = decoded.pixels[
+    region: np.ndarray = decoded.pixels[
         round(top * scale_y) : round(bottom * scale_y), round(left * scale_x) : round(right * scale_x)
     ]
     out_w, out_h = geometry.output_size(width, height)
@@ -146,8 +149,7 @@ def resize(decoded: Decoded, geometry: Geometry) -> Pixels:
     if BILINEAR_REDUCTION < reduction < 2:
         region = cv2.resize(region, (2 * out_w, 2 * out_h), interpolation=cv2.INTER_LINEAR)
     interpolation = cv2.INTER_LINEAR if reduction <= BILINEAR_REDUCTION else cv2.INTER_AREA
-    resized: Pixels = cv2.resize(region, (out_w, out_h), interpolation=interpolation)
-    return resized
+    return np.asarray(cv2.resize(region, (out_w, out_h), interpolation=interpolation), dtype=np.uint8)
 
 
 def process_image(data: bytes, geometry: Geometry, quality: int) -> Processed:

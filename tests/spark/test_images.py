@@ -25,7 +25,10 @@ def test_odd_files_become_rgb(kind: str) -> None:
 
 
 def test_exif_rotation_is_applied() -> None:
-    assert decode(dict(bad_files(colored(0, 1, (24, 40))))["exif"]).source == (24, 40)  # width, height: turned upright
+    assert decode(dict(bad_files(colored(0, 1, (24, 40))))["exif"]).source == (
+        24,
+        40,
+    )  # width, height: turned upright
 
 
 @pytest.mark.parametrize(("kind", "reason"), [("truncated", "runcated"), ("empty", "empty file")])
@@ -89,7 +92,11 @@ def test_scaled_decode_keeps_the_output_within_the_stated_psnr_of_a_full_decode(
             jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=90, colorsubsampling="420")
             full = decode(jpeg)
             pillow = Image.frombuffer("RGBX", full.source, full.pixels, "raw", "RGBX", 0, 1)
-            for geometry in (Geometry(224, "center-crop", 256), Geometry(256, "whole", 256, 512), Geometry(227)):
+            for geometry in (
+                Geometry(224, "center-crop", 256),
+                Geometry(256, "whole", 256, 512),
+                Geometry(227),
+            ):
                 scaled = decode(jpeg, geometry)
                 reduced += scaled.pixels.shape[1] < size[0]
                 out = resize(scaled, geometry)
