@@ -23,11 +23,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import simplejpeg
+from PIL import Image
 
 from lth.api import DatasetSpec, PreprocessingSpec
 from lth_spark.demo import Layout, write_layout
@@ -144,19 +147,57 @@ def measure(engine: str, input: Path, output: Path, cores: int, size: int, resiz
     }
 
 
-def single_core(size: int, resize: str, count: int = 300) -> dict[str, float]:
-    """CPU ms per image of process_image alone and of a bare decode, in this process: the calibration."""
-    jpegs = synthetic_jpegs(16, seed=1)
-    geometry = Geometry(size, resize, round(size / 0.875) if resize == "center-crop" else 0)  # type: ignore[arg-type]
-    started = time.process_time()
-    for n in range(count):
-        simplejpeg.decode_jpeg(jpegs[n % len(jpegs)])
-    decode = time.process_time() - started
-    started = time.process_time()
-    for n in range(count):
-        process_image(jpegs[n % len(jpegs)], geometry, 90)
-    pipeline = time.process_time() - started
-    return {"decode_ms": decode / count * 1e3, "pipeline_ms": pipeline / count * 1e3}
+def _pillow_path(data: bytes, geometry: Geometry) -> None:
+    """The prep before issue 27, as the baseline: a full decode, Pillow's antialiased bilinear."""
+    pixels = simplejpeg.decode_jpeg(data, colorspace="RGBX")
+    height, width = pixels.shape[:2]
+    image = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
+    out = image.resize(
+        geometry.output_size(width, height), Image.Resampling.BILINEAR, box=geometry.source_box(width, height)
+    )
+    simplejpeg.encode_jpeg(np.asarray(out), quality=90, colorspace="RGBX", colorsubsampling="420")
+    out.histogram()
+
+
+GEOMETRIES = {
+    "224 center-crop": Geometry(224, "center-crop", 256),
+    "227 squash": Geometry(227, "squash"),
+    "whole 256 (max 512)": Geometry(256, "whole", 256, 512),
+}
+
+
+def single_core(jpegs: list[bytes], count: int = 300) -> dict[str, float]:
+    """CPU ms per image, in this process, interleaved: a bare decode, process_image in each
+    geometry, and the Pillow path it replaced; and the decode alone at each n/8 DCT scale."""
+    height, width = simplejpeg.decode_jpeg_header(jpegs[0])[:2]
+    runs: dict[str, Callable[[bytes], object]] = {"decode": simplejpeg.decode_jpeg}
+    for name, geometry in GEOMETRIES.items():
+        runs[name] = partial(process_image, geometry=geometry, quality=90)
+        runs[f"{name}, Pillow"] = partial(_pillow_path, geometry=geometry)
+    for n in range(1, 8):
+        size = {"min_height": -(-height * n // 8), "min_width": -(-width * n // 8)}
+        runs[f"decode {n}/8"] = partial(simplejpeg.decode_jpeg, colorspace="RGBX", **size)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(3):  # rounds, so that a change in the machine's load hits every figure alike
+        for name, run_one in runs.items():
+            started = time.process_time()
+            for n in range(count // 3):
+                run_one(jpegs[n % len(jpegs)])
+            times[name].append((time.process_time() - started) / (count // 3) * 1e3)
+    return {name: sorted(values)[1] for name, values in times.items()}
+
+
+def _report_single_core(jpegs: list[bytes], what: str) -> None:
+    ms = single_core(jpegs)
+    decode = ms["decode"]
+    print(f"\nOne process, {what}: a bare simplejpeg decode {decode:.2f} ms of CPU per image")
+    print("| output | process_image ms | / decode | Pillow path (before) ms | / decode |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in GEOMETRIES:
+        new, old = ms[name], ms[f"{name}, Pillow"]
+        print(f"| {name} | {new:.2f} | **{new / decode:.2f}x** | {old:.2f} | {old / decode:.2f}x |")
+    scales = " | ".join(f"{n}/8 {ms[f'decode {n}/8'] / decode:.2f}x" for n in range(1, 8))
+    print(f"\nDecode at n/8 of the size over a full decode: {scales}")
 
 
 def _child(arguments: list[str]) -> dict[str, Any]:
@@ -169,16 +210,38 @@ def _child(arguments: list[str]) -> dict[str, Any]:
     return result
 
 
+def calibrate() -> None:
+    """The per-image figures: the bench's 469x387 q90 files (4:4:4, simplejpeg's default) and the
+    same pictures at 4:2:0 (what most cameras write), and large 1024x768 ones."""
+    files = synthetic_jpegs(16, seed=1)
+    _report_single_core(files, "469x387 q90 4:4:4 (~118 KB, the job's input)")
+    at_420 = [
+        simplejpeg.encode_jpeg(simplejpeg.decode_jpeg(f), quality=90, colorsubsampling="420") for f in files
+    ]
+    _report_single_core(at_420, "469x387 q90 4:2:0 (~60 KB)")
+    large = [
+        simplejpeg.encode_jpeg(
+            cv2.resize(simplejpeg.decode_jpeg(f), (1024, 768)), quality=90, colorsubsampling="420"
+        )
+        for f in files[:8]
+    ]
+    _report_single_core(large, "1024x768 q90 4:2:0")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2400, help="train images at 1x (2x doubles them)")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--calibrate-only", action="store_true", help="only the per-image figures")
     parser.add_argument("--child", nargs=6, metavar=("ENGINE", "INPUT", "OUTPUT", "CORES", "SIZE", "RESIZE"))
     arguments = parser.parse_args()
     if arguments.child:
         engine, input, output, cores, size, resize = arguments.child
         result = measure(engine, Path(input), Path(output), int(cores), int(size), resize)
         print(json.dumps(result))
+        return
+    if arguments.calibrate_only:
+        calibrate()
         return
 
     work = Path(tempfile.mkdtemp(prefix="bench-spark-"))
@@ -204,14 +267,7 @@ def main() -> None:
             shutil.rmtree(output)
             print(json.dumps(result), file=sys.stderr)
         _report(results, arguments.cores)
-        for size, resize in ((224, "center-crop"), (227, "squash")):
-            calibration = single_core(size, resize)
-            print(
-                f"\nOne process, {size} {resize}: process_image "
-                f"{calibration['pipeline_ms']:.2f} ms of CPU per image "
-                f"({1e3 / calibration['pipeline_ms']:.0f} images per CPU-second); a bare simplejpeg decode "
-                f"{calibration['decode_ms']:.2f} ms (FACTS, quiet machine: 1.10 ms)"
-            )
+        calibrate()
     finally:
         shutil.rmtree(work)
 

@@ -132,6 +132,71 @@ def pipeline_vs_decode(data_dir: Path, crop: int, rounds: int) -> None:
           f"{r['train'] / r['decode']:.2f}x (goal >= 0.8x)")  # fmt: skip
 
 
+def whole_photos(count: int, seed: int) -> list[tuple[np.ndarray, int]]:
+    """As the Spark job stores ImageNet with resize: whole at a 256 short side: the long side
+    of each image from ImageNet's aspects (1 to 1.5, either way round; 469x387 becomes 310x256)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, (image, label) in enumerate(photo_like(count, 256, seed)):
+        long = int(rng.integers(256, 385))
+        resized = torch_resize(image, (256, long) if i % 3 else (long, 256))
+        out.append((resized, label))
+    return out
+
+
+def torch_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize with torch (the trainer has no OpenCV)."""
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    resized = F.interpolate(tensor, size=shape, mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def whole_shards(data_dir: Path, images: int) -> Path:
+    whole = {"resize": "whole", "image_size": 256, "short_side": 256, "max_side": 512}
+    splits = {"train": whole_photos(images, 2), "val": whole_photos(64, 3)}
+    write_shards(data_dir, splits, 10, per_shard=512, quality=90, parameters=whole)
+    return data_dir
+
+
+def whole_loader_vs_decode(data_dir: Path, crop: int, rounds: int) -> None:
+    """Images/s of one core from whole stored images: JPEG decode alone of the same files vs the
+    trainer's loader (header, crop box over the whole image, decode at the DCT scale that covers
+    it, the crop cut into the batch, collate) with no worker processes; the device's resize is not
+    counted, as in pipeline_vs_decode."""
+    manifest = load_manifest(data_dir)
+    index = index_split(data_dir, manifest, "train")
+    train = ShardDataset(index, crop, True, 0, whole=True)
+    blobs = train._reads(np.arange(len(index)))
+    batch = 64
+    batches = TrainBatches(len(index), batch, 0, 1, 0)
+    images = batches.steps_per_epoch * batch
+
+    def decode_only() -> None:
+        for blob in blobs[:images]:
+            simplejpeg.decode_jpeg(blob, colorspace="RGB")
+
+    def pipeline(augment: bool) -> Callable[[], None]:
+        def go() -> None:
+            dataset = ShardDataset(index, crop, augment, 0, whole=True)
+            for _ in loader(dataset, batches.from_step(0, 1), workers=0, pin=False):
+                pass
+
+        return go
+
+    rates: dict[str, list[float]] = {"decode": [], "train": [], "eval": []}
+    for _ in range(rounds):
+        rates["decode"].append(images / timed(decode_only, 1))
+        rates["train"].append(images / timed(pipeline(True), 1))
+        rates["eval"].append(images / timed(pipeline(False), 1))
+    r = {k: statistics.median(v) for k, v in rates.items()}
+    kb = sum(len(b) for b in blobs) / len(blobs) / 1024
+    print(f"Loader from whole stored images (short side 256, long 256-384, {kb:.0f} KB), one core: "
+          f"decode only {r['decode']:.0f} images/s; train loader (random-resized-crop {crop} + flip, "
+          f"torchvision's defaults) {r['train']:.0f} = {r['train'] / r['decode']:.2f}x (goal >= 0.8x); "
+          f"eval loader (resize 256, center {crop}) {r['eval']:.0f} = "
+          f"{r['eval'] / r['decode']:.2f}x")  # fmt: skip
+
+
 def gpu_real_vs_synthetic(data_dir: Path, batch: int, steps: int, workers: int) -> None:
     """ResNet-50, bf16 autocast, channels_last, SGD: images/s per GPU fed by the trainer's
     loader from shards (random-resized-crop 224) vs the same uint8 batch kept on the GPU."""
@@ -190,6 +255,7 @@ def run() -> None:
     parser.add_argument("--images", type=int, default=1536, help="train images in the synthetic shards")
     parser.add_argument("--size", type=int, default=224, help="side of the shard images")
     parser.add_argument("--gpu-only", action="store_true", help="only the ResNet-50 GPU figure")
+    parser.add_argument("--whole-only", action="store_true", help="only the loader from whole stored images")
     parser.add_argument("--gpu-batch", type=int, default=256)
     parser.add_argument("--gpu-steps", type=int, default=100)
     parser.add_argument(
@@ -202,11 +268,16 @@ def run() -> None:
         # As the Spark job records the default protocol: the whole center square of the short side.
         stored = {"image_size": args.size, "resize": "center-crop", "short_side": args.size}
         write_shards(data_dir, splits, 10, per_shard=512, quality=90, parameters=stored)
+        if args.whole_only:
+            args.gpu_only = True
+            torch.set_num_threads(1)
+            whole_loader_vs_decode(whole_shards(Path(tmp) / "whole", args.images), 224, rounds=3)
         if not args.gpu_only:
             torch.set_num_threads(1)
             masked_vs_dense("smallcnn", 28, 60, torch.device("cpu"), rounds=15, steps=20)
             masked_vs_dense("resnet18", 64, 32, torch.device("cpu"), rounds=7, steps=2)
             pipeline_vs_decode(data_dir, min(224, args.size), rounds=3)
+            whole_loader_vs_decode(whole_shards(Path(tmp) / "whole", args.images), 224, rounds=3)
         if torch.cuda.is_available():
             torch.set_num_threads(os.cpu_count() or 1)
             torch.backends.cudnn.benchmark = True

@@ -20,13 +20,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import PIL
 import simplejpeg
 
 from lth.api import DatasetSpec, PreprocessingSpec
-from lth.api.data_manifest import DataManifest, ShardInfo, SkippedFile, SplitInfo
+from lth.api.data_manifest import (
+    DataManifest,
+    ShardInfo,
+    SkippedFile,
+    SplitInfo,
+    geometry_mismatch,
+    stored_geometry,
+)
 from lth.api.naming import MANIFEST_FILE
 from lth.storage.files import atomic_write_bytes
 from lth_spark.images import Geometry
@@ -68,24 +76,24 @@ class Job:
 
     @property
     def processing(self) -> Processing:
-        d = self.dataset
-        short_side = d.crop_short_side if d.resize == "center-crop" else 0
-        return Processing(Geometry(d.image_size, d.resize, short_side), self.preprocessing.jpeg_quality)
+        stored = stored_geometry(self.dataset)
+        geometry = Geometry(stored.image_size, stored.resize, stored.short_side or 0, stored.max_side or 0)
+        return Processing(geometry, self.preprocessing.jpeg_quality)
 
     def parameters(self) -> dict[str, Any]:
-        """Everything that decides the output bytes; a rerun must match the unfinished run's."""
+        """Everything that decides the output bytes (the stored geometry among them, which the
+        trainer checks against its spec); a rerun must match the unfinished run's."""
         d = self.dataset
         return {
             "format": d.format,
-            "image_size": d.image_size,
-            "resize": d.resize,
-            "short_side": d.crop_short_side if d.resize == "center-crop" else None,
+            **stored_geometry(d).model_dump(),
             "classes": d.classes,
             "jpeg_quality": self.preprocessing.jpeg_quality,
             "shard_bytes": self.target_shard_bytes,
             "train_order": "blake2b-64 of the key",
             "pillow": PIL.__version__,
             "simplejpeg": simplejpeg.__version__,
+            "opencv": cv2.__version__,
         }
 
 
@@ -250,7 +258,7 @@ def build_manifest(
         raise InputError(f"{job.input}: no training image could be decoded")
     mean, std = _mean_std(sidecars.train_histogram)
     return DataManifest(
-        image_size=job.dataset.image_size,
+        image_size=stored_geometry(job.dataset).image_size,
         classes=classes,
         splits=splits,
         shards=[ShardInfo.model_validate(s) for s in shards],
@@ -295,8 +303,12 @@ def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
     """
     manifest_path = job.output / MANIFEST_FILE
     if manifest_path.exists():
+        done = DataManifest.load(manifest_path)
+        mismatch = geometry_mismatch(job.dataset, done, manifest_path)
+        if mismatch:
+            raise InputError(f"{mismatch}; remove the folder to start over")
         log.info("%s exists: the data is complete, nothing to do", manifest_path)
-        return DataManifest.load(manifest_path)
+        return done
     plan = plan_input(job.input, job.dataset)
     work = _claim_work_dir(job)
     _remove_temp_files(job.output)

@@ -324,3 +324,32 @@ def test_nccl_and_rdma_passthrough_reach_the_trainer_pods() -> None:
         "spec.resources.extraResources.memory",
         "spec.resources.extraResources.rdma/x",
     }
+
+
+def test_whole_stored_images_are_checked_by_their_short_side_and_largest_crop() -> None:
+    """resize: whole stores a 256 short side and a long side up to maxSide (default 512); a
+    training sample then takes at most its largest crop (256 x 343 with rounding, and the
+    repeated edge row and column) in a batch, so the loaders' /dev/shm is
+    4 x 8 x 4 x 256 x (257 x 344 + 224²) x 3 bytes."""
+    whole = with_change("spec.dataset.resize", "whole")
+    assert RunSpec.model_validate(whole["spec"]).dataset.long_side_cap == 512
+    _, problems = check_run(with_change("spec.resources.shmSize", "13Gi", whole))
+    assert not problems
+    _, problems = check_run(with_change("spec.resources.shmSize", "12Gi", whole))
+    assert [p.path for p in problems] == ["spec.resources.shmSize"]
+    assert (
+        "12.7Gi" in problems[0].message
+        and "257x344 px stored crops for training, 224 px" in problems[0].message
+    )
+    _, problems = check_run(with_change("spec.training.cropSize", 288, whole))
+    assert [(p.path, p.message) for p in problems] == [
+        ("spec.training.cropSize", "288 is larger than the images (256, spec.dataset.shortSide)")
+    ]
+    _, problems = check_run(with_change("spec.dataset.maxSide", 200, whole))
+    assert [(p.path, p.message) for p in problems] == [
+        ("spec.dataset.maxSide", "200 is smaller than shortSide 256")
+    ]
+    _, problems = check_run(with_change("spec.dataset.maxSide", 512))
+    assert [(p.path, p.message) for p in problems] == [
+        ("spec.dataset.maxSide", "applies to resize: whole only")
+    ]

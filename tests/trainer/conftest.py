@@ -38,9 +38,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_spec(**training: Any) -> RunSpec:
     pruning = training.pop("pruning", {})
+    dataset = training.pop("dataset", {})
     return RunSpec.model_validate(
         {
-            "dataset": {"format": "prepared", "path": "data", "imageSize": 16},
+            "dataset": {"format": "prepared", "path": "data", "imageSize": 16, **dataset},
             "model": {"arch": "smallcnn"},
             "training": {**TINY_TRAINING, "epochs": 3, "batchSize": 20, "lr": 0.002, **training},
             "pruning": {"fraction": 0.2, "rewindTo": "1ep", **pruning},

@@ -75,7 +75,7 @@ def write_shards(
             pixels = [image.reshape(-1, 3) / 255.0 for image, _ in samples]
     stacked = np.concatenate(pixels)
     manifest = DataManifest(
-        image_size=size,
+        image_size=int(parameters.get("image_size", size)) if parameters else size,  # type: ignore[call-overload]
         classes=[ClassInfo(index=c, wnid=f"c{c}", name=f"class {c}") for c in range(classes)],
         splits=split_infos,
         shards=shards,

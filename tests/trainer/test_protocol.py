@@ -44,7 +44,9 @@ def test_default_crop_is_the_center_seven_eighths_of_the_stored_short_side(store
 
 
 def test_evaluation_sees_the_center_crop_of_the_stored_image(stored_32: Path, tmp_path: Path) -> None:
-    spec = make_spec(epochs=1, pruning={"rewindTo": "0"})  # no cropSize: the default protocol
+    spec = make_spec(
+        epochs=1, pruning={"rewindTo": "0"}, dataset={"imageSize": 32}
+    )  # no cropSize: the default
     assert main(trainer_args(tmp_path, stored_32, spec, 0)) == 0
     start = json.loads(level_files(tmp_path, 0).start.read_text())
     assert start["crop"] == 28 and start["evaluation"] == "center 28 of the 32 px stored images"
@@ -69,3 +71,29 @@ def test_a_crop_the_stored_images_cannot_give_is_refused_before_training(
     files = level_files(tmp_path, 0)
     assert not any(p.exists() for p in (files.mask, files.init, files.start, files.checkpoint))
     assert not (tmp_path / "index").exists()  # not even the shard index
+
+
+def test_data_stored_otherwise_than_the_spec_says_is_refused_naming_both(
+    stored_32: Path, tmp_path: Path
+) -> None:
+    spec = make_spec(epochs=1, dataset={"imageSize": 32, "resize": "whole"})
+    assert main(trainer_args(tmp_path, stored_32, spec, 0)) == EXIT_BAD_INPUT
+    message = (tmp_path / "termination-0-main").read_text()
+    assert "spec.dataset asks for whole images, short side 32, long side at most 64" in message
+    assert f"{stored_32 / 'manifest.json'} holds the 32x32 center of a 32 short side" in message
+    assert not level_files(tmp_path, 0).start.exists() and not (tmp_path / "index").exists()
+
+
+def test_a_level_trains_on_whole_stored_images_and_says_how_it_evaluates(tmp_path: Path) -> None:
+    from tests.trainer.test_crops import WHOLE, whole_images
+
+    data = tmp_path / "data"
+    write_shards(data, {"train": whole_images(40, 0), "val": whole_images(12, 1)}, 4, 20, parameters=WHOLE)
+    spec = make_spec(epochs=1, pruning={"rewindTo": "0"}, dataset={"imageSize": 32, "resize": "whole"})
+    assert main(trainer_args(tmp_path, data, spec, 0)) == 0
+    start = json.loads(level_files(tmp_path, 0).start.read_text())
+    assert start["crop"] == 28
+    assert start["evaluation"] == (
+        "center 28 of each image resized to a short side of 32, from whole images of short side 32"
+    )
+    assert json.loads(level_files(tmp_path, 0).result.read_text())["top1"] is not None

@@ -43,23 +43,35 @@ class DatasetSpec(ApiModel):
         ge=16,
         le=1024,
         description=(
-            "Side of the square images written to the shards, pixels. The default keeps the 256 x 256 "
-            "center of a short side of 256, from which training takes random 224 crops and evaluation "
-            "the 224 center (torchvision's ImageNet protocol)."
+            "Side of the square images written to the shards (squash, center-crop), pixels; the "
+            "short side's default for whole. The default keeps the 256 x 256 center of a short side "
+            "of 256, from which training takes random 224 crops and evaluation the 224 center."
         ),
     )
-    resize: Literal["squash", "center-crop"] = Field(
+    resize: Literal["squash", "center-crop", "whole"] = Field(
         "center-crop",
         description=(
-            "center-crop: resize the short side to shortSide, then keep the imageSize x imageSize "
-            "center; squash: resize the whole image to imageSize x imageSize (aspect not kept)."
+            "whole: resize the short side to shortSide, aspect kept and the long side at most "
+            "maxSide, and store the whole image (torchvision's ImageNet protocol: random crops "
+            "from all of it); center-crop: resize the short side to shortSide, then keep the "
+            "imageSize x imageSize center; squash: resize the whole image to imageSize x imageSize "
+            "(aspect not kept)."
         ),
     )
     short_side: int | None = Field(
         None,
         ge=16,
         le=2048,
-        description="Short side before the center crop, pixels (default imageSize).",
+        description="Short side of the resized image (center-crop, whole), pixels (default imageSize).",
+    )
+    max_side: int | None = Field(
+        None,
+        ge=16,
+        le=4096,
+        description=(
+            "Longest side of a whole stored image, pixels (default twice the short side): a "
+            "panorama is resized until its long side fits, its short side then below shortSide."
+        ),
     )
     classes: list[str] | None = Field(
         None,
@@ -71,6 +83,11 @@ class DatasetSpec(ApiModel):
     @property
     def crop_short_side(self) -> int:
         return self.short_side or self.image_size
+
+    @property
+    def long_side_cap(self) -> int:
+        """The long side's limit of whole stored images."""
+        return self.max_side or 2 * self.crop_short_side
 
 
 class PreprocessingSpec(ApiModel):
@@ -137,9 +154,9 @@ class TrainingSpec(ApiModel):
     augmentation: Literal["random-resized-crop", "none"] = Field(
         "random-resized-crop",
         description=(
-            "Train-time augmentation: random-resized-crop (scale 0.1-1, ratio 0.8-1.25) plus "
-            "horizontal flip, as the ImageNet references do; none for digits and other data "
-            "that flips would change."
+            "Train-time augmentation: random-resized-crop of the stored image with torchvision's "
+            "defaults (scale 0.08-1, ratio 3/4-4/3) plus horizontal flip, as the ImageNet "
+            "references do; none for digits and other data that flips would change."
         ),
     )
     crop_size: int | None = Field(
@@ -148,9 +165,10 @@ class TrainingSpec(ApiModel):
         le=1024,
         description=(
             "Side of the crops the network sees, pixels: random-resized crops in training, the "
-            "center crop in evaluation. Default, from what the data's manifest says was stored: "
-            "87.5 % of the short side for center-crop data (224 of 256, as the ImageNet references "
-            "evaluate), at most the stored size; the whole image for squashed data."
+            "center crop in evaluation (of whole images: the center of a short side resized to "
+            "cropSize / 0.875, torchvision's reference). Default, from what the data's manifest "
+            "says was stored: 87.5 % of the short side for center-crop and whole data (224 of "
+            "256), at most the stored size; the whole image for squashed data."
         ),
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(

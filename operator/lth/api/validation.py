@@ -6,6 +6,7 @@ Failed/InvalidSpec condition; both call `check_run` or `check_spec`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -216,12 +217,20 @@ def _check_data(spec: RunSpec) -> list[Problem]:
                 f"each branch at most once (of {', '.join(CONTROL_BRANCHES)})",
             )
         )
-    crop = training.crop_size
-    if crop is not None and crop > spec.dataset.image_size:
+    crop, dataset = training.crop_size, spec.dataset
+    stored = dataset.crop_short_side if dataset.resize == "whole" else dataset.image_size
+    if crop is not None and crop > stored:
+        field = "spec.dataset.shortSide" if dataset.resize == "whole" else "spec.dataset.imageSize"
+        problems.append(
+            Problem("spec.training.cropSize", f"{crop} is larger than the images ({stored}, {field})")
+        )
+    if dataset.max_side is not None and dataset.resize != "whole":
+        problems.append(Problem("spec.dataset.maxSide", "applies to resize: whole only"))
+    if dataset.resize == "whole" and dataset.long_side_cap < dataset.crop_short_side:
         problems.append(
             Problem(
-                "spec.training.cropSize",
-                f"{crop} is larger than the images ({spec.dataset.image_size}, spec.dataset.imageSize)",
+                "spec.dataset.maxSide",
+                f"{dataset.long_side_cap} is smaller than shortSide {dataset.crop_short_side}",
             )
         )
     classes = spec.dataset.classes
@@ -267,18 +276,36 @@ def shm_need_bytes(spec: RunSpec) -> int:
     LOADER_PREFETCH_BATCHES uint8 batches ready, of the stored images in training (the device
     crops them) and of the center crops in evaluation, and the training loader lives on while an
     evaluation loader runs. Per process, for every process of the pod."""
-    training, dataset = spec.training, spec.dataset
+    training = spec.training
     if training.workers == 0:
         return 0
     local_batch = training.batch_size // max(spec.resources.world_size, 1)
-    stored = dataset.image_size
-    short = dataset.crop_short_side if dataset.resize == "center-crop" else stored
-    crop = training.crop_size or (
-        min(stored, round(0.875 * short)) if dataset.resize == "center-crop" else stored
-    )
-    per_image = 3 * (stored * stored + crop * crop)
+    height, width = largest_training_crop(spec)
+    crop = default_crop_size(spec)
+    per_image = 3 * (height * width + crop * crop)
     per_process = training.workers * LOADER_PREFETCH_BATCHES * local_batch * per_image
     return per_process * spec.resources.processes_per_pod
+
+
+def default_crop_size(spec: RunSpec) -> int:
+    """The trainer's crop (lth_trainer.data.crops.default_crop, from the spec instead of the
+    manifest): 87.5 % of the short side of center-cropped and whole images, else the image."""
+    dataset = spec.dataset
+    if dataset.resize == "squash":
+        return spec.training.crop_size or dataset.image_size
+    stored = dataset.crop_short_side if dataset.resize == "whole" else dataset.image_size
+    return spec.training.crop_size or min(stored, round(0.875 * dataset.crop_short_side))
+
+
+def largest_training_crop(spec: RunSpec) -> tuple[int, int]:
+    """Rows x columns a training sample takes in a batch at most: the stored square, or for
+    whole images their largest crop (short side x 4/3 of it, aspect at most 4/3, and its
+    repeated edge row and column; a smaller DCT scale only shrinks it)."""
+    dataset = spec.dataset
+    if dataset.resize != "whole":
+        return dataset.image_size, dataset.image_size
+    short = dataset.crop_short_side
+    return short + 1, min(dataset.long_side_cap, math.ceil(short * 4 / 3) + 1) + 1
 
 
 def _shm_problem(spec: RunSpec) -> Problem | None:
@@ -292,7 +319,8 @@ def _shm_problem(spec: RunSpec) -> Problem | None:
         f"{resources.shm_size} is less than the {need / 2**30:.1f}Gi of /dev/shm the data loaders "
         f"need: {resources.processes_per_pod} processes x {training.workers} workers x "
         f"{LOADER_PREFETCH_BATCHES} batches of {training.batch_size // max(resources.world_size, 1)} "
-        f"images ({spec.dataset.image_size} px stored, for training and evaluation); raise shmSize "
+        f"images ({'x'.join(map(str, largest_training_crop(spec)))} px stored crops for training, "
+        f"{default_crop_size(spec)} px for evaluation); raise shmSize "
         "or lower spec.training.workers",
     )
 

@@ -4,7 +4,6 @@ counter of seed, epoch and index), the center crop in evaluation, and their size
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -15,36 +14,21 @@ from lth_trainer.store import TrainerError
 
 Image_ = npt.NDArray[np.uint8]
 
-RRC_SCALE = (0.1, 1.0)
-RRC_RATIO = (0.8, 1.25)
-"""Random-resized-crop area and aspect ranges (open_lth's ImageNet settings)."""
+RRC_SCALE = (0.08, 1.0)
+RRC_RATIO = (3 / 4, 4 / 3)
+"""Random-resized-crop area and aspect ranges: torchvision's RandomResizedCrop defaults, which
+its references/classification and open_lth's ImageNet data train with."""
 
 
-def random_resized_crop(rng: random.Random, height: int, width: int) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a crop with area in RRC_SCALE and aspect in RRC_RATIO, as
-    torchvision samples it: ten tries, then the largest centred crop of valid aspect."""
-    area = height * width
-    log_ratio = (math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*RRC_SCALE)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    return central_crop(height, width)
-
-
-def central_crop(height: int, width: int) -> tuple[int, int, int, int]:
-    """random_resized_crop's fallback: the largest centred crop of valid aspect."""
+def central_crops(
+    height: npt.NDArray[np.float64], width: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(h, w) of torchvision's fallback: the largest centred crop of valid aspect, per image."""
     aspect = width / height
-    if aspect < RRC_RATIO[0]:
-        w, h = width, round(width / RRC_RATIO[0])
-    elif aspect > RRC_RATIO[1]:
-        h, w = height, round(height * RRC_RATIO[1])
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    narrow, wide = aspect < RRC_RATIO[0], aspect > RRC_RATIO[1]
+    h = np.where(narrow, np.rint(width / RRC_RATIO[0]), height)
+    w = np.where(wide, np.rint(height * RRC_RATIO[1]), width)
+    return h, w
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -79,9 +63,10 @@ def sample_uniforms(
 
 
 def _tries(
-    u: npt.NDArray[np.float64], height: int, width: int
+    u: npt.NDArray[np.float64], height: npt.NDArray[np.float64], width: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """h, w of each try of rows of (scale, aspect) pairs, and whether it fits."""
+    """h, w of each try of rows of (scale, aspect) pairs, and whether it fits its image."""
+    height, width = height[:, None], width[:, None]
     target = height * width * (RRC_SCALE[0] + u[:, 0::2] * (RRC_SCALE[1] - RRC_SCALE[0]))
     log_low, log_high = math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1])
     aspect = np.exp(log_low + u[:, 1::2] * (log_high - log_low))
@@ -89,18 +74,22 @@ def _tries(
     return h, w, (w > 0) & (w <= width) & (h > 0) & (h <= height)
 
 
-def random_resized_crops(u: npt.NDArray[np.float64], height: int, width: int) -> npt.NDArray[np.float32]:
-    """(top, left, h, w, flip) per row of CROP_DRAWS uniforms: random_resized_crop's rule
-    (ten tries, then the largest centred crop of valid aspect) and a flip, for a whole batch.
-    Most first tries fit, so only the rows whose first does not try the other nine."""
+def random_resized_crops(
+    u: npt.NDArray[np.float64], heights: npt.NDArray[np.int64], widths: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    """(top, left, h, w, flip) per row of CROP_DRAWS uniforms over its own image (stored
+    images may differ in size): torchvision's RandomResizedCrop.get_params rule (ten tries,
+    then the largest centred crop of valid aspect) and a flip, for a whole batch. Most first
+    tries fit, so only the rows whose first does not try the other nine."""
+    height, width = heights.astype(np.float64), widths.astype(np.float64)
     h1, w1, fits1 = _tries(u[:, 0:2], height, width)
     h, w, found = h1[:, 0], w1[:, 0], fits1[:, 0]
     again = np.flatnonzero(~found)
     if again.size:
-        h9, w9, fits9 = _tries(u[again, 2:20], height, width)
+        h9, w9, fits9 = _tries(u[again, 2:20], height[again], width[again])
         first = fits9.argmax(axis=1)
         rows = np.arange(len(again))
-        _, _, central_h, central_w = central_crop(height, width)
+        central_h, central_w = central_crops(height[again], width[again])
         any9 = fits9.any(axis=1)
         h[again] = np.where(any9, h9[rows, first], central_h)
         w[again] = np.where(any9, w9[rows, first], central_w)
@@ -115,14 +104,36 @@ EVAL_CROP_RATIO = 0.875
 references/classification and open_lth's ImageNet data evaluate."""
 
 
+def eval_resize(crop: int) -> int:
+    """The short side torchvision's reference resizes to before its center crop: 256 for 224."""
+    return round(crop / EVAL_CROP_RATIO)
+
+
+def eval_boxes(
+    heights: npt.NDArray[np.int64], widths: npt.NDArray[np.int64], crop: int, whole: bool
+) -> npt.NDArray[np.float32]:
+    """(top, left, h, w, 0) of the evaluation crop of each image. Whole images as torchvision's
+    reference evaluates: the center `crop` of the image resized to a short side of
+    eval_resize(crop), i.e. a centred square of crop x short side / eval_resize(crop), exactly
+    the center `crop` pixels where the stored short side is eval_resize(crop). Square stored
+    images: their center `crop` pixels."""
+    height, width = heights.astype(np.float64), widths.astype(np.float64)
+    side = (
+        crop * np.minimum(height, width) / eval_resize(crop) if whole else np.full(len(height), crop, float)
+    )
+    exact = side == crop
+    top = np.where(exact, np.round((height - side) / 2), (height - side) / 2)
+    left = np.where(exact, np.round((width - side) / 2), (width - side) / 2)
+    return np.stack([top, left, side, side, np.zeros_like(side)], axis=1).astype(np.float32)
+
+
 def default_crop(manifest: DataManifest) -> int:
     """The crop when spec.training.cropSize is absent, from what the manifest says was stored:
-    87.5 % of the short side of center-cropped data (at most the stored side), else the whole
-    image (squashed data, or shards that do not say)."""
-    parameters = manifest.parameters
-    short_side = parameters.get("short_side")
-    if parameters.get("resize") == "center-crop" and isinstance(short_side, int):
-        return min(manifest.image_size, round(EVAL_CROP_RATIO * short_side))
+    87.5 % of the short side of center-cropped or whole data (at most the stored side), else
+    the whole image (squashed data, or shards that do not say)."""
+    stored = manifest.geometry
+    if stored is not None and stored.resize != "squash" and stored.short_side is not None:
+        return min(manifest.image_size, round(EVAL_CROP_RATIO * stored.short_side))
     return manifest.image_size
 
 
@@ -130,17 +141,24 @@ def crop_size(requested: int | None, manifest: DataManifest, data_dir: Path) -> 
     """The side of the crops the network sees; a crop the stored images cannot give is refused
     (a random crop would be upsampled, and the center crop could not be taken)."""
     crop = requested or default_crop(manifest)
+    stored = manifest.geometry
     if crop > manifest.image_size:
-        raise TrainerError(
-            f"spec.training.cropSize: {crop} is larger than the {manifest.image_size}x"
-            f"{manifest.image_size} images stored in {data_dir / 'manifest.json'}"
+        images = (
+            f"whole images of short side {manifest.image_size}"
+            if stored is not None and stored.resize == "whole"
+            else f"{manifest.image_size}x{manifest.image_size} images"
         )
+        where = data_dir / "manifest.json"
+        raise TrainerError(f"spec.training.cropSize: {crop} is larger than the {images} stored in {where}")
     return crop
 
 
-def center_crop(image: Image_, size: int) -> Image_:
-    height, width = image.shape[:2]
-    if size > height or size > width:
-        raise TrainerError(f"spec.training.cropSize {size} is larger than the {height}x{width} images")
-    top, left = (height - size) // 2, (width - size) // 2
-    return image[top : top + size, left : left + size]
+def evaluation(crop: int, manifest: DataManifest) -> str:
+    """What start.json says evaluation sees."""
+    stored = manifest.geometry
+    if stored is not None and stored.resize == "whole":
+        return (
+            f"center {crop} of each image resized to a short side of {eval_resize(crop)}, "
+            f"from whole images of short side {manifest.image_size}"
+        )
+    return f"center {crop} of the {manifest.image_size} px stored images"

@@ -10,9 +10,11 @@ class Inputs:
     """uint8 NHWC batches -> normalised float NCHW on the device (channels_last on GPU),
     cropped to the crop boxes (random-resized-crop and flip) when the batch has them.
 
-    The crop is one bilinear grid_sample for the whole batch: no antialiasing, which
-    matters only for crops much larger than the output (at most 1.14x here for 256 px
-    shards and 224 px crops at the largest scale)."""
+    Each row holds its crop (its box inside the row, the crop's last row and column repeated
+    once beyond it, so that sampling clamps at the crop's edges as torchvision's resized_crop
+    does). The resize is one bilinear grid_sample for the whole batch: no antialiasing, which
+    matters only for crops much larger than the output (at most 1.14x for 256 px squares and
+    224 px crops, 1.5x for the widest crop of a whole image at a 256 short side)."""
 
     def __init__(
         self,

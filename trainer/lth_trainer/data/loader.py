@@ -19,10 +19,12 @@ import simplejpeg
 import torch
 
 from lth.api import LOADER_PREFETCH_BATCHES
+from lth.api.data_manifest import dct_scale
 from lth.storage.lifetime import die_with_parent
 from lth_trainer.data.crops import (
     CROP_DRAWS,
     Image_,
+    eval_boxes,
     random_resized_crops,
     sample_uniforms,
 )
@@ -32,10 +34,8 @@ from lth_trainer.data.index import (
 from lth_trainer.store import TrainerError
 
 Sample = tuple[Image_, int, npt.NDArray[np.float32]]
-"""An image (HWC uint8), its class, and its crop box: (top, left, height, width, flip)
-in source pixels, or an empty box when the image is already cropped."""
-
-NO_BOX = np.zeros(0, dtype=np.float32)
+"""An image (HWC uint8), its class, and its crop box: (top, left, height, width, flip) in the
+image's pixels, or an empty box when the image is already the crop."""
 
 
 @dataclass(frozen=True)
@@ -47,37 +47,63 @@ class Batch:
     boxes: npt.NDArray[np.float32]
 
 
+@dataclass(frozen=True)
+class Slices:
+    """Where each sample's crop is decoded and cut: its DCT scale (n of n/8), the rows and
+    columns kept of the decoded image, and its box inside them."""
+
+    scale: list[int]
+    rows: list[tuple[int, int]]
+    cols: list[tuple[int, int]]
+    boxes: npt.NDArray[np.float32]
+
+
+def slices(heights: npt.NDArray[np.int64], widths: npt.NDArray[np.int64], boxes: npt.NDArray[np.float32],
+           crop: int) -> Slices:  # fmt: skip
+    """Each crop at the smallest fast DCT scale that still gives it `crop` pixels a side, and
+    the pixels of the decoded image it covers (what bilinear sampling of its box reads)."""
+    top, left, h, w, flip = (boxes[:, k].astype(np.float64) for k in range(5))
+    scale = [dct_scale(crop / side) for side in np.minimum(h, w).tolist()]
+    factor = np.asarray(scale, dtype=np.float64)
+    fy = np.ceil(heights * factor / 8) / heights
+    fx = np.ceil(widths * factor / 8) / widths
+    r0, c0 = np.floor(top * fy), np.floor(left * fx)
+    r1 = np.minimum(np.ceil((top + h) * fy), np.ceil(heights * factor / 8))
+    c1 = np.minimum(np.ceil((left + w) * fx), np.ceil(widths * factor / 8))
+    inner = np.stack([top * fy - r0, left * fx - c0, h * fy, w * fx, flip], axis=1).astype(np.float32)
+    rows = list(zip(r0.astype(int).tolist(), r1.astype(int).tolist(), strict=True))
+    cols = list(zip(c0.astype(int).tolist(), c1.astype(int).tolist(), strict=True))
+    return Slices(scale, rows, cols, inner)
+
+
 class ShardDataset(torch.utils.data.Dataset[Sample]):
     """Samples by (epoch, index): the augmentation draws from a counter of (seed, epoch, index),
     so it is the same whichever rank or worker decodes the sample, and after a resume.
 
-    The DataLoader fetches a batch at once (`__getitems__`): each JPEG is decoded straight
-    into the batch's array and the crop boxes are drawn for the whole batch; the device
-    crops, resizes and flips the batch (Inputs), so the per-image CPU work is the decode."""
+    The DataLoader fetches a batch at once (`__getitems__`): the JPEG headers give each
+    image's size (whole stored images differ), the crop boxes are drawn over each whole image
+    for the batch at once, and each JPEG is decoded at the smallest fast DCT scale that still
+    covers its crop; the batch holds each crop (and one edge row and column repeated, so that
+    sampling never reads past it) in rows as large as its largest, and the device resizes and
+    flips them all to the crop size (Inputs). Evaluation crops that need no resampling (the
+    center `crop` pixels) come cut to size, with no boxes."""
 
-    def __init__(self, index: ShardIndex, crop_size: int, augment: bool, seed: int) -> None:
+    def __init__(
+        self, index: ShardIndex, crop_size: int, augment: bool, seed: int, whole: bool = False
+    ) -> None:
         self.index = index
         self.crop_size = crop_size
         self.augment = augment
         self.seed = seed
+        self.whole = whole
         self._files: dict[int, int] = {}
         self._pid = -1
+        self._scratch = np.empty(0, dtype=np.uint8)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def read(self, i: int) -> bytes:
-        if self._pid != os.getpid():  # a fresh worker: descriptors do not survive fork well
-            self._files, self._pid = {}, os.getpid()
-        shard = int(self.index.shard_of[i])
-        fd = self._files.get(shard)
-        if fd is None:
-            fd = self._files[shard] = os.open(self.index.shards[shard], os.O_RDONLY)
-        return os.pread(fd, int(self.index.size[i]), int(self.index.offset[i]))
-
-    def __getitems__(self, items: Sequence[tuple[int, int]]) -> Batch:
-        epochs = np.fromiter((epoch for epoch, _ in items), dtype=np.int64, count=len(items))
-        indexes = np.fromiter((i for _, i in items), dtype=np.int64, count=len(items))
+    def _reads(self, indexes: npt.NDArray[np.int64]) -> list[bytes]:
         if self._pid != os.getpid():  # a fresh worker: descriptors do not survive fork well
             self._files, self._pid = {}, os.getpid()
         index, files = self.index, self._files
@@ -85,37 +111,69 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
         # more than the pread of a small image.
         shards = index.shard_of[indexes].tolist()
         sizes, offsets = index.size[indexes].tolist(), index.offset[indexes].tolist()
-        first: Image_ = simplejpeg.decode_jpeg(self.read(int(indexes[0])), colorspace="RGB")
-        images = np.empty((len(items), *first.shape), dtype=np.uint8)
-        images[0] = first
-        for row in range(1, len(items)):
-            shard = shards[row]
+        blobs = []
+        for shard, size, offset in zip(shards, sizes, offsets, strict=True):
             fd = files.get(shard)
             if fd is None:
                 fd = files[shard] = os.open(index.shards[shard], os.O_RDONLY)
-            data = os.pread(fd, sizes[row], offsets[row])
-            try:  # straight into the batch: no array per image, no copy (np.stack cost 3 us an image)
-                image = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=images[row])
-            except ValueError:  # larger than the batch's rows
-                image = simplejpeg.decode_jpeg(data, colorspace="RGB")
-            if image.shape != first.shape:
-                raise TrainerError(
-                    f"{index.shards[shard]}: a {image.shape[0]}x{image.shape[1]} "
-                    f"image among {first.shape[0]}x{first.shape[1]} ones"
-                )
+            blobs.append(os.pread(fd, size, offset))
+        return blobs
+
+    def _sizes(self, blobs: list[bytes], indexes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """(height, width) of each image from its JPEG header; square stored data must agree."""
+        sizes = np.asarray([simplejpeg.decode_jpeg_header(blob)[:2] for blob in blobs], dtype=np.int64)
+        if not self.whole:
+            odd = np.flatnonzero((sizes != sizes[0]).any(axis=1))
+            if odd.size:
+                (height, width), (first_h, first_w) = sizes[odd[0]], sizes[0]
+                shard = self.index.shards[int(self.index.shard_of[indexes[odd[0]]])]
+                raise TrainerError(f"{shard}: a {height}x{width} image among {first_h}x{first_w} ones")
+        return sizes
+
+    def _decode(self, blob: bytes, scale: int, height: int, width: int) -> Image_:
+        """The image at n/8 of its size, into a scratch buffer reused by every image."""
+        need = -(-height * scale // 8) * -(-width * scale // 8) * 3
+        if self._scratch.size < need:
+            self._scratch = np.empty(need, dtype=np.uint8)
+        image: Image_ = simplejpeg.decode_jpeg(
+            blob, colorspace="RGB", min_height=-(-height * scale // 8), min_width=-(-width * scale // 8),
+            buffer=self._scratch,
+        )  # fmt: skip
+        return image
+
+    def __getitems__(self, items: Sequence[tuple[int, int]]) -> Batch:
+        epochs = np.fromiter((epoch for epoch, _ in items), dtype=np.int64, count=len(items))
+        indexes = np.fromiter((i for _, i in items), dtype=np.int64, count=len(items))
+        blobs = self._reads(indexes)
+        sizes = self._sizes(blobs, indexes)
+        heights, widths, crop = sizes[:, 0], sizes[:, 1], self.crop_size
+        if self.augment:
+            uniforms = sample_uniforms(self.seed, epochs, indexes, CROP_DRAWS)
+            boxes = random_resized_crops(uniforms, heights, widths)
+        else:
+            boxes = eval_boxes(heights, widths, crop, self.whole)
+        if (boxes[:, 1] < 0).any() or (boxes[:, 0] < 0).any():
+            raise TrainerError(
+                f"spec.training.cropSize {crop} is larger than the {heights.min()}x{widths.min()} images"
+            )
+        cut = slices(heights, widths, boxes, crop)
+        exact = not self.augment and (cut.boxes[:, 2:4] == crop).all() and (cut.boxes[:, :2] == 0).all()
+        pad = 0 if exact else 1  # the repeated edge row and column
+        slot_h = max(r1 - r0 for r0, r1 in cut.rows) + pad
+        slot_w = max(c1 - c0 for c0, c1 in cut.cols) + pad
+        images = np.empty((len(items), slot_h, slot_w, 3), dtype=np.uint8)
+        for row, blob in enumerate(blobs):
+            (r0, r1), (c0, c1) = cut.rows[row], cut.cols[row]
+            decoded = self._decode(blob, cut.scale[row], int(heights[row]), int(widths[row]))
+            h, w = r1 - r0, c1 - c0
+            images[row, :h, :w] = decoded[r0:r1, c0:c1]
+            if pad:  # sampling at the crop's far edges reads its own last row and column
+                images[row, h : h + 1, :w] = images[row, h - 1 : h, :w]
+                images[row, : h + 1, w : w + 1] = images[row, : h + 1, w - 1 : w]
         labels = self.index.label[indexes]
-        if not self.augment:
-            size = self.crop_size
-            height, width = first.shape[:2]
-            if size > height or size > width:
-                raise TrainerError(
-                    f"spec.training.cropSize {size} is larger than the {height}x{width} images"
-                )
-            top, left = (height - size) // 2, (width - size) // 2
-            crops = np.ascontiguousarray(images[:, top : top + size, left : left + size])
-            return Batch(crops, labels, np.zeros((len(items), 0), dtype=np.float32))
-        uniforms = sample_uniforms(self.seed, epochs, indexes, CROP_DRAWS)
-        return Batch(images, labels, random_resized_crops(uniforms, first.shape[0], first.shape[1]))
+        if exact:
+            return Batch(images, labels, np.zeros((len(items), 0), dtype=np.float32))
+        return Batch(images, labels, cut.boxes)
 
     def __getitem__(self, item: tuple[int, int]) -> Sample:
         batch = self.__getitems__([item])

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from lth.api import Branch, RunSpec
-from lth.api.data_manifest import DataManifest, Split
-from lth.api.naming import RunLayout
+from lth.api.data_manifest import DataManifest, Split, geometry_mismatch
+from lth.api.naming import MANIFEST_FILE, RunLayout
 from lth.storage.tickets import TicketFiles
 from lth_trainer import pruning
-from lth_trainer.data.crops import crop_size
+from lth_trainer.data.crops import crop_size, evaluation
 from lth_trainer.data.device import Inputs
 from lth_trainer.data.index import ShardIndex, load_manifest, shared_index
 from lth_trainer.data.loader import ShardDataset, TrainBatches
@@ -105,12 +105,21 @@ class LevelData:
     val: ShardIndex
     batches: TrainBatches
 
+    @property
+    def whole(self) -> bool:
+        """Whole stored images, of varying sizes: cropped and evaluated as torchvision's reference."""
+        stored = self.manifest.geometry
+        return stored is not None and stored.resize == "whole"
+
 
 def level_data(run_dir: Path, data_dir: Path, spec: RunSpec, platform: Platform) -> LevelData:
     """The manifest, the crop and the indexes (scanned once per run), and the batches; a batch
     size that the processes or the training split cannot take is refused."""
     training = spec.training
     manifest = load_manifest(data_dir)
+    mismatch = geometry_mismatch(spec.dataset, manifest, data_dir / MANIFEST_FILE)
+    if mismatch:
+        raise TrainerError(mismatch)
     crop = crop_size(training.crop_size, manifest, data_dir)
     train_index, val_index = (
         shared_index(
@@ -194,7 +203,7 @@ def setup_level(
                 "density": pruning.density(start.mask),
                 "stepsPerEpoch": spe,
                 "crop": data.crop,
-                "evaluation": f"center {data.crop} of the {data.manifest.image_size} px stored images",
+                "evaluation": evaluation(data.crop, data.manifest),
             },
         )
     saves = saves_rewind_point(level, branch)
@@ -218,7 +227,7 @@ def setup_level(
         precision=precision,
         inputs=Inputs(data.manifest.mean, data.manifest.std, platform.device, data.crop),
         counters=counters,
-        val_data=ShardDataset(data.val, data.crop, False, training.seed),
+        val_data=ShardDataset(data.val, data.crop, False, training.seed, data.whole),
         num_classes=num_classes,
         rewind_at=rewind_at,
         elapsed_before=counters.elapsed_seconds,
@@ -227,7 +236,8 @@ def setup_level(
         end_step=start.end_step,
     )
     augment = training.augmentation == "random-resized-crop"
-    return run, ShardDataset(data.train, data.crop, augment, training.seed), data.batches, start.mask
+    train = ShardDataset(data.train, data.crop, augment, training.seed, data.whole)
+    return run, train, data.batches, start.mask
 
 
 def batch_norm_for(model: nn.Module, spec: RunSpec, platform: Platform) -> nn.Module:
