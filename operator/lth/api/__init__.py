@@ -31,8 +31,14 @@ from lth.api.branches import (
 from lth.api.branches import (
     TicketControl as TicketControl,
 )
+from lth.api.networks import (
+    ModelSpec as ModelSpec,
+)
 from lth.api.pruning import (
     SEARCH_LEVEL as SEARCH_LEVEL,
+)
+from lth.api.pruning import (
+    STABILITY_PARTS as STABILITY_PARTS,
 )
 from lth.api.pruning import (
     ControlsSpec as ControlsSpec,
@@ -45,6 +51,12 @@ from lth.api.pruning import (
 )
 from lth.api.pruning import (
     SearchSpec as SearchSpec,
+)
+from lth.api.pruning import (
+    StabilityPart as StabilityPart,
+)
+from lth.api.pruning import (
+    StabilitySpec as StabilitySpec,
 )
 from lth.api.pruning import (
     StopRules as StopRules,
@@ -66,9 +78,6 @@ from lth.api.spec import (
 )
 from lth.api.spec import (
     ExportSpec as ExportSpec,
-)
-from lth.api.spec import (
-    ModelSpec as ModelSpec,
 )
 from lth.api.spec import (
     PreprocessingSpec as PreprocessingSpec,
@@ -146,10 +155,25 @@ from lth.api.status import (
     ProgressReason as ProgressReason,
 )
 from lth.api.status import (
+    RewindChoice as RewindChoice,
+)
+from lth.api.status import (
     RunStatus as RunStatus,
 )
 from lth.api.status import (
     SpecReason as SpecReason,
+)
+from lth.api.status import (
+    StabilityJobStatus as StabilityJobStatus,
+)
+from lth.api.status import (
+    StabilityPoint as StabilityPoint,
+)
+from lth.api.status import (
+    StabilityResult as StabilityResult,
+)
+from lth.api.status import (
+    StabilityStatus as StabilityStatus,
 )
 from lth.api.status import (
     StuckReason as StuckReason,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lth.api import Branch
+from lth.api import Branch, StabilityPart
 from lth.api.branches import BRANCHES
 
 DNS1035_MAX = 63
@@ -18,6 +18,8 @@ LEVELS_DIR = "levels"
 TICKET_DIR = "ticket"
 """The exported ticket (`lth report`): mask, rewind and final weights, ticket.json, card, plot."""
 SOURCE_TICKET_DIR = "source-ticket"
+STABILITY_DIR = "stability"
+"""rewindTo auto: the instability analysis' jobs, stability/PP-a, PP-b (the copies), PP-path."""
 LOGS_DIR = "logs"
 INDEX_DIR = "index"
 """The trainer's shard index, written once per run and read by every rank of every level."""
@@ -25,6 +27,8 @@ INDEX_DIR = "index"
 SPEC_FILE = "spec.json"
 TICKET_FILE = "ticket.json"
 PLOT_FILE = "accuracy.png"
+STABILITY_PLOT_FILE = "stability.png"
+"""rewindTo auto: the instability against the rewind point k, and the error along each path."""
 MODEL_CARD_FILE = "README.md"
 MASK_FILE = "mask.safetensors"
 INIT_FILE = "init.safetensors"
@@ -32,6 +36,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 START_FILE = "start.json"
 REWIND_FILE = "rewind.safetensors"
 FINAL_FILE = "final.safetensors"
+REWIND_AT_FILE = "rewind-at-{step}.safetensors"
+"""rewindTo auto: theta at each candidate point of the ladder, saved by level 0 (step k)."""
 PROGRESS_FILE = "progress.jsonl"
 """One JSON line per finished epoch of a level (epoch, epochs, top1, imagesPerSecond, ...)."""
 RESULT_FILE = "result.json"
@@ -57,7 +63,14 @@ def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
     return f"{run}-level-{level:02d}{BRANCHES[branch].suffix}"
 
 
-def derived_names(run: str, max_level: int, pods: int, branches: list[Branch]) -> list[str]:
+def stability_job_name(run: str, point: int, part: StabilityPart) -> str:
+    """The training job of one part of the instability analysis at ladder point `point`."""
+    return f"{run}-stability-{point:02d}-{part}"
+
+
+def derived_names(
+    run: str, max_level: int, pods: int, branches: list[Branch], stability_points: int = 0
+) -> list[str]:
     """Every name the cluster derives from the run's name, longest last.
 
     The training operator names a Service after each replica (`<job>-worker-N`),
@@ -70,6 +83,11 @@ def derived_names(run: str, max_level: int, pods: int, branches: list[Branch]) -
         names.append(f"{job}-master-0")
         if pods > 1:
             names.append(f"{job}-worker-{pods - 2}")
+    if stability_points:
+        job = stability_job_name(run, stability_points - 1, "path")
+        names.append(f"{job}-master-0")
+        if pods > 1:
+            names.append(f"{stability_job_name(run, stability_points - 1, 'a')}-worker-{pods - 2}")
     return sorted(names, key=len)
 
 
@@ -94,6 +112,10 @@ class LevelLayout:
     @property
     def final(self) -> Path:
         return self.dir / FINAL_FILE
+
+    def rewind_at(self, step: int) -> Path:
+        """rewindTo auto: theta at step `step`, a candidate point (level 0 writes one per point)."""
+        return self.dir / REWIND_AT_FILE.format(step=step)
 
     @property
     def checkpoint(self) -> Path:
@@ -152,6 +174,10 @@ class RunLayout:
 
     def result_file(self, level: int, branch: Branch = "main") -> Path:
         return self.level(level, branch).result
+
+    def stability(self, point: int, part: StabilityPart) -> LevelLayout:
+        """The files of one job of the instability analysis (a copy's are a level's)."""
+        return LevelLayout(self.root / STABILITY_DIR / f"{point:02d}-{part}")
 
     @property
     def logs(self) -> Path:

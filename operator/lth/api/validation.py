@@ -23,6 +23,7 @@ from lth.api import (
     RunSpec,
 )
 from lth.api.naming import DNS1035_MAX, derived_names
+from lth.api.pruning import stability_problems
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -88,7 +89,8 @@ def check_name(name: str, spec: RunSpec) -> list[Problem]:
     if spec.ticket is not None and spec.ticket.run == name:
         return [Problem("spec.ticket.run", f"{name!r} is this run: a run cannot transfer its own ticket")]
     branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
-    longest = derived_names(name, spec.level_budget, spec.resources.pods, branches)[-1]
+    points = len(spec.pruning.stability.ladder(spec.training.epochs)) if spec.pruning.auto_rewind else 0
+    longest = derived_names(name, spec.level_budget, spec.resources.pods, branches, points)[-1]
     if len(longest) > DNS1035_MAX:
         allowed = len(name) - (len(longest) - DNS1035_MAX)
         return [
@@ -112,6 +114,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
         + _check_ticket(spec)
         + _check_export(spec)
         + _check_search(spec)
+        + _check_stability(spec)
         + _check_data(spec)
     )
 
@@ -120,12 +123,12 @@ def _check_schedule(spec: RunSpec) -> list[Problem]:
     """The rewind point, milestones and warmup within a level's epochs."""
     problems: list[Problem] = []
     training, pruning = spec.training, spec.pruning
-    amount, unit = pruning.rewind_point()
+    amount, unit = pruning.rewind_point() if not pruning.auto_rewind else (0, "it")
     if unit == "ep" and amount >= training.epochs:
         problems.append(
             Problem(
                 "spec.pruning.rewindTo",
-                f"rewinds to epoch {amount}, but a level trains only {training.epochs} epochs",
+                f"rewinds to epoch {amount:g}, but a level trains only {training.epochs} epochs",
             )
         )
     if training.schedule == "step" and training.milestones and training.milestones[-1] >= training.epochs:
@@ -403,6 +406,11 @@ def _check_search(spec: RunSpec) -> list[Problem]:
             )
         )
     return problems
+
+
+def _check_stability(spec: RunSpec) -> list[Problem]:
+    """rewindTo auto: what the instability analysis needs (lth.api.pruning.stability_problems)."""
+    return [Problem(path, message) for path, message in stability_problems(spec)]
 
 
 def _check_ticket(spec: RunSpec) -> list[Problem]:

@@ -22,8 +22,9 @@ MEMORY_PATTERN = r"^[0-9]+[kmgt]?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 """A Kubernetes resource quantity (`16`, `500m`, `64Gi`)."""
 
-REWIND_PATTERN = r"^(0|[0-9]+(ep|it))$"
-"""`6ep` (epochs), `500it` (optimizer steps), or `0` (the initial weights)."""
+REWIND_PATTERN = r"^(0|auto|[0-9]+(\.[0-9]+)?ep|[0-9]+it)$"
+"""`6ep` or `0.5ep` (epochs), `500it` (optimizer steps), `0` (the initial weights), or `auto`
+(the instability analysis chooses)."""
 
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 QUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -19,7 +19,7 @@ import kopf
 import kubernetes
 
 from lth.api.observed import ChildKind, ObservedChild, Stuck
-from lth.api.workload import RunPaths
+from lth.api.workload import RunPaths, chosen_rewind
 from lth.cluster.children import export_job, objects, pytorchjob, spark_application
 from lth.cluster.observe import PYTORCH, SPARK, WORKLOAD_DEFAULTS, batch_client
 from lth.plan import (
@@ -28,6 +28,7 @@ from lth.plan import (
     CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
+    CreateStabilityJob,
     DeleteChild,
     EmitEvent,
     Plan,
@@ -93,7 +94,7 @@ def apply(
             except kubernetes.client.ApiException as error:
                 if error.status != 404:
                     raise
-        case CreatePreprocessing() | CreateLevelJob() | CreateExport():
+        case CreatePreprocessing() | CreateLevelJob() | CreateStabilityJob() | CreateExport():
             return _create(custom, body, result, action, spark_service_account)
         case _:
             assert_never(action)
@@ -124,6 +125,11 @@ def _create(
             manifest = spark_application.spark_application(
                 run, spec, paths, action.attempt, spark_service_account, WORKLOAD_DEFAULTS
             )
+        elif isinstance(action, CreateStabilityJob):
+            kind, (group, version, plural) = "PyTorchJob", PYTORCH
+            manifest = pytorchjob.stability_job(
+                run, spec, paths, action.point, action.part, action.attempt, WORKLOAD_DEFAULTS
+            )
         else:
             kind, (group, version, plural) = "PyTorchJob", PYTORCH
             manifest = pytorchjob.pytorch_job(
@@ -135,6 +141,7 @@ def _create(
                 action.attempt,
                 result.status.ticket,
                 WORKLOAD_DEFAULTS,
+                chosen_rewind(result.status, action.level),
             )
         custom.create_namespaced_custom_object(group, version, namespace, plural, manifest)
     except kubernetes.client.ApiException as error:

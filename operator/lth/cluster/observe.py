@@ -86,21 +86,17 @@ def observe_children(
     )
     for obj in jobs["items"]:
         child = pytorchjob.observe_pytorch_job(obj)
+        stability = _stability_of(obj)
         if child.state == "Succeeded":
-            level, branch = _level_of(obj)
-            result = None
             pod = _master_pod(core, namespace, obj)
-            if pod is not None:
-                result = pytorchjob.level_result_from_pod(pod, level, branch)
-            if result is None and STORAGE_ROOT:
-                layout = RunPaths(STORAGE_ROOT, run).layout
-                result = files.read_result(layout.result_file(level, branch))
-            child = pytorchjob.observe_pytorch_job(obj, result)
+            child = pytorchjob.observe_pytorch_job(
+                obj, _stability_result(run, pod, *stability) if stability else _level_result(run, pod, obj)
+            )
         elif child.state == "Failed":
             pod = _master_pod(core, namespace, obj)
             if pod is not None:
                 child = with_pod_failure(child, pod)
-        elif child.state == "Running" and read_progress and not child.deleting:
+        elif child.state == "Running" and read_progress and not child.deleting and stability is None:
             level, branch = _level_of(obj)
             tail = _log_tail(core, namespace, pytorchjob.master_pod_name(child.name))
             child = replace(child, progress=workload.latest_epoch(tail, level, branch))
@@ -282,6 +278,34 @@ def observe_source(
     if on_volume == ".." or on_volume.startswith("../"):
         return None  # elsewhere in the pods' file system: the trainer checks it
     return observe_directory(Path(STORAGE_ROOT) / on_volume)
+
+
+def _level_result(run: str, pod: dict[str, Any] | None, obj: dict[str, Any]) -> api.LevelResult | None:
+    """A finished level's result: its master pod's termination message, else its result.json."""
+    level, branch = _level_of(obj)
+    result = pytorchjob.level_result_from_pod(pod, level, branch) if pod is not None else None
+    if result is None and STORAGE_ROOT:
+        result = files.read_result(RunPaths(STORAGE_ROOT, run).layout.result_file(level, branch))
+    return result
+
+
+def _stability_result(
+    run: str, pod: dict[str, Any] | None, point: int, part: api.StabilityPart
+) -> api.StabilityResult | None:
+    """A finished job of the instability analysis' result, as a level's is read."""
+    result = pytorchjob.stability_result_from_pod(pod, point, part) if pod is not None else None
+    if result is None and STORAGE_ROOT:
+        result = files.read_stability_result(RunPaths(STORAGE_ROOT, run).layout.stability(point, part).result)
+    return result
+
+
+def _stability_of(job: dict[str, Any]) -> tuple[int, api.StabilityPart] | None:
+    """(point, part) of a job of the instability analysis; None for a level's."""
+    labels = job["metadata"].get("labels") or {}
+    point, part = labels.get(objects.LABEL_STABILITY_POINT), labels.get(objects.LABEL_STABILITY_PART)
+    if point is None or part not in api.STABILITY_PARTS:
+        return None
+    return int(point), part
 
 
 def _level_of(job: dict[str, Any]) -> tuple[int, Any]:

@@ -9,14 +9,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lth.api import Branch, LevelResult, RunSpec, TicketStatus
+from lth.api import Branch, LevelResult, RunSpec, StabilityPart, StabilityResult, TicketStatus
 from lth.api.defaults import WorkloadDefaults
-from lth.api.naming import level_job_name
+from lth.api.naming import level_job_name, stability_job_name
 from lth.api.observed import ChildState, ObservedChild, Stuck
 from lth.api.workload import (
     TERMINATION_LOG,
     TRAINER_MODULE,
     RunPaths,
+    stability_arguments,
     trainer_arguments,
 )
 from lth.cluster.children.objects import (
@@ -24,6 +25,8 @@ from lth.cluster.children.objects import (
     LABEL_KUEUE_QUEUE,
     LABEL_LEVEL,
     LABEL_RUN,
+    LABEL_STABILITY_PART,
+    LABEL_STABILITY_POINT,
     SHM_VOLUME,
     TRAINER_CONTAINER,
     RunRef,
@@ -55,11 +58,9 @@ with limit 0 the first failed pod takes that path. Without a limit, a failed rep
 restartPolicy Never fails the job through `UpdateJobStatus`, which keeps the failed pods."""
 
 
-def trainer_command(
-    spec: RunSpec, paths: RunPaths, level: int, branch: Branch, ticket: TicketStatus | None = None
-) -> list[str]:
-    """torchrun for one level (of a transfer run: `ticket`, status.ticket); the training
-    operator's environment gives it the topology.
+def trainer_command(arguments: list[str]) -> list[str]:
+    """torchrun for one trainer job (`arguments`: a level's, or a job of the instability
+    analysis'); the training operator's environment gives it the topology.
 
     torchrun reads PET_NNODES, PET_NPROC_PER_NODE and PET_NODE_RANK itself, but takes
     the rendezvous address only from PET_MASTER_ADDR / --master-addr, so the
@@ -72,21 +73,12 @@ def trainer_command(
         "--master-port=$(MASTER_PORT)",
         "-m",
         TRAINER_MODULE,
-        *(
-            escape_expansion(a)
-            for a in trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket)
-        ),
+        *(escape_expansion(a) for a in arguments),
     ]
 
 
 def _trainer_pod(
-    run: RunRef,
-    spec: RunSpec,
-    paths: RunPaths,
-    level: int,
-    branch: Branch,
-    ticket: TicketStatus | None,
-    defaults: WorkloadDefaults,
+    run: RunRef, spec: RunSpec, labels: dict[str, str], arguments: list[str], defaults: WorkloadDefaults
 ) -> dict[str, Any]:
     res = spec.resources
     requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
@@ -102,7 +94,7 @@ def _trainer_pod(
         "name": TRAINER_CONTAINER,
         "image": res.image or defaults.trainer_image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "command": trainer_command(spec, paths, level, branch, ticket),
+        "command": trainer_command(arguments),
         "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
         "resources": resources,
         "volumeMounts": [storage_mount(spec), {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
@@ -139,9 +131,45 @@ def _trainer_pod(
         pod_spec["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
+    return {"metadata": {"labels": {LABEL_RUN: run.name, **labels}}, "spec": pod_spec}
+
+
+def training_job(
+    run: RunRef,
+    spec: RunSpec,
+    name: str,
+    labels: dict[str, str],
+    arguments: list[str],
+    attempt: int,
+    defaults: WorkloadDefaults | None = None,
+) -> dict[str, Any]:
+    """The PyTorchJob `name` that runs the trainer with `arguments` on the run's resources:
+    `labels` say which job of the run it is (on the job and its pods).
+
+    With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
+    when the queue has room, instead of racing its webhook.
+    """
+    res = spec.resources
+    template = _trainer_pod(run, spec, labels, arguments, defaults or WorkloadDefaults())
+
+    def replica(count: int) -> dict[str, Any]:
+        return {"replicas": count, "restartPolicy": "Never", "template": template}
+
+    replicas = {"Master": replica(1)}
+    if res.pods > 1:
+        replicas["Worker"] = replica(res.pods - 1)
+    run_policy: dict[str, Any] = {"cleanPodPolicy": CLEAN_POD_POLICY}
+    if res.queue_name:
+        run_policy["suspend"] = True
     return {
-        "metadata": {"labels": {LABEL_RUN: run.name, LABEL_LEVEL: str(level), LABEL_BRANCH: branch}},
-        "spec": pod_spec,
+        "apiVersion": PYTORCHJOB_API_VERSION,
+        "kind": "PyTorchJob",
+        "metadata": child_metadata(run, name, attempt, {**labels, **queue_labels(spec)}),
+        "spec": {
+            "nprocPerNode": str(res.processes_per_pod),
+            "runPolicy": run_policy,
+            "pytorchReplicaSpecs": replicas,
+        },
     }
 
 
@@ -154,36 +182,33 @@ def pytorch_job(
     attempt: int,
     ticket: TicketStatus | None = None,
     defaults: WorkloadDefaults | None = None,
+    rewind_to: str | None = None,
 ) -> dict[str, Any]:
     """The PyTorchJob `<run>-level-NN[-reinit|-rprune|-dense]` that trains, evaluates and prunes
-    one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket).
+    one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket),
+    a rewindTo auto run's pruned levels the point its analysis chose (`rewind_to`)."""
+    arguments = trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket, rewind_to)
+    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
+    return training_job(
+        run, spec, level_job_name(run.name, level, branch), labels, arguments, attempt, defaults
+    )
 
-    With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
-    when the queue has room, instead of racing its webhook.
-    """
-    res = spec.resources
-    template = _trainer_pod(run, spec, paths, level, branch, ticket, defaults or WorkloadDefaults())
 
-    def replica(count: int) -> dict[str, Any]:
-        return {"replicas": count, "restartPolicy": "Never", "template": template}
-
-    replicas = {"Master": replica(1)}
-    if res.pods > 1:
-        replicas["Worker"] = replica(res.pods - 1)
-    run_policy: dict[str, Any] = {"cleanPodPolicy": CLEAN_POD_POLICY}
-    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch, **queue_labels(spec)}
-    if res.queue_name:
-        run_policy["suspend"] = True
-    return {
-        "apiVersion": PYTORCHJOB_API_VERSION,
-        "kind": "PyTorchJob",
-        "metadata": child_metadata(run, level_job_name(run.name, level, branch), attempt, labels),
-        "spec": {
-            "nprocPerNode": str(res.processes_per_pod),
-            "runPolicy": run_policy,
-            "pytorchReplicaSpecs": replicas,
-        },
-    }
+def stability_job(
+    run: RunRef,
+    spec: RunSpec,
+    paths: RunPaths,
+    point: int,
+    part: StabilityPart,
+    attempt: int,
+    defaults: WorkloadDefaults | None = None,
+) -> dict[str, Any]:
+    """The PyTorchJob `<run>-stability-PP-a|b|path` of the instability analysis (rewindTo auto):
+    a level's job with the trainer's command line of a copy, or of the path between them."""
+    arguments = stability_arguments(spec, paths, point, part, TERMINATION_LOG)
+    labels = {LABEL_STABILITY_POINT: str(point), LABEL_STABILITY_PART: part}
+    name = stability_job_name(run.name, point, part)
+    return training_job(run, spec, name, labels, arguments, attempt, defaults)
 
 
 def master_pod_name(job_name: str) -> str:
@@ -191,17 +216,35 @@ def master_pod_name(job_name: str) -> str:
     return f"{job_name}-master-0"
 
 
-def level_result_from_pod(
-    pod: Mapping[str, Any], level: int | None = None, branch: Branch | None = None
-) -> LevelResult | None:
-    """The result in the master pod's termination message; None when absent, garbled or not this level's."""
+def termination_message(pod: Mapping[str, Any]) -> str | None:
+    """The trainer container's termination message in a pod's status; None when it has none."""
     statuses = as_mapping(pod.get("status")).get("containerStatuses")
     for status in statuses if isinstance(statuses, list) else []:
         if as_mapping(status).get("name") != TRAINER_CONTAINER:
             continue
         message = as_mapping(as_mapping(status.get("state")).get("terminated")).get("message")
-        if not isinstance(message, str):
-            return None
+        return message if isinstance(message, str) else None
+    return None
+
+
+def stability_result_from_pod(
+    pod: Mapping[str, Any], point: int, part: StabilityPart
+) -> StabilityResult | None:
+    """A job of the instability analysis' result in its master pod's termination message."""
+    message = termination_message(pod)
+    try:
+        result = StabilityResult.model_validate(json.loads(message)) if message is not None else None
+    except (ValueError, ValidationError):
+        return None
+    return result if result is not None and (result.point, result.part) == (point, part) else None
+
+
+def level_result_from_pod(
+    pod: Mapping[str, Any], level: int | None = None, branch: Branch | None = None
+) -> LevelResult | None:
+    """The result in the master pod's termination message; None when absent, garbled or not this level's."""
+    message = termination_message(pod)
+    if message is not None:
         try:
             result = LevelResult.model_validate(json.loads(message))
         except (ValueError, ValidationError):
@@ -214,7 +257,9 @@ def level_result_from_pod(
     return None
 
 
-def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = None) -> ObservedChild:
+def observe_pytorch_job(
+    obj: Mapping[str, Any], result: LevelResult | StabilityResult | None = None
+) -> ObservedChild:
     """A PyTorchJob as the planner sees it; `result` comes from `level_result_from_pod` or result.json."""
     state: ChildState
     message = ""
