@@ -24,6 +24,8 @@ from lth.api import STABILITY_PARTS, RunSpec, StabilityPart, StabilityResult
 from lth.api.naming import LevelLayout, RunLayout
 from lth.api.pruning import epochs_text, instability, step_of
 from lth_trainer import pruning
+from lth_trainer.data.device import Inputs
+from lth_trainer.data.loader import ShardDataset
 from lth_trainer.dist import Platform
 from lth_trainer.models import check_input
 from lth_trainer.start import LevelStart, level_files, pruned_after
@@ -121,9 +123,10 @@ def run_copy(
     return write_result(files, result, platform)
 
 
-def interpolate(
-    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float
-) -> dict[str, torch.Tensor]:
+Weights = dict[str, torch.Tensor]
+
+
+def interpolate(a: Weights, b: Weights, alpha: float) -> Weights:
     """(1 - alpha) a + alpha b for every floating-point tensor; a's integer tensors (counters)."""
     return {
         name: torch.lerp(tensor, b[name], alpha) if tensor.is_floating_point() else tensor
@@ -132,13 +135,9 @@ def interpolate(
 
 
 def path_errors(
-    spec: RunSpec, data: LevelData, finals: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
-    model: nn.Module, platform: Platform,
-) -> list[float]:  # fmt: skip
+    spec: RunSpec, data: LevelData, finals: tuple[Weights, Weights], model: nn.Module, platform: Platform
+) -> list[float]:
     """Top-1 error (100 - top-1, percent, the whole val split) at each evenly spaced point of the path."""
-    from lth_trainer.data.device import Inputs
-    from lth_trainer.data.loader import ShardDataset
-
     training = spec.training
     _, num_classes = network_builder(spec, data)
     val = ShardDataset(data.val, data.crop, False, training.seed, data.whole)
