@@ -62,6 +62,9 @@ from lth.api.pruning import (
     StopRules as StopRules,
 )
 from lth.api.spec import (
+    FROZEN_WITHIN_MUTABLE as FROZEN_WITHIN_MUTABLE,
+)
+from lth.api.spec import (
     LOADER_PREFETCH_BATCHES as LOADER_PREFETCH_BATCHES,
 )
 from lth.api.spec import (
@@ -99,6 +102,9 @@ from lth.api.spec import (
 )
 from lth.api.spec import (
     Toleration as Toleration,
+)
+from lth.api.spec import (
+    TrainingApi as TrainingApi,
 )
 from lth.api.spec import (
     TrainingSpec as TrainingSpec,

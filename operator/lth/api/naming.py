@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lth.api import Branch, StabilityPart
+from lth.api import STABILITY_PARTS, Branch, RunSpec, StabilityPart
 from lth.api.branches import BRANCHES
 
 DNS1035_MAX = 63
@@ -59,7 +59,7 @@ def export_name(run: str) -> str:
 
 
 def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
-    """The PyTorchJob of one level (and branch)."""
+    """The PyTorchJob or TrainJob of one level (and branch)."""
     return f"{run}-level-{level:02d}{BRANCHES[branch].suffix}"
 
 
@@ -68,26 +68,34 @@ def stability_job_name(run: str, point: int, part: StabilityPart) -> str:
     return f"{run}-stability-{point:02d}-{part}"
 
 
-def derived_names(
-    run: str, max_level: int, pods: int, branches: list[Branch], stability_points: int = 0
-) -> list[str]:
-    """Every name the cluster derives from the run's name, longest last.
+TRAINJOB_REPLICATED_JOB = "node"
+"""The replicatedJob (and container) of a TrainJob's nodes, as Trainer v2 names it
+(`constants.Node`, kubeflow/trainer pkg/constants/constants.go)."""
 
-    The training operator names a Service after each replica (`<job>-worker-N`),
-    the Spark operator its UI Service (`<app>-ui-svc`); Services must be
-    DNS-1035 labels of 63 characters at most, so these bound the run's name.
+
+def derived_names(run: str, spec: RunSpec) -> list[str]:
+    """Every name the cluster derives from the run's name for this spec, longest last.
+
+    The training operator names a Service after each replica (`<job>-worker-N`), the
+    Spark operator its UI Service (`<app>-ui-svc`); Services must be DNS-1035 labels of 63
+    characters at most. A TrainJob's JobSet names its pods `<job>-node-0-<index>-<5 random>`,
+    and JobSet's webhook refuses one whose longest pod name would pass 63 (`podNameTooLongErrorMsg`,
+    kubernetes-sigs/jobset v0.12.0 pkg/webhooks/jobset_webhook.go). These bound the run's name.
     """
+    branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
+    pods, max_level = spec.resources.pods, spec.level_budget
     names = [prep_name(run) + "-ui-svc"]
-    for branch in ["main", *branches]:
-        job = level_job_name(run, max_level, branch)
+    jobs = [level_job_name(run, max_level, branch) for branch in ["main", *branches]]
+    if spec.pruning.auto_rewind:  # the instability analysis' jobs, at its last ladder point
+        last = len(spec.pruning.stability.ladder(spec.training.epochs)) - 1
+        jobs += [stability_job_name(run, last, part) for part in STABILITY_PARTS]
+    for job in jobs:
+        if spec.resources.level_kind == "TrainJob":
+            names.append(f"{job}-{TRAINJOB_REPLICATED_JOB}-0-{pods - 1}-abcde")
+            continue
         names.append(f"{job}-master-0")
         if pods > 1:
             names.append(f"{job}-worker-{pods - 2}")
-    if stability_points:
-        job = stability_job_name(run, stability_points - 1, "path")
-        names.append(f"{job}-master-0")
-        if pods > 1:
-            names.append(f"{stability_job_name(run, stability_points - 1, 'a')}-worker-{pods - 2}")
     return sorted(names, key=len)
 
 

@@ -198,8 +198,18 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = Field(None, ge=0)
 
 
+TrainingApi = Literal["PyTorchJob", "TrainJob"]
+"""What trains a level on a cluster: training operator v1 or Kubeflow Trainer v2."""
+
+
 class ResourcesSpec(ApiModel):
-    """What one level's PyTorchJob asks the cluster for."""
+    """What one level's training job (PyTorchJob or TrainJob) asks the cluster for."""
+
+    training_api: TrainingApi | None = Field(
+        None,
+        description="What trains each level: PyTorchJob (Kubeflow training operator v1) or TrainJob "
+        "(Kubeflow Trainer v2). Default: the chart's workloads.trainingApi. Fixed once the run started.",
+    )
 
     image: str | None = Field(
         None,
@@ -268,6 +278,11 @@ class ResourcesSpec(ApiModel):
             "RDMA pins the memory it registers, which NCCL over InfiniBand/RoCE needs."
         ),
     )
+
+    @property
+    def level_kind(self) -> TrainingApi:
+        """The kind of each level's job; PyTorchJob where nothing chose (the local runner)."""
+        return self.training_api or "PyTorchJob"
 
     @property
     def processes_per_pod(self) -> int:
@@ -468,3 +483,5 @@ MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
     ("export",),
 )
 """Spec fields that may change while a run is in progress; every other field is frozen at start."""
+FROZEN_WITHIN_MUTABLE: tuple[tuple[str, ...], ...] = (("resources", "training_api"),)
+"""Frozen inside a mutable section: a running run's level jobs keep their kind."""

@@ -18,9 +18,9 @@ from lth.api import (
     CONTROL_BRANCHES,
     LOADER_PREFETCH_BATCHES,
     QUANTITY_PATTERN,
-    Branch,
     LotteryTicketRun,
     RunSpec,
+    TrainingApi,
 )
 from lth.api.naming import DNS1035_MAX, derived_names
 from lth.api.pruning import stability_problems
@@ -88,9 +88,7 @@ def check_name(name: str, spec: RunSpec) -> list[Problem]:
         ]
     if spec.ticket is not None and spec.ticket.run == name:
         return [Problem("spec.ticket.run", f"{name!r} is this run: a run cannot transfer its own ticket")]
-    branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
-    points = len(spec.pruning.stability.ladder(spec.training.epochs)) if spec.pruning.auto_rewind else 0
-    longest = derived_names(name, spec.level_budget, spec.resources.pods, branches, points)[-1]
+    longest = derived_names(name, spec)[-1]
     if len(longest) > DNS1035_MAX:
         allowed = len(name) - (len(longest) - DNS1035_MAX)
         return [
@@ -114,8 +112,9 @@ def check_spec(spec: RunSpec) -> list[Problem]:
         + _check_ticket(spec)
         + _check_export(spec)
         + _check_search(spec)
-        + _check_stability(spec)
+        + [Problem(path, message) for path, message in stability_problems(spec)]  # rewindTo auto
         + _check_data(spec)
+        + _check_training_api(spec)
     )
 
 
@@ -358,6 +357,15 @@ def _check_passthrough(spec: RunSpec) -> list[Problem]:
     return problems
 
 
+def _check_training_api(spec: RunSpec) -> list[Problem]:
+    """What a TrainJob cannot carry: Trainer v2.3's runtimePatches take no priorityClassName."""
+    if spec.resources.training_api != "TrainJob" or not spec.resources.priority_class_name:
+        return []
+    why = "a TrainJob cannot set its pods' priority class (Trainer v2.3's runtimePatches do not carry"
+    fix = "priorityClassName): give it in the ClusterTrainingRuntime, or use a Kueue WorkloadPriorityClass"
+    return [Problem("spec.resources.priorityClassName", f"{why} {fix}")]
+
+
 def _check_search(spec: RunSpec) -> list[Problem]:
     """spec.pruning.search: what the gradual and short-imp searches need, and options only they read."""
     pruning, search, path = spec.pruning, spec.pruning.search, "spec.pruning.search"
@@ -408,11 +416,6 @@ def _check_search(spec: RunSpec) -> list[Problem]:
     return problems
 
 
-def _check_stability(spec: RunSpec) -> list[Problem]:
-    """rewindTo auto: what the instability analysis needs (lth.api.pruning.stability_problems)."""
-    return [Problem(path, message) for path, message in stability_problems(spec)]
-
-
 def _check_ticket(spec: RunSpec) -> list[Problem]:
     ticket = spec.ticket
     if ticket is None:
@@ -461,15 +464,21 @@ def _check_export(spec: RunSpec) -> list[Problem]:
     return problems
 
 
-def check_run(doc: Mapping[str, Any]) -> tuple[LotteryTicketRun | None, list[Problem]]:
-    """A whole LotteryTicketRun document (as in run.yaml): the model and every problem."""
+def check_run(
+    doc: Mapping[str, Any], training_api: TrainingApi | None = None
+) -> tuple[LotteryTicketRun | None, list[Problem]]:
+    """A whole LotteryTicketRun document: the model and every problem (for `training_api`, the
+    cluster's default, where the spec names none)."""
     if not isinstance(doc, Mapping):
         return None, [Problem("", "is not a mapping")]
     try:
         run = LotteryTicketRun.model_validate(doc)
     except ValidationError as error:
         return None, problems_from_error(error, "")
-    problems = check_name(run.metadata.name, run.spec) + check_spec(run.spec)
+    spec, res = run.spec, run.spec.resources
+    if res.training_api is None and training_api is not None:
+        spec = spec.model_copy(update={"resources": res.model_copy(update={"training_api": training_api})})
+    problems = check_name(run.metadata.name, spec) + check_spec(spec)
     return run, problems
 
 

@@ -80,9 +80,18 @@ class RunPaths:
         return posixpath.join(self.run_dir, DATA_DIR)
 
 
+def portable_wire(spec: RunSpec) -> dict[str, Any]:
+    """The spec's wire form less what only says where it ran (resources.trainingApi, which an
+    operator fills in from its chart): what the workloads and an exported ticket record, so
+    the same levels give the same bytes under `lth run` and either training API."""
+    wire = spec.to_wire()
+    wire.get("resources", {}).pop("trainingApi", None)
+    return wire
+
+
 def spec_json(spec: RunSpec) -> str:
-    """The spec as the workloads receive it: compact JSON of its wire form."""
-    return json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)
+    """The spec as the workloads receive it: compact JSON of its portable wire form."""
+    return json.dumps(portable_wire(spec), separators=(",", ":"), sort_keys=True)
 
 
 def prep_arguments(spec: RunSpec, paths: RunPaths, termination_log: str | None = None) -> list[str]:

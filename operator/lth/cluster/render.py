@@ -19,11 +19,11 @@ import yaml
 from pydantic import ValidationError
 
 from lth.api import REWIND_PATTERN, STABILITY_PARTS, Branch, LotteryTicketRun, RunSpec, TicketStatus
-from lth.api.defaults import WorkloadDefaults
+from lth.api.defaults import WorkloadDefaults, with_training_api
 from lth.api.validation import problems_from_error
 from lth.api.workload import RunPaths
+from lth.cluster.children.level_jobs import LEVEL_JOB_APIS, stability_job
 from lth.cluster.children.objects import RunRef
-from lth.cluster.children.pytorchjob import pytorch_job, stability_job
 from lth.cluster.children.spark_application import spark_application
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -182,10 +182,12 @@ def children(
     stability_point: int | None = None,
 ) -> list[dict[str, Any]]:
     """What the operator creates for `run`: by default the SparkApplication `<run>-prep` (none for
-    prepared shards) and level 0's main PyTorchJob; with a level or a branch, that level's job;
-    with a stability point, the instability analysis' jobs there."""
+    prepared shards) and level 0's main job (a PyTorchJob or a TrainJob, as spec.resources.trainingApi
+    or the chart's workloads.trainingApi says); with a level or a branch, that level's job; with a
+    stability point, the instability analysis' jobs there (of the same training API)."""
     values = values or ChartValues(WorkloadDefaults())
-    spec = run.spec
+    spec, _ = with_training_api((run.spec, []), None, values.workloads)
+    assert spec is not None
     ref = RunRef(name=run.metadata.name, namespace=namespace, uid=PLACEHOLDER_UID)
     paths = RunPaths(spec.storage.mount_path, run.metadata.name)
     if stability_point is not None:
@@ -199,7 +201,8 @@ def children(
     level, branch = level or 0, branch or "main"
     check_level(spec, level, branch)
     rewind = resolved_rewind(spec, level, rewind_to)
-    out.append(pytorch_job(ref, spec, paths, level, branch, 1, ticket, values.workloads, rewind))
+    build = LEVEL_JOB_APIS[spec.resources.level_kind].build
+    out.append(build(ref, spec, paths, level, branch, 1, ticket, values.workloads, rewind))
     return out
 
 

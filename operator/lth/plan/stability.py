@@ -136,8 +136,9 @@ def _step(p: Planning, spec: RunSpec, status: StabilityStatus, point: int, part:
     ):
         return False
     before = existing.phase if existing else None
+    kind = spec.resources.level_kind  # a training job like a level's
     entry, verb = step_child(
-        p, existing, name, "PyTorchJob", spec.retry.training.backoff_limit, failure_reason="StabilityFailed"
+        p, existing, name, kind, spec.retry.training.backoff_limit, failure_reason="StabilityFailed"
     )
     job = (
         entry
@@ -156,7 +157,7 @@ def _step(p: Planning, spec: RunSpec, status: StabilityStatus, point: int, part:
         p.actions.append(CreateStabilityJob(name, point, part, job.attempts))
         what = "the path between its copies" if part == "path" else f"copy {part}"
         k = epochs_text(status.ladder[point])
-        p.created(verb, f"PyTorchJob {name} (instability analysis at k={k}: {what})", job.attempts)
+        p.created(verb, f"{kind} {name} (instability analysis at k={k}: {what})", job.attempts)
     return verb == "succeeded"
 
 

@@ -20,6 +20,7 @@ from lth.api.naming import (
     TICKET_FILE,
     RunLayout,
 )
+from lth.api.workload import portable_wire
 from lth.results.model_card import model_card
 from lth.results.plot import plot, stability_plot
 from lth.storage.files import atomic_write_text
@@ -53,7 +54,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
     plot(status, ticket / PLOT_FILE)
     stability_plot(status, ticket / STABILITY_PLOT_FILE)
     spec = status.accepted_spec
-    atomic_write_text(ticket / SPEC_FILE, json.dumps(spec.to_wire() if spec else {}, indent=2) + "\n")
+    atomic_write_text(ticket / SPEC_FILE, json.dumps(portable_wire(spec) if spec else {}, indent=2) + "\n")
     if status.best is not None:
         best = status.best
         files = TicketFiles.from_run(run_dir, best.level)
@@ -71,7 +72,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
             "numClasses": classes,
             "top1": best.top1,
             "denseTop1": status.dense_top1,
-            "spec": spec.to_wire() if spec else {},
+            "spec": portable_wire(spec) if spec else {},
             "results": [
                 row.model_dump(mode="json", by_alias=True, include=RESULT_FIELDS, exclude_none=True)
                 for row in status.levels

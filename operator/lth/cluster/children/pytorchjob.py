@@ -3,47 +3,48 @@ what is read back from it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from lth.api import Branch, LevelResult, RunSpec, StabilityPart, StabilityResult, TicketStatus
+from lth.api import Branch, LevelResult, RunSpec, StabilityResult, TicketStatus
 from lth.api.defaults import WorkloadDefaults
-from lth.api.naming import level_job_name, stability_job_name
-from lth.api.observed import ChildState, ObservedChild, Stuck
+from lth.api.naming import level_job_name
+from lth.api.observed import ChildState, ObservedChild
 from lth.api.workload import (
     TERMINATION_LOG,
     TRAINER_MODULE,
     RunPaths,
-    stability_arguments,
     trainer_arguments,
 )
+from lth.cluster.children.level_api import LevelJobApi
 from lth.cluster.children.objects import (
     LABEL_BRANCH,
-    LABEL_KUEUE_QUEUE,
     LABEL_LEVEL,
     LABEL_RUN,
-    LABEL_STABILITY_PART,
-    LABEL_STABILITY_POINT,
-    SHM_VOLUME,
     TRAINER_CONTAINER,
     RunRef,
     as_mapping,
     attempt_of,
     child_metadata,
-    container_security,
     escape_expansion,
     is_deleting,
     pod_security,
     queue_labels,
-    storage_mount,
-    storage_volume,
+    trainer_mounts,
+    trainer_placement,
+    trainer_resources,
+    trainer_security,
+    trainer_volumes,
     true_condition,
+    waiting_for_queue,
 )
 
 PYTORCHJOB_API_VERSION = "kubeflow.org/v1"
+LABEL_JOB_NAME = "training.kubeflow.org/job-name"
+LABEL_REPLICA_TYPE = "training.kubeflow.org/replica-type"
+LABEL_REPLICA_INDEX = "training.kubeflow.org/replica-index"
+"""The labels the training operator puts on every replica pod (`GenLabels`,
+pkg/controller.v1/common/job_controller.go; the type lowercased)."""
 PYTORCHJOB_PORT = 23456
 """The training operator's default master port (named `pytorchjob-port`), set so no webhook must add it."""
 
@@ -81,23 +82,15 @@ def _trainer_pod(
     run: RunRef, spec: RunSpec, labels: dict[str, str], arguments: list[str], defaults: WorkloadDefaults
 ) -> dict[str, Any]:
     res = spec.resources
-    requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
-    resources: dict[str, Any] = {"requests": requests}
-    limits = dict(res.extra_resources)  # e.g. RDMA devices for NCCL
-    if res.gpus_per_pod > 0:
-        limits["nvidia.com/gpu"] = str(res.gpus_per_pod)
-    if limits:
-        # Extended resources: the request defaults to the limit.
-        resources["limits"] = limits
-    security = container_security()
+    security = trainer_security(spec)
     container = {
         "name": TRAINER_CONTAINER,
         "image": res.image or defaults.trainer_image,
         "imagePullPolicy": defaults.image_pull_policy,
         "command": trainer_command(arguments),
         "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
-        "resources": resources,
-        "volumeMounts": [storage_mount(spec), {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "resources": trainer_resources(spec),
+        "volumeMounts": trainer_mounts(spec),
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the trainer writes its result still says why (the log's tail).
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -107,28 +100,14 @@ def _trainer_pod(
         container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
     if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
         container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
-    if res.ipc_lock:  # RDMA registers (pins) memory
-        security["capabilities"]["add"] = ["IPC_LOCK"]
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [
-            storage_volume(spec),
-            # DataLoader workers pass batches through shared memory; the default 64 MiB is far too small.
-            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
-        ],
+        "volumes": trainer_volumes(spec),
         "securityContext": pod_security(spec, defaults),
         # The trainer never talks to the API server.
         "automountServiceAccountToken": False,
+        **trainer_placement(spec, defaults),
     }
-    gpus = res.gpus_per_pod > 0
-    node_selector = res.node_selector or (defaults.gpu_node_selector if gpus else {})
-    tolerations = res.tolerations or (defaults.gpu_tolerations if gpus else [])
-    if node_selector:
-        pod_spec["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in tolerations]
-    if defaults.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
     return {"metadata": {"labels": {LABEL_RUN: run.name, **labels}}, "spec": pod_spec}
@@ -144,7 +123,8 @@ def training_job(
     defaults: WorkloadDefaults | None = None,
 ) -> dict[str, Any]:
     """The PyTorchJob `name` that runs the trainer with `arguments` on the run's resources:
-    `labels` say which job of the run it is (on the job and its pods).
+    `labels` say which job of the run it is (on the job and its pods): a level's, or one of
+    the instability analysis' (`lth.cluster.children.level_jobs`).
 
     With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
     when the queue has room, instead of racing its webhook.
@@ -188,26 +168,7 @@ def pytorch_job(
     one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket),
     a rewindTo auto run's pruned levels the point its analysis chose (`rewind_to`)."""
     arguments = trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket, rewind_to)
-    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
-    return training_job(
-        run, spec, level_job_name(run.name, level, branch), labels, arguments, attempt, defaults
-    )
-
-
-def stability_job(
-    run: RunRef,
-    spec: RunSpec,
-    paths: RunPaths,
-    point: int,
-    part: StabilityPart,
-    attempt: int,
-    defaults: WorkloadDefaults | None = None,
-) -> dict[str, Any]:
-    """The PyTorchJob `<run>-stability-PP-a|b|path` of the instability analysis (rewindTo auto):
-    a level's job with the trainer's command line of a copy, or of the path between them."""
-    arguments = stability_arguments(spec, paths, point, part, TERMINATION_LOG)
-    labels = {LABEL_STABILITY_POINT: str(point), LABEL_STABILITY_PART: part}
-    name = stability_job_name(run.name, point, part)
+    name, labels = level_job_name(run.name, level, branch), {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
     return training_job(run, spec, name, labels, arguments, attempt, defaults)
 
 
@@ -216,51 +177,26 @@ def master_pod_name(job_name: str) -> str:
     return f"{job_name}-master-0"
 
 
-def termination_message(pod: Mapping[str, Any]) -> str | None:
-    """The trainer container's termination message in a pod's status; None when it has none."""
-    statuses = as_mapping(pod.get("status")).get("containerStatuses")
-    for status in statuses if isinstance(statuses, list) else []:
-        if as_mapping(status).get("name") != TRAINER_CONTAINER:
-            continue
-        message = as_mapping(as_mapping(status.get("state")).get("terminated")).get("message")
-        return message if isinstance(message, str) else None
-    return None
+def lead_pod_selector(job_name: str) -> str:
+    """The master pod, whose termination message carries the level's result."""
+    return f"{LABEL_JOB_NAME}={job_name},{LABEL_REPLICA_TYPE}=master,{LABEL_REPLICA_INDEX}=0"
 
 
-def stability_result_from_pod(
-    pod: Mapping[str, Any], point: int, part: StabilityPart
-) -> StabilityResult | None:
-    """A job of the instability analysis' result in its master pod's termination message."""
-    message = termination_message(pod)
-    try:
-        result = StabilityResult.model_validate(json.loads(message)) if message is not None else None
-    except (ValueError, ValidationError):
-        return None
-    return result if result is not None and (result.point, result.part) == (point, part) else None
+def pods_of(obj: Mapping[str, Any]) -> int:
+    replicas = as_mapping(as_mapping(obj.get("spec")).get("pytorchReplicaSpecs"))
+    return sum(int(as_mapping(r).get("replicas", 1)) for r in replicas.values())
 
 
-def level_result_from_pod(
-    pod: Mapping[str, Any], level: int | None = None, branch: Branch | None = None
-) -> LevelResult | None:
-    """The result in the master pod's termination message; None when absent, garbled or not this level's."""
-    message = termination_message(pod)
-    if message is not None:
-        try:
-            result = LevelResult.model_validate(json.loads(message))
-        except (ValueError, ValidationError):
-            return None
-        if level is not None and result.level != level:
-            return None
-        if branch is not None and result.branch != branch:
-            return None
-        return result
-    return None
+def pod_controller(obj: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """The training operator creates the pods itself: its FailedCreatePod events are the job's."""
+    meta = as_mapping(obj.get("metadata"))
+    return "PyTorchJob", str(meta.get("name", "")), str(meta.get("uid", ""))
 
 
 def observe_pytorch_job(
     obj: Mapping[str, Any], result: LevelResult | StabilityResult | None = None
 ) -> ObservedChild:
-    """A PyTorchJob as the planner sees it; `result` comes from `level_result_from_pod` or result.json."""
+    """A PyTorchJob as the planner sees it; `result` comes from the master pod or result.json."""
     state: ChildState
     message = ""
     failed = true_condition(obj, "Failed")
@@ -277,6 +213,11 @@ def observe_pytorch_job(
         if suspended is not None:
             message = str(suspended.get("message") or "suspended (waiting for the queue)")
     name = str(obj["metadata"]["name"])
+    # A suspended job: the training operator deletes its pods and sets Suspended True
+    # (`PyTorchJob <name> is suspended.`, pkg/controller.v1/common/job.go) until Kueue admits
+    # it and clears runPolicy.suspend.
+    run_policy = as_mapping(as_mapping(obj.get("spec")).get("runPolicy"))
+    suspended_now = true_condition(obj, "Suspended") is not None or run_policy.get("suspend") is True
     return ObservedChild(
         name=name,
         attempt=attempt_of(obj),
@@ -284,20 +225,19 @@ def observe_pytorch_job(
         message=message,
         result=result,
         deleting=is_deleting(obj),
-        stuck=_waiting_for_queue(obj, name) if state == "Pending" else None,
+        stuck=waiting_for_queue("PyTorchJob", name, obj) if state == "Pending" and suspended_now else None,
     )
 
 
-def _waiting_for_queue(obj: Mapping[str, Any], name: str) -> Stuck | None:
-    """A suspended job: the training operator deletes its pods and sets Suspended True
-    (`PyTorchJob <name> is suspended.`, pkg/controller.v1/common/job.go) until Kueue admits it
-    and clears runPolicy.suspend (`lth.cluster.queues` says why it has not, where it can tell)."""
-    run_policy = as_mapping(as_mapping(obj.get("spec")).get("runPolicy"))
-    if true_condition(obj, "Suspended") is None and run_policy.get("suspend") is not True:
-        return None
-    queue = as_mapping(as_mapping(obj.get("metadata")).get("labels")).get(LABEL_KUEUE_QUEUE)
-    if isinstance(queue, str) and queue:
-        detail = f"suspended until Kueue admits it from queue {queue!r}"
-    else:
-        detail = f"suspended with no Kueue queue (label {LABEL_KUEUE_QUEUE}): nothing will admit it"
-    return Stuck("WaitingForQueue", f"PyTorchJob {name}", detail)
+API = LevelJobApi(
+    kind="PyTorchJob",
+    served_by="the Kubeflow training operator v1 (kubeflow/trainer release-1.9)",
+    container=TRAINER_CONTAINER,
+    build=pytorch_job,
+    build_job=training_job,
+    observe=observe_pytorch_job,
+    lead_pod_name=master_pod_name,
+    lead_pod_selector=lead_pod_selector,
+    pods_of=pods_of,
+    pod_controller=pod_controller,
+)
