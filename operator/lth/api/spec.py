@@ -21,6 +21,9 @@ from lth.api.wire import (
 
 # --------------------------------------------------------------------------- spec
 
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+"""spec.dataset.maxImagePixels' default: 64 Mpx, 256 MiB decoded (RGBX)."""
+
 
 class DatasetSpec(ApiModel):
     """Where the images come from and what size the trainer sees."""
@@ -66,6 +69,17 @@ class DatasetSpec(ApiModel):
         min_length=1,
         json_schema_extra={"uniqueItems": True},
         description="Only these classes (WordNet ids or folder names); all when absent.",
+    )
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1 << 12,
+        le=1 << 30,
+        description=(
+            "Largest image decoded, width x height: an input image whose header declares more is "
+            "skipped and listed in the manifest, never decoded (a 1 KB file can declare 30000 x 30000), "
+            "and the trainer refuses a shard image over it. Default 8192 x 8192, far above ImageNet's "
+            "photos; decoding one takes 256 MiB."
+        ),
     )
 
     @property
