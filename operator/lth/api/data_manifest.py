@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MANIFEST_VERSION = 1
 
@@ -30,10 +30,21 @@ class ClassInfo(_Model):
 
 class ShardInfo(_Model):
     split: Split
-    path: str = Field(description="File name, relative to the data directory.")
+    path: str = Field(
+        min_length=1, max_length=255, description="File name in the data directory (no folders)."
+    )
     images: int = Field(ge=0)
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """A shard is a file of the data directory itself: a manifest of `prepared` data (which
+        may come from anyone) must not make the trainer read ../../anything or /etc/anything."""
+        if any(c in value for c in "/\\\0") or value.startswith("."):
+            raise ValueError(f"{value!r} is not a plain file name in the data directory")
+        return value
 
 
 class SplitInfo(_Model):

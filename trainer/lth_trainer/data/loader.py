@@ -19,6 +19,7 @@ import simplejpeg
 import torch
 
 from lth.api import LOADER_PREFETCH_BATCHES
+from lth.api.spec import DEFAULT_MAX_IMAGE_PIXELS
 from lth.storage.lifetime import die_with_parent
 from lth_trainer.data.crops import (
     CROP_DRAWS,
@@ -26,6 +27,7 @@ from lth_trainer.data.crops import (
     random_resized_crops,
     sample_uniforms,
 )
+from lth_trainer.data.header import checked_size
 from lth_trainer.data.index import (
     ShardIndex,
 )
@@ -55,11 +57,19 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
     into the batch's array and the crop boxes are drawn for the whole batch; the device
     crops, resizes and flips the batch (Inputs), so the per-image CPU work is the decode."""
 
-    def __init__(self, index: ShardIndex, crop_size: int, augment: bool, seed: int) -> None:
+    def __init__(
+        self,
+        index: ShardIndex,
+        crop_size: int,
+        augment: bool,
+        seed: int,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.index = index
         self.crop_size = crop_size
         self.augment = augment
         self.seed = seed
+        self.max_pixels = max_pixels
         self._files: dict[int, int] = {}
         self._pid = -1
 
@@ -85,7 +95,13 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
         # more than the pread of a small image.
         shards = index.shard_of[indexes].tolist()
         sizes, offsets = index.size[indexes].tolist(), index.offset[indexes].tolist()
-        first: Image_ = simplejpeg.decode_jpeg(self.read(int(indexes[0])), colorspace="RGB")
+        first_data = self.read(int(indexes[0]))
+        where = f"{index.shards[shards[0]]} at byte {offsets[0]}"
+        first_size = checked_size(first_data, self.max_pixels, where)
+        try:
+            first: Image_ = simplejpeg.decode_jpeg(first_data, colorspace="RGB")
+        except ValueError as error:
+            raise TrainerError(f"{where}: a JPEG that cannot be decoded ({error})") from None
         images = np.empty((len(items), *first.shape), dtype=np.uint8)
         images[0] = first
         for row in range(1, len(items)):
@@ -94,15 +110,17 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
             if fd is None:
                 fd = files[shard] = os.open(index.shards[shard], os.O_RDONLY)
             data = os.pread(fd, sizes[row], offsets[row])
-            try:  # straight into the batch: no array per image, no copy (np.stack cost 3 us an image)
-                image = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=images[row])
-            except ValueError:  # larger than the batch's rows
-                image = simplejpeg.decode_jpeg(data, colorspace="RGB")
-            if image.shape != first.shape:
+            where = f"{index.shards[shard]} at byte {offsets[row]}"
+            declared = checked_size(data, self.max_pixels, where)
+            if declared != first_size:  # refused from its header, before it is decoded
                 raise TrainerError(
-                    f"{index.shards[shard]}: a {image.shape[0]}x{image.shape[1]} "
+                    f"{index.shards[shard]}: a {declared[0]}x{declared[1]} "
                     f"image among {first.shape[0]}x{first.shape[1]} ones"
                 )
+            try:  # straight into the batch: no array per image, no copy (np.stack cost 3 us an image)
+                simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=images[row])
+            except ValueError as error:
+                raise TrainerError(f"{where}: a JPEG that cannot be decoded ({error})") from None
         labels = self.index.label[indexes]
         if not self.augment:
             size = self.crop_size

@@ -218,7 +218,7 @@ def setup_level(
         precision=precision,
         inputs=Inputs(data.manifest.mean, data.manifest.std, platform.device, data.crop),
         counters=counters,
-        val_data=ShardDataset(data.val, data.crop, False, training.seed),
+        val_data=ShardDataset(data.val, data.crop, False, training.seed, spec.dataset.max_image_pixels),
         num_classes=num_classes,
         rewind_at=rewind_at,
         elapsed_before=counters.elapsed_seconds,
@@ -227,7 +227,8 @@ def setup_level(
         end_step=start.end_step,
     )
     augment = training.augmentation == "random-resized-crop"
-    return run, ShardDataset(data.train, data.crop, augment, training.seed), data.batches, start.mask
+    train = ShardDataset(data.train, data.crop, augment, training.seed, spec.dataset.max_image_pixels)
+    return run, train, data.batches, start.mask
 
 
 def batch_norm_for(model: nn.Module, spec: RunSpec, platform: Platform) -> nn.Module:
