@@ -89,9 +89,6 @@ from lth.api.spec import (
     TicketSpec as TicketSpec,
 )
 from lth.api.spec import (
-    Toleration as Toleration,
-)
-from lth.api.spec import (
     TrainingSpec as TrainingSpec,
 )
 from lth.api.status import (
@@ -200,10 +197,19 @@ from lth.api.wire import (
     ApiModel as ApiModel,
 )
 from lth.api.wire import (
+    EnvFromSecret as EnvFromSecret,
+)
+from lth.api.wire import (
     Fraction as Fraction,
 )
 from lth.api.wire import (
     Percent as Percent,
+)
+from lth.api.wire import (
+    SecretKeySelector as SecretKeySelector,
+)
+from lth.api.wire import (
+    Toleration as Toleration,
 )
 
 

@@ -22,16 +22,21 @@ from lth.api import (
     RunSpec,
 )
 from lth.api.naming import DNS1035_MAX, derived_names
+from lth.api.wire import CREDENTIAL_NAME, REDACTED, credential_problem, redact, url_problem
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a spec, at a field path such as `spec.training.epochs`."""
+    """One thing wrong with a spec, at a field path such as `spec.training.epochs`; its message
+    never shows a credential (it reaches conditions, events and logs)."""
 
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact(self.message))
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -51,7 +56,8 @@ def problems_from_error(error: ValidationError, prefix: str) -> list[Problem]:
     """pydantic's errors, each at the field path a user wrote."""
     problems = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        # A dict key's "[key]" and a union's tag ("", lth.api.wire.EnvValue) are no field.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p == "")))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
@@ -112,6 +118,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
         + _check_export(spec)
         + _check_search(spec)
         + _check_data(spec)
+        + _check_credentials(spec)
     )
 
 
@@ -234,6 +241,14 @@ def _check_data(spec: RunSpec) -> list[Problem]:
             Problem(
                 "spec.dataset.shortSide",
                 f"{spec.dataset.crop_short_side} is smaller than imageSize {spec.dataset.image_size}",
+            )
+        )
+    if spec.dataset.max_image_pixels < spec.dataset.image_size**2:
+        problems.append(
+            Problem(
+                "spec.dataset.maxImagePixels",
+                f"{spec.dataset.max_image_pixels} is less than the {spec.dataset.image_size}² pixels "
+                "of the stored images (spec.dataset.imageSize)",
             )
         )
     if spec.model.num_classes is not None and classes is not None and spec.model.num_classes != len(classes):
@@ -397,6 +412,10 @@ def _check_ticket(spec: RunSpec) -> list[Problem]:
                 f"{ticket.path!r} is a URL: give http(s):// and s3:// URLs as spec.ticket.url",
             )
         )
+    if ticket.url is not None and ("?" in ticket.url or "#" in ticket.url):
+        problems.append(
+            Problem("spec.ticket.url", "a directory URL has no query or fragment (its files are URL/<name>)")
+        )
     if ticket.url is not None and ticket.url.startswith("s3://"):
         problem = url_problem(ticket.url)
         if problem is not None:
@@ -425,6 +444,40 @@ def _check_export(spec: RunSpec) -> list[Problem]:
     return problems
 
 
+BY_REFERENCE = "{valueFrom: {secretKeyRef: {name: SECRET, key: KEY}}}"
+
+
+def _check_credentials(spec: RunSpec) -> list[Problem]:
+    """Credentials by reference only: a spec is copied into the status, the exported ticket,
+    the workloads' command lines and the export Job's environment, so no field may hold one."""
+    problems = []
+    for name, value in spec.resources.plain_env.items():
+        if CREDENTIAL_NAME.search(name) and value != REDACTED:
+            problems.append(
+                Problem(
+                    f"spec.resources.env.{name}",
+                    "a credential written as a plain value, which the status and every export "
+                    f"would show: take it from a Secret ({BY_REFERENCE})",
+                )
+            )
+    for path, text in _strings(spec.to_wire(), "spec"):
+        problem = credential_problem(text)
+        if problem is not None:
+            problems.append(Problem(path, problem))
+    return problems
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    """Every string of a wire form with its field path."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [pair for key, inner in value.items() for pair in _strings(inner, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [pair for i, inner in enumerate(value) for pair in _strings(inner, f"{path}[{i}]")]
+    return []
+
+
 def check_run(doc: Mapping[str, Any]) -> tuple[LotteryTicketRun | None, list[Problem]]:
     """A whole LotteryTicketRun document (as in run.yaml): the model and every problem."""
     if not isinstance(doc, Mapping):
@@ -435,21 +488,3 @@ def check_run(doc: Mapping[str, Any]) -> tuple[LotteryTicketRun | None, list[Pro
         return None, problems_from_error(error, "")
     problems = check_name(run.metadata.name, run.spec) + check_spec(run.spec)
     return run, problems
-
-
-S3_SCHEME = "s3://"
-S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-"""S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens), as MinIO enforces them."""
-
-
-def url_problem(url: str) -> str | None:
-    """What is wrong with `url` as s3://BUCKET/PREFIX, or None."""
-    if not url.startswith(S3_SCHEME):
-        return "not an s3:// URL (s3://BUCKET/PREFIX)"
-    bucket, _, prefix = url.removeprefix(S3_SCHEME).partition("/")
-    if not S3_BUCKET.fullmatch(bucket):
-        return f"{bucket!r} is not a bucket name (3-63 lowercase letters, digits, dots, hyphens)"
-    parts = prefix.strip("/").split("/")
-    if prefix.strip("/") and any(part in ("", ".", "..") for part in parts):
-        return "the prefix has empty, '.' or '..' parts"
-    return None

@@ -6,22 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from lth.api import LotteryTicketRun
 from lth.api.crd import crd_yaml
+from lth.api.defaults import policy_problems
 from lth.api.validation import Problem, check_run
 from lth.cli.command import Arg, Command
+from lth.storage.files import UnreadableDocument, read_yaml
 
 
 def _validate_file(path: Path) -> list[str]:
     """Every problem of every LotteryTicketRun document in one YAML file."""
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except OSError as error:
-        return [f"{path}: cannot read: {error.strerror}"]
-    except yaml.YAMLError as error:
-        return [f"{path}: not valid YAML: {error}"]
+        documents = [d for d in read_yaml(path) if d is not None]
+    except UnreadableDocument as error:
+        return [str(error)]
     if not documents:
         return [f"{path}: holds no document"]
     lines: list[str] = []
@@ -62,10 +60,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
         ticket_level = render.parse_level(args.ticket_level, "--ticket-level")
         values = render.read_values(args.values) if args.values is not None else None
         out = []
-        for document in yaml.safe_load_all(args.spec.read_text()):
+        for document in read_yaml(args.spec):
             if document is None:
                 continue
             run = LotteryTicketRun.model_validate(document)
+            refused = policy_problems(run.spec, values.workloads) if values is not None else []
+            if refused:  # what the operator would refuse on a cluster with these values
+                print("\n".join(f"{args.spec}: {problem}" for problem in refused), file=sys.stderr)
+                return 1
             objects = render.children(
                 run,
                 namespace=render.namespace_of(run, args.namespace),

@@ -143,7 +143,7 @@ def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | 
             raise
         old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
         children = observe_children(custom, core, namespace, name, read_progress)
-        submitted = parse_spec(body.get("spec"))  # once per reconcile
+        submitted = defaults.admitted(parse_spec(body.get("spec")), WORKLOAD_DEFAULTS)  # once per reconcile
         ticket = ticket_to_resolve(submitted, old_status)
         result = plan(
             name,

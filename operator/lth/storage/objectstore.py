@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from lth.api.naming import MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
-from lth.api.validation import S3_SCHEME as SCHEME
-from lth.api.validation import url_problem
-from lth.api.wire import redact
+from lth.api.wire import S3_SCHEME as SCHEME
+from lth.api.wire import redact, url_problem
 from lth.storage.files import atomic_write, atomic_write_bytes, sha256
 from lth.storage.tickets import MAX_DESCRIPTION_BYTES, TicketError, inspect, read_description
 
