@@ -36,10 +36,16 @@ class Problem:
     message: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "message", redact(self.message))
+        object.__setattr__(self, "path", _printable(self.path))
+        object.__setattr__(self, "message", _printable(redact(self.message)))
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+
+def _printable(text: str) -> str:
+    """One line, whatever a user put in a key or value: control characters escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _loc_to_path(prefix: str, loc: tuple[int | str, ...]) -> str:

@@ -108,11 +108,11 @@ def read_yaml(path: Path) -> list[Any]:
 
     try:
         return list(yaml.safe_load_all(path.read_text()))
+    except UnicodeDecodeError as error:  # a ValueError: named before the YAML errors
+        raise UnreadableDocument(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
         raise UnreadableDocument(f"{path}: cannot read: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError, OverflowError) as error:  # a date like 2001-13-01 is a ValueError
         raise UnreadableDocument(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     except RecursionError:
         raise UnreadableDocument(f"{path}: nested too deeply to be a LotteryTicketRun") from None
-    except UnicodeDecodeError as error:
-        raise UnreadableDocument(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
