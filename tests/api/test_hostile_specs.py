@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lth.api import RunSpec, RunStatus
-from lth.api.defaults import WorkloadDefaults, policy_problems
+from lth.api.defaults import WorkloadDefaults
 from lth.api.observed import ObservedChild, ObservedSource
 from lth.api.validation import check_run
 from lth.api.workload import RunPaths, prep_arguments, trainer_arguments, write_termination_log
@@ -145,6 +145,8 @@ def test_messages_that_reach_status_events_and_termination_logs_never_show_a_cre
 
 
 def test_what_a_run_may_name_is_bounded_by_the_charts_values(tmp_path: Path) -> None:
+    from lth.api.defaults import policy_problems
+
     policy = WorkloadDefaults(allowed_images=["registry.example/ml/*"], allowed_secrets=["s3-*", "wandb"])
     spec = _secret_spec()
     assert policy_problems(spec, policy) == []

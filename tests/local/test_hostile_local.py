@@ -11,7 +11,7 @@ import pytest
 
 from lth.local.executor import RunError
 from lth.local.runner import run_lock
-from lth.storage.lifetime import LOCK_FILE, UnsafeLockFile, exclusive
+from lth.storage.lifetime import LOCK_FILE, exclusive
 
 VICTIM = "the victim's own file\n"
 
@@ -36,6 +36,8 @@ def test_a_run_lock_planted_as_a_symbolic_link_is_refused_and_its_target_untouch
 
 
 def test_a_level_lock_planted_as_a_symbolic_link_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    from lth.storage.lifetime import UnsafeLockFile
+
     level = tmp_path / "levels" / "01"
     victim = _planted(level / LOCK_FILE, tmp_path)
     with pytest.raises(UnsafeLockFile, match="a symbolic link"), exclusive(level, "level 1 main"):
