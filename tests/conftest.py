@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 # Property-based tests (the fuzzing of issue 23): the same examples on every run, no example
-# database in the checkout, and no deadline on a shared 2-core machine.
+# database and no cache in the checkout, and no deadline on a shared 2-core machine.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "lth-hypothesis")
 settings.register_profile(
     "lth", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
