@@ -25,6 +25,7 @@ import kopf
 import kubernetes
 
 from lth import api
+from lth.api import defaults
 from lth.api.observed import ObservedChild
 from lth.api.validation import parse_spec
 from lth.cluster.actions import carry_out
@@ -33,6 +34,7 @@ from lth.cluster.metrics import OperatorMetrics, serve
 from lth.cluster.observe import (
     PYTORCH,
     SPARK,
+    WORKLOAD_DEFAULTS,
     api_clients,
     observe_children,
     observe_namespace,
@@ -134,7 +136,7 @@ def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | 
             raise
         old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
         children = observe_children(custom, core, namespace, name, read_progress)
-        submitted = parse_spec(body.get("spec"))  # once per reconcile
+        submitted = defaults.admitted(parse_spec(body.get("spec")), WORKLOAD_DEFAULTS)  # once per reconcile
         ticket = ticket_to_resolve(submitted, old_status)
         source = None if ticket is None else observe_source(custom, namespace, name, submitted, ticket)
         ended = old_status is not None and old_status.phase in api.TERMINAL_PHASES
