@@ -534,7 +534,10 @@ def test_the_export_job_runs_lth_report_on_the_volume_without_a_gpu() -> None:
     status = RunStatus(phase="Succeeded", levels=[], accepted_spec=spec)
     status.levels.append(LevelStatus(name="r50-level-00", level=0, phase="Succeeded", density=1.0, top1=76.1))
     status.accepted_spec = spec.model_copy(
-        update={"resources": spec.resources.model_copy(update={"env": {"A": "$(B)"}})}
+        update={
+            "dataset": spec.dataset.model_copy(update={"path": "in/$(B)"}),
+            "resources": spec.resources.model_copy(update={"env": {"A": "not-to-be-shown"}}),
+        }
     )
     job = export_job(RUN, spec, paths(spec), 2, status)
     kubernetes_validate.validate(job, "1.34", strict=True)
@@ -563,9 +566,11 @@ def test_the_export_job_runs_lth_report_on_the_volume_without_a_gpu() -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
     assert container["volumeMounts"] == [{"name": "lth-data", "mountPath": "/mnt/lth"}]
     env = {item["name"]: item["value"] for item in container["env"]}
-    # The run's status reaches the pod whole, past Kubernetes' $(VAR) expansion.
+    # The run's status reaches the pod whole, past Kubernetes' $(VAR) expansion, but for the
+    # values of resources.env: a pod's environment is readable by whoever may read the Job.
     expanded = kubelet_expand(env["LTH_STATUS"], {"B": "oops"})
-    assert RunStatus.model_validate_json(expanded) == status
+    assert RunStatus.model_validate_json(expanded) == RunStatus.model_validate(status.to_public_wire())
+    assert "not-to-be-shown" not in env["LTH_STATUS"]
 
 
 LIMIT_MESSAGE = "Job has reached the specified backoff limit"

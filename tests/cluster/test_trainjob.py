@@ -15,7 +15,7 @@ import yaml
 from lth.api import RunSpec, TicketStatus
 from lth.api.defaults import WorkloadDefaults, with_training_api
 from lth.api.validation import check_name, check_spec
-from lth.api.workload import TERMINATION_LOG, RunPaths, portable_wire
+from lth.api.workload import TERMINATION_LOG, RunPaths
 from lth.cli import main
 from lth.cluster.children.objects import LABEL_KUEUE_QUEUE, RunRef, level_result_from_pod
 from lth.cluster.children.trainjob import observe_trainjob, resources_not_created, trainjob
@@ -309,7 +309,7 @@ def test_the_training_api_comes_from_the_accepted_spec_then_the_chart() -> None:
     chosen = spec_of()
     assert with_training_api((chosen, []), accepted, WorkloadDefaults())[0] == chosen
     # Where it ran is no part of what the workloads and the ticket record.
-    assert "trainingApi" not in json.dumps(portable_wire(filled))
+    assert "trainingApi" not in json.dumps(filled.to_public_wire())
 
 
 def test_lth_validate_checks_names_for_the_clusters_training_api(

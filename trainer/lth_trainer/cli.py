@@ -25,10 +25,12 @@ from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec
 from lth.api.naming import RunLayout
+from lth.api.validation import problems_from_error
+from lth.api.wire import redact
 from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
 from lth.storage.fetch import download
 from lth.storage.files import read_result
-from lth.storage.lifetime import die_with_parent, exclusive
+from lth.storage.lifetime import UnsafeLockFile, die_with_parent, exclusive
 from lth.storage.tickets import TicketError, TicketFiles
 from lth_trainer.start import level_files
 from lth_trainer.store import TrainerError
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args)
     except TrainerError as error:
-        message = BAD_INPUT + str(error)
+        message = BAD_INPUT + redact(str(error))
         log.error("%s", message)
         if rank == 0:
             write_termination_log(args.termination_log, message)
@@ -132,7 +134,8 @@ def run(args: argparse.Namespace) -> LevelResult:
     try:
         spec = RunSpec.model_validate_json(args.spec_json)
     except ValidationError as error:
-        raise TrainerError(f"--spec-json: invalid spec: {error}") from error
+        problems = "; ".join(str(p) for p in problems_from_error(error, "spec"))
+        raise TrainerError(f"--spec-json: invalid spec: {problems}") from None
     if args.level < 0:
         raise TrainerError(f"--level {args.level}: levels start at 0")
     ticket = ticket_files(args, spec)
@@ -170,5 +173,8 @@ def _one_writer(level_dir: Path, level: int, branch: str) -> Iterator[None]:
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
-    with exclusive(level_dir, f"level {level} {branch}"):
-        yield
+    try:
+        with exclusive(level_dir, f"level {level} {branch}"):
+            yield
+    except UnsafeLockFile as error:
+        raise TrainerError(str(error)) from None

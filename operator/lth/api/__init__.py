@@ -31,6 +31,9 @@ from lth.api.branches import (
 from lth.api.branches import (
     TicketControl as TicketControl,
 )
+from lth.api.data_manifest import (
+    DatasetSpec as DatasetSpec,
+)
 from lth.api.pruning import (
     SEARCH_LEVEL as SEARCH_LEVEL,
 )
@@ -65,9 +68,6 @@ from lth.api.spec import (
     ChildRetry as ChildRetry,
 )
 from lth.api.spec import (
-    DatasetSpec as DatasetSpec,
-)
-from lth.api.spec import (
     ExportSpec as ExportSpec,
 )
 from lth.api.spec import (
@@ -90,9 +90,6 @@ from lth.api.spec import (
 )
 from lth.api.spec import (
     TicketSpec as TicketSpec,
-)
-from lth.api.spec import (
-    Toleration as Toleration,
 )
 from lth.api.spec import (
     TrainingApi as TrainingApi,
@@ -212,10 +209,19 @@ from lth.api.wire import (
     ApiModel as ApiModel,
 )
 from lth.api.wire import (
+    EnvFromSecret as EnvFromSecret,
+)
+from lth.api.wire import (
     Fraction as Fraction,
 )
 from lth.api.wire import (
     Percent as Percent,
+)
+from lth.api.wire import (
+    SecretKeySelector as SecretKeySelector,
+)
+from lth.api.wire import (
+    Toleration as Toleration,
 )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from lth.api import Branch, EpochProgress, RunSpec, TicketStatus
 from lth.api.naming import DATA_DIR, RUNS_DIR, RunLayout
+from lth.api.wire import redact
 
 SPARK_MODULE = "lth_spark"
 TRAINER_MODULE = "lth_trainer"
@@ -37,10 +38,11 @@ TERMINATION_LIMIT = 4096
 
 
 def write_termination_log(path: str, message: str) -> None:
-    """The container's termination message; best effort (a path that is not writable is no error)."""
+    """The container's termination message, without credentials (it becomes the run's conditions
+    and events); best effort (a path that is not writable is no error)."""
     try:
         with open(path, "w") as f:
-            f.write(message[:TERMINATION_LIMIT])
+            f.write(redact(message)[:TERMINATION_LIMIT])
     except OSError:
         pass
 
@@ -80,18 +82,11 @@ class RunPaths:
         return posixpath.join(self.run_dir, DATA_DIR)
 
 
-def portable_wire(spec: RunSpec) -> dict[str, Any]:
-    """The spec's wire form less what only says where it ran (resources.trainingApi, which an
-    operator fills in from its chart): what the workloads and an exported ticket record, so
-    the same levels give the same bytes under `lth run` and either training API."""
-    wire = spec.to_wire()
-    wire.get("resources", {}).pop("trainingApi", None)
-    return wire
-
-
 def spec_json(spec: RunSpec) -> str:
-    """The spec as the workloads receive it: compact JSON of its portable wire form."""
-    return json.dumps(portable_wire(spec), separators=(",", ":"), sort_keys=True)
+    """The spec as the workloads receive it: compact JSON of its public wire form (a command
+    line is visible to anyone who lists the node's processes, and no workload reads
+    resources.env, which reaches the pods as their environment)."""
+    return json.dumps(spec.to_public_wire(), separators=(",", ":"), sort_keys=True)
 
 
 def prep_arguments(spec: RunSpec, paths: RunPaths, termination_log: str | None = None) -> list[str]:

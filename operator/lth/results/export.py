@@ -19,7 +19,6 @@ from lth.api.naming import (
     TICKET_FILE,
     RunLayout,
 )
-from lth.api.workload import portable_wire
 from lth.results.model_card import model_card
 from lth.results.plot import plot
 from lth.storage.files import atomic_write_text
@@ -37,7 +36,9 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
     ticket.mkdir(parents=True, exist_ok=True)
     plot(status, ticket / PLOT_FILE)
     spec = status.accepted_spec
-    atomic_write_text(ticket / SPEC_FILE, json.dumps(portable_wire(spec) if spec else {}, indent=2) + "\n")
+    # The public form: spec.json and ticket.json are uploaded, and may be published.
+    public = spec.to_public_wire() if spec else {}
+    atomic_write_text(ticket / SPEC_FILE, json.dumps(public, indent=2) + "\n")
     if status.best is not None:
         best = status.best
         files = TicketFiles.from_run(run_dir, best.level)
@@ -55,7 +56,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
             "numClasses": classes,
             "top1": best.top1,
             "denseTop1": status.dense_top1,
-            "spec": portable_wire(spec) if spec else {},
+            "spec": public,
             "results": [
                 row.model_dump(mode="json", by_alias=True, include=RESULT_FIELDS, exclude_none=True)
                 for row in status.levels

@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -94,3 +95,24 @@ def load_status(path: Path) -> RunStatus | None:
         return None
     except (ValidationError, ValueError) as error:
         raise RunNotReadable(f"{path}: unreadable run state ({error}); remove it to start over") from None
+
+
+class UnreadableDocument(Exception):
+    """A YAML file that cannot be read as documents; the message is one line naming it."""
+
+
+def read_yaml(path: Path) -> list[Any]:
+    """The documents of a YAML file (run.yaml, chart values), each a plain value; one line
+    naming the file when it cannot be read, is not YAML, or nests too deeply to be a spec."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load_all(path.read_text()))
+    except UnicodeDecodeError as error:  # a ValueError: named before the YAML errors
+        raise UnreadableDocument(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise UnreadableDocument(f"{path}: cannot read: {error.strerror or error}") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as error:  # a date like 2001-13-01 is a ValueError
+        raise UnreadableDocument(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise UnreadableDocument(f"{path}: nested too deeply to be a LotteryTicketRun") from None

@@ -69,7 +69,8 @@ def export_job(
         command += ["--upload", export.url]
         if export.endpoint_url:
             command += ["--endpoint-url", export.endpoint_url]
-    status_json = json.dumps(status.to_wire(), separators=(",", ":"))
+    # A pod's environment is readable by whoever may read the Job: the public form.
+    status_json = json.dumps(status.to_public_wire(), separators=(",", ":"))
     container: dict[str, Any] = {
         "name": EXPORT_CONTAINER,
         "image": spec.resources.image or defaults.trainer_image,

@@ -107,8 +107,11 @@ def _trainer_pod(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     }
-    if res.env:
-        container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
+    if res.env:  # a Secret's key by reference: the kubelet reads it, the spec never holds it
+        container["env"] = [
+            {"name": name, "value": value} if isinstance(value, str) else {"name": name, **value.to_wire()}
+            for name, value in sorted(res.env.items())
+        ]
     if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
         container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
     pod_spec: dict[str, Any] = {
