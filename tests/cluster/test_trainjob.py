@@ -86,7 +86,11 @@ def test_the_trainjob_says_what_the_pytorchjob_says_in_trainer_v2s_terms() -> No
         queueName="gpu-queue",
         extraResources={"rdma/rdma_shared_device_a": "1"},
         ipcLock=True,
-        env={"NCCL_DEBUG": "INFO", "NCCL_SOCKET_IFNAME": "eth0"},
+        env={
+            "NCCL_DEBUG": "INFO",
+            "NCCL_SOCKET_IFNAME": "eth0",
+            "HF_TOKEN": {"valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        },
     )
     defaults = WorkloadDefaults(
         gpu_node_selector={"nvidia.com/gpu.product": "H100"},
@@ -107,7 +111,11 @@ def test_the_trainjob_says_what_the_pytorchjob_says_in_trainer_v2s_terms() -> No
     # torchrun reads its topology from Trainer's PET_*: no rendezvous flags, no PET_* of ours.
     assert trainer["command"][:3] == ["torchrun", "-m", "lth_trainer"]
     assert not any(arg.startswith("--master") or arg.startswith("--nnodes") for arg in trainer["command"])
-    assert [e["name"] for e in trainer["env"]] == ["NCCL_DEBUG", "NCCL_SOCKET_IFNAME"]
+    assert trainer["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        {"name": "NCCL_DEBUG", "value": "INFO"},
+        {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
+    ]
     pod = node_pod(job)
     assert pod["metadata"]["labels"] == {"lth.dev/run": "r50", "lth.dev/level": "1", "lth.dev/branch": "main"}
     pod_spec = pod["spec"]
@@ -290,7 +298,7 @@ def test_a_run_name_leaves_room_for_the_longest_pod_name_jobset_allows() -> None
 def test_a_trainjob_cannot_carry_a_priority_class() -> None:
     (problem,) = check_spec(spec_of(priorityClassName="research-high"))
     assert problem.path == "spec.resources.priorityClassName"
-    assert "runtimePatches do not carry priorityClassName" in problem.message
+    assert "runtimePatches do not carry priorityClassName" in problem.message  # Trainer v2.3
     assert check_spec(spec_of()) == []
 
 

@@ -6,7 +6,6 @@ Failed/InvalidSpec condition; both call `check_run` or `check_spec`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from lth.api import (
 )
 from lth.api.naming import DNS1035_MAX, derived_names
 from lth.api.wire import credential_fields, quantity_bytes, redact, url_problem
+from lth.api.workload import default_crop_size, largest_training_crop, shm_need_bytes
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -281,43 +281,6 @@ def _check_data(spec: RunSpec) -> list[Problem]:
 def _check_shm(spec: RunSpec) -> list[Problem]:
     shm = _shm_problem(spec)
     return [] if shm is None else [shm]
-
-
-def shm_need_bytes(spec: RunSpec) -> int:
-    """/dev/shm one trainer pod needs for its data loaders at most: every worker keeps
-    LOADER_PREFETCH_BATCHES uint8 batches ready, of the stored images in training (the device
-    crops them) and of the center crops in evaluation, and the training loader lives on while an
-    evaluation loader runs. Per process, for every process of the pod."""
-    training = spec.training
-    if training.workers == 0:
-        return 0
-    local_batch = training.batch_size // max(spec.resources.world_size, 1)
-    height, width = largest_training_crop(spec)
-    crop = default_crop_size(spec)
-    per_image = 3 * (height * width + crop * crop)
-    per_process = training.workers * LOADER_PREFETCH_BATCHES * local_batch * per_image
-    return per_process * spec.resources.processes_per_pod
-
-
-def default_crop_size(spec: RunSpec) -> int:
-    """The trainer's crop (lth_trainer.data.crops.default_crop, from the spec instead of the
-    manifest): 87.5 % of the short side of center-cropped and whole images, else the image."""
-    dataset = spec.dataset
-    if dataset.resize == "squash":
-        return spec.training.crop_size or dataset.image_size
-    stored = dataset.crop_short_side if dataset.resize == "whole" else dataset.image_size
-    return spec.training.crop_size or min(stored, round(0.875 * dataset.crop_short_side))
-
-
-def largest_training_crop(spec: RunSpec) -> tuple[int, int]:
-    """Rows x columns a training sample takes in a batch at most: the stored square, or for
-    whole images their largest crop (short side x 4/3 of it, aspect at most 4/3, and its
-    repeated edge row and column; a smaller DCT scale only shrinks it)."""
-    dataset = spec.dataset
-    if dataset.resize != "whole":
-        return dataset.image_size, dataset.image_size
-    short = dataset.crop_short_side
-    return short + 1, min(dataset.long_side_cap, math.ceil(short * 4 / 3) + 1) + 1
 
 
 def _shm_problem(spec: RunSpec) -> Problem | None:

@@ -89,8 +89,9 @@ def trainer_command(
 
 
 def _env(spec: RunSpec) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
-        {"name": name, "value": value} for name, value in sorted(spec.resources.env.items())
+    env: list[dict[str, Any]] = [  # a Secret's key by reference: the kubelet reads it
+        {"name": name, "value": value} if isinstance(value, str) else {"name": name, **value.to_wire()}
+        for name, value in sorted(spec.resources.env.items())
     ]
     if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
         secret = spec.ticket.secret_name
