@@ -36,6 +36,7 @@ from lth.cluster.objects import (
     pod_security,
     storage_mount,
     storage_volume,
+    tracking_env,
     true_condition,
 )
 
@@ -110,8 +111,9 @@ def _trainer_pod(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     }
-    if res.env:
-        container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
+    env = [{"name": name, "value": value} for name, value in sorted(res.env.items())] + tracking_env(spec)
+    if env:
+        container["env"] = env
     if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
         container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
     if res.ipc_lock:  # RDMA registers (pins) memory

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.api.naming import MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
+from lth.api.naming import CURVES_FILE, MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
 from lth.api.validation import S3_SCHEME as SCHEME
 from lth.api.validation import url_problem
 from lth.storage.files import atomic_write, atomic_write_bytes, sha256
 from lth.storage.tickets import TicketError, inspect
 
-UNLISTED_FILES = (SPEC_FILE, MODEL_CARD_FILE, PLOT_FILE)
+UNLISTED_FILES = (SPEC_FILE, MODEL_CARD_FILE, PLOT_FILE, CURVES_FILE)
 """Files of an exported ticket that ticket.json does not list (no checksum): fetched when present."""
 CREDENTIAL_VARIABLES = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary)"
 
