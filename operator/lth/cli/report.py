@@ -33,7 +33,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     logged = log_to_mlflow(args.run_dir, status, ticket)
     if logged is not None:
-        console.print(logged, markup=False, highlight=False)
+        console.print(logged, markup=False, highlight=False, soft_wrap=True)
     if args.upload and not (ticket / TICKET_FILE).exists():
         console.print(f"nothing uploaded to {args.upload}: no level matched the dense top-1 (no ticket)")
     elif args.upload:

@@ -24,6 +24,7 @@ def curves_figure(status: RunStatus, run_dir: Path) -> Figure:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(9, 5), dpi=120)
     layout = RunLayout(run_dir)
@@ -36,7 +37,7 @@ def curves_figure(status: RunStatus, run_dir: Path) -> Figure:
         points = [(r["epoch"], r["top1"]) for r in history if r.get("top1") is not None]
         if not points:
             continue
-        colour = colours(levels.index(row.level) / max(len(levels) - 1, 1))
+        colour = colours(0.85 * levels.index(row.level) / max(len(levels) - 1, 1))  # not the pale end
         density = f", {row.density * 100:.1f}%" if row.density is not None else ""
         if row.branch != "main":
             style, label = "--", f"level {row.level} {names[row.branch]}"
@@ -47,6 +48,7 @@ def curves_figure(status: RunStatus, run_dir: Path) -> Figure:
             style, marker, label = "-", "", f"level {row.level}{density}"
         xs, ys = zip(*points, strict=True)
         axes.plot(xs, ys, linestyle=style, marker=marker, markersize=3, color=colour, label=label)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch (of the schedule; a rewound level starts at the rewind point)")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.grid(True, alpha=0.3)

@@ -42,6 +42,5 @@ def log_to_mlflow(run_dir: Path, status: RunStatus, ticket: Path) -> str | None:
         return f"{where}: not logged ({error}; install mlflow-skinny)"
     except Exception as error:  # the server's trouble: the export itself is done
         return f"{where}: not logged ({one_line(error)}); the ticket and report are in {ticket}"
-    return f"{where}: ticket and report logged to run {parent} of experiment {settings.experiment_name!r}" + (
-        f" ({sent} epochs the levels had not sent)" if sent else ""
-    )
+    logged = f"{where}: ticket and report logged to run {parent} of experiment {settings.experiment_name!r}"
+    return logged + (f", with {sent} epoch{'s' if sent != 1 else ''} the levels had not sent" if sent else "")
