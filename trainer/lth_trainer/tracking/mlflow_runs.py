@@ -22,7 +22,7 @@ from lth_trainer.tracking.base import LevelView
 
 log = logging.getLogger("lth_trainer")
 
-FLUSH_SECONDS = 30.0
+FLUSH_SECONDS = 10.0
 RETRY_SECONDS = 60.0
 """How often a thread whose server did not answer tries again between epochs."""
 
