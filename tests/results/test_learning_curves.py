@@ -61,7 +61,7 @@ def test_every_level_is_a_curve_over_its_epochs_and_the_controls_are_dashed(tmp_
 def test_the_report_draws_the_curves_beside_the_accuracy_plot_and_the_card_links_them(tmp_path: Path) -> None:
     ticket = write_report(tmp_path, search(tmp_path))
     with Image.open(ticket / "learning-curves.png") as image:
-        assert image.format == "PNG" and image.size == (1080, 600)
+        assert image.format == "PNG" and image.size[0] > 900 and image.size[1] > 500
     card = (ticket / "README.md").read_text()
     assert "![learning curves](learning-curves.png)" in card
     assert card.index("![accuracy vs density](accuracy.png)") < card.index("![learning curves]")

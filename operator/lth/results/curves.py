@@ -26,7 +26,7 @@ def curves_figure(status: RunStatus, run_dir: Path) -> Figure:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(figsize=(9, 5), dpi=120)
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
     layout = RunLayout(run_dir)
     rows = sorted(status.levels, key=lambda r: (r.level, r.branch != "main", r.branch))
     levels = sorted({r.level for r in rows})
@@ -49,14 +49,12 @@ def curves_figure(status: RunStatus, run_dir: Path) -> Figure:
         xs, ys = zip(*points, strict=True)
         axes.plot(xs, ys, linestyle=style, marker=marker, markersize=3, color=colour, label=label)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("epoch (of the schedule; a rewound level starts at the rewind point)")
+    axes.set_xlabel("epoch of the schedule (a rewound level starts after the rewind point)")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.grid(True, alpha=0.3)
     if axes.lines:
-        columns = 2 if len(axes.lines) > 16 else 1
-        axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, ncol=columns)
+        axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
     axes.set_title("Learning curves: top-1 after each epoch (controls dashed)")
-    figure.tight_layout()
     return figure
 
 
@@ -64,6 +62,7 @@ def learning_curves(status: RunStatus, run_dir: Path, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure = curves_figure(status, run_dir)
-    atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
+    # "tight": the legend beside the axes is part of the picture.
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png", bbox_inches="tight"))
     plt.close(figure)
     return path
