@@ -64,28 +64,27 @@ def run_level(
         run_dir, data_dir, spec, level, branch, platform, ticket
     )
     training = spec.training
+    # Rank 0's trackers; they only flush what they wrote, so a level that fails loses nothing.
     trackers = start_trackers(run, run_dir, start_mask)
-    try:
-        if run.counters.step < run.total_steps:
-            stream = iter(
-                loader(
-                    train_data,
-                    batches.from_step(run.counters.step, training.epochs),
-                    training.workers,
-                    platform.device.type == "cuda",
-                )
+    if run.counters.step < run.total_steps:
+        stream = iter(
+            loader(
+                train_data,
+                batches.from_step(run.counters.step, training.epochs),
+                training.workers,
+                platform.device.type == "cuda",
             )
-            net = distributed(run.model, spec, platform)
-            masked = pruning.gradient_masks(dict(run.model.named_parameters()), start_mask)
-            while run.counters.step < run.total_steps:
-                if run.prunes is not None:
-                    masked = pruning.gradient_masks(dict(run.model.named_parameters()), run.prunes.mask)
-                train_epoch(run, net, stream, masked)
-                trackers.epoch(end_epoch(run))  # after the checkpoint: a resume replays it
-        result = _finish(run, run.prunes.mask if run.prunes is not None else start_mask)
-        trackers.finish(result)
-    finally:
-        trackers.close()
+        )
+        net = distributed(run.model, spec, platform)
+        masked = pruning.gradient_masks(dict(run.model.named_parameters()), start_mask)
+        while run.counters.step < run.total_steps:
+            if run.prunes is not None:
+                masked = pruning.gradient_masks(dict(run.model.named_parameters()), run.prunes.mask)
+            train_epoch(run, net, stream, masked)
+            trackers.epoch(end_epoch(run))  # after the checkpoint: a resume writes it again
+    result = _finish(run, run.prunes.mask if run.prunes is not None else start_mask)
+    trackers.finish(result)
+    trackers.close()
     log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
     return result
 
