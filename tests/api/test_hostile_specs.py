@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lth.api import RunSpec, RunStatus
+from lth.api import MlflowSpec, RunSpec, RunStatus, TrackingSpec
 from lth.api.defaults import WorkloadDefaults
 from lth.api.observed import ObservedChild, ObservedSource
 from lth.api.validation import check_run
@@ -53,6 +53,11 @@ def test_a_credential_written_as_a_plain_env_value_is_refused_without_showing_it
         ("spec.ticket", {"url": f"https://tickets.example/t/?X-Amz-Signature={SECRET}"}, "url"),
         ("spec.dataset", {"path": f"s3://AKIAIOSFODNN7EXAMPLE:{SECRET}@bucket/imagenet"}, "path"),
         ("spec.resources", {"env": {"TRACKING_URI": f"https://u:{SECRET}@mlflow.example"}}, "TRACKING_URI"),
+        # spec.tracking's own check (user info before the first /) and the generic ones (a raw /
+        # in the password, a token in the query) both hold for the MLflow URI.
+        ("spec.tracking", {"mlflow": {"trackingUri": f"https://u:{SECRET}@mlflow.example"}}, "trackingUri"),
+        ("spec.tracking", {"mlflow": {"trackingUri": f"https://u:a/{SECRET}@mlflow.example"}}, "trackingUri"),
+        ("spec.tracking", {"mlflow": {"trackingUri": f"https://ml.example/?token={SECRET}"}}, "trackingUri"),
         ("spec.resources", {"nodeSelector": {"note": f"ghp_{TOKEN}"}}, "note"),
         ("spec.resources", {"env": {"HUB": f"hf_{TOKEN}"}}, "HUB"),
     ],
@@ -154,11 +159,13 @@ def test_what_a_run_may_name_is_bounded_by_the_charts_values(tmp_path: Path) -> 
         update={
             "resources": spec.resources.model_copy(update={"image": "docker.io/evil/miner"}),
             "export": spec.export.model_copy(update={"url": "s3://tickets/x", "secret_name": "prod-db"}),
+            "tracking": TrackingSpec(mlflow=MlflowSpec(tracking_uri="https://ml.example", secret_name="ml")),
         }
     )
     assert [p.path for p in policy_problems(bold, policy)] == [
         "spec.resources.image",
         "spec.export.secretName",
+        "spec.tracking.mlflow.secretName",
     ]
     assert policy_problems(bold, WorkloadDefaults()) == []  # the default: any, as before
     own = spec.model_copy(
@@ -194,6 +201,11 @@ def test_what_a_run_may_name_is_bounded_by_the_charts_values(tmp_path: Path) -> 
         ("spec.dataset.maxImagePixels", 10**12, "spec.dataset.maxImagePixels"),
         ("spec.dataset.maxImagePixels", 40_000, "spec.dataset.maxImagePixels"),
         ("spec.export", {"url": "s3://tickets/x", "secretName": "../x"}, "spec.export.secretName"),
+        (
+            "spec.tracking",
+            {"mlflow": {"trackingUri": "https://ml.example", "secretName": "../x"}},
+            "spec.tracking.mlflow.secretName",
+        ),
     ],
 )
 def test_out_of_bounds_names_and_numbers_are_refused_naming_the_field(

@@ -81,6 +81,10 @@ SPECS: dict[str, RunSpec] = {
     ),
     "sub-path": spec_with(storage={"claimName": "shared", "mountPath": "/data", "subPath": "lth/runs"}),
     "prepared": spec_with(dataset={"format": "prepared", "path": "runs/old/data"}),
+    "tracked": spec_with(
+        resources={"env": {"NCCL_DEBUG": "INFO"}},
+        tracking={"mlflow": {"trackingUri": "https://mlflow.example", "secretName": "mlflow-credentials"}},
+    ),
 }
 
 
@@ -571,6 +575,22 @@ def test_the_export_job_runs_lth_report_on_the_volume_without_a_gpu() -> None:
     expanded = kubelet_expand(env["LTH_STATUS"], {"B": "oops"})
     assert RunStatus.model_validate_json(expanded) == RunStatus.model_validate(status.to_public_wire())
     assert "not-to-be-shown" not in env["LTH_STATUS"]
+
+
+def test_mlflow_credentials_reach_the_trainer_and_export_pods_only_by_reference() -> None:
+    spec = SPECS["tracked"]
+    trainer = _container(pytorch_job(RUN, spec, paths(spec), 3, "main", 1))
+    export_pod = export_job(RUN, spec, paths(spec), 1, RunStatus(accepted_spec=spec))["spec"]["template"]
+    for container in (trainer, export_pod["spec"]["containers"][0]):
+        env = {item["name"]: item for item in container["env"]}
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+            # Each optional: the Secret holds a user and password, or a token.
+            ref = {"name": "mlflow-credentials", "key": key, "optional": True}
+            assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": ref}}
+    assert {"name": "NCCL_DEBUG", "value": "INFO"} in trainer["env"]
+
+    no_secret = spec_with(tracking={"mlflow": {"trackingUri": "https://mlflow.example"}})
+    assert "env" not in _container(pytorch_job(RUN, no_secret, paths(no_secret), 3, "main", 1))
 
 
 LIMIT_MESSAGE = "Job has reached the specified backoff limit"

@@ -150,6 +150,20 @@ def test_the_trainjob_reads_a_transfer_tickets_credentials_key_by_key() -> None:
     assert command[command.index("--ticket-url") + 1] == "s3://tickets/r50"
 
 
+def test_the_trainjob_reaches_mlflow_with_its_secrets_keys_by_reference() -> None:
+    spec = RunSpec.model_validate(
+        {
+            "dataset": {"path": "x"},
+            "resources": {"trainingApi": "TrainJob"},
+            "tracking": {"mlflow": {"trackingUri": "https://mlflow.example", "secretName": "mlflow-creds"}},
+        }
+    )
+    env = build(spec)["spec"]["trainer"]["env"]
+    refs = [e["valueFrom"]["secretKeyRef"] for e in env]
+    assert refs and all(ref["name"] == "mlflow-creds" and ref["optional"] for ref in refs)
+    assert all("value" not in e for e in env)
+
+
 def test_a_dollar_in_an_argument_stays_literal() -> None:
     spec = RunSpec.model_validate(
         {"dataset": {"path": "data/$(HOME)"}, "resources": {"trainingApi": "TrainJob"}}

@@ -71,6 +71,9 @@ from lth.api.spec import (
     ExportSpec as ExportSpec,
 )
 from lth.api.spec import (
+    MlflowSpec as MlflowSpec,
+)
+from lth.api.spec import (
     ModelSpec as ModelSpec,
 )
 from lth.api.spec import (
@@ -90,6 +93,9 @@ from lth.api.spec import (
 )
 from lth.api.spec import (
     TicketSpec as TicketSpec,
+)
+from lth.api.spec import (
+    TrackingSpec as TrackingSpec,
 )
 from lth.api.spec import (
     TrainingApi as TrainingApi,

@@ -82,7 +82,8 @@ class WorkloadDefaults(ApiModel):
         min_length=1,
         description=(
             "Glob patterns of the Secrets a run's spec may name (export.secretName, ticket.secretName, "
-            "resources.env valueFrom.secretKeyRef): each becomes its pods' environment."
+            "tracking.mlflow.secretName, resources.env valueFrom.secretKeyRef): each becomes its pods' "
+            "environment."
         ),
     )
 
@@ -117,6 +118,8 @@ def named_secrets(spec: RunSpec) -> list[tuple[str, str]]:
         ("spec.export.secretName", spec.export.secret_name),
         ("spec.ticket.secretName", spec.ticket.secret_name if spec.ticket else None),
     ]
+    if spec.tracking.mlflow is not None:
+        named.append(("spec.tracking.mlflow.secretName", spec.tracking.mlflow.secret_name))
     for name, value in sorted(spec.resources.env.items()):
         if not isinstance(value, str):
             field = f"spec.resources.env.{name}.valueFrom.secretKeyRef.name"

@@ -317,6 +317,39 @@ class ExportSpec(ApiModel):
     )
 
 
+class MlflowSpec(ApiModel):
+    """An MLflow tracking server: one parent run per LotteryTicketRun, a nested run per level and branch."""
+
+    tracking_uri: str = Field(
+        pattern=r"^https?://[^/@\s]+(/\S*)?$",
+        description="http(s) address of the tracking server, without credentials (see secretName).",
+    )
+    experiment_name: str = Field("lottery-tickets", min_length=1, description="Parent run's experiment.")
+    secret_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "Secret whose keys MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+            "MLFLOW_TRACKING_TOKEN, become the trainer and export pods' environment (`lth run`: its own)."
+        ),
+    )
+
+    @field_validator("tracking_uri", mode="before")
+    @classmethod
+    def _no_credentials(cls, value: object) -> object:
+        if isinstance(value, str) and "@" in value.partition("://")[2].partition("/")[0]:
+            raise ValueError("credentials belong in a Secret (secretName), not in the URI")
+        return value
+
+
+class TrackingSpec(ApiModel):
+    """Where the curves go besides progress.jsonl: TensorBoard files in runs/<name>/tensorboard/, MLflow."""
+
+    mlflow: MlflowSpec | None = Field(None, description="Also log every level to an MLflow tracking server.")
+
+
 class TicketSpec(ApiModel):
     """Start from a ticket found earlier (transfer) instead of searching from a dense network."""
 
@@ -408,6 +441,7 @@ class RunSpec(ApiModel):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     def to_public_wire(self) -> dict[str, Any]:
         """The wire form as it may be shown and shipped (exported files, workload command lines,
@@ -450,6 +484,7 @@ MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
     ("pruning", "match_tolerance"),
     ("ticket", "controls"),
     ("export",),
+    ("tracking",),
 )
 """Spec fields that may change while a run is in progress; every other field is frozen at start."""
 FROZEN_WITHIN_MUTABLE: tuple[tuple[str, ...], ...] = (("resources", "training_api"),)

@@ -11,6 +11,7 @@ from pathlib import Path
 from lth.api import RunStatus
 from lth.api.data_manifest import DataManifest
 from lth.api.naming import (
+    CURVES_FILE,
     MASK_FILE,
     MODEL_CARD_FILE,
     PLOT_FILE,
@@ -19,6 +20,7 @@ from lth.api.naming import (
     TICKET_FILE,
     RunLayout,
 )
+from lth.results.curves import learning_curves
 from lth.results.model_card import model_card
 from lth.results.plot import plot
 from lth.storage.files import atomic_write_text
@@ -31,10 +33,12 @@ export byte-identical files wherever they ran (`lth run` here, the export Job on
 
 
 def write_report(run_dir: Path, status: RunStatus) -> Path:
-    """ticket/: the best mask, the rewind weights, ticket.json, the spec, the model card, the plot."""
+    """ticket/: the best mask, the rewind weights, ticket.json, the spec, the model card, the
+    accuracy plot and the learning curves."""
     ticket = RunLayout(run_dir).ticket
     ticket.mkdir(parents=True, exist_ok=True)
     plot(status, ticket / PLOT_FILE)
+    learning_curves(status, run_dir, ticket / CURVES_FILE)
     spec = status.accepted_spec
     # The public form: spec.json and ticket.json are uploaded, and may be published.
     public = spec.to_public_wire() if spec else {}

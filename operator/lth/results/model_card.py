@@ -46,5 +46,12 @@ def model_card(status: RunStatus, run_name: str) -> str:
         "",
         "![accuracy vs density](accuracy.png)",
         "",
+        "## Learning curves",
+        "",
+        "Top-1 after each epoch of every level (the controls dashed); the curves of each level and "
+        "branch are also in the run's TensorBoard files (`runs/<name>/tensorboard/`).",
+        "",
+        "![learning curves](learning-curves.png)",
+        "",
     ]
     return "\n".join(lines)

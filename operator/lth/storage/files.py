@@ -10,6 +10,7 @@ runner, the report and the ticket download all use it. Standard library and lth.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -80,6 +81,15 @@ def read_result(path: Path) -> LevelResult | None:
         return LevelResult.model_validate_json(path.read_text())
     except (OSError, ValidationError, ValueError):
         return None
+
+
+def read_progress(path: Path) -> list[dict[str, Any]]:
+    """A level's progress.jsonl, one record per finished epoch; empty when there is none yet.
+    The trainer rewrites it whole, so every line is whole."""
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 class RunNotReadable(Exception):

@@ -26,16 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.api.naming import MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
+from lth.api.naming import CURVES_FILE, MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
 from lth.api.wire import S3_SCHEME as SCHEME
 from lth.api.wire import redact, url_problem
 from lth.storage.files import atomic_write, atomic_write_bytes, sha256
 from lth.storage.tickets import MAX_DESCRIPTION_BYTES, TicketError, inspect, read_description
 
-UNLISTED_FILES = (SPEC_FILE, MODEL_CARD_FILE, PLOT_FILE)
+UNLISTED_FILES = (SPEC_FILE, MODEL_CARD_FILE, PLOT_FILE, CURVES_FILE)
 """Files of an exported ticket that ticket.json does not list (no checksum): fetched when present."""
 UNLISTED_BYTES = 16 << 20
-"""The spec, the model card and the plot are a few KB to a few hundred KB each."""
+"""The spec, the model card, the plot and the learning curves are a few KB to a few hundred KB each."""
 CREDENTIAL_VARIABLES = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary)"
 
 

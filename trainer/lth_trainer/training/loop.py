@@ -1,6 +1,7 @@
 """The loop of one level: masked training, evaluation every epoch, a checkpoint every
 epoch, then the final weights and result.json (last). The rewind point, progress lines,
-evaluation and the checkpoint are hooks at step and epoch boundaries."""
+evaluation, the checkpoint and the trackers (TensorBoard, MLflow) are hooks at step and
+epoch boundaries."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from lth_trainer.store import (
     save_tensors,
     write_text,
 )
+from lth_trainer.tracking import start_trackers
 from lth_trainer.training.checkpoint import (
     checkpoint_state,
 )
@@ -62,6 +64,8 @@ def run_level(
         run_dir, data_dir, spec, level, branch, platform, ticket
     )
     training = spec.training
+    # Rank 0's trackers; they only flush what they wrote, so a level that fails loses nothing.
+    trackers = start_trackers(run, run_dir, start_mask)
     if run.counters.step < run.total_steps:
         stream = iter(
             loader(
@@ -77,14 +81,17 @@ def run_level(
             if run.prunes is not None:
                 masked = pruning.gradient_masks(dict(run.model.named_parameters()), run.prunes.mask)
             train_epoch(run, net, stream, masked)
-            end_epoch(run)
+            trackers.epoch(end_epoch(run))  # after the checkpoint: a resume writes it again
     result = _finish(run, run.prunes.mask if run.prunes is not None else start_mask)
+    trackers.finish(result)
+    trackers.close()
     log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
     return result
 
 
-def end_epoch(run: LevelRun) -> None:
-    """The epoch's hooks: evaluate the model rank 0 saves, record the epoch, checkpoint, log."""
+def end_epoch(run: LevelRun) -> dict[str, Any]:
+    """The epoch's hooks: evaluate the model rank 0 saves, record the epoch, checkpoint, log;
+    the epoch's record, for the trackers."""
     training, counters, platform = run.spec.training, run.counters, run.platform
     platform.broadcast_buffers(run.model)  # evaluate, and save, the model rank 0 saves
     metrics = evaluate(
@@ -107,6 +114,7 @@ def end_epoch(run: LevelRun) -> None:
         "trainLoss": counters.epoch_loss,
         **metrics,
         "imagesPerSecond": counters.epoch_rate,
+        "lr": run.optimizer.param_groups[0]["lr"],
         "time": round(time.time(), 3),
     }
     counters.history.append(record)
@@ -144,6 +152,7 @@ def end_epoch(run: LevelRun) -> None:
         metrics["loss"],
         counters.epoch_rate,
     )
+    return record
 
 
 def _finish(run: LevelRun, mask: pruning.Mask) -> LevelResult:

@@ -28,6 +28,7 @@ from lth.cluster.children.objects import (
     queue_labels,
     storage_mount,
     storage_volume,
+    tracking_env,
     true_condition,
 )
 
@@ -80,6 +81,7 @@ def export_job(
             {"name": STATUS_ENV, "value": escape_expansion(status_json)},
             # matplotlib's cache: the image's home belongs to its own uid, not always the pod's.
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+            *tracking_env(spec),
         ],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
         "volumeMounts": [storage_mount(spec)],

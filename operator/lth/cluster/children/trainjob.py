@@ -42,6 +42,7 @@ from lth.cluster.children.objects import (
     is_deleting,
     pod_security,
     queue_labels,
+    tracking_env,
     trainer_mounts,
     trainer_placement,
     trainer_resources,
@@ -99,7 +100,7 @@ def _env(spec: RunSpec) -> list[dict[str, Any]]:
             {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
             for key in TICKET_CREDENTIALS
         ]
-    return env
+    return env + tracking_env(spec)
 
 
 def _runtime_patch(
