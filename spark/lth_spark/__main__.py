@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from pyspark.sql import SparkSession
 
 from lth.api import RunSpec
+from lth.api.validation import problems_from_error
+from lth.api.wire import redact
 from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT, write_termination_log
 from lth_spark.inputs import InputError
 from lth_spark.job import Job, run
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o002)
 
     def bad_input(message: str) -> int:
+        message = redact(message)
         print(f"error: {message}", file=sys.stderr)
         if arguments.termination_log:
             write_termination_log(arguments.termination_log, BAD_INPUT + message)
@@ -74,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         spec = RunSpec.model_validate(json.loads(arguments.spec_json))
-    except (json.JSONDecodeError, ValidationError) as error:
-        return bad_input(f"--spec-json: {error}")
+    except ValidationError as error:
+        return bad_input("--spec-json: " + "; ".join(str(p) for p in problems_from_error(error, "spec")))
+    except (ValueError, RecursionError) as error:
+        return bad_input(f"--spec-json: not JSON ({error})")
     job = Job(arguments.input, arguments.output, spec.dataset, spec.preprocessing)
     sessions: list[SparkSession] = []
 

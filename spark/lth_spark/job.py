@@ -78,7 +78,7 @@ class Job:
     def processing(self) -> Processing:
         stored = stored_geometry(self.dataset)
         geometry = Geometry(stored.image_size, stored.resize, stored.short_side or 0, stored.max_side or 0)
-        return Processing(geometry, self.preprocessing.jpeg_quality)
+        return Processing(geometry, self.preprocessing.jpeg_quality, self.dataset.max_image_pixels)
 
     def parameters(self) -> dict[str, Any]:
         """Everything that decides the output bytes (the stored geometry among them, which the
@@ -88,6 +88,7 @@ class Job:
             "format": d.format,
             **stored_geometry(d).model_dump(),
             "classes": d.classes,
+            "max_image_pixels": d.max_image_pixels,
             "jpeg_quality": self.preprocessing.jpeg_quality,
             "shard_bytes": self.target_shard_bytes,
             "train_order": "blake2b-64 of the key",
@@ -296,6 +297,15 @@ SHARD_TEMP = re.compile(rf"\.((train|val|test)-\d{{5}}\.tar|{re.escape(MANIFEST_
 """atomic_write's temp name of a shard or of the manifest."""
 
 
+def _refuse_damaged(results: list[dict[str, Any]]) -> None:
+    """A damaged unit fails the job (its task wrote nothing, so a rerun on a repaired input
+    redoes it and only it)."""
+    damaged = sorted(str(r["damaged"]) for r in results if r.get("damaged"))
+    if damaged:
+        more = f" (and {len(damaged) - 1} more damaged units)" if len(damaged) > 1 else ""
+        raise InputError(damaged[0] + more)
+
+
 def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
     """Preprocess job.input into shards and manifest.json in job.output; a finished output is left alone.
 
@@ -312,7 +322,7 @@ def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
     plan = plan_input(job.input, job.dataset)
     work = _claim_work_dir(job)
     _remove_temp_files(job.output)
-    todo = [u for u in plan.units if not all(p.exists() for p in unit_paths(str(work), u.name))]
+    todo = [u for u in plan.units if not all(p.exists() for p in unit_paths(str(work), u.work_name))]
     log.info(
         "%d classes, %d units of work (%d already done), %.1f MiB of input",
         len(plan.classes),
@@ -321,8 +331,9 @@ def run(job: Job, start_mapper: Callable[[], Mapper]) -> DataManifest:
         sum(u.input_bytes for u in plan.units) / (1 << 20),
     )
     mapper = start_mapper()
-    mapper(partial(process_unit, processing=job.processing, work_dir=str(work)), todo, PROCESS_STEP)
-    sidecars = read_sidecars(work, sorted(u.name for u in plan.units))
+    results = mapper(partial(process_unit, processing=job.processing, work_dir=str(work)), todo, PROCESS_STEP)
+    _refuse_damaged(results)
+    sidecars = read_sidecars(work, [u.work_name for u in sorted(plan.units, key=lambda u: u.name)])
     shard_plans = plan_shards(sidecars, work, job.output, job.target_shard_bytes)
     shards = mapper(write_shard, shard_plans, SHARD_STEP)
     manifest = build_manifest(job, plan.classes, sidecars, shards)

@@ -4,15 +4,26 @@ A *unit* is a slice of the input that one task streams: an inner tar of the
 ImageNet train archive (one class), or a list of members at known byte ranges
 (val/test tars, image-folder files). A task writes the unit's output JPEGs into
 one blob plus a JSON sidecar under `<out>/.work/`; the sidecar is written last,
-so a unit with a sidecar is done and a rerun skips it. Shards are then packed
-from the blobs in a deterministic order, each written to a temp file and renamed.
+so a unit with a sidecar is done and a rerun skips it. Both files are named after the
+unit's fingerprint (what it reads, and the size and age of its archive), so a rerun on
+changed input redoes the unit. Shards are then packed from the blobs in a deterministic
+order, each written to a temp file and renamed.
+
+A unit is read whole or not at all: an inner tar is walked to its end-of-archive marker
+(`lth_spark.tars`), a member must yield the bytes the index promised, and a class must
+hold as many files as the devkit says. A damaged unit writes nothing and its task returns
+`damaged` with the reason, which fails the job; files over the caps of `lth_spark.limits`
+(sparse members, links, files too large to be an image within the pixel cap, headers that
+declare too many pixels) are passed by unread and listed as skipped.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import resource
+import stat
 import tarfile
 import time
 from collections import OrderedDict
@@ -26,6 +37,8 @@ import numpy.typing as npt
 
 from lth.storage.files import atomic_write, atomic_write_bytes, sha256
 from lth_spark.images import Geometry, UnreadableImage, process_image
+from lth_spark.limits import max_file_bytes, refuse_oversized
+from lth_spark.tars import BadArchive, TarReader
 
 TEST_LABEL = -1
 """The `.cls` of the unlabeled test split."""
@@ -61,15 +74,30 @@ class Unit:
     tar_length: int = 0
     label: int = 0
     members: tuple[Member, ...] = field(default=())
+    expected_files: int | None = None
+    """Files the unit must hold (a class tar: the devkit's num_train_images), when known."""
+    fingerprint: str = ""
+    """What the unit reads and the state of its archive (`lth_spark.inputs`), in its file names."""
+
+    @property
+    def work_name(self) -> str:
+        """The stem of its blob and sidecar: a changed input makes another one."""
+        return f"{self.name}-{self.fingerprint}" if self.fingerprint else self.name
 
 
 @dataclass(frozen=True)
 class Processing:
     geometry: Geometry
     quality: int
+    max_pixels: int
+    """spec.dataset.maxImagePixels: larger images are skipped, never decoded."""
+
+    @property
+    def max_file_bytes(self) -> int:
+        return max_file_bytes(self.max_pixels)
 
 
-class _Window(io.RawIOBase):
+class Window(io.RawIOBase):
     """A read-only view of [offset, offset + length) of a file, for tarfile's stream mode."""
 
     def __init__(self, file: IO[bytes], offset: int, length: int) -> None:
@@ -115,7 +143,7 @@ class _OpenFiles:
             return file
         if len(self._files) >= self.limit:
             self._files.popitem(last=False)[1].close()
-        file = self._files[path] = open(path, "rb")  # noqa: SIM115 (closed by close())
+        file = self._files[path] = _open_regular(path)
         return file
 
     def close(self) -> None:
@@ -129,38 +157,95 @@ class _OpenFiles:
         self.close()
 
 
-def _unit_inputs(unit: Unit) -> Iterator[tuple[str, int, str, bytes]]:
-    """(key, label, source, bytes) of every file of a unit, streamed."""
+class Input:
+    """One file of a unit: its bytes, or why it was passed by unread."""
+
+    __slots__ = ("data", "key", "label", "skipped", "source")
+
+    def __init__(self, key: str, label: int, source: str, data: bytes = b"", skipped: str = "") -> None:
+        self.key, self.label, self.source, self.data, self.skipped = key, label, source, data, skipped
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """A file for reading that is a regular file: a FIFO or device planted in the input must not
+    block the task or stream forever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadArchive(f"{path}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _tar_inputs(unit: Unit, cap: int) -> Iterator[Input]:
+    """Every member of a unit's tar, walked to its end-of-archive marker."""
+    assert unit.tar_path is not None
+    with _open_regular(unit.tar_path) as archive:
+        window = io.BufferedReader(Window(archive, unit.tar_offset, unit.tar_length), 1 << 20)
+        reader = TarReader(window, unit.source, unit.tar_length)
+        for info in reader:
+            source = f"{unit.source}:{info.name}"
+            if info.kind == "directory":
+                continue
+            if info.kind != "file":
+                yield Input(key_of(info.name), unit.label, source, skipped=info.why_not_a_file)
+            elif info.size > cap:
+                yield Input(key_of(info.name), unit.label, source, skipped=_too_large(info.size, cap))
+            else:
+                yield Input(key_of(info.name), unit.label, source, reader.read(info))
+
+
+def _too_large(size: int, cap: int) -> str:
+    return f"{size} bytes, more than the {cap} an image within spec.dataset.maxImagePixels takes: not read"
+
+
+def _unit_inputs(unit: Unit, cap: int) -> Iterator[Input]:
+    """Every file of a unit, streamed; files over `cap` bytes are passed by unread."""
     if unit.tar_path is not None:
-        with open(unit.tar_path, "rb") as archive:
-            window = io.BufferedReader(_Window(archive, unit.tar_offset, unit.tar_length), 1 << 20)
-            with tarfile.open(fileobj=window, mode="r|") as tar:
-                for info in tar:
-                    if not info.isfile():
-                        continue
-                    data = tar.extractfile(info)
-                    assert data is not None  # a regular file
-                    yield key_of(info.name), unit.label, f"{unit.source}:{info.name}", data.read()
+        yield from _tar_inputs(unit, cap)
         return
     with _OpenFiles() as files:
         for member in unit.members:
+            if member.size > cap:
+                yield Input(member.key, member.label, member.source, skipped=_too_large(member.size, cap))
+                continue
             file = files.get(member.path)
             file.seek(member.offset)
-            yield member.key, member.label, member.source, file.read(member.size)
+            data = file.read(member.size)
+            if len(data) != member.size:
+                raise BadArchive(
+                    f"{member.source}: {len(data)} bytes where the index found {member.size} "
+                    "(the input changed or is cut short)"
+                )
+            yield Input(member.key, member.label, member.source, data)
 
 
-def unit_paths(work_dir: str, unit_name: str) -> tuple[Path, Path]:
-    """The blob of output JPEGs and the sidecar JSON that marks the unit done."""
-    base = Path(work_dir) / unit_name
-    return base.with_suffix(".bin"), base.with_suffix(".json")
+def unit_paths(work_dir: str, work_name: str) -> tuple[Path, Path]:
+    """The blob of output JPEGs and the sidecar JSON that marks the unit done (its `work_name`:
+    a class id may hold dots, so the suffix is added, never substituted)."""
+    base = Path(work_dir)
+    return base / f"{work_name}.bin", base / f"{work_name}.json"
+
+
+def _processed(item: Input, processing: Processing) -> Any:
+    """The output of one input file, or the reason it is skipped."""
+    if item.skipped:
+        return item.skipped
+    try:
+        refuse_oversized(item.data, processing.max_pixels)
+        return process_image(item.data, processing.geometry, processing.quality)
+    except UnreadableImage as error:
+        return str(error)
+    except MemoryError:
+        return "out of memory while decoding it"
 
 
 def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str, Any]:
     """Process every image of a unit into its blob, write the sidecar last; return a summary.
 
-    The summary leaves out the per-image records, so the driver does not hold them twice.
+    The summary leaves out the per-image records, so the driver does not hold them twice. A
+    damaged unit writes nothing: its summary says `damaged` and why.
     """
-    blob_path, sidecar_path = unit_paths(work_dir, unit.name)
+    blob_path, sidecar_path = unit_paths(work_dir, unit.work_name)
     started = time.perf_counter()
     records: list[list[Any]] = []
     skipped: list[list[str]] = []
@@ -169,17 +254,25 @@ def process_unit(unit: Unit, processing: Processing, work_dir: str) -> dict[str,
     def write_blob(temp: Path) -> None:
         nonlocal histogram
         with open(temp, "wb") as blob:
-            for key, label, source, data in _unit_inputs(unit):
-                try:
-                    out = process_image(data, processing.geometry, processing.quality)
-                except UnreadableImage as error:
-                    skipped.append([source, str(error)])
+            for item in _unit_inputs(unit, processing.max_file_bytes):
+                out = _processed(item, processing)
+                if isinstance(out, str):
+                    skipped.append([item.source, out])
                     continue
-                records.append([key, label, blob.tell(), len(out.jpeg), source])
+                records.append([item.key, item.label, blob.tell(), len(out.jpeg), item.source])
                 blob.write(out.jpeg)
                 histogram += np.asarray(out.histogram, dtype=np.int64)
+            files = len(records) + len(skipped)
+            if unit.expected_files is not None and files != unit.expected_files:
+                raise BadArchive(
+                    f"{unit.source}: holds {files} files, the devkit says {unit.expected_files} "
+                    "(num_train_images in meta.mat): the archive is incomplete or not this data set"
+                )
 
-    atomic_write(blob_path, write_blob)
+    try:
+        atomic_write(blob_path, write_blob)
+    except BadArchive as error:
+        return {"unit": unit.name, "images": 0, "skipped": 0, "damaged": str(error)}
     sidecar = {
         "unit": unit.name,
         "split": unit.split,

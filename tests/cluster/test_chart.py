@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import subprocess
+import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +226,11 @@ def test_operator_pod_is_locked_down() -> None:
         ({"workloads": {"gpuTolerations": [{"operator": "Exists", "effekt": "NoSchedule"}]}}, "effekt"),
         ({"workloads": {"trainerImage": ""}}, "/workloads/trainerImage"),
         ({"workloads": {"sparkimage": "x"}}, "sparkimage"),
+        ({"tensorboard": {"enabled": "yes"}}, "/tensorboard/enabled"),
+        ({"tensorboard": {"port": 80}}, "/tensorboard/port"),
+        ({"tensorboard": {"logdir": "../secrets"}}, "/tensorboard/logdir"),
+        ({"tensorboard": {"namespace": "ML"}}, "/tensorboard/namespace"),
+        ({"tensorboard": {"claim": "lth-data"}}, "claim"),
     ],
 )
 def test_values_schema_refuses_bad_values(values: dict[str, Any], where: str) -> None:
@@ -329,3 +340,91 @@ def test_the_training_runtime_comes_with_trainjobs_only() -> None:
     )
     assert named["metadata"]["name"] == "t"
     assert workload_defaults(render({"workloads": {"trainingApi": "TrainJob"}})).training_api == "TrainJob"
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+TENSORBOARD = {"tensorboard": {"enabled": True, "namespace": "ml", "subPath": "team-a"}}
+
+
+def tensorboard_objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in docs if d["metadata"]["name"].endswith("-tensorboard")}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_tensorboard_is_off_by_default() -> None:
+    assert tensorboard_objects(render()) == {}
+    assert len(of_kind(render(), "Deployment")) == 1
+
+
+def test_tensorboard_reads_the_runs_volume_read_only_beside_the_runs() -> None:
+    docs = render(TENSORBOARD)
+    objects = tensorboard_objects(docs)
+    assert sorted(objects) == ["Deployment", "NetworkPolicy", "Service"]
+    assert {o["metadata"]["namespace"] for o in objects.values()} == {"ml"}  # where the claim is
+    for doc in objects.values():
+        kubernetes_validate.validate(doc, "1.34", strict=True)
+    pod = objects["Deployment"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == WorkloadDefaults().trainer_image  # it has the tensorboard package
+    assert container["command"] == ["tensorboard"]
+    assert container["args"] == ["--logdir=/mnt/lth/runs", "--host=0.0.0.0", "--port=6006"]
+    runs = next(v for v in pod["spec"]["volumes"] if v["name"] == "runs")
+    assert runs["persistentVolumeClaim"] == {"claimName": "lth-data", "readOnly": True}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "runs")
+    assert mount == {"name": "runs", "mountPath": "/mnt/lth", "readOnly": True, "subPath": "team-a"}
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+    labels = pod["metadata"]["labels"]
+    assert selects(objects["Service"]["spec"]["selector"], labels)
+    assert selects(objects["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"], labels)
+    assert objects["NetworkPolicy"]["spec"]["ingress"] == [{"ports": [{"port": 6006, "protocol": "TCP"}]}]
+    operator = the_deployment([d for d in docs if d not in objects.values()])
+    assert not selects(operator["spec"]["selector"]["matchLabels"], labels)  # neither owns the other's pods
+    report = helm_python.lint(str(CHART), TENSORBOARD, namespace=NAMESPACE)
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+@pytest.mark.slow
+def test_the_charts_tensorboard_command_serves_every_levels_curves(tmp_path: Path) -> None:
+    """The container's command, run for real over a volume holding one run's event files."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    expected = ["demo/tensorboard/00-main", "demo/tensorboard/01-random-reinit"]
+    for run in expected:
+        with SummaryWriter(str(tmp_path / "runs" / run)) as writer:
+            for epoch in (1, 2, 3):
+                writer.add_scalar("val/top1", 90.0 + epoch, epoch)
+    pod = tensorboard_objects(render(TENSORBOARD))["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # The volume where the pod mounts it; this machine's loopback and a free port.
+    args = [a.replace("/mnt/lth", str(tmp_path)).replace("0.0.0.0", "127.0.0.1") for a in container["args"]]
+    args = [f"--port={port}" if a.startswith("--port=") else a for a in args]
+    tool = str(Path(sys.executable).with_name(container["command"][0]))
+    server = subprocess.Popen([tool, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, runs = f"http://127.0.0.1:{port}", None
+    try:
+        deadline = time.monotonic() + 60
+        while runs != expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                runs = get_json(f"{url}/data/runs")
+        assert runs == expected
+        series = get_json(f"{url}/data/plugin/scalars/scalars?run={expected[1]}&tag=val/top1")
+        assert [(step, value) for _, step, value in series] == [(1, 91.0), (2, 92.0), (3, 93.0)]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

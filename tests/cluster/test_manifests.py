@@ -81,6 +81,10 @@ SPECS: dict[str, RunSpec] = {
     ),
     "sub-path": spec_with(storage={"claimName": "shared", "mountPath": "/data", "subPath": "lth/runs"}),
     "prepared": spec_with(dataset={"format": "prepared", "path": "runs/old/data"}),
+    "tracked": spec_with(
+        resources={"env": {"NCCL_DEBUG": "INFO"}},
+        tracking={"mlflow": {"trackingUri": "https://mlflow.example", "secretName": "mlflow-credentials"}},
+    ),
 }
 
 
@@ -534,7 +538,10 @@ def test_the_export_job_runs_lth_report_on_the_volume_without_a_gpu() -> None:
     status = RunStatus(phase="Succeeded", levels=[], accepted_spec=spec)
     status.levels.append(LevelStatus(name="r50-level-00", level=0, phase="Succeeded", density=1.0, top1=76.1))
     status.accepted_spec = spec.model_copy(
-        update={"resources": spec.resources.model_copy(update={"env": {"A": "$(B)"}})}
+        update={
+            "dataset": spec.dataset.model_copy(update={"path": "in/$(B)"}),
+            "resources": spec.resources.model_copy(update={"env": {"A": "not-to-be-shown"}}),
+        }
     )
     job = export_job(RUN, spec, paths(spec), 2, status)
     kubernetes_validate.validate(job, "1.34", strict=True)
@@ -563,9 +570,27 @@ def test_the_export_job_runs_lth_report_on_the_volume_without_a_gpu() -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
     assert container["volumeMounts"] == [{"name": "lth-data", "mountPath": "/mnt/lth"}]
     env = {item["name"]: item["value"] for item in container["env"]}
-    # The run's status reaches the pod whole, past Kubernetes' $(VAR) expansion.
+    # The run's status reaches the pod whole, past Kubernetes' $(VAR) expansion, but for the
+    # values of resources.env: a pod's environment is readable by whoever may read the Job.
     expanded = kubelet_expand(env["LTH_STATUS"], {"B": "oops"})
-    assert RunStatus.model_validate_json(expanded) == status
+    assert RunStatus.model_validate_json(expanded) == RunStatus.model_validate(status.to_public_wire())
+    assert "not-to-be-shown" not in env["LTH_STATUS"]
+
+
+def test_mlflow_credentials_reach_the_trainer_and_export_pods_only_by_reference() -> None:
+    spec = SPECS["tracked"]
+    trainer = _container(pytorch_job(RUN, spec, paths(spec), 3, "main", 1))
+    export_pod = export_job(RUN, spec, paths(spec), 1, RunStatus(accepted_spec=spec))["spec"]["template"]
+    for container in (trainer, export_pod["spec"]["containers"][0]):
+        env = {item["name"]: item for item in container["env"]}
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+            # Each optional: the Secret holds a user and password, or a token.
+            ref = {"name": "mlflow-credentials", "key": key, "optional": True}
+            assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": ref}}
+    assert {"name": "NCCL_DEBUG", "value": "INFO"} in trainer["env"]
+
+    no_secret = spec_with(tracking={"mlflow": {"trackingUri": "https://mlflow.example"}})
+    assert "env" not in _container(pytorch_job(RUN, no_secret, paths(no_secret), 3, "main", 1))
 
 
 LIMIT_MESSAGE = "Job has reached the specified backoff limit"

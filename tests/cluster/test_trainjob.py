@@ -15,7 +15,7 @@ import yaml
 from lth.api import RunSpec, TicketStatus
 from lth.api.defaults import WorkloadDefaults, with_training_api
 from lth.api.validation import check_name, check_spec
-from lth.api.workload import TERMINATION_LOG, RunPaths, portable_wire
+from lth.api.workload import TERMINATION_LOG, RunPaths
 from lth.cli import main
 from lth.cluster.children.objects import LABEL_KUEUE_QUEUE, RunRef, level_result_from_pod
 from lth.cluster.children.trainjob import observe_trainjob, resources_not_created, trainjob
@@ -86,7 +86,11 @@ def test_the_trainjob_says_what_the_pytorchjob_says_in_trainer_v2s_terms() -> No
         queueName="gpu-queue",
         extraResources={"rdma/rdma_shared_device_a": "1"},
         ipcLock=True,
-        env={"NCCL_DEBUG": "INFO", "NCCL_SOCKET_IFNAME": "eth0"},
+        env={
+            "NCCL_DEBUG": "INFO",
+            "NCCL_SOCKET_IFNAME": "eth0",
+            "HF_TOKEN": {"valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        },
     )
     defaults = WorkloadDefaults(
         gpu_node_selector={"nvidia.com/gpu.product": "H100"},
@@ -107,7 +111,11 @@ def test_the_trainjob_says_what_the_pytorchjob_says_in_trainer_v2s_terms() -> No
     # torchrun reads its topology from Trainer's PET_*: no rendezvous flags, no PET_* of ours.
     assert trainer["command"][:3] == ["torchrun", "-m", "lth_trainer"]
     assert not any(arg.startswith("--master") or arg.startswith("--nnodes") for arg in trainer["command"])
-    assert [e["name"] for e in trainer["env"]] == ["NCCL_DEBUG", "NCCL_SOCKET_IFNAME"]
+    assert trainer["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        {"name": "NCCL_DEBUG", "value": "INFO"},
+        {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
+    ]
     pod = node_pod(job)
     assert pod["metadata"]["labels"] == {"lth.dev/run": "r50", "lth.dev/level": "1", "lth.dev/branch": "main"}
     pod_spec = pod["spec"]
@@ -140,6 +148,20 @@ def test_the_trainjob_reads_a_transfer_tickets_credentials_key_by_key() -> None:
     assert {"AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL"} <= set(env)
     command = job["spec"]["trainer"]["command"]
     assert command[command.index("--ticket-url") + 1] == "s3://tickets/r50"
+
+
+def test_the_trainjob_reaches_mlflow_with_its_secrets_keys_by_reference() -> None:
+    spec = RunSpec.model_validate(
+        {
+            "dataset": {"path": "x"},
+            "resources": {"trainingApi": "TrainJob"},
+            "tracking": {"mlflow": {"trackingUri": "https://mlflow.example", "secretName": "mlflow-creds"}},
+        }
+    )
+    env = build(spec)["spec"]["trainer"]["env"]
+    refs = [e["valueFrom"]["secretKeyRef"] for e in env]
+    assert refs and all(ref["name"] == "mlflow-creds" and ref["optional"] for ref in refs)
+    assert all("value" not in e for e in env)
 
 
 def test_a_dollar_in_an_argument_stays_literal() -> None:
@@ -290,7 +312,7 @@ def test_a_run_name_leaves_room_for_the_longest_pod_name_jobset_allows() -> None
 def test_a_trainjob_cannot_carry_a_priority_class() -> None:
     (problem,) = check_spec(spec_of(priorityClassName="research-high"))
     assert problem.path == "spec.resources.priorityClassName"
-    assert "runtimePatches do not carry priorityClassName" in problem.message
+    assert "runtimePatches do not carry priorityClassName" in problem.message  # Trainer v2.3
     assert check_spec(spec_of()) == []
 
 
@@ -309,7 +331,7 @@ def test_the_training_api_comes_from_the_accepted_spec_then_the_chart() -> None:
     chosen = spec_of()
     assert with_training_api((chosen, []), accepted, WorkloadDefaults())[0] == chosen
     # Where it ran is no part of what the workloads and the ticket record.
-    assert "trainingApi" not in json.dumps(portable_wire(filled))
+    assert "trainingApi" not in json.dumps(filled.to_public_wire())
 
 
 def test_lth_validate_checks_names_for_the_clusters_training_api(

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lth.api import RunSpec
+from lth.api.naming import RunLayout
 from lth_trainer import pruning
 from lth_trainer.cli import main
 from lth_trainer.data.device import Inputs
@@ -76,6 +78,9 @@ def test_sigkill_mid_epoch_resumes_from_the_last_checkpoint(data_dir: Path, tmp_
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {files.checkpoint} at step {saved} (epoch {saved // 24})" in resumed.stderr
     assert [json.loads(line)["epoch"] for line in files.progress.read_text().splitlines()] == [1, 2, 3, 4]
+    curves = EventAccumulator(str(RunLayout(tmp_path / "killed").tensorboard_run(0)))
+    curves.Reload()
+    assert [e.step for e in curves.Scalars("val/top1")] == [1, 2, 3, 4]  # each once, in order
 
     assert main(trainer_args(tmp_path / "whole", data_dir, spec, 0)) == 0
     whole = level_files(tmp_path / "whole", 0)

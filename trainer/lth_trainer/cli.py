@@ -29,10 +29,12 @@ from pydantic import ValidationError
 
 from lth.api import REWIND_PATTERN, STABILITY_PARTS, Branch, LevelResult, RunSpec, StabilityResult
 from lth.api.naming import RunLayout
+from lth.api.validation import problems_from_error
+from lth.api.wire import redact
 from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
 from lth.storage.fetch import download
 from lth.storage.files import read_result, read_stability_result
-from lth.storage.lifetime import die_with_parent, exclusive
+from lth.storage.lifetime import UnsafeLockFile, die_with_parent, exclusive
 from lth.storage.tickets import TicketError, TicketFiles
 from lth_trainer.start import level_files
 from lth_trainer.store import TrainerError
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args)
     except TrainerError as error:
-        message = BAD_INPUT + str(error)
+        message = BAD_INPUT + redact(str(error))
         log.error("%s", message)
         if rank == 0:
             write_termination_log(args.termination_log, message)
@@ -173,7 +175,8 @@ def run(args: argparse.Namespace) -> LevelResult | StabilityResult:
     try:
         spec = RunSpec.model_validate_json(args.spec_json)
     except ValidationError as error:
-        raise TrainerError(f"--spec-json: invalid spec: {error}") from error
+        problems = "; ".join(str(p) for p in problems_from_error(error, "spec"))
+        raise TrainerError(f"--spec-json: invalid spec: {problems}") from None
     which_job(args)
     if args.stability_point is not None:
         return run_stability(args, spec)
@@ -239,5 +242,8 @@ def _one_writer(level_dir: Path, what: str) -> Iterator[None]:
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
-    with exclusive(level_dir, what):
-        yield
+    try:
+        with exclusive(level_dir, what):
+            yield
+    except UnsafeLockFile as error:
+        raise TrainerError(str(error)) from None

@@ -12,6 +12,13 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* TensorBoard's pods: a name of their own, so neither the operator's Deployment, Service nor
+NetworkPolicy selects them. */}}
+{{- define "lth.tensorboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-tensorboard
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{- define "lth.labels" -}}
 {{ include "lth.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}

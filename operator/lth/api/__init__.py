@@ -31,6 +31,9 @@ from lth.api.branches import (
 from lth.api.branches import (
     TicketControl as TicketControl,
 )
+from lth.api.data_manifest import (
+    DatasetSpec as DatasetSpec,
+)
 from lth.api.networks import (
     ModelSpec as ModelSpec,
 )
@@ -77,10 +80,10 @@ from lth.api.spec import (
     ChildRetry as ChildRetry,
 )
 from lth.api.spec import (
-    DatasetSpec as DatasetSpec,
+    ExportSpec as ExportSpec,
 )
 from lth.api.spec import (
-    ExportSpec as ExportSpec,
+    MlflowSpec as MlflowSpec,
 )
 from lth.api.spec import (
     PreprocessingSpec as PreprocessingSpec,
@@ -101,7 +104,7 @@ from lth.api.spec import (
     TicketSpec as TicketSpec,
 )
 from lth.api.spec import (
-    Toleration as Toleration,
+    TrackingSpec as TrackingSpec,
 )
 from lth.api.spec import (
     TrainingApi as TrainingApi,
@@ -236,10 +239,19 @@ from lth.api.wire import (
     ApiModel as ApiModel,
 )
 from lth.api.wire import (
+    EnvFromSecret as EnvFromSecret,
+)
+from lth.api.wire import (
     Fraction as Fraction,
 )
 from lth.api.wire import (
     Percent as Percent,
+)
+from lth.api.wire import (
+    SecretKeySelector as SecretKeySelector,
+)
+from lth.api.wire import (
+    Toleration as Toleration,
 )
 
 

@@ -66,6 +66,11 @@ def _type_args(annotation: Any) -> list[Any]:
     return args
 
 
+def _string_or_object(variants: list[dict[str, Any]]) -> bool:
+    kinds = sorted("object" if "$ref" in v else str(v.get("type")) for v in variants)
+    return kinds == ["object", "string"]
+
+
 def _factory_defaults(model: type[BaseModel]) -> dict[str, Any]:
     """Defaults pydantic leaves out of its schema: those made by a default_factory.
 
@@ -97,12 +102,18 @@ class _Translator:
             name = node["$ref"].rsplit("/", 1)[-1]
             merged = {**self.defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
             return self._node(merged, model_name=name)
-        variants = node.get("anyOf")
+        variants = node.get("anyOf") or node.get("oneOf")
         if variants:
             typed = [v for v in variants if v.get("type") != "null"]
+            if _string_or_object(typed):
+                # No structural schema says "a string or an object" (spec.resources.env values):
+                # the API server keeps the value as written and the operator's validation, which
+                # knows the union, refuses a wrong one naming its field.
+                kept = {k: node[k] for k in ("description",) if k in node}
+                return {**kept, "x-kubernetes-preserve-unknown-fields": True}
             if len(typed) != 1:
                 raise ValueError(f"a union of {typed} has no structural schema")
-            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            rest = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}
             if rest.get("default") is None:
                 rest.pop("default", None)
             return self._node({**typed[0], **rest}, model_name=model_name)

@@ -1,4 +1,5 @@
-"""The contract between the Spark job and the trainer: `data/manifest.json`.
+"""The data: what `spec.dataset` asks for, and the contract between the Spark job and the
+trainer, `data/manifest.json`, which records what was stored.
 
 The Spark job writes shards in WebDataset layout (`<split>-NNNNN.tar`, members
 `<key>.jpg` and `<key>.cls` holding the class index as text) and this manifest
@@ -11,9 +12,92 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lth.api.spec import DatasetSpec
+from lth.api.wire import ApiModel
+
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+"""spec.dataset.maxImagePixels' default: 64 Mpx, 256 MiB decoded (RGBX)."""
+
+
+class DatasetSpec(ApiModel):
+    """Where the images come from and what size the trainer sees."""
+
+    format: Literal["imagenet", "imagefolder", "prepared"] = Field(
+        "imagenet",
+        description=(
+            "imagenet: the ILSVRC-2012 archives as downloaded (train tar of per-class tars, "
+            "val tar, devkit); imagefolder: a tree with one folder per class; "
+            "prepared: the data/ directory (shards + manifest.json) of an earlier run, "
+            "which skips preprocessing."
+        ),
+    )
+    path: str = Field(
+        min_length=1,
+        description="Where the input is: an absolute path, or relative to the storage root.",
+    )
+    image_size: int = Field(
+        256,
+        ge=16,
+        le=1024,
+        description=(
+            "Side of the square images written to the shards (squash, center-crop), pixels; the "
+            "short side's default for whole. The default keeps the 256 x 256 center of a short side "
+            "of 256, from which training takes random 224 crops and evaluation the 224 center."
+        ),
+    )
+    resize: Literal["squash", "center-crop", "whole"] = Field(
+        "center-crop",
+        description=(
+            "whole: resize the short side to shortSide, aspect kept and the long side at most "
+            "maxSide, and store the whole image (torchvision's ImageNet protocol: random crops "
+            "from all of it); center-crop: resize the short side to shortSide, then keep the "
+            "imageSize x imageSize center; squash: resize the whole image to imageSize x imageSize "
+            "(aspect not kept)."
+        ),
+    )
+    short_side: int | None = Field(
+        None,
+        ge=16,
+        le=2048,
+        description="Short side of the resized image (center-crop, whole), pixels (default imageSize).",
+    )
+    max_side: int | None = Field(
+        None,
+        ge=16,
+        le=4096,
+        description=(
+            "Longest side of a whole stored image, pixels (default twice the short side): a "
+            "panorama is resized until its long side fits, its short side then below shortSide."
+        ),
+    )
+    classes: list[str] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="Only these classes (WordNet ids or folder names); all when absent.",
+    )
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1 << 12,
+        le=1 << 30,
+        description=(
+            "Largest image decoded, width x height: an input image whose header declares more is "
+            "skipped and listed in the manifest, never decoded (a 1 KB file can declare 30000 x 30000), "
+            "and the trainer refuses a shard image over it. Default 8192 x 8192, far above ImageNet's "
+            "photos; decoding one takes 256 MiB."
+        ),
+    )
+
+    @property
+    def crop_short_side(self) -> int:
+        return self.short_side or self.image_size
+
+    @property
+    def long_side_cap(self) -> int:
+        """The long side's limit of whole stored images."""
+        return self.max_side or 2 * self.crop_short_side
+
 
 MANIFEST_VERSION = 1
 
@@ -33,10 +117,21 @@ class ClassInfo(_Model):
 
 class ShardInfo(_Model):
     split: Split
-    path: str = Field(description="File name, relative to the data directory.")
+    path: str = Field(
+        min_length=1, max_length=255, description="File name in the data directory (no folders)."
+    )
     images: int = Field(ge=0)
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """A shard is a file of the data directory itself: a manifest of `prepared` data (which
+        may come from anyone) must not make the trainer read ../../anything or /etc/anything."""
+        if any(c in value for c in "/\\\0") or value.startswith("."):
+            raise ValueError(f"{value!r} is not a plain file name in the data directory")
+        return value
 
 
 class SplitInfo(_Model):

@@ -1,21 +1,25 @@
-"""Cluster-wide defaults for a run's children, set once by whoever installs the operator.
+"""Cluster-wide defaults for a run's children, set once by whoever installs the operator, and
+what a run may name.
 
 The chart's `workloads` values reach the operator as one JSON document in
 `LTH_WORKLOAD_DEFAULTS`; a run's spec overrides each of them (an image, a node
 selector, the uid), so a `run.yaml` need not repeat what every run on the cluster
-shares. Imports only pydantic, like `lth.api`.
+shares. `allowedImages` and `allowedSecrets` bound what a spec may name instead: whoever
+may create a LotteryTicketRun runs the images it names, with the Secrets it names
+(SECURITY.md). Imports only pydantic, like `lth.api`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from fnmatch import fnmatchcase
 from typing import Literal
 
 from pydantic import Field, ValidationError
 
 from lth.api import ApiModel, RunSpec, Toleration, TrainingApi
-from lth.api.validation import SubmittedSpec
+from lth.api.validation import Problem, SubmittedSpec
 
 ENV_VAR = "LTH_WORKLOAD_DEFAULTS"
 TRAINER_IMAGE = "ghcr.io/lth-dev/lth-trainer:0.1.0"
@@ -65,6 +69,23 @@ class WorkloadDefaults(ApiModel):
             "Spark operator, whose webhook alone applies it."
         ),
     )
+    allowed_images: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description=(
+            "Glob patterns (`*` matches any characters, `/` too) of the images a run's spec may "
+            "name (resources.image, preprocessing.image); the two images above are always allowed."
+        ),
+    )
+    allowed_secrets: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description=(
+            "Glob patterns of the Secrets a run's spec may name (export.secretName, ticket.secretName, "
+            "tracking.mlflow.secretName, resources.env valueFrom.secretKeyRef): each becomes its pods' "
+            "environment."
+        ),
+    )
 
 
 class DefaultsError(ValueError):
@@ -80,6 +101,62 @@ def from_environment(environ: dict[str, str] | None = None) -> WorkloadDefaults:
         return WorkloadDefaults.model_validate(json.loads(raw))
     except (json.JSONDecodeError, ValidationError) as error:
         raise DefaultsError(f"{ENV_VAR}: {error}") from error
+
+
+def named_images(spec: RunSpec) -> list[tuple[str, str]]:
+    """(field, image) of every image a spec names."""
+    named = [
+        ("spec.resources.image", spec.resources.image),
+        ("spec.preprocessing.image", spec.preprocessing.image),
+    ]
+    return [(field, image) for field, image in named if image is not None]
+
+
+def named_secrets(spec: RunSpec) -> list[tuple[str, str]]:
+    """(field, Secret) of every Secret a spec names."""
+    named = [
+        ("spec.export.secretName", spec.export.secret_name),
+        ("spec.ticket.secretName", spec.ticket.secret_name if spec.ticket else None),
+    ]
+    if spec.tracking.mlflow is not None:
+        named.append(("spec.tracking.mlflow.secretName", spec.tracking.mlflow.secret_name))
+    for name, value in sorted(spec.resources.env.items()):
+        if not isinstance(value, str):
+            field = f"spec.resources.env.{name}.valueFrom.secretKeyRef.name"
+            named.append((field, value.value_from.secret_key_ref.name))
+    return [(field, secret) for field, secret in named if secret is not None]
+
+
+def policy_problems(spec: RunSpec, defaults: WorkloadDefaults) -> list[Problem]:
+    """The images and Secrets a spec names that the chart's allowedImages and allowedSecrets
+    do not let it."""
+    problems = []
+    own = {defaults.trainer_image, defaults.spark_image}
+    for field, image in named_images(spec):
+        if image not in own and not any(fnmatchcase(image, p) for p in defaults.allowed_images):
+            problems.append(
+                Problem(
+                    field,
+                    f"image {image!r} is not allowed on this cluster (chart value workloads.allowedImages: "
+                    f"{', '.join(defaults.allowed_images)})",
+                )
+            )
+    for field, secret in named_secrets(spec):
+        if not any(fnmatchcase(secret, p) for p in defaults.allowed_secrets):
+            problems.append(
+                Problem(
+                    field,
+                    f"Secret {secret!r} is not one a run may use on this cluster (chart value "
+                    f"workloads.allowedSecrets: {', '.join(defaults.allowed_secrets)})",
+                )
+            )
+    return problems
+
+
+def admitted(submitted: SubmittedSpec, defaults: WorkloadDefaults) -> SubmittedSpec:
+    """A submitted spec with the problems of what it names that this cluster does not allow."""
+    spec, problems = submitted
+    return spec, [*problems, *(policy_problems(spec, defaults) if spec is not None else [])]
 
 
 def with_training_api(

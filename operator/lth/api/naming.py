@@ -23,12 +23,18 @@ STABILITY_DIR = "stability"
 LOGS_DIR = "logs"
 INDEX_DIR = "index"
 """The trainer's shard index, written once per run and read by every rank of every level."""
+TENSORBOARD_DIR = "tensorboard"
+"""TensorBoard event files, a folder per level and branch: `tensorboard --logdir runs/<name>/tensorboard`."""
+TRACKING_DIR = "tracking"
+"""What the run's trackers need to find their runs again (the MLflow parent run's key and id)."""
 
 SPEC_FILE = "spec.json"
 TICKET_FILE = "ticket.json"
 PLOT_FILE = "accuracy.png"
 STABILITY_PLOT_FILE = "stability.png"
 """rewindTo auto: the instability against the rewind point k, and the error along each path."""
+CURVES_FILE = "learning-curves.png"
+"""Top-1 per epoch of every level and branch, beside accuracy.png in the exported report."""
 MODEL_CARD_FILE = "README.md"
 MASK_FILE = "mask.safetensors"
 INIT_FILE = "init.safetensors"
@@ -56,6 +62,11 @@ def prep_name(run: str) -> str:
 def export_name(run: str) -> str:
     """The batch/v1 Job that writes (and uploads) the ticket and report once the search ended."""
     return f"{run}-export"
+
+
+def tracking_name(level: int, branch: Branch) -> str:
+    """A level's name in the trackers: its TensorBoard folder and its nested MLflow run (`07-main`)."""
+    return f"{level:02d}-{branch}"
 
 
 def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
@@ -199,6 +210,18 @@ class RunLayout:
     @property
     def ticket(self) -> Path:
         return self.root / TICKET_DIR
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
+
+    def tensorboard_run(self, level: int, branch: Branch = "main") -> Path:
+        """One level's event files: a run of its own in TensorBoard, named like its MLflow run."""
+        return self.tensorboard / tracking_name(level, branch)
+
+    @property
+    def tracking(self) -> Path:
+        return self.root / TRACKING_DIR
 
     @property
     def source_ticket(self) -> Path:

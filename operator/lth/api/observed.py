@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lth.api import EpochProgress, LevelResult, RunStatus, StabilityResult, StuckReason, TrainingApi
+from lth.api.wire import redact
 
 TRAINING_APIS: tuple[TrainingApi, ...] = ("PyTorchJob", "TrainJob")
 ChildKind = Literal["SparkApplication", "Job"] | TrainingApi
@@ -40,7 +41,11 @@ class Stuck:
     """What is stuck: 'pod P', 'pod P container C', 'pod P init container C', or a child:
     'PyTorchJob J', 'TrainJob J'."""
     detail: str
-    """Upstream's own words: the scheduler's or the kubelet's message, or the queue's name."""
+    """Upstream's own words: the scheduler's or the kubelet's message, or the queue's name
+    (credentials a URL in them carries are redacted: they become the status and events)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", redact(self.detail))
 
     @property
     def message(self) -> str:
@@ -70,6 +75,11 @@ class ObservedChild:
     progress: EpochProgress | None = None
     """A running level's latest epoch line (`lth.progress`); None when not read in this pass."""
 
+    def __post_init__(self) -> None:
+        """A child's message (its termination message, the log's tail) becomes the run's status
+        and events: no credential it may quote goes with it."""
+        object.__setattr__(self, "message", redact(self.message))
+
 
 @dataclass(frozen=True)
 class ObservedSource:
@@ -85,6 +95,9 @@ class ObservedSource:
     status: RunStatus | None = None
     description: Mapping[str, Any] | None = None
     problem: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "problem", redact(self.problem))
 
 
 @dataclass(frozen=True)

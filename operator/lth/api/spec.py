@@ -1,94 +1,32 @@
 """What a user writes under `spec:` of a LotteryTicketRun: the one source of truth.
 
 The CRD schema, `lth validate`, the trainer's and the Spark job's view of a run and the docs
-all come from these models (spec.pruning is in lth.api.pruning, spec.model in lth.api.networks)."""
+all come from these models (spec.pruning is in lth.api.pruning, spec.model in lth.api.networks,
+spec.dataset in lth.api.data_manifest beside the manifest it must match)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from lth.api.branches import DEFAULT_TICKET_CONTROLS, Branch, TicketControl
+from lth.api.data_manifest import DatasetSpec
 from lth.api.networks import ModelSpec
 from lth.api.pruning import PruningSpec
 from lth.api.search import METHODS
 from lth.api.wire import (
+    DNS_SUBDOMAIN_PATTERN,
     MEMORY_PATTERN,
     QUANTITY_PATTERN,
     QUEUE_NAME_PATTERN,
+    REDACTED,
     ApiModel,
+    EnvValue,
+    Toleration,
 )
 
 # --------------------------------------------------------------------------- spec
-
-
-class DatasetSpec(ApiModel):
-    """Where the images come from and what size the trainer sees."""
-
-    format: Literal["imagenet", "imagefolder", "prepared"] = Field(
-        "imagenet",
-        description=(
-            "imagenet: the ILSVRC-2012 archives as downloaded (train tar of per-class tars, "
-            "val tar, devkit); imagefolder: a tree with one folder per class; "
-            "prepared: the data/ directory (shards + manifest.json) of an earlier run, "
-            "which skips preprocessing."
-        ),
-    )
-    path: str = Field(
-        min_length=1,
-        description="Where the input is: an absolute path, or relative to the storage root.",
-    )
-    image_size: int = Field(
-        256,
-        ge=16,
-        le=1024,
-        description=(
-            "Side of the square images written to the shards (squash, center-crop), pixels; the "
-            "short side's default for whole. The default keeps the 256 x 256 center of a short side "
-            "of 256, from which training takes random 224 crops and evaluation the 224 center."
-        ),
-    )
-    resize: Literal["squash", "center-crop", "whole"] = Field(
-        "center-crop",
-        description=(
-            "whole: resize the short side to shortSide, aspect kept and the long side at most "
-            "maxSide, and store the whole image (torchvision's ImageNet protocol: random crops "
-            "from all of it); center-crop: resize the short side to shortSide, then keep the "
-            "imageSize x imageSize center; squash: resize the whole image to imageSize x imageSize "
-            "(aspect not kept)."
-        ),
-    )
-    short_side: int | None = Field(
-        None,
-        ge=16,
-        le=2048,
-        description="Short side of the resized image (center-crop, whole), pixels (default imageSize).",
-    )
-    max_side: int | None = Field(
-        None,
-        ge=16,
-        le=4096,
-        description=(
-            "Longest side of a whole stored image, pixels (default twice the short side): a "
-            "panorama is resized until its long side fits, its short side then below shortSide."
-        ),
-    )
-    classes: list[str] | None = Field(
-        None,
-        min_length=1,
-        json_schema_extra={"uniqueItems": True},
-        description="Only these classes (WordNet ids or folder names); all when absent.",
-    )
-
-    @property
-    def crop_short_side(self) -> int:
-        return self.short_side or self.image_size
-
-    @property
-    def long_side_cap(self) -> int:
-        """The long side's limit of whole stored images."""
-        return self.max_side or 2 * self.crop_short_side
 
 
 class PreprocessingSpec(ApiModel):
@@ -122,7 +60,9 @@ class TrainingSpec(ApiModel):
     """How one level trains. Epochs and milestones count passes over the training split."""
 
     epochs: int = Field(90, ge=1, le=10000, description="Epochs per level.")
-    batch_size: int = Field(1024, ge=1, description="Global batch size, summed over all processes.")
+    batch_size: int = Field(
+        1024, ge=1, le=1 << 20, description="Global batch size, summed over all processes."
+    )
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
     lr: float = Field(0.4, gt=0, le=100, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
@@ -188,16 +128,6 @@ class TrainingSpec(ApiModel):
         return value
 
 
-class Toleration(ApiModel):
-    """A pod toleration, as in core/v1."""
-
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(None, ge=0)
-
-
 TrainingApi = Literal["PyTorchJob", "TrainJob"]
 """What trains a level on a cluster: training operator v1 or Kubeflow Trainer v2."""
 
@@ -256,11 +186,14 @@ class ResourcesSpec(ApiModel):
         le=64,
         description="Trainer processes per pod without GPUs (gloo); with GPUs, one per GPU.",
     )
-    env: dict[str, str] = Field(
+    env: dict[str, EnvValue] = Field(
         default_factory=dict,
         description=(
             "Extra environment of the trainer containers, e.g. NCCL settings for a multi-pod run "
-            "(NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG)."
+            "(NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG): a plain value, which is shown wherever "
+            "the spec is (never a secret), or {valueFrom: {secretKeyRef: {name, key}}}, a key of a "
+            "Secret in the run's namespace (a token, a password). `lth run` takes those from its own "
+            "environment."
         ),
     )
     extra_resources: dict[str, str] = Field(
@@ -283,6 +216,11 @@ class ResourcesSpec(ApiModel):
     def level_kind(self) -> TrainingApi:
         """The kind of each level's job; PyTorchJob where nothing chose (the local runner)."""
         return self.training_api or "PyTorchJob"
+
+    @property
+    def plain_env(self) -> dict[str, str]:
+        """The env entries written as values (what a local run passes on)."""
+        return {name: value for name, value in self.env.items() if isinstance(value, str)}
 
     @property
     def processes_per_pod(self) -> int:
@@ -352,6 +290,7 @@ class ExportSpec(ApiModel):
         None,
         min_length=1,
         max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description=(
             "Secret in the run's namespace whose keys become the export Job's environment: "
             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN, AWS_REGION, "
@@ -365,6 +304,39 @@ class ExportSpec(ApiModel):
     )
 
 
+class MlflowSpec(ApiModel):
+    """An MLflow tracking server: one parent run per LotteryTicketRun, a nested run per level and branch."""
+
+    tracking_uri: str = Field(
+        pattern=r"^https?://[^/@\s]+(/\S*)?$",
+        description="http(s) address of the tracking server, without credentials (see secretName).",
+    )
+    experiment_name: str = Field("lottery-tickets", min_length=1, description="Parent run's experiment.")
+    secret_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "Secret whose keys MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+            "MLFLOW_TRACKING_TOKEN, become the trainer and export pods' environment (`lth run`: its own)."
+        ),
+    )
+
+    @field_validator("tracking_uri", mode="before")
+    @classmethod
+    def _no_credentials(cls, value: object) -> object:
+        if isinstance(value, str) and "@" in value.partition("://")[2].partition("/")[0]:
+            raise ValueError("credentials belong in a Secret (secretName), not in the URI")
+        return value
+
+
+class TrackingSpec(ApiModel):
+    """Where the curves go besides progress.jsonl: TensorBoard files in runs/<name>/tensorboard/, MLflow."""
+
+    mlflow: MlflowSpec | None = Field(None, description="Also log every level to an MLflow tracking server.")
+
+
 class TicketSpec(ApiModel):
     """Start from a ticket found earlier (transfer) instead of searching from a dense network."""
 
@@ -372,7 +344,11 @@ class TicketSpec(ApiModel):
         None,
         min_length=1,
         max_length=253,
-        description="A finished LotteryTicketRun in the same namespace whose ticket to transfer.",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "A finished LotteryTicketRun in the same namespace whose ticket to transfer (its name: "
+            "never a path, so runs/<name>/ stays on the run's volume)."
+        ),
     )
     level: int | None = Field(
         None, ge=0, description="Which level of spec.ticket.run; its best ticket (status.best) when absent."
@@ -397,6 +373,7 @@ class TicketSpec(ApiModel):
         None,
         min_length=1,
         max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description=(
             "For an s3:// url: a Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
             "AWS_ENDPOINT_URL...) become the trainer pods' environment (none: the pods' own identity)."
@@ -451,6 +428,19 @@ class RunSpec(ApiModel):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    def to_public_wire(self) -> dict[str, Any]:
+        """The wire form as it may be shown and shipped (exported files, workload command lines,
+        the export Job's environment): plain resources.env values as ***, Secret references kept;
+        resources.trainingApi left out: it says where the levels ran (an operator fills it in
+        from its chart), so the same levels ship the same bytes under `lth run` and either API."""
+        wire = self.to_wire()
+        wire.get("resources", {}).pop("trainingApi", None)
+        env = wire.get("resources", {}).get("env")
+        if env:
+            wire["resources"]["env"] = {k: REDACTED if isinstance(v, str) else v for k, v in env.items()}
+        return wire
 
     @property
     def level_budget(self) -> int:
@@ -481,6 +471,7 @@ MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
     ("pruning", "match_tolerance"),
     ("ticket", "controls"),
     ("export",),
+    ("tracking",),
 )
 """Spec fields that may change while a run is in progress; every other field is frozen at start."""
 FROZEN_WITHIN_MUTABLE: tuple[tuple[str, ...], ...] = (("resources", "training_api"),)

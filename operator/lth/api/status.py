@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -292,6 +292,13 @@ class RunStatus(ApiModel):
     accepted_spec: RunSpec | None = Field(
         None, description="The spec as accepted at start; frozen fields are kept from it."
     )
+
+    def to_public_wire(self) -> dict[str, Any]:
+        """The wire form with the accepted spec as it may be shipped (`RunSpec.to_public_wire`)."""
+        wire = self.to_wire()
+        if self.accepted_spec is not None:
+            wire["acceptedSpec"] = self.accepted_spec.to_public_wire()
+        return wire
 
     def level_entry(self, level: int, branch: Branch = "main") -> LevelStatus | None:
         return next((e for e in self.levels if e.level == level and e.branch == branch), None)

@@ -6,7 +6,6 @@ Failed/InvalidSpec condition; both call `check_run` or `check_spec`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,19 +23,31 @@ from lth.api import (
 )
 from lth.api.naming import DNS1035_MAX, derived_names
 from lth.api.pruning import stability_problems
+from lth.api.wire import credential_fields, quantity_bytes, redact, url_problem
+from lth.api.workload import default_crop_size, largest_training_crop, shm_need_bytes
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a spec, at a field path such as `spec.training.epochs`."""
+    """One thing wrong with a spec, at a field path such as `spec.training.epochs`; its message
+    never shows a credential (it reaches conditions, events and logs)."""
 
     path: str
     message: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", _printable(self.path))
+        object.__setattr__(self, "message", _printable(redact(self.message)))
+
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+
+def _printable(text: str) -> str:
+    """One line, whatever a user put in a key or value: control characters escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _loc_to_path(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -53,7 +64,8 @@ def problems_from_error(error: ValidationError, prefix: str) -> list[Problem]:
     """pydantic's errors, each at the field path a user wrote."""
     problems = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        # A dict key's "[key]" and a union's tag ("", lth.api.wire.EnvValue) are no field.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p == "")))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
@@ -115,6 +127,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
         + [Problem(path, message) for path, message in stability_problems(spec)]  # rewindTo auto
         + _check_data(spec)
         + _check_training_api(spec)
+        + _check_credentials(spec)
     )
 
 
@@ -247,6 +260,16 @@ def _check_data(spec: RunSpec) -> list[Problem]:
                 f"{spec.dataset.crop_short_side} is smaller than imageSize {spec.dataset.image_size}",
             )
         )
+    whole = dataset.resize == "whole"
+    height, width = (dataset.crop_short_side, dataset.long_side_cap) if whole else (dataset.image_size,) * 2
+    if dataset.max_image_pixels < height * width:
+        problems.append(
+            Problem(
+                "spec.dataset.maxImagePixels",
+                f"{dataset.max_image_pixels} is less than the {height}x{width} pixels of the largest stored "
+                f"images (spec.dataset.{'shortSide, maxSide' if whole else 'imageSize'})",
+            )
+        )
     if spec.model.num_classes is not None and classes is not None and spec.model.num_classes != len(classes):
         problems.append(
             Problem(
@@ -260,54 +283,6 @@ def _check_data(spec: RunSpec) -> list[Problem]:
 def _check_shm(spec: RunSpec) -> list[Problem]:
     shm = _shm_problem(spec)
     return [] if shm is None else [shm]
-
-
-QUANTITY_FACTORS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-QUANTITY_FACTORS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
-
-
-def quantity_bytes(quantity: str) -> float:
-    """A Kubernetes quantity (`16Gi`, `500M`) in bytes; the API's pattern guarantees the form."""
-    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", quantity)
-    assert match, quantity
-    return float(match.group(1)) * QUANTITY_FACTORS[match.group(2)]
-
-
-def shm_need_bytes(spec: RunSpec) -> int:
-    """/dev/shm one trainer pod needs for its data loaders at most: every worker keeps
-    LOADER_PREFETCH_BATCHES uint8 batches ready, of the stored images in training (the device
-    crops them) and of the center crops in evaluation, and the training loader lives on while an
-    evaluation loader runs. Per process, for every process of the pod."""
-    training = spec.training
-    if training.workers == 0:
-        return 0
-    local_batch = training.batch_size // max(spec.resources.world_size, 1)
-    height, width = largest_training_crop(spec)
-    crop = default_crop_size(spec)
-    per_image = 3 * (height * width + crop * crop)
-    per_process = training.workers * LOADER_PREFETCH_BATCHES * local_batch * per_image
-    return per_process * spec.resources.processes_per_pod
-
-
-def default_crop_size(spec: RunSpec) -> int:
-    """The trainer's crop (lth_trainer.data.crops.default_crop, from the spec instead of the
-    manifest): 87.5 % of the short side of center-cropped and whole images, else the image."""
-    dataset = spec.dataset
-    if dataset.resize == "squash":
-        return spec.training.crop_size or dataset.image_size
-    stored = dataset.crop_short_side if dataset.resize == "whole" else dataset.image_size
-    return spec.training.crop_size or min(stored, round(0.875 * dataset.crop_short_side))
-
-
-def largest_training_crop(spec: RunSpec) -> tuple[int, int]:
-    """Rows x columns a training sample takes in a batch at most: the stored square, or for
-    whole images their largest crop (short side x 4/3 of it, aspect at most 4/3, and its
-    repeated edge row and column; a smaller DCT scale only shrinks it)."""
-    dataset = spec.dataset
-    if dataset.resize != "whole":
-        return dataset.image_size, dataset.image_size
-    short = dataset.crop_short_side
-    return short + 1, min(dataset.long_side_cap, math.ceil(short * 4 / 3) + 1) + 1
 
 
 def _shm_problem(spec: RunSpec) -> Problem | None:
@@ -361,9 +336,12 @@ def _check_training_api(spec: RunSpec) -> list[Problem]:
     """What a TrainJob cannot carry: Trainer v2.3's runtimePatches take no priorityClassName."""
     if spec.resources.training_api != "TrainJob" or not spec.resources.priority_class_name:
         return []
-    why = "a TrainJob cannot set its pods' priority class (Trainer v2.3's runtimePatches do not carry"
-    fix = "priorityClassName): give it in the ClusterTrainingRuntime, or use a Kueue WorkloadPriorityClass"
-    return [Problem("spec.resources.priorityClassName", f"{why} {fix}")]
+    why = "a TrainJob cannot set it (runtimePatches do not carry priorityClassName): give it in"
+    return [
+        Problem(
+            "spec.resources.priorityClassName", f"{why} the runtime, or use a Kueue WorkloadPriorityClass"
+        )
+    ]
 
 
 def _check_search(spec: RunSpec) -> list[Problem]:
@@ -436,6 +414,10 @@ def _check_ticket(spec: RunSpec) -> list[Problem]:
                 f"{ticket.path!r} is a URL: give http(s):// and s3:// URLs as spec.ticket.url",
             )
         )
+    if ticket.url is not None and ("?" in ticket.url or "#" in ticket.url):
+        problems.append(
+            Problem("spec.ticket.url", "a directory URL has no query or fragment (its files are URL/<name>)")
+        )
     if ticket.url is not None and ticket.url.startswith("s3://"):
         problem = url_problem(ticket.url)
         if problem is not None:
@@ -464,6 +446,11 @@ def _check_export(spec: RunSpec) -> list[Problem]:
     return problems
 
 
+def _check_credentials(spec: RunSpec) -> list[Problem]:
+    """Credentials by reference only (`lth.api.wire.credential_fields`)."""
+    return [Problem(path, message) for path, message in credential_fields(spec.to_wire(), "spec")]
+
+
 def check_run(
     doc: Mapping[str, Any], training_api: TrainingApi | None = None
 ) -> tuple[LotteryTicketRun | None, list[Problem]]:
@@ -480,21 +467,3 @@ def check_run(
         spec = spec.model_copy(update={"resources": res.model_copy(update={"training_api": training_api})})
     problems = check_name(run.metadata.name, spec) + check_spec(spec)
     return run, problems
-
-
-S3_SCHEME = "s3://"
-S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-"""S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens), as MinIO enforces them."""
-
-
-def url_problem(url: str) -> str | None:
-    """What is wrong with `url` as s3://BUCKET/PREFIX, or None."""
-    if not url.startswith(S3_SCHEME):
-        return "not an s3:// URL (s3://BUCKET/PREFIX)"
-    bucket, _, prefix = url.removeprefix(S3_SCHEME).partition("/")
-    if not S3_BUCKET.fullmatch(bucket):
-        return f"{bucket!r} is not a bucket name (3-63 lowercase letters, digits, dots, hyphens)"
-    parts = prefix.strip("/").split("/")
-    if prefix.strip("/") and any(part in ("", ".", "..") for part in parts):
-        return "the prefix has empty, '.' or '..' parts"
-    return None

@@ -29,6 +29,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print_summary(console, status)
     ticket = write_report(args.run_dir, status)
     console.print(f"report and ticket: {ticket}")
+    from lth.results.tracking import log_to_mlflow
+
+    logged = log_to_mlflow(args.run_dir, status, ticket)
+    if logged is not None:
+        console.print(logged, markup=False, highlight=False, soft_wrap=True)
     if args.upload and not (ticket / TICKET_FILE).exists():
         console.print(f"nothing uploaded to {args.upload}: no level matched the dense top-1 (no ticket)")
     elif args.upload:
@@ -91,7 +96,8 @@ COMMANDS = (
             Arg.of("--endpoint-url", metavar="URL", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL"),
         ],
         "Write RUN_DIR/ticket: the best level's mask, rewind and final weights, ticket.json "
-        "(with every file's SHA-256), the model card and the accuracy plot. `lth run` does it when a "
+        "(with every file's SHA-256), the model card, the accuracy plot and the learning curves; with "
+        "spec.tracking.mlflow, log them to the run's MLflow parent run too. `lth run` does it when a "
         "search ends, the operator's export Job on a cluster.",
     ),
 )

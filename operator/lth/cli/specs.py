@@ -6,28 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from lth.api import LotteryTicketRun
 from lth.api.crd import crd_yaml
-from lth.api.defaults import WorkloadDefaults, with_training_api
-from lth.api.validation import Problem, check_run, default_crop_size
-from lth.api.workload import spec_json
+from lth.api.defaults import WorkloadDefaults, policy_problems, with_training_api
+from lth.api.validation import Problem, check_run
+from lth.api.workload import default_crop_size, spec_json
 from lth.cli.command import Arg, Command
 from lth.cluster import render
 from lth.cluster.admission import pod_security_refusals
 from lth.cluster.kubeconfig import namespace_pod_security
-from lth.storage.files import RunNotReadable
+from lth.storage.files import RunNotReadable, UnreadableDocument, read_yaml
 
 
 def _documents(path: Path) -> tuple[list[object], list[str]]:
     """The YAML documents of a file, or the one line that says why it has none."""
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except OSError as error:
-        return [], [f"{path}: cannot read: {error.strerror}"]
-    except yaml.YAMLError as error:
-        return [], [f"{path}: not valid YAML: {error}"]
+        documents = [d for d in read_yaml(path) if d is not None]
+    except UnreadableDocument as error:
+        return [], [str(error)]
     if not documents:
         return [], [f"{path}: holds no document"]
     return documents, []
@@ -134,10 +130,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
         branch = render.parse_branch(args.branch)
         ticket_level = render.parse_level(args.ticket_level, "--ticket-level")
         out = []
-        for document in yaml.safe_load_all(args.spec.read_text()):
+        for document in read_yaml(args.spec):
             if document is None:
                 continue
             run = LotteryTicketRun.model_validate(document)
+            refused = policy_problems(run.spec, values.workloads) if values is not None else []
+            if refused:  # what the operator would refuse on a cluster with these values
+                print("\n".join(f"{args.spec}: {problem}" for problem in refused), file=sys.stderr)
+                return 1
             objects = render.children(
                 run,
                 namespace=render.namespace_of(run, args.namespace),

@@ -25,7 +25,7 @@ import kopf
 import kubernetes
 
 from lth import api
-from lth.api.defaults import with_training_api
+from lth.api import defaults
 from lth.api.observed import ObservedChild
 from lth.api.validation import parse_spec
 from lth.cluster.actions import carry_out
@@ -143,9 +143,10 @@ def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | 
             raise
         old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
         children = observe_children(custom, core, namespace, name, read_progress)
-        submitted = parse_spec(body.get("spec"))  # once per reconcile
         accepted = old_status.accepted_spec if old_status else None
-        submitted = with_training_api(submitted, accepted, WORKLOAD_DEFAULTS)
+        submitted = defaults.with_training_api(
+            defaults.admitted(parse_spec(body.get("spec")), WORKLOAD_DEFAULTS), accepted, WORKLOAD_DEFAULTS
+        )  # parsed once per reconcile
         ticket = ticket_to_resolve(submitted, old_status)
         source = None if ticket is None else observe_source(custom, namespace, name, submitted, ticket)
         ended = old_status is not None and old_status.phase in api.TERMINAL_PHASES

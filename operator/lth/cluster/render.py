@@ -25,6 +25,7 @@ from lth.api.workload import RunPaths
 from lth.cluster.children.level_jobs import LEVEL_JOB_APIS, stability_job
 from lth.cluster.children.objects import RunRef
 from lth.cluster.children.spark_application import spark_application
+from lth.storage.files import UnreadableDocument, read_yaml
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 """The run's uid, which exists only once the API server has stored the run."""
@@ -52,11 +53,10 @@ def read_values(path: Path) -> ChartValues:
     `sparkServiceAccount.name`; a problem is a RenderError naming --values and the field."""
     where = f"--values {path}"
     try:
-        values = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise RenderError(f"{where}: cannot read: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise RenderError(f"{where}: not valid YAML: {' '.join(str(error).split())}") from None
+        documents = read_yaml(path)
+    except UnreadableDocument as error:
+        raise RenderError(f"--values {error}") from None
+    values = documents[0] if documents else {}
     values = values or {}
     if not isinstance(values, dict):
         raise RenderError(f"{where}: is not a mapping of chart values")

@@ -112,14 +112,13 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def load_run(spec_file: Path) -> tuple[LotteryTicketRun, dict[str, Any]]:
     """The run document from a YAML file, with its raw spec for the planner."""
-    import yaml
-
     try:
-        document = yaml.safe_load(spec_file.read_text())
-    except OSError as error:
-        raise RunError(f"{spec_file}: cannot read: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise RunError(f"{spec_file}: not valid YAML: {error}") from None
+        documents = files.read_yaml(spec_file)
+    except files.UnreadableDocument as error:
+        raise RunError(str(error)) from None
+    if len(documents) != 1:
+        raise RunError(f"{spec_file}: holds {len(documents)} documents, `lth run` takes one LotteryTicketRun")
+    document = documents[0]
     from lth.api.validation import check_run
 
     run, problems = check_run(document)
@@ -370,7 +369,9 @@ class LocalExecutor:
         processes = self.nproc * spec.resources.max_parallel_jobs
         env = {
             "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes)),
-            **spec.resources.env,  # as the trainer containers get it on a cluster
+            # As the trainer containers get it on a cluster; a Secret's key comes from this
+            # process's own environment (the trainer inherits it), as no Secret is here.
+            **spec.resources.plain_env,
         }
         return Launch(name, argv, self.logs / f"{name}.log", env, level, branch)
 

@@ -24,6 +24,7 @@ from lth.plan import (
 )
 from lth.storage import files
 from lth.storage.files import RunNotReadable
+from lth.storage.lifetime import UnsafeLockFile, open_lock_file
 
 PROGRESS_SECONDS = 5.0
 """How often the local runner copies its running levels' latest epochs into status.json."""
@@ -33,8 +34,10 @@ PROGRESS_SECONDS = 5.0
 def run_lock(run_dir: Path) -> Iterator[None]:
     """One `lth run` per run directory: a second one is refused while the first holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = run_dir / ".lock"
-    handle = lock_path.open("a+")
+    try:
+        handle = open_lock_file(run_dir / ".lock")
+    except UnsafeLockFile as error:
+        raise RunError(str(error)) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

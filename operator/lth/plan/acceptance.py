@@ -15,9 +15,9 @@ from lth.plan.summary import fail
 
 def resolve_spec(p: Planning, submitted: SubmittedSpec) -> RunSpec | None:
     """The spec to act on: the new one where allowed, frozen fields from the accepted one."""
-    spec, problems = submitted
+    spec, problems = submitted  # the schema's, or what the cluster does not allow (`admitted`)
     if spec is not None:
-        problems = check_name(p.name, spec) + check_spec(spec)
+        problems = [*problems, *check_name(p.name, spec), *check_spec(spec)]
     accepted = p.status.accepted_spec
     if accepted is None:
         if problems or spec is None:

@@ -12,6 +12,7 @@ from typing import Literal
 from lth.api import ConditionReason, ConditionType, ExportReason, FailureReason, RunSpec, RunStatus
 from lth.api.observed import ChildKind, ObservedChild, ObservedSource, Stuck
 from lth.api.status import Condition
+from lth.api.wire import redact
 from lth.plan.actions import Action, DeleteChild, EmitEvent, Plan, Verb
 
 
@@ -46,7 +47,9 @@ class Planning:
     def condition(
         self, type_: ConditionType, status: Literal["True", "False"], reason: ConditionReason, message: str
     ) -> None:
-        """Set a condition; its lastTransitionTime changes only when its status does."""
+        """Set a condition; its lastTransitionTime changes only when its status does. Its message
+        (often a child's own words) never shows a credential."""
+        message = redact(message)
         previous = self.status.condition(type_)
         changed = previous is None or previous.status != status
         condition = Condition(
@@ -63,7 +66,7 @@ class Planning:
             self.status.conditions[self.status.conditions.index(previous)] = condition
 
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.actions.append(EmitEvent(type_, reason, message))
+        self.actions.append(EmitEvent(type_, reason, redact(message)))
 
     def created(self, verb: Verb, what: str, attempt: int) -> None:
         """The event of a child created (or started again: nothing ran it)."""

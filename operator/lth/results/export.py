@@ -11,6 +11,7 @@ from pathlib import Path
 from lth.api import RunStatus, StabilityStatus
 from lth.api.data_manifest import DataManifest
 from lth.api.naming import (
+    CURVES_FILE,
     MASK_FILE,
     MODEL_CARD_FILE,
     PLOT_FILE,
@@ -20,7 +21,7 @@ from lth.api.naming import (
     TICKET_FILE,
     RunLayout,
 )
-from lth.api.workload import portable_wire
+from lth.results.curves import learning_curves
 from lth.results.model_card import model_card
 from lth.results.plot import plot, stability_plot
 from lth.storage.files import atomic_write_text
@@ -48,13 +49,17 @@ def rewind_point(stability: StabilityStatus) -> dict[str, object]:
 
 
 def write_report(run_dir: Path, status: RunStatus) -> Path:
-    """ticket/: the best mask, the rewind weights, ticket.json, the spec, the model card, the plot."""
+    """ticket/: the best mask, the rewind weights, ticket.json, the spec, the model card, the
+    accuracy plot and the learning curves."""
     ticket = RunLayout(run_dir).ticket
     ticket.mkdir(parents=True, exist_ok=True)
     plot(status, ticket / PLOT_FILE)
     stability_plot(status, ticket / STABILITY_PLOT_FILE)
+    learning_curves(status, run_dir, ticket / CURVES_FILE)
     spec = status.accepted_spec
-    atomic_write_text(ticket / SPEC_FILE, json.dumps(portable_wire(spec) if spec else {}, indent=2) + "\n")
+    # The public form: spec.json and ticket.json are uploaded, and may be published.
+    public = spec.to_public_wire() if spec else {}
+    atomic_write_text(ticket / SPEC_FILE, json.dumps(public, indent=2) + "\n")
     if status.best is not None:
         best = status.best
         files = TicketFiles.from_run(run_dir, best.level)
@@ -72,7 +77,7 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
             "numClasses": classes,
             "top1": best.top1,
             "denseTop1": status.dense_top1,
-            "spec": portable_wire(spec) if spec else {},
+            "spec": public,
             "results": [
                 row.model_dump(mode="json", by_alias=True, include=RESULT_FIELDS, exclude_none=True)
                 for row in status.levels

@@ -49,6 +49,13 @@ def model_card(status: RunStatus, run_name: str) -> str:
         "",
         "![accuracy vs density](accuracy.png)",
         "",
+        "## Learning curves",
+        "",
+        "Top-1 after each epoch of every level (the controls dashed); the curves of each level and "
+        "branch are also in the run's TensorBoard files (`runs/<name>/tensorboard/`).",
+        "",
+        "![learning curves](learning-curves.png)",
+        "",
     ]
     summary = stability_summary(status)
     if summary is not None:

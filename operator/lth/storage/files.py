@@ -10,10 +10,12 @@ runner, the report and the ticket download all use it. Standard library and lth.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -89,6 +91,15 @@ def read_stability_result(path: Path) -> StabilityResult | None:
         return None
 
 
+def read_progress(path: Path) -> list[dict[str, Any]]:
+    """A level's progress.jsonl, one record per finished epoch; empty when there is none yet.
+    The trainer rewrites it whole, so every line is whole."""
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
 class RunNotReadable(Exception):
     """One line that says why a run's status cannot be read or shown (a status file that is not
     one, a run that is missing, a cluster out of reach, no status yet)."""
@@ -102,3 +113,24 @@ def load_status(path: Path) -> RunStatus | None:
         return None
     except (ValidationError, ValueError) as error:
         raise RunNotReadable(f"{path}: unreadable run state ({error}); remove it to start over") from None
+
+
+class UnreadableDocument(Exception):
+    """A YAML file that cannot be read as documents; the message is one line naming it."""
+
+
+def read_yaml(path: Path) -> list[Any]:
+    """The documents of a YAML file (run.yaml, chart values), each a plain value; one line
+    naming the file when it cannot be read, is not YAML, or nests too deeply to be a spec."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load_all(path.read_text()))
+    except UnicodeDecodeError as error:  # a ValueError: named before the YAML errors
+        raise UnreadableDocument(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise UnreadableDocument(f"{path}: cannot read: {error.strerror or error}") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as error:  # a date like 2001-13-01 is a ValueError
+        raise UnreadableDocument(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise UnreadableDocument(f"{path}: nested too deeply to be a LotteryTicketRun") from None

@@ -23,9 +23,11 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 PR_SET_PDEATHSIG = 1
 LOCK_FILE = ".writer.lock"
@@ -54,11 +56,30 @@ def start_with_parent_death() -> None:
     die_with_parent(signal.SIGKILL)
 
 
+class UnsafeLockFile(Exception):
+    """A lock file that is a symbolic link or not a regular file: someone planted it (a link
+    would make the holder truncate and write whatever it points to), so it is never followed."""
+
+
+def open_lock_file(path: Path) -> IO[str]:
+    """A lock file, created if need be, opened without following a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise UnsafeLockFile(f"{path}: a symbolic link where a lock file belongs (not followed)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeLockFile(f"{path}: not a regular file where a lock file belongs; remove it")
+    return os.fdopen(fd, "r+")
+
+
 @contextlib.contextmanager
 def exclusive(directory: Path, what: str) -> Iterator[None]:
     """Hold `directory` for one writer; a second one waits, saying who holds it."""
     directory.mkdir(parents=True, exist_ok=True)
-    handle = (directory / LOCK_FILE).open("a+")
+    handle = open_lock_file(directory / LOCK_FILE)
     try:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import mimetypes
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,14 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.api.naming import MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
-from lth.api.validation import S3_SCHEME as SCHEME
-from lth.api.validation import url_problem
+from lth.api.naming import CURVES_FILE, MODEL_CARD_FILE, PLOT_FILE, SPEC_FILE, TICKET_FILE
+from lth.api.wire import S3_SCHEME as SCHEME
+from lth.api.wire import redact, url_problem
 from lth.storage.files import atomic_write, atomic_write_bytes, sha256
-from lth.storage.tickets import TicketError, inspect
+from lth.storage.tickets import MAX_DESCRIPTION_BYTES, TicketError, inspect, read_description
 
-UNLISTED_FILES = (SPEC_FILE, MODEL_CARD_FILE, PLOT_FILE)
+UNLISTED_FILES = (SPEC_FILE, MODEL_CARD_FILE, PLOT_FILE, CURVES_FILE)
 """Files of an exported ticket that ticket.json does not list (no checksum): fetched when present."""
+UNLISTED_BYTES = 16 << 20
+"""The spec, the model card, the plot and the learning curves are a few KB to a few hundred KB each."""
 CREDENTIAL_VARIABLES = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary)"
 
 
@@ -90,43 +91,27 @@ def fetch_ticket(url: str, dest: Path, endpoint_url: str | None = None) -> Path:
     """
     location = S3Location.parse(url)
     store = _Store(endpoint_url)
-    description = store.read(location, TICKET_FILE)
-    files = _listed_files(description, location.url(TICKET_FILE))
+    description = store.read(location, TICKET_FILE, MAX_DESCRIPTION_BYTES)
+    files = read_description(description, location.url(TICKET_FILE))["files"]
     dest.mkdir(parents=True, exist_ok=True)
     for name, expected in files.items():
         target = dest / name
-        if target.is_file() and sha256(target) == expected:
+        if target.is_file() and sha256(target) == expected["sha256"]:
             continue
 
-        def fetch_checked(temporary: Path, name: str = name, expected: str = expected) -> None:
-            store.download(location, name, temporary)
-            if sha256(temporary) != expected:
+        def fetch_checked(temporary: Path, name: str = name, expected: dict[str, Any] = expected) -> None:
+            store.download(location, name, temporary, expected["bytes"], exact=True)
+            if sha256(temporary) != expected["sha256"]:
                 raise TicketError(
                     f"{location.url(name)}: checksum mismatch with {TICKET_FILE}, the object changed"
                 )
 
         atomic_write(target, fetch_checked)
     for name in UNLISTED_FILES:
-        if name not in files:
-            with suppress(_NoSuchObject):
-                atomic_write(dest / name, functools.partial(store.download, location, name))
+        with suppress(_NoSuchObject):
+            atomic_write(dest / name, functools.partial(store.download, location, name, limit=UNLISTED_BYTES))
     atomic_write_bytes(dest / TICKET_FILE, description)
     return dest
-
-
-def _listed_files(description: bytes, where: str) -> dict[str, str]:
-    """ticket.json's files: plain file name -> SHA-256."""
-    try:
-        info = json.loads(description)
-        if not isinstance(info, dict) or info.get("format") != "lth.dev/ticket-v1":
-            raise ValueError("format is not lth.dev/ticket-v1")
-        files = {name: entry["sha256"] for name, entry in info["files"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise TicketError(f"{where}: not a ticket description ({error})") from None
-    for name, checksum in files.items():
-        if not isinstance(checksum, str) or name != Path(name).name or name in (".", "..", TICKET_FILE):
-            raise TicketError(f"{where}: file name {name!r} is not a plain file name with a sha256")
-    return files
 
 
 class _NoSuchObject(TicketError):
@@ -144,20 +129,34 @@ class _Store:
             # A session of its own: the environment is read now, not when the process began.
             self.client: Any = boto3.Session().client("s3", endpoint_url=endpoint_url)
         except ValueError as error:  # botocore: "Invalid endpoint: ..."
-            raise TicketError(f"{endpoint_url}: not an S3 endpoint URL ({_one_line(error)})") from None
+            where = redact(str(endpoint_url))
+            raise TicketError(f"{where}: not an S3 endpoint URL ({_one_line(error)})") from None
         except self.errors.BotoCoreError as error:
             raise TicketError(f"cannot set up an S3 client: {_one_line(error)}") from None
-        self.endpoint: str = self.client.meta.endpoint_url
+        self.endpoint: str = redact(self.client.meta.endpoint_url)
 
-    def read(self, location: S3Location, name: str) -> bytes:
+    def read(self, location: S3Location, name: str, limit: int) -> bytes:
+        """An object's body, at most `limit` bytes."""
         with self._failures(location, name):
             response = self.client.get_object(Bucket=location.bucket, Key=location.key(name))
-            body: bytes = response["Body"].read()
+            body: bytes = response["Body"].read(limit + 1)
+        if len(body) > limit:
+            raise TicketError(f"{location.url(name)}: more than the {limit} bytes it may hold")
         return body
 
-    def download(self, location: S3Location, name: str, path: Path) -> None:
-        with self._failures(location, name):
-            self.client.download_file(location.bucket, location.key(name), str(path))
+    def download(self, location: S3Location, name: str, path: Path, limit: int, exact: bool = False) -> None:
+        """An object into `path`, streamed and cut off past `limit` bytes (`exact`: it must be
+        `limit` bytes, the size ticket.json declares)."""
+        written = 0
+        with self._failures(location, name), path.open("wb") as out:
+            response = self.client.get_object(Bucket=location.bucket, Key=location.key(name))
+            for chunk in response["Body"].iter_chunks(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise TicketError(f"{location.url(name)}: more than the {limit} bytes it may hold")
+                out.write(chunk)
+        if exact and written != limit:
+            raise TicketError(f"{location.url(name)}: {written} bytes, {TICKET_FILE} declares {limit}")
 
     def upload(self, location: S3Location, name: str, path: Path) -> None:
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -205,7 +204,8 @@ def _cause(error: BaseException) -> BaseException:
 
 
 def _one_line(error: object) -> str:
-    return " ".join(str(error).split())
+    """An error as one line, without the credentials an endpoint URL may carry."""
+    return redact(" ".join(str(error).split()))
 
 
 def _import(module: str) -> Any:

@@ -7,18 +7,81 @@ per-layer density from the mask, a SHA-256 per file, and what the ticket came fr
 from __future__ import annotations
 
 import json
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lth.api.naming import FINAL_FILE, MASK_FILE, REWIND_FILE, TICKET_FILE, RunLayout
 from lth.api.observed import ObservedSource
+from lth.api.validation import problems_from_error
 from lth.storage.files import sha256
+
+TICKET_FORMAT = "lth.dev/ticket-v1"
+TICKET_FILES = (MASK_FILE, REWIND_FILE, FINAL_FILE)
+"""The only files a ticket.json may list: nothing else is fetched, hashed or written."""
+REQUIRED_FILES = (MASK_FILE, REWIND_FILE)
+MAX_DESCRIPTION_BYTES = 16 << 20
+"""ticket.json is a few KB (a ResNet-50's is under 100 KB); larger is not a ticket description."""
 
 
 class TicketError(Exception):
     """A ticket directory that is incomplete, corrupt or not a ticket; the message names the file."""
+
+
+class _Listed(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class _Layer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kept: int = Field(ge=0, strict=True)
+    total: int = Field(ge=0, strict=True)
+    density: float = Field(ge=0, le=1)
+
+
+class _Description(BaseModel):
+    """What readers of ticket.json rely on (the rest is kept as written)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: Literal["lth.dev/ticket-v1"]
+    files: dict[Literal["mask.safetensors", "rewind.safetensors", "final.safetensors"], _Listed]
+    density: float = Field(ge=0, le=1)
+    layers: dict[str, _Layer]
+    architecture: str | None = None
+
+    @model_validator(mode="after")
+    def _required_files(self) -> _Description:
+        missing = [name for name in REQUIRED_FILES if name not in self.files]
+        if missing:
+            raise ValueError(f"files lists no {' and no '.join(missing)}: not a whole ticket")
+        return self
+
+
+def read_description(data: bytes, where: str) -> dict[str, Any]:
+    """ticket.json's content, checked: its format, a checksum and size for each file it lists,
+    only the ticket format's own file names (mask, rewind and final weights); else a one-line
+    TicketError naming `where` and the field."""
+    if len(data) > MAX_DESCRIPTION_BYTES:
+        raise TicketError(f"{where}: {len(data)} bytes, more than a ticket description holds")
+    try:
+        info = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise TicketError(f"{where}: not a ticket description (not JSON: {error})") from None
+    if not isinstance(info, dict):
+        raise TicketError(f"{where}: not a ticket description (a JSON object with format {TICKET_FORMAT})")
+    try:
+        _Description.model_validate(info)
+    except ValidationError as error:
+        problem = problems_from_error(error, "")[0]
+        raise TicketError(f"{where}: not a ticket description: {problem}") from None
+    return info
 
 
 @dataclass(frozen=True)
@@ -94,23 +157,37 @@ def describe(ticket: Path, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def inspect(ticket: Path) -> dict[str, Any]:
-    """ticket.json, with every file's checksum verified."""
+    """ticket.json, with every file's size and checksum verified."""
     described = ticket / TICKET_FILE
     if not ticket.is_dir():
         raise TicketError(f"{ticket}: no such ticket directory")
     try:
-        info: dict[str, Any] = json.loads(described.read_text())
-    except (OSError, ValueError) as error:
-        raise TicketError(f"{described}: unreadable ({error})") from None
-    if not isinstance(info, dict) or info.get("format") != "lth.dev/ticket-v1":
-        raise TicketError(f"{described}: not a ticket description (format lth.dev/ticket-v1)")
-    for name, expected in info.get("files", {}).items():
-        path = ticket / name
-        if not path.is_file():
-            raise TicketError(f"{path}: listed in {TICKET_FILE} but missing")
-        if sha256(path) != expected["sha256"]:
-            raise TicketError(f"{path}: checksum mismatch, the file changed since the ticket was exported")
+        if described.stat().st_size > MAX_DESCRIPTION_BYTES:
+            raise TicketError(f"{described}: larger than a ticket description holds")
+        info = read_description(described.read_bytes(), str(described))
+        for name, expected in info["files"].items():
+            _verify(ticket / name, expected)
+    except OSError as error:
+        raise TicketError(f"{described}: unreadable ({error.strerror or error})") from None
     return info
+
+
+def _verify(path: Path, expected: dict[str, Any]) -> None:
+    """A listed file that is a regular file (a FIFO would block the reader) of the declared size
+    and SHA-256."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise TicketError(f"{path}: listed in {TICKET_FILE} but missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise TicketError(f"{path}: not a regular file")
+    if info.st_size != expected["bytes"]:
+        raise TicketError(
+            f"{path}: checksum mismatch ({info.st_size} bytes, {TICKET_FILE} says {expected['bytes']}), "
+            "the file changed since the ticket was exported"
+        )
+    if sha256(path) != expected["sha256"]:
+        raise TicketError(f"{path}: checksum mismatch, the file changed since the ticket was exported")
 
 
 def observe_directory(ticket: Path) -> ObservedSource:

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from lth.api.data_manifest import DataManifest, Split
 from lth.api.naming import MANIFEST_FILE
-from lth.storage.files import atomic_write
+from lth.api.validation import problems_from_error
+from lth.storage.files import atomic_write, sha256
 from lth_trainer.store import TrainerError
 
 BLOCK = tarfile.BLOCKSIZE
@@ -33,8 +35,11 @@ def load_manifest(data_dir: Path) -> DataManifest:
         raise TrainerError(f"{path}: data manifest does not exist (has the preprocessing finished?)")
     try:
         return DataManifest.load(path)
-    except ValueError as error:
-        raise TrainerError(f"{path}: invalid data manifest: {error}") from error
+    except ValidationError as error:
+        problems = "; ".join(str(p) for p in problems_from_error(error, ""))
+        raise TrainerError(f"{path}: invalid data manifest: {problems}") from None
+    except (OSError, ValueError) as error:
+        raise TrainerError(f"{path}: unreadable data manifest ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -307,11 +312,19 @@ def _columns_of(members: Iterator[tuple[str, int, int, Callable[[], bytes]]]) ->
 
 
 def index_split(data_dir: Path, manifest: DataManifest, split: Split) -> ShardIndex:
-    """Scan the tar headers of a split's shards (labels come from the `.cls` members)."""
+    """Scan the tar headers of a split's shards (labels come from the `.cls` members), each
+    shard checked against the manifest's SHA-256 first (a `prepared` data set may come from
+    anyone; this is the one time a run reads its shards whole)."""
     infos = manifest.shards_of(split)
     paths = _shard_paths(data_dir, manifest, split)
     columns: list[ShardColumns] = []
     for info, path in zip(infos, paths, strict=True):
+        actual = sha256(path)  # once per run: the index is saved, keyed by these checksums
+        if actual != info.sha256:
+            raise TrainerError(
+                f"{path}: SHA-256 {actual[:16]}... differs from the manifest's {info.sha256[:16]}...: "
+                "the shard changed since it was written"
+            )
         try:
             shard = scan_shard(path)
         except (tarfile.TarError, ValueError) as error:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +20,7 @@ import simplejpeg
 import torch
 
 from lth.api import LOADER_PREFETCH_BATCHES
-from lth.api.data_manifest import dct_scale
+from lth.api.data_manifest import DEFAULT_MAX_IMAGE_PIXELS, dct_scale
 from lth.storage.lifetime import die_with_parent
 from lth_trainer.data.crops import (
     CROP_DRAWS,
@@ -28,6 +29,7 @@ from lth_trainer.data.crops import (
     random_resized_crops,
     sample_uniforms,
 )
+from lth_trainer.data.header import checked_size
 from lth_trainer.data.index import (
     ShardIndex,
 )
@@ -89,13 +91,20 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
     center `crop` pixels) come cut to size, with no boxes."""
 
     def __init__(
-        self, index: ShardIndex, crop_size: int, augment: bool, seed: int, whole: bool = False
+        self,
+        index: ShardIndex,
+        crop_size: int,
+        augment: bool,
+        seed: int,
+        whole: bool = False,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.index = index
         self.crop_size = crop_size
         self.augment = augment
         self.seed = seed
         self.whole = whole
+        self.max_pixels = max_pixels
         self._files: dict[int, int] = {}
         self._pid = -1
         self._scratch = np.empty(0, dtype=np.uint8)
@@ -119,9 +128,17 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
             blobs.append(os.pread(fd, size, offset))
         return blobs
 
+    def _where(self, i: int) -> str:
+        """Sample `i`'s place, for a message: its shard and byte."""
+        return f"{self.index.shards[int(self.index.shard_of[i])]} at byte {int(self.index.offset[i])}"
+
     def _sizes(self, blobs: list[bytes], indexes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """(height, width) of each image from its JPEG header; square stored data must agree."""
-        sizes = np.asarray([simplejpeg.decode_jpeg_header(blob)[:2] for blob in blobs], dtype=np.int64)
+        """(height, width) of each image from its JPEG header, refused before it is decoded when
+        it is no JPEG or declares more than spec.dataset.maxImagePixels (shards of prepared data
+        may come from anyone); square stored data must agree."""
+        sizes = np.empty((len(blobs), 2), dtype=np.int64)
+        for row, (blob, i) in enumerate(zip(blobs, indexes.tolist(), strict=True)):
+            sizes[row] = checked_size(blob, self.max_pixels, partial(self._where, i))
         if not self.whole:
             odd = np.flatnonzero((sizes != sizes[0]).any(axis=1))
             if odd.size:
@@ -130,15 +147,19 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
                 raise TrainerError(f"{shard}: a {height}x{width} image among {first_h}x{first_w} ones")
         return sizes
 
-    def _decode(self, blob: bytes, scale: int, height: int, width: int) -> Image_:
-        """The image at n/8 of its size, into a scratch buffer reused by every image."""
+    def _decode(self, blob: bytes, scale: int, height: int, width: int, i: int) -> Image_:
+        """Sample `i`'s image at n/8 of its size, into a scratch buffer reused by every image; a
+        JPEG whose body cannot be decoded is a TrainerError naming its shard and byte."""
         need = -(-height * scale // 8) * -(-width * scale // 8) * 3
         if self._scratch.size < need:
             self._scratch = np.empty(need, dtype=np.uint8)
-        image: Image_ = simplejpeg.decode_jpeg(
-            blob, colorspace="RGB", min_height=-(-height * scale // 8), min_width=-(-width * scale // 8),
-            buffer=self._scratch,
-        )  # fmt: skip
+        try:
+            image: Image_ = simplejpeg.decode_jpeg(
+                blob, colorspace="RGB", min_height=-(-height * scale // 8), min_width=-(-width * scale // 8),
+                buffer=self._scratch,
+            )  # fmt: skip
+        except ValueError as error:
+            raise TrainerError(f"{self._where(i)}: a JPEG that cannot be decoded ({error})") from None
         return image
 
     def __getitems__(self, items: Sequence[tuple[int, int]]) -> Batch:
@@ -162,9 +183,9 @@ class ShardDataset(torch.utils.data.Dataset[Sample]):
         slot_h = max(r1 - r0 for r0, r1 in cut.rows) + pad
         slot_w = max(c1 - c0 for c0, c1 in cut.cols) + pad
         images = np.empty((len(items), slot_h, slot_w, 3), dtype=np.uint8)
-        for row, blob in enumerate(blobs):
+        for row, (blob, i) in enumerate(zip(blobs, indexes.tolist(), strict=True)):
             (r0, r1), (c0, c1) = cut.rows[row], cut.cols[row]
-            decoded = self._decode(blob, cut.scale[row], int(heights[row]), int(widths[row]))
+            decoded = self._decode(blob, cut.scale[row], int(heights[row]), int(widths[row]), i)
             h, w = r1 - r0, c1 - c0
             images[row, :h, :w] = decoded[r0:r1, c0:c1]
             if pad:  # sampling at the crop's far edges reads its own last row and column

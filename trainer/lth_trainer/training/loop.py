@@ -1,13 +1,14 @@
 """The loop of one level: masked training, evaluation every epoch, a checkpoint every
 epoch, then the final weights and result.json (last). The rewind point, progress lines,
-evaluation and the checkpoint are hooks at step and epoch boundaries."""
+evaluation, the checkpoint and the trackers (TensorBoard, MLflow) are hooks at step and
+epoch boundaries."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from lth_trainer.store import (
     save_tensors,
     write_text,
 )
+from lth_trainer.tracking import start_trackers
 from lth_trainer.training.checkpoint import (
     checkpoint_state,
 )
@@ -61,17 +63,26 @@ def run_level(
     run, train_data, batches, start_mask = setup_level(
         run_dir, data_dir, spec, level, branch, platform, ticket
     )
-    mask = train(run, train_data, batches, start_mask)
+    # Rank 0's trackers; they only flush what they wrote, so a level that fails loses nothing.
+    trackers = start_trackers(run, run_dir, level, branch, start_mask)
+    mask = train(run, train_data, batches, start_mask, trackers.epoch)
     result = _finish(run, level, branch, mask)
+    trackers.finish(result)
+    trackers.close()
     log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
     return result
 
 
 def train(
-    run: LevelRun, train_data: ShardDataset, batches: TrainBatches, start_mask: pruning.Mask
+    run: LevelRun,
+    train_data: ShardDataset,
+    batches: TrainBatches,
+    start_mask: pruning.Mask,
+    on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> pruning.Mask:
-    """The loop over epochs to the job's last step (each a step loop, then the epoch's hooks),
-    from where its checkpoint left it; the mask it ends with."""
+    """The loop over epochs to the job's last step (each a step loop, then the epoch's hooks,
+    then `on_epoch` with the epoch's record), from where its checkpoint left it; the mask it
+    ends with."""
     training, platform = run.spec.training, run.platform
     if run.counters.step < run.total_steps:
         stream = iter(
@@ -88,12 +99,13 @@ def train(
             if run.prunes is not None:
                 masked = pruning.gradient_masks(dict(run.model.named_parameters()), run.prunes.mask)
             train_epoch(run, net, stream, masked)
-            end_epoch(run)
+            on_epoch(end_epoch(run))  # after the checkpoint: a resume gives it again
     return run.prunes.mask if run.prunes is not None else start_mask
 
 
-def end_epoch(run: LevelRun) -> None:
-    """The epoch's hooks: evaluate the model rank 0 saves, record the epoch, checkpoint, log."""
+def end_epoch(run: LevelRun) -> dict[str, Any]:
+    """The epoch's hooks: evaluate the model rank 0 saves, record the epoch, checkpoint, log;
+    the epoch's record, for the trackers."""
     training, counters, platform = run.spec.training, run.counters, run.platform
     platform.broadcast_buffers(run.model)  # evaluate, and save, the model rank 0 saves
     metrics = evaluate(
@@ -115,6 +127,7 @@ def end_epoch(run: LevelRun) -> None:
         "trainLoss": counters.epoch_loss,
         **metrics,
         "imagesPerSecond": counters.epoch_rate,
+        "lr": run.optimizer.param_groups[0]["lr"],
         "time": round(time.time(), 3),
     }
     counters.history.append(record)
@@ -148,6 +161,7 @@ def end_epoch(run: LevelRun) -> None:
         metrics["loss"],
         counters.epoch_rate,
     )
+    return record
 
 
 def last_epoch(run: LevelRun) -> dict[str, Any]:

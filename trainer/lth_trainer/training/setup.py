@@ -124,6 +124,11 @@ class LevelData:
         stored = self.manifest.geometry
         return stored is not None and stored.resize == "whole"
 
+    def dataset(self, index: ShardIndex, augment: bool, spec: RunSpec) -> ShardDataset:
+        """A split's samples, at the run's crop, seed and image size limit (maxImagePixels)."""
+        seed, max_pixels = spec.training.seed, spec.dataset.max_image_pixels
+        return ShardDataset(index, self.crop, augment, seed, self.whole, max_pixels)
+
 
 def level_data(run_dir: Path, data_dir: Path, spec: RunSpec, platform: Platform) -> LevelData:
     """The manifest, the crop and the indexes (scanned once per run), and the batches; a batch
@@ -273,7 +278,7 @@ def prepare_run(
         precision=precision,
         inputs=Inputs(data.manifest.mean, data.manifest.std, platform.device, data.crop),
         counters=counters,
-        val_data=ShardDataset(data.val, data.crop, False, training.seed, data.whole),
+        val_data=data.dataset(data.val, False, spec),
         num_classes=num_classes,
         rewind_saves=saves,
         elapsed_before=counters.elapsed_seconds,
@@ -282,8 +287,7 @@ def prepare_run(
         end_step=start.end_step,
     )
     augment = training.augmentation == "random-resized-crop"
-    train = ShardDataset(data.train, data.crop, augment, training.seed, data.whole)
-    return run, train, data.batches, start.mask
+    return run, data.dataset(data.train, augment, spec), data.batches, start.mask
 
 
 def batch_norm_for(model: nn.Module, spec: RunSpec, platform: Platform) -> nn.Module:

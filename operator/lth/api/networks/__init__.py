@@ -40,7 +40,7 @@ class ModelSpec(ApiModel):
         ),
     )
     num_classes: int | None = Field(
-        None, ge=2, description="Output classes; taken from the data's manifest when absent."
+        None, ge=2, le=1_000_000, description="Output classes; taken from the data's manifest when absent."
     )
 
     @field_validator("arch")

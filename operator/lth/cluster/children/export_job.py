@@ -28,6 +28,7 @@ from lth.cluster.children.objects import (
     queue_labels,
     storage_mount,
     storage_volume,
+    tracking_env,
     true_condition,
 )
 
@@ -69,7 +70,8 @@ def export_job(
         command += ["--upload", export.url]
         if export.endpoint_url:
             command += ["--endpoint-url", export.endpoint_url]
-    status_json = json.dumps(status.to_wire(), separators=(",", ":"))
+    # A pod's environment is readable by whoever may read the Job: the public form.
+    status_json = json.dumps(status.to_public_wire(), separators=(",", ":"))
     container: dict[str, Any] = {
         "name": EXPORT_CONTAINER,
         "image": spec.resources.image or defaults.trainer_image,
@@ -79,6 +81,7 @@ def export_job(
             {"name": STATUS_ENV, "value": escape_expansion(status_json)},
             # matplotlib's cache: the image's home belongs to its own uid, not always the pod's.
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+            *tracking_env(spec),
         ],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
         "volumeMounts": [storage_mount(spec)],

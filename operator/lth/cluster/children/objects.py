@@ -57,6 +57,18 @@ TRAINER_CONTAINER = "pytorch"
 """The training operator finds the rendezvous port and the job's exit status on this container name."""
 STORAGE_VOLUME = "lth-data"
 SHM_VOLUME = "dshm"
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+"""The keys of spec.tracking.mlflow.secretName that MLflow's client reads from its environment."""
+
+
+def tracking_env(spec: RunSpec) -> list[dict[str, Any]]:
+    """The MLflow credentials of the trainer and export containers: each key of the Secret by
+    reference (optional: a user and password, or a token), never a value in the object."""
+    mlflow = spec.tracking.mlflow
+    if mlflow is None or mlflow.secret_name is None:
+        return []
+    refs = [{"name": mlflow.secret_name, "key": key, "optional": True} for key in MLFLOW_SECRET_KEYS]
+    return [{"name": ref["key"], "valueFrom": {"secretKeyRef": ref}} for ref in refs]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from lth.cluster.children.objects import (
     is_deleting,
     pod_security,
     queue_labels,
+    tracking_env,
     trainer_mounts,
     trainer_placement,
     trainer_resources,
@@ -96,8 +97,13 @@ def _trainer_pod(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     }
-    if res.env:
-        container["env"] = [{"name": name, "value": value} for name, value in sorted(res.env.items())]
+    # a Secret's key by reference: the kubelet reads it, the spec never holds it
+    env = [
+        {"name": name, "value": value} if isinstance(value, str) else {"name": name, **value.to_wire()}
+        for name, value in sorted(res.env.items())
+    ] + tracking_env(spec)
+    if env:
+        container["env"] = env
     if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
         container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
     pod_spec: dict[str, Any] = {

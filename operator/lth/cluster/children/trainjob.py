@@ -42,6 +42,7 @@ from lth.cluster.children.objects import (
     is_deleting,
     pod_security,
     queue_labels,
+    tracking_env,
     trainer_mounts,
     trainer_placement,
     trainer_resources,
@@ -87,8 +88,9 @@ def trainer_command(arguments: list[str]) -> list[str]:
 
 
 def _env(spec: RunSpec) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
-        {"name": name, "value": value} for name, value in sorted(spec.resources.env.items())
+    env: list[dict[str, Any]] = [  # a Secret's key by reference: the kubelet reads it
+        {"name": name, "value": value} if isinstance(value, str) else {"name": name, **value.to_wire()}
+        for name, value in sorted(spec.resources.env.items())
     ]
     if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
         secret = spec.ticket.secret_name
@@ -96,7 +98,7 @@ def _env(spec: RunSpec) -> list[dict[str, Any]]:
             {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
             for key in TICKET_CREDENTIALS
         ]
-    return env
+    return env + tracking_env(spec)
 
 
 def _runtime_patch(
