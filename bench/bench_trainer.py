@@ -101,7 +101,7 @@ def pipeline_vs_decode(data_dir: Path, crop: int, rounds: int) -> None:
     manifest = load_manifest(data_dir)
     index = index_split(data_dir, manifest, "train")
     count = len(index)
-    blobs = [ShardDataset(index, crop, False, 0).read(i) for i in range(count)]
+    blobs = ShardDataset(index, crop, False, 0)._reads(np.arange(count, dtype=np.int64))
     batch = 64
     batches = TrainBatches(count, batch, 0, 1, 0)
 

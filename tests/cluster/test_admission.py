@@ -29,9 +29,12 @@ from lth.cluster.children.export_job import export_job
 from lth.cluster.children.objects import RunRef
 from lth.cluster.children.pytorchjob import pytorch_job
 from lth.cluster.children.spark_application import spark_application
+from lth.cluster.children.trainjob import trainjob
 from lth.cluster.pods import refused_pods
 from tests.kube.resources import BUILT_INS
-from tests.standins import job_controller, pod_security, training_operator
+from tests.operator.helpers import chart_training_runtime
+from tests.standins import job_controller, pod_security, trainer_v2, training_operator
+from tests.standins import jobset as jobset_standin
 from tests.standins.spark_operator import SparkOperator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,9 +66,9 @@ def exceeded(resource: str, name: str, quota: str, key: str, requested: int, use
     )
 
 
-def _event(uid: str, reason: str, message: str) -> dict[str, Any]:
+def _event(uid: str, reason: str, message: str, kind: str = "PyTorchJob") -> dict[str, Any]:
     return {
-        "involvedObject": {"uid": uid},
+        "involvedObject": {"kind": kind, "uid": uid},
         "reason": reason,
         "message": message,
         "lastTimestamp": "2026-12-06T00:00:00Z",
@@ -78,11 +81,25 @@ def pods_of(
     """Every kind of pod the run makes, as upstream's controllers build them from our children:
     a level's master and (with 2 pods or more) worker, the Spark driver, the export Job's pod."""
     paths = RunPaths(spec.storage.mount_path, RUN.name)
-    job = pytorch_job(RUN, spec, paths, 1, "main", 1, defaults=defaults)
-    job["metadata"]["uid"] = "job-uid"
-    pods = {"master": training_operator.new_pod(job, "Master", 0)}
-    if spec.resources.pods > 1:
-        pods["worker"] = training_operator.new_pod(job, "Worker", 0)
+    pods: dict[str, dict[str, Any]] = {}
+    if spec.resources.training_api == "TrainJob":
+        # Trainer builds the JobSet from the chart's runtime; JobSet its Job; the Job controller the pods.
+        job = trainjob(RUN, spec, paths, 1, "main", 1, defaults=defaults)
+        job["metadata"]["uid"] = "job-uid"
+        jobset = trainer_v2.TrainerV2.build_jobset(job, chart_training_runtime())
+        jobset["metadata"]["uid"] = "jobset-uid"
+        jobset_standin.default_jobset(jobset)
+        (rjob,) = jobset["spec"]["replicatedJobs"]
+        node_job = jobset_standin.construct_job(jobset, rjob, 0)
+        node_job["metadata"]["uid"] = "node-job-uid"
+        for index in range(spec.resources.pods):
+            pods[f"node-{index}"] = job_controller.pod_from_template(node_job, index)
+    else:
+        job = pytorch_job(RUN, spec, paths, 1, "main", 1, defaults=defaults)
+        job["metadata"]["uid"] = "job-uid"
+        pods["master"] = training_operator.new_pod(job, "Master", 0)
+        if spec.resources.pods > 1:
+            pods["worker"] = training_operator.new_pod(job, "Worker", 0)
     if spec.dataset.format != "prepared":
         app = spark_application(RUN, spec, paths, 1, "lth-spark", defaults)
         app["metadata"]["uid"] = "app-uid"
@@ -110,6 +127,23 @@ def test_every_pod_we_create_passes_restricted_but_the_injected_init_container(p
         else:
             assert found == [], (name, found)
         assert pod_security.violations("baseline", pod["spec"]) == []
+
+
+@pytest.mark.parametrize(
+    ("level", "pods", "ipc_lock"), list(itertools.product(["baseline", "restricted"], [1, 3], [False, True]))
+)
+def test_trainjob_pods_pass_restricted_and_the_operator_says_so(
+    level: str, pods: int, ipc_lock: bool
+) -> None:
+    """A TrainJob's nodes have no injected init container: only ipcLock is refused, by both levels."""
+    spec = example(EXAMPLES[0], pods=pods, ipc_lock=ipc_lock, training_api="TrainJob")
+    built = pods_of(spec, WorkloadDefaults())
+    nodes = {name for name in built if name.startswith("node-")}
+    assert len(nodes) == pods
+    refused = {name for name, pod in built.items() if pod_security.violations(level, pod["spec"])}
+    said = " ".join(admission.pod_security_refusals(spec, level, WorkloadDefaults()))
+    assert refused == (nodes if ipc_lock else set())
+    assert ("IPC_LOCK" in said) == ipc_lock and "init-pytorch" not in said
 
 
 def test_the_refusal_of_the_worker_is_upstreams_message() -> None:
@@ -169,18 +203,24 @@ def test_a_pod_refused_by_pod_security_reads_back_with_its_fixes() -> None:
         _event("other-uid", "FailedCreatePod", "Error creating: stale"),
         _event("job-uid", "FailedCreatePod", message),
     ]
-    stuck = refused_pods("PyTorchJob", "r50-level-01", "job-uid", events)
+    stuck = refused_pods("PyTorchJob", "r50-level-01", events, "PyTorchJob", uid="job-uid")
     assert stuck is not None and stuck.reason == "PodRefused"
     assert (
         'violates PodSecurity "restricted:latest"' in stuck.detail
         and "--pytorch-init-container-template-file" in stuck.detail
     )
     quota = "Error creating: " + exceeded("pods", "x", "gpus", "requests.nvidia.com/gpu", 4, 4, 4)
-    stuck = refused_pods("Job", "r50-export", "job-uid", [_event("job-uid", "FailedCreate", quota)])
+    stuck = refused_pods(
+        "Job", "r50-export", [_event("job-uid", "FailedCreate", quota, "Job")], "Job", uid="job-uid"
+    )
     assert stuck is not None and stuck.reason == "QuotaExceeded" and "exceeded quota: gpus" in stuck.detail
     assert (
         refused_pods(
-            "Job", "r50-export", "job-uid", [_event("job-uid", "SuccessfulCreate", "Created pod: x")]
+            "Job",
+            "r50-export",
+            [_event("job-uid", "SuccessfulCreate", "Created pod: x", "Job")],
+            "Job",
+            uid="job-uid",
         )
         is None
     )

@@ -48,6 +48,7 @@ OPERATOR_GRANTS = (
         )
         for verb in ("create", "get", "list", "watch", "delete", "patch")
     }
+    | {("trainer.kubeflow.org", "trainjobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
 )
 """Everything the operator may do in a namespace it watches, and all that it needs."""
 NAMESPACE_GRANT = ("", "namespaces", "get")
@@ -324,6 +325,21 @@ def test_workloads_reach_the_operator_as_one_json_value(workloads: dict[str, Any
     assert {k: v for k, v in got.to_wire().items() if k in workloads} == workloads
     report = helm_python.lint(str(CHART), {"workloads": workloads}, namespace=NAMESPACE)
     assert report["errors"] == []
+
+
+def test_the_training_runtime_comes_with_trainjobs_only() -> None:
+    """Trainer v2's CRDs need not exist for a PyTorchJob cluster: no ClusterTrainingRuntime then."""
+    assert of_kind(render(), "ClusterTrainingRuntime") == []
+    for values in ({"trainingRuntime": {"create": True}}, {"workloads": {"trainingApi": "TrainJob"}}):
+        (runtime,) = of_kind(render(values), "ClusterTrainingRuntime")
+        assert runtime["metadata"]["name"] == WorkloadDefaults().training_runtime
+        assert helm_python.lint(str(CHART), values, namespace=NAMESPACE)["errors"] == []
+    (named,) = of_kind(
+        render({"trainingRuntime": {"create": True}, "workloads": {"trainingRuntime": "t"}}),
+        "ClusterTrainingRuntime",
+    )
+    assert named["metadata"]["name"] == "t"
+    assert workload_defaults(render({"workloads": {"trainingApi": "TrainJob"}})).training_api == "TrainJob"
 
 
 # --------------------------------------------------------------------------- TensorBoard

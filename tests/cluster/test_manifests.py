@@ -19,10 +19,11 @@ from lth.cluster.children.objects import (
     CHILD_RESOURCES,
     LABEL_KUEUE_QUEUE,
     LABEL_RUN,
+    TRAINER_CONTAINER,
     RunRef,
+    level_result_from_pod,
 )
 from lth.cluster.children.pytorchjob import (
-    level_result_from_pod,
     master_pod_name,
     observe_pytorch_job,
     pytorch_job,
@@ -399,7 +400,7 @@ def pod_with_message(message: Any, container: str = "pytorch") -> dict[str, Any]
 
 
 def test_level_result_read_from_the_termination_message() -> None:
-    result = level_result_from_pod(pod_with_message(json.dumps(RESULT)), level=3, branch="main")
+    result = level_result_from_pod(pod_with_message(json.dumps(RESULT)), TRAINER_CONTAINER, 3, "main")
     assert result == LevelResult(level=3, density=0.512, top1=74.9, top5=92.1, duration_seconds=3600)
     assert master_pod_name("r50-level-03") == "r50-level-03-master-0"
 
@@ -440,7 +441,7 @@ def test_level_result_read_from_the_termination_message() -> None:
     ],
 )
 def test_garbage_is_no_result(pod: dict[str, Any]) -> None:
-    assert level_result_from_pod(pod, level=3, branch="main") is None
+    assert level_result_from_pod(pod, TRAINER_CONTAINER, 3, "main") is None
 
 
 def spark_app(

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lth.api import LotteryTicketRun
-from lth.api.defaults import WorkloadDefaults
+from lth.api.defaults import WorkloadDefaults, with_training_api
 from lth.api.workload import RunPaths
 from lth.cli import main
 from lth.cluster.children.objects import RunRef
@@ -89,8 +89,10 @@ def test_the_output_is_what_the_operator_builds(capsys: pytest.CaptureFixture[st
     app, job = render(capsys, IMAGENET, "--namespace", "ml")
     ref = RunRef(name="resnet50-imagenet", namespace="ml", uid=PLACEHOLDER_UID)
     paths = RunPaths("/mnt/lth", "resnet50-imagenet")
-    assert app == spark_application(ref, run.spec, paths, 1, SPARK_SERVICE_ACCOUNT, WorkloadDefaults())
-    assert job == pytorch_job(ref, run.spec, paths, 0, "main", 1, None, WorkloadDefaults())
+    spec, _ = with_training_api((run.spec, []), None, WorkloadDefaults())  # as the operator fills it in
+    assert spec is not None and spec.resources.training_api == "PyTorchJob"
+    assert app == spark_application(ref, spec, paths, 1, SPARK_SERVICE_ACCOUNT, WorkloadDefaults())
+    assert job == pytorch_job(ref, spec, paths, 0, "main", 1, None, WorkloadDefaults())
     assert app["spec"]["driver"]["serviceAccount"] == "lth-spark"
     (job,) = render(capsys, IMAGENET, "--level", "5", "--branch", "random-reinit")
     assert job["metadata"]["name"] == "resnet50-imagenet-level-05-reinit"

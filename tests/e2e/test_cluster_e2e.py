@@ -1,12 +1,15 @@
 """End to end on the emulator: the real operator's children, executed by the upstream stand-ins.
 
 The stand-in Spark operator submits the SparkApplication (its driver pod runs the job
-with spark-submit, in local mode); the stand-in training operator turns each
-PyTorchJob into a master and a worker pod with upstream's environment and init
-container; the stand-in kubelet admits each container as the real one would and runs
-its process under the uid and gid its pod gets, with the run's volume, an NFS-like
-directory that ignores fsGroup, mounted where the pod says. A tiny run must reach
-Succeeded with the numbers `lth run` gets on the same spec and seed.
+with spark-submit, in local mode); the stand-in Kubeflow Trainer v2 turns each level's
+TrainJob into a JobSet, whose one Indexed Job has two pods with Trainer's PET_* environment
+(node ranks from their completion index, the master by its JobSet hostname); the transfer
+run's levels are PyTorchJobs, which the stand-in training operator turns into a master and a
+worker pod with upstream's environment and init container; the stand-in kubelet admits each
+container as the real one would and runs its process under the uid and gid its pod gets,
+with the run's volume, an NFS-like directory that ignores fsGroup, mounted where the pod
+says. A tiny run must reach Succeeded with the numbers `lth run` gets on the same spec and
+seed, and export the same ticket bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import yaml
 
 from lth.storage.objectstore import fetch_ticket
 from tests.kube.cluster import Cluster
-from tests.operator.helpers import get_run, wait_for_phase
+from tests.operator.helpers import chart_training_runtime, get_run, wait_for_phase
 from tests.operator.plugin import Operator
 from tests.standins import Cluster as StandIns
 from tests.standins import ProcessRuntime
@@ -54,8 +57,8 @@ RUN: dict[str, Any] = {
         "model": {"arch": "smallcnn"},
         "training": {**TINY_TRAINING, "batchSize": 32, "seed": 3},
         "pruning": {"levels": 1, "rewindTo": "0", "controls": {"branches": ["random-prune"]}},
-        # Two pods (master + worker) of two processes each: upstream's env and init container.
-        "resources": {"gpusPerPod": 0, "pods": 2, "cpuProcessesPerPod": 2},
+        # Two pods of two processes each, as TrainJobs (Kubeflow Trainer v2).
+        "resources": {"gpusPerPod": 0, "pods": 2, "cpuProcessesPerPod": 2, "trainingApi": "TrainJob"},
         "storage": {"mountPath": MOUNT},
         # The export Job uploads the ticket with the Secret's credentials, to a store outside
         # the cluster that the pods reach by name (the test's S3 server).
@@ -75,6 +78,8 @@ TRANSFER: dict[str, Any] = {
         "ticket": {"run": "e2e", "level": 1, "head": "keep", "controls": ["dense"]},
         "pruning": {"rewindTo": "0"},
         "export": {},
+        # Master + worker PyTorchJobs (training operator v1): upstream's env and init container.
+        "resources": {**RUN["spec"]["resources"], "trainingApi": "PyTorchJob"},
     },
 }
 
@@ -134,6 +139,7 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
         },
     }
     kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(secret))
+    kube.add(chart_training_runtime())
     with StandIns(api_client, runtime, exports={"lth-data": nfs}) as cluster:
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(RUN))
         run = wait_for_phase(kube, "e2e", {"Succeeded", "Failed"}, timeout=500, operator=operator)
@@ -142,20 +148,47 @@ def test_a_tiny_run_on_the_stand_ins_equals_lth_run(
         # Its ticket, transferred by a second run (on the same shards, to spare a Spark job).
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(TRANSFER))
         moved = wait_for_phase(kube, "moved", {"Succeeded", "Failed"}, timeout=300, operator=operator)
-        master = cluster.pod("e2e-level-00-master-0")
+        nodes = sorted(
+            (pod for key, pod in cluster.kubelet.seen.items() if key[1].startswith("e2e-level-00-node-0-")),
+            key=lambda pod: pod["metadata"]["name"],
+        )
+        node_status = [cluster.pod(pod["metadata"]["name"])["status"] for pod in nodes]
+        master = cluster.pod("moved-level-00-master-0")
         # Still running when the master succeeded, the worker went with cleanPodPolicy Running.
-        worker = cluster.kubelet.seen[("default", "e2e-level-00-worker-0")]
-        logs = {name: cluster.kubelet.log("default", name, "pytorch") for name in ("e2e-level-00-master-0",)}
+        worker = cluster.kubelet.seen[("default", "moved-level-00-worker-0")]
+        logs = {
+            pod["metadata"]["name"]: cluster.kubelet.log("default", pod["metadata"]["name"], "node")
+            for pod in nodes
+        }
     status = run["status"]
     assert status["phase"] == "Succeeded", (status, logs, operator.output()[-3000:])
     assert moved["status"]["phase"] == "Succeeded", moved["status"]
     assert moved["status"]["ticket"]["source"] == "run e2e level 1"
 
-    # Upstream's topology: node ranks 0 and 1, world size 2 pods x 2 processes, the worker
-    # waited for the master's Service in init-pytorch, then both ran as the pod's uid.
+    # Trainer v2's topology: one Job of two pods, torchrun's PET_* and no MASTER_ADDR or RANK;
+    # node ranks from each pod's completion index, the master by its hostname in the JobSet's
+    # headless Service; both ran to the end.
+    assert [pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for pod in nodes] == [
+        "0",
+        "1",
+    ]
+    assert [(pod["spec"]["hostname"], pod["spec"]["subdomain"]) for pod in nodes] == [
+        ("e2e-level-00-node-0-0", "e2e-level-00"),
+        ("e2e-level-00-node-0-1", "e2e-level-00"),
+    ]
+    node_env = {e["name"]: e.get("value") for e in nodes[1]["spec"]["containers"][0]["env"]}
+    assert (node_env["PET_MASTER_ADDR"], node_env["PET_NNODES"], node_env["PET_NPROC_PER_NODE"]) == (
+        "e2e-level-00-node-0-0.e2e-level-00",
+        "2",
+        "2",
+    )
+    assert not {"MASTER_ADDR", "RANK", "WORLD_SIZE"} & set(node_env)
+    assert [s["phase"] for s in node_status] == ["Succeeded", "Succeeded"], logs
+    # Training operator v1's topology: node ranks 0 and 1, world size 2 pods x 2 processes, the
+    # worker waited for the master's Service in init-pytorch, then both ran as the pod's uid.
     env = {e["name"]: e["value"] for e in worker["spec"]["containers"][0]["env"]}
     assert (env["MASTER_ADDR"], env["RANK"], env["WORLD_SIZE"], env["PET_NNODES"]) == (
-        "e2e-level-00-master-0",
+        "moved-level-00-master-0",
         "1",
         "4",
         "2",

@@ -29,7 +29,14 @@ def _shared_dir() -> Path:
 
 
 UPSTREAM_CRDS = _shared_dir() / "upstream-crds"
-UPSTREAM_CRD_FILES = ("sparkoperator.k8s.io_sparkapplications.yaml", "kubeflow.org_pytorchjobs.yaml")
+UPSTREAM_CRD_FILES = (
+    "sparkoperator.k8s.io_sparkapplications.yaml",
+    "kubeflow.org_pytorchjobs.yaml",
+    "trainer.kubeflow.org_trainjobs.yaml",
+    "trainer.kubeflow.org_clustertrainingruntimes.yaml",
+    "trainer.kubeflow.org_trainingruntimes.yaml",
+    "jobset.x-k8s.io_jobsets.yaml",
+)
 
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 

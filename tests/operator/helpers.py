@@ -22,6 +22,25 @@ from tests.standins import Cluster as StandIns
 from tests.standins import Finished, ScriptedRuntime
 
 RUNS = ("lth.dev", "v1alpha1", "lotteryticketruns")
+CHART = Path(__file__).resolve().parents[2] / "charts" / "lth-operator"
+
+
+def chart_training_runtime(workloads: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ClusterTrainingRuntime the chart installs for TrainJobs, rendered by Helm's engine."""
+    import helm_python
+    import yaml
+
+    values = {"trainingRuntime": {"create": True}, "workloads": workloads or {}}
+    rendered = helm_python.Chart.load(str(CHART)).render(values, name="lth", namespace="lth-system")
+    docs = [
+        doc
+        for path, text in rendered.items()
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    (runtime,) = [doc for doc in docs if doc["kind"] == "ClusterTrainingRuntime"]
+    return runtime  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -39,10 +58,12 @@ class Script:
     hold: set[str] = field(default_factory=set)
     """child names that keep running (printing an epoch line per poll) until removed from here"""
     epochs: int = 90
+    node_fail: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """TrainJob name -> (attempts whose node 1 fails, its termination message)"""
 
     def log(self, kind: str, obj: dict[str, Any]) -> str | None:
         """A level's master has printed one `lth-progress` line per poll so far (as many epochs)."""
-        if kind != "PyTorchJob":
+        if kind not in ("PyTorchJob", "TrainJob"):
             return None
         meta = obj["metadata"]
         done = min(self.seen.get(f"{meta['name']}/{meta['uid']}", 0), self.epochs)
@@ -95,6 +116,13 @@ class Script:
         )
         return Finished(True, termination_message=json.dumps(result.to_wire()))
 
+    def node(self, trainjob: dict[str, Any], index: int) -> Finished | None:
+        """A TrainJob's node `index` > 0: fails at once where `node_fail` says, else ends as node 0."""
+        meta = trainjob["metadata"]
+        attempt = int(meta.get("annotations", {}).get(objects.ANNOTATION_ATTEMPT, "1"))
+        attempts, message = self.node_fail.get(meta["name"], (0, ""))
+        return Finished(False, "Error", message) if index == 1 and attempt <= attempts else None
+
 
 @contextmanager
 def controllers(kube: Cluster, script: Script, **options: Any) -> Iterator[StandIns]:
@@ -102,7 +130,7 @@ def controllers(kube: Cluster, script: Script, **options: Any) -> Iterator[Stand
     (`options`: the stand-ins' images, GPUs, Spark webhook...)."""
     api_client = kube.api_client()
     volume = {"lth-data": Path(tempfile.mkdtemp(prefix="lth-volume-"))}
-    runtime = ScriptedRuntime(api_client, script, log=script.log)
+    runtime = ScriptedRuntime(api_client, script, log=script.log, node=script.node)
     with StandIns(api_client, runtime, exports=volume, **options) as running:
         yield running
 

@@ -50,6 +50,7 @@ class Cluster:
     children: dict[str, ObservedChild] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    deleted_kinds: list[str] = field(default_factory=list)
     events: list[EmitEvent] = field(default_factory=list)
 
     @property
@@ -65,6 +66,7 @@ class Cluster:
                 self.children[action.name] = ObservedChild(action.name, action.attempt, "Running")
             elif isinstance(action, DeleteChild):
                 self.deleted.append(action.name)
+                self.deleted_kinds.append(action.kind)
                 del self.children[action.name]
             elif isinstance(action, EmitEvent):
                 self.events.append(action)
@@ -311,6 +313,36 @@ def test_frozen_field_change_is_refused_and_the_run_goes_on_with_the_accepted_sp
     assert [e.reason for e in second.actions if isinstance(e, EmitEvent)] == ["SpecRefused"]
     third = plan("run", 2, parse_spec(changed), second.status, world.children, T0)
     assert not [e for e in third.actions if isinstance(e, EmitEvent) and e.reason == "SpecRefused"]
+
+
+def test_the_training_api_is_frozen_inside_the_mutable_resources() -> None:
+    """A level's kind cannot change under a running run (its jobs would no longer be found);
+    the rest of spec.resources may."""
+    world = Cluster()
+    first = plan("run", 1, parse_spec(make_spec(resources={"trainingApi": "PyTorchJob"})), None, {}, T0)
+    world.apply(first)
+    changed = make_spec(resources={"trainingApi": "TrainJob", "maxParallelJobs": 2})
+    second = plan("run", 2, parse_spec(changed), first.status, world.children, T0)
+    condition = second.status.condition("SpecAccepted")
+    assert condition is not None and condition.reason == "FrozenFieldChanged"
+    assert "spec.resources.trainingApi ('PyTorchJob' -> 'TrainJob')" in condition.message
+    assert second.spec is not None and second.spec.resources.training_api == "PyTorchJob"
+    assert second.spec.resources.max_parallel_jobs == 2
+
+
+def test_a_trainjob_runs_levels_are_retried_and_stopped_as_trainjobs() -> None:
+    spec = make_spec(
+        pruning={"levels": 2, "controls": {"branches": ["random-reinit"]}},
+        resources={"maxParallelJobs": 2, "trainingApi": "TrainJob"},
+        retry={"training": {"backoffLimit": 1}},
+    )
+    world = Cluster(fail={"run-level-01": 9})
+    result, world, _ = drive(spec, world)
+    assert result.status.phase == "Failed"
+    assert world.deleted[0] == "run-level-01"  # its failed attempt, before the retry
+    assert world.deleted_kinds == ["TrainJob"] * len(world.deleted)  # never a JobSet: Trainer reruns it
+    created = [e.message for e in world.events if e.reason == "Created"]
+    assert "created TrainJob run-level-00 (level 0, main, density 1.0000)" in created
 
 
 def test_mutable_change_extends_the_search() -> None:

@@ -1,7 +1,8 @@
 """Stand-ins for what a real cluster runs beside our operator, written from upstream's source.
 
 `Cluster` runs, in one background thread, the Kubeflow training operator's PyTorchJob
-controller (`training_operator`), the Spark operator's SparkApplication controller and
+controller (`training_operator`), Kubeflow Trainer v2's TrainJob controller and webhooks
+(`trainer_v2`) and JobSet's (`jobset`), the Spark operator's SparkApplication controller and
 pod webhook (`spark_operator`), kube-controller-manager's batch/v1 Job controller
 (`job_controller`), optionally Kueue (`kueue`), and the scheduler and kubelet of a
 one-node cluster (`kubelet`) against the emulated API server, whose creates go through
@@ -30,13 +31,23 @@ from typing import Any
 from kubernetes import client
 
 from tests.kube import emulator
-from tests.standins import job_controller, pod_security, resource_quota, spark_operator, training_operator
+from tests.standins import (
+    job_controller,
+    jobset,
+    pod_security,
+    resource_quota,
+    spark_operator,
+    trainer_v2,
+    training_operator,
+)
 from tests.standins.images import Image, catalog
 from tests.standins.job_controller import JobController
+from tests.standins.jobset import JobSetController
 from tests.standins.kubelet import Exit, Kubelet, Launch, Runtime
 from tests.standins.kueue import Kueue
 from tests.standins.processes import ProcessRuntime
 from tests.standins.spark_operator import SparkOperator
+from tests.standins.trainer_v2 import TrainerV2
 from tests.standins.training_operator import TrainingOperator
 
 __all__ = ["Cluster", "Finished", "ProcessRuntime", "ScriptedRuntime", "Workload"]
@@ -57,9 +68,14 @@ class Finished:
 Workload = Callable[[str, dict[str, Any]], Finished | None]
 """(kind, child object) -> how its main container ends; None while it still runs.
 
-The kinds: "PyTorchJob" (the master pod's `pytorch` container), "SparkApplication" (the
-driver's container) and "Job" (a batch/v1 Job's pod's first container); the object is the
-PyTorchJob, SparkApplication or Job as the API server has it now."""
+The kinds: "PyTorchJob" (the master pod's `pytorch` container), "TrainJob" (the `node`
+container of node 0's pod), "SparkApplication" (the driver's container) and "Job" (a batch/v1
+Job's pod's first container, unless the Job is a TrainJob's); the object is the PyTorchJob,
+TrainJob, SparkApplication or Job as the API server has it now."""
+
+NodeWorkload = Callable[[dict[str, Any], int], Finished | None]
+"""(TrainJob, node index > 0) -> how that node's `node` container ends; None: as node 0's did
+when it succeeded, else it runs until its pod is deleted."""
 
 WorkloadLog = Callable[[str, dict[str, Any]], str | None]
 """(kind, child object) -> what the main container has written so far (None: nothing new)."""
@@ -75,7 +91,10 @@ class ScriptedRuntime:
     api_client: Any
     workload: Workload
     log: WorkloadLog | None = None
+    node: NodeWorkload | None = None
     started: set[tuple[str, str]] = field(default_factory=set)
+    succeeded: set[str] = field(default_factory=set)
+    """uids of TrainJobs whose node 0 succeeded: their other nodes end successfully too"""
 
     def __post_init__(self) -> None:
         self.custom = client.CustomObjectsApi(self.api_client)
@@ -90,6 +109,13 @@ class ScriptedRuntime:
         namespace = pod["metadata"]["namespace"]
         owner = next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("controller")), {})
         try:
+            if jobset.JOBSET_NAME in labels and container["name"] == trainer_v2.NODE:
+                name = labels[jobset.JOBSET_NAME]
+                trainjob = self.custom.get_namespaced_custom_object(
+                    trainer_v2.TRAINER, trainer_v2.TRAINER_VERSION, namespace, "trainjobs", name
+                )
+                index = labels.get(job_controller.COMPLETION_INDEX, "0")
+                return ("TrainJob" if index == "0" else f"TrainJob node {index}"), trainjob
             if (
                 labels.get(training_operator.LABEL_ROLE) == "master"
                 and container["name"] == training_operator.CONTAINER
@@ -125,11 +151,22 @@ class ScriptedRuntime:
         if found is None:
             return None
         kind, child = found
+        if kind.startswith("TrainJob node "):
+            node = self.node(child, int(kind.rpartition(" ")[2])) if self.node is not None else None
+            if node is None and child["metadata"]["uid"] not in self.succeeded:
+                return None
+            return self._exit(node or Finished(True))
         if self.log is not None and (text := self.log(kind, child)) is not None:
             launch.log_file.write_text(text)
         finished = self.workload(kind, child)
+        if finished is not None and finished.succeeded and kind == "TrainJob":
+            self.succeeded.add(child["metadata"]["uid"])
         if finished is None:
             return None
+        return self._exit(finished)
+
+    @staticmethod
+    def _exit(finished: Finished) -> Exit:
         if finished.succeeded:
             return Exit(0, "Completed", finished.termination_message or "")
         code = (
@@ -175,6 +212,8 @@ class Cluster:
         self.images = catalog() if self.images is None else self.images
         self.work.chmod(0o755)
         self.training = TrainingOperator(self.api_client, fixed_3419=self.fixed_3419)
+        self.trainer = TrainerV2(self.api_client)
+        self.jobsets = JobSetController(self.api_client)
         self.spark = SparkOperator(self.api_client, webhook=self.spark_webhook)
         self.jobs = JobController(self.api_client, pod_failure_backoff=self.job_backoff)
         self.kubelet = Kubelet(
@@ -202,6 +241,8 @@ class Cluster:
         if self._server is not None:
             self._server.container_logs = self.kubelet.log
             self._server.validating += [pod_security.admit, resource_quota.admit]
+            self.trainer.install(self._server)
+            self.jobsets.install(self._server)
             if self.queues is not None:
                 self.queues.install(self._server, self._server.register)
         self._thread.start()
@@ -240,6 +281,8 @@ class Cluster:
         if self.queues is not None:
             self.queues.step()
         self.training.step()
+        self.trainer.step()
+        self.jobsets.step()
         self.spark.step()
         self.jobs.step()
         self.kubelet.step()
@@ -249,4 +292,11 @@ class Cluster:
 
     def events(self) -> list[tuple[str, str, str]]:
         """Every event the stand-ins would have posted: (object, reason, message)."""
-        return [*self.training.events, *self.spark.events, *self.jobs.events, *self.kubelet.events]
+        return [
+            *self.training.events,
+            *self.trainer.events,
+            *self.jobsets.events,
+            *self.spark.events,
+            *self.jobs.events,
+            *self.kubelet.events,
+        ]

@@ -2,8 +2,8 @@
 
 Written from kubernetes/kubernetes `pkg/controller/job/` (facts and citations in
 shared/upstream-behaviour.md, section 5). Each `step` syncs every Job as `syncJob`
-(job_controller.go) does, in its order, for NonIndexed Jobs without podFailurePolicy
-or successPolicy (Indexed Jobs, and Jobs managed by another controller, are left alone):
+(job_controller.go) does, in its order, for Jobs without podFailurePolicy, successPolicy or
+backoffLimitPerIndex (Jobs managed by another controller are left alone):
 
 - pods are the Job's by their controller ownerReference (adoption by selector,
   `ClaimPods`, is not done); a pod is active until it is Succeeded, Failed or deleted;
@@ -23,6 +23,12 @@ or successPolicy (Indexed Jobs, and Jobs managed by another controller, are left
   labels and annotations, finalizer `batch.kubernetes.io/job-tracking`, the controller
   ownerReference), after the pod-failure back-off (`getRemainingTime`,
   backoff_utils.go: 10 s doubling per failure after the last success, at most 10 min).
+  An Indexed Job (indexed_job_utils.go) creates one pod per index neither succeeded nor
+  active, lowest first (`firstPendingIndexes`), each with the annotation and label
+  `batch.kubernetes.io/job-completion-index`, the hostname `<job>-<index>`, generateName
+  `<job>-<index>-` (`podGenerateNameWithIndex`) and the env JOB_COMPLETION_INDEX from that
+  annotation (`addCompletionIndexEnvVariables`); it completes when every index has a succeeded
+  pod (`status.completedIndexes`, as ranges "0-3,5").
   Enough successes make SuccessCriteriaMet, reason CompletionsReached, `Reached expected
   number of succeeded pods` (`newSuccessCondition`, JobSuccessPolicy beta and on);
   suspend and resume set the Suspended condition (JobSuspended / JobResumed);
@@ -65,6 +71,8 @@ MAX_POD_FAILURE_BACKOFF = 600.0
 BACKOFF_LIMIT_MESSAGE = "Job has reached the specified backoff limit"
 DEADLINE_MESSAGE = "Job was active longer than specified deadline"
 COMPLETIONS_MESSAGE = "Reached expected number of succeeded pods"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""`batch.JobCompletionIndexAnnotation` (and the label, PodIndexLabel being GA)"""
 
 Obj = dict[str, Any]
 
@@ -233,9 +241,45 @@ def controller_ref(job: Obj) -> Obj:
     }
 
 
-def pod_from_template(job: Obj) -> Obj:
+def is_indexed(job: Obj) -> bool:
+    return bool(job["spec"].get("completionMode") == "Indexed")
+
+
+def completion_index(pod: Obj) -> int | None:
+    """`getCompletionIndex`: the pod's index annotation, None when absent or not a number."""
+    raw = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX)
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+def index_ranges(indexes: set[int]) -> str:
+    """`succeededIndexes.String()`: "0-2,4" (intervals of consecutive indexes)."""
+    out, ordered = [], sorted(indexes)
+    start = previous = None
+    for index in ordered:
+        if start is None:
+            start = previous = index
+        elif index == previous + 1:
+            previous = index
+        else:
+            out.append(f"{start}-{previous}" if start != previous else str(start))
+            start = previous = index
+    if start is not None:
+        out.append(f"{start}-{previous}" if start != previous else str(start))
+    return ",".join(out)
+
+
+def parse_ranges(text: str) -> set[int]:
+    indexes: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        first, _, last = part.partition("-")
+        indexes.update(range(int(first), int(last or first) + 1))
+    return indexes
+
+
+def pod_from_template(job: Obj, index: int | None = None) -> Obj:
     """`GetPodFromTemplate` (controller_utils.go) with the tracking finalizer that `manageJob` adds
-    to the template (`appendJobCompletionFinalizerIfNotFound`)."""
+    to the template (`appendJobCompletionFinalizerIfNotFound`); for an Indexed Job's `index`, its
+    annotation and label, hostname, env and generateName (`manageJob`, indexed_job_utils.go)."""
     template = copy.deepcopy(job["spec"]["template"])
     template_meta = template.get("metadata") or {}
     finalizers = list(template_meta.get("finalizers") or [])
@@ -247,7 +291,20 @@ def pod_from_template(job: Obj) -> Obj:
     if template_meta.get("annotations"):
         meta["annotations"] = dict(template_meta["annotations"])
     meta["ownerReferences"] = [controller_ref(job)]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}}
+    spec = template.get("spec") or {}
+    if index is not None:
+        meta["generateName"] = f"{job['metadata']['name']}-{index}-"
+        meta.setdefault("annotations", {})[COMPLETION_INDEX] = str(index)
+        meta.setdefault("labels", {})[COMPLETION_INDEX] = str(index)
+        spec["hostname"] = f"{job['metadata']['name']}-{index}"
+        env_var = {
+            "name": "JOB_COMPLETION_INDEX",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
+        }
+        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+            if not any(e.get("name") == "JOB_COMPLETION_INDEX" for e in container.get("env") or []):
+                container.setdefault("env", []).append(env_var)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
 def _controller_of(obj: Obj) -> Obj | None:
@@ -279,8 +336,6 @@ class JobController:
                 continue
             if (job["spec"].get("managedBy") or CONTROLLER_NAME) != CONTROLLER_NAME:
                 continue
-            if job["spec"].get("completionMode", "NonIndexed") != "NonIndexed":
-                continue  # Indexed Jobs are not emulated
             owned = [
                 p
                 for p in pods
@@ -310,6 +365,9 @@ class JobController:
             ]
 
         new_succeeded = new(uncounted_succeeded, lambda p: _phase(p) == "Succeeded")
+        succeeded_indexes = parse_ranges(status.get("completedIndexes", "")) | {
+            index for p in pods if _phase(p) == "Succeeded" and (index := completion_index(p)) is not None
+        }
         new_failed = new(uncounted_failed, lambda p: is_pod_failed(p, job))
         succeeded = status.get("succeeded", 0) + len(new_succeeded) + len(uncounted_succeeded)
         failed = status.get("failed", 0) + len(new_failed) + len(uncounted_failed)
@@ -337,13 +395,16 @@ class JobController:
             terminating += deleted
         else:
             if not job["metadata"].get("deletionTimestamp"):
-                active, removed = self._manage(job, active_pods, succeeded, terminating, backoff)
+                active, removed = self._manage(
+                    job, active_pods, succeeded, terminating, backoff, succeeded_indexes
+                )
                 terminating += removed
             completions = spec.get("completions")
+            done = len(succeeded_indexes) if is_indexed(job) else succeeded
             complete = (
                 succeeded > 0 and active == 0
                 if completions is None
-                else succeeded >= int(completions) and active == 0
+                else done >= int(completions) and active == 0
             )
             if complete:
                 finished = new_condition("SuccessCriteriaMet", "CompletionsReached", COMPLETIONS_MESSAGE)
@@ -353,6 +414,8 @@ class JobController:
         status["active"] = active
         status["ready"] = ready
         status["terminating"] = terminating
+        if is_indexed(job):
+            status["completedIndexes"] = index_ranges(succeeded_indexes)
         self._track(job, status, pods, finished, backoff)
 
     def _past_backoff_on_failure(self, job: Obj, pods: list[Obj]) -> bool:
@@ -379,7 +442,13 @@ class JobController:
         return (datetime.now(UTC) - _time(status["startTime"])).total_seconds() >= int(deadline)
 
     def _manage(
-        self, job: Obj, active_pods: list[Obj], succeeded: int, terminating: int, backoff: BackoffRecord
+        self,
+        job: Obj,
+        active_pods: list[Obj],
+        succeeded: int,
+        terminating: int,
+        backoff: BackoffRecord,
+        succeeded_indexes: set[int],
     ) -> tuple[int, int]:
         """`manageJob`: the number of active pods after deleting or creating some, and of deleted ones."""
         spec = job["spec"]
@@ -389,10 +458,11 @@ class JobController:
             return active - removed, removed
         parallelism = int(spec.get("parallelism", 1))
         completions = spec.get("completions")
+        done = len(succeeded_indexes) if is_indexed(job) else succeeded
         if completions is None:
             want = active if succeeded > 0 else parallelism
         else:
-            want = max(0, min(int(completions) - succeeded, parallelism))
+            want = max(0, min(int(completions) - done, parallelism))
         if active > want:
             removed = self._delete_pods(job, active_pods[: active - want], remove_finalizer=True)
             return active - removed, removed
@@ -403,10 +473,16 @@ class JobController:
         if backoff.remaining(self.pod_failure_backoff, MAX_POD_FAILURE_BACKOFF) > 0:
             return 0, 0  # upstream answers 0 active while it waits out the back-off
         namespace = job["metadata"]["namespace"]
-        for created_so_far in range(diff):
+        indexes: list[int | None] = [None] * diff
+        if is_indexed(job):  # firstPendingIndexes
+            taken = succeeded_indexes | {completion_index(p) for p in active_pods}
+            pending = [i for i in range(int(completions or parallelism)) if i not in taken]
+            indexes = list(pending[:diff])
+            diff = len(indexes)
+        for created_so_far, index in enumerate(indexes):
             try:
                 response = self.core.create_namespaced_pod(
-                    namespace, pod_from_template(job), _preload_content=False
+                    namespace, pod_from_template(job, index), _preload_content=False
                 )
             except client.ApiException as error:
                 if error.status not in (400, 403, 422):

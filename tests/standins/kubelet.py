@@ -134,6 +134,27 @@ def verify_run_as_non_root(pod: dict[str, Any], container: dict[str, Any], image
         raise ContainerConfigError(f"container has runAsNonRoot and image will run as root {where}")
 
 
+FIELD_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+def _field_value(pod: dict[str, Any], path: str) -> str:
+    """A fieldRef's value, as `ExtractFieldPathAsString` reads it off the pod."""
+    meta = pod["metadata"]
+    subscript = FIELD_SUBSCRIPT.match(path)
+    if subscript:
+        return str((meta.get(subscript.group(1)) or {}).get(subscript.group(2), ""))
+    simple = {
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName"),
+        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName"),
+    }
+    if path not in simple:
+        raise ContainerConfigError(f'unsupported fieldPath: "{path}"')
+    return str(simple[path] or "")
+
+
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes' `$(VAR)` expansion of command and args: `$$` is a literal `$`, unknown names stay."""
     return re.sub(
@@ -495,7 +516,11 @@ class Kubelet:
         - `env[].valueFrom.secretKeyRef` / `configMapKeyRef`: the key's value; a missing object
           as above; a missing key skips the variable when `optional`, else
           `couldn't find key <key> in Secret <namespace>/<name>` (`... in ConfigMap ...`).
-          `fieldRef` and `resourceFieldRef` are not resolved here (the variable is left out).
+        - `env[].valueFrom.fieldRef`: the pod's field (`podFieldSelectorRuntimeValue`, then
+          `fieldpath.ExtractFieldPathAsString`, pkg/fieldpath/fieldpath.go): metadata.name,
+          metadata.namespace, metadata.uid, metadata.labels['k'], metadata.annotations['k'],
+          spec.nodeName, spec.serviceAccountName; a label or annotation the pod lacks is "".
+          `resourceFieldRef` is not resolved here (the variable is left out).
 
         Objects are read once per call (the `secrets` and `configMaps` maps of the function).
         Any error is raised as `ContainerConfigError`: the container waits with
@@ -559,8 +584,10 @@ class Kubelet:
                         f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}"
                     )
                 value = found[ref["key"]]
+            elif value_from.get("fieldRef"):
+                value = _field_value(pod, value_from["fieldRef"].get("fieldPath", ""))
             elif value_from:
-                continue  # fieldRef, resourceFieldRef: not emulated
+                continue  # resourceFieldRef: not emulated
             env[item["name"]] = value
         return env
 

@@ -25,6 +25,15 @@ For a managed kind:
   reason Misconfigured, `LocalQueue <name> doesn't exist` (`getQueueBlocker`,
   core/workload_controller.go); an admitted job is unsuspended.
 
+A TrainJob (pkg/controller/jobs/trainjob): its webhook always appends an empty runtime patch of
+manager `kueue.x-k8s.io/manager` (trainjob_webhook.go `Default`); on admission Kueue writes the
+pod sets' labels, annotations, nodeSelector and tolerations into that patch, updates the
+TrainJob while it is still suspended, then resumes it (`RunWithPodSetsInfo`,
+trainjob_controller.go: "kueue runtime patch not found" if the patch was dropped).
+
+An owner is looked up the whole chain (`FindAncestorJobManagedByKueue`, jobframework/
+reconciler.go): a job or pod under a managed job with a queue name is left to that job.
+
 The `pod` integration (pkg/controller/jobs/pod/pod_webhook.go `Default`): a pod whose owner
 is not a job Kueue manages, with a queue name (or any, with `manageJobsWithoutQueueName`),
 gets the label `kueue.x-k8s.io/managed: "true"` and the scheduling gate
@@ -76,6 +85,8 @@ SUBDOMAIN_ERROR = (
 )
 """`IsDNS1123Subdomain`'s message (apimachinery/pkg/util/validation/validation.go)."""
 
+RUNTIME_PATCH_MANAGER = "kueue.x-k8s.io/manager"
+PODSET_LABEL = "kueue.x-k8s.io/podset"
 WORKLOAD = Kind(GROUP, VERSION, "workloads", "Workload", short_names=("wl",))
 LOCAL_QUEUE = Kind(GROUP, VERSION, "localqueues", "LocalQueue", short_names=("queue", "queues", "lq"))
 """Served without a schema: these are the stand-in's own kinds, not Kueue's CRDs."""
@@ -183,19 +194,34 @@ class Kueue:
         return bool(_queue(obj)) or self.manage_jobs_without_queue_name
 
     def _managed_ancestor(self, server: emulator.ApiServer, obj: dict[str, Any]) -> bool:
-        """`FindAncestorJobManagedByKueue`: an owner of a managed kind with a queue (or any)."""
+        """`FindAncestorJobManagedByKueue`: up the controller owners while they are kinds Kueue
+        knows, one of a managed kind with a queue (or any, with manageJobsWithoutQueueName)."""
         namespace = obj["metadata"].get("namespace")
-        for owner in obj["metadata"].get("ownerReferences") or []:
-            group = owner.get("apiVersion", "").rpartition("/")[0]
-            for framework in self.frameworks:
-                integration = INTEGRATIONS.get(framework)
-                if integration is None or (integration.group, integration.kind) != (group, owner.get("kind")):
-                    continue
-                key = (integration.group, integration.version, integration.plural, namespace, owner["name"])
-                parent = server.objects.get(key)
-                if parent is not None and (_queue(parent) or self.manage_jobs_without_queue_name):
-                    return True
-        return False
+        current, seen = obj, set()
+        while True:
+            owner = next(
+                (o for o in current["metadata"].get("ownerReferences") or [] if o.get("controller")), None
+            )
+            if owner is None or owner.get("uid") in seen:
+                return False
+            seen.add(owner.get("uid"))
+            group, _, version = owner.get("apiVersion", "").rpartition("/")
+            known = [
+                i
+                for i in INTEGRATIONS.values()
+                if (i.group, i.version, i.kind) == (group, version, owner.get("kind"))
+            ]
+            if not known:
+                return False
+            integration = known[0]
+            key = (integration.group, integration.version, integration.plural, namespace, owner["name"])
+            parent = server.objects.get(key)
+            if parent is None or parent["metadata"].get("uid") != owner.get("uid"):
+                return False
+            managed = integration.framework in self.frameworks
+            if managed and (_queue(parent) or self.manage_jobs_without_queue_name):
+                return True
+            current = parent
 
     def default(self, server: emulator.ApiServer, kind: Kind, obj: dict[str, Any]) -> None:
         """The mutating webhooks (m<kind>.kb.io, mpod.kb.io) of the enabled frameworks."""
@@ -203,6 +229,9 @@ class Kueue:
         if integration is not None:
             if self._should_suspend(server, obj) and not integration.suspended(obj):
                 integration.set_suspend(obj, True)
+            if integration.kind == "TrainJob":
+                patch = {"manager": RUNTIME_PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {}}}}
+                obj.setdefault("spec", {}).setdefault("runtimePatches", []).append(patch)
             return
         pods = (kind.group, kind.plural) == ("", "pods") and "pod" in self.frameworks
         if pods and self._should_suspend(server, obj):
@@ -266,6 +295,9 @@ class Kueue:
             patch: dict[str, Any] = {}
             integration.set_suspend(patch, False)
             meta = job["metadata"]
+            if integration.kind == "TrainJob":
+                self._write_podset_info(job)
+                return
             if integration.group == "batch":
                 client.BatchV1Api(self.api_client).patch_namespaced_job(
                     meta["name"], meta["namespace"], patch
@@ -279,6 +311,39 @@ class Kueue:
                     meta["name"],
                     patch,
                 )
+
+    def _write_podset_info(self, trainjob: dict[str, Any]) -> None:
+        """`RunWithPodSetsInfo`: the pod sets' info into Kueue's runtime patch, written while the
+        TrainJob is suspended (a whole update, as `c.Update`), then resumed."""
+        updated = copy.deepcopy(trainjob)
+        patches = updated["spec"].get("runtimePatches") or []
+        mine = next((p for p in patches if p.get("manager") == RUNTIME_PATCH_MANAGER), None)
+        if mine is None:
+            raise AssertionError("kueue runtime patch not found")  # upstream returns this error
+        mine["trainingRuntimeSpec"] = {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": "node",
+                            "template": {
+                                "spec": {
+                                    "template": {"metadata": {"labels": {PODSET_LABEL: "node"}}, "spec": {}}
+                                }
+                            },
+                        }
+                    ]
+                }
+            }
+        }
+        meta = updated["metadata"]
+        updated = self.custom.replace_namespaced_custom_object(
+            "trainer.kubeflow.org", "v1alpha1", meta["namespace"], "trainjobs", meta["name"], updated
+        )
+        updated["spec"]["suspend"] = False
+        self.custom.replace_namespaced_custom_object(
+            "trainer.kubeflow.org", "v1alpha1", meta["namespace"], "trainjobs", meta["name"], updated
+        )
 
     def _reconcile_pod(self, pod: dict[str, Any]) -> None:
         workload = self._workload("Pod", "", pod)

@@ -6,7 +6,9 @@ file at terminationMessagePath), inside a network namespace shared by the pods o
 job (a loopback-only network, so two jobs never fight over port 23456), then drops to
 the container's uid, gid and supplementary groups with setpriv. The cluster's DNS is
 the pod's /etc/hosts: every Service of the namespace resolves to the pods' loopback
-address, rewritten in place as Services come and go. A service outside the cluster (an S3
+address, rewritten in place as Services come and go, and so does a pod with a hostname and a
+subdomain (`<hostname>.<subdomain>`, the record a headless Service of that name gives it, as a
+JobSet's pods have) once it started. A service outside the cluster (an S3
 endpoint on this machine) is reachable from every pod under a name of its own
 (`ProcessRuntime.external`), as a cluster's pods reach a store on the network.
 """
@@ -67,17 +69,22 @@ class ProcessRuntime:
 
     def start(self, launch: Launch) -> None:
         network = self._network(launch)
-        meta = launch.pod["metadata"]
-        self.hostnames.setdefault(network, set()).add(meta["name"])
+        meta, spec = launch.pod["metadata"], launch.pod["spec"]
+        hostname = spec.get("hostname") or meta["name"]  # the kubelet's `GeneratePodHostNameAndDomain`
+        names = {meta["name"], hostname}
+        if spec.get("subdomain"):
+            domain = f"{hostname}.{spec['subdomain']}"
+            names |= {domain, f"{domain}.{meta['namespace']}.svc.cluster.local"}
+        self.hostnames.setdefault(network, set()).update(names)
         self._write_hosts(network, meta["namespace"])
         home = launch.log_file.with_name(f"{launch.container['name']}-home")
         home.mkdir(exist_ok=True)
         os.chown(home, launch.uid, launch.gid)
-        env = {"HOME": str(home), "HOSTNAME": meta["name"], **launch.env}
+        env = {"HOME": str(home), "HOSTNAME": hostname, **launch.env}
         termination = launch.container.get("terminationMessagePath", "/dev/termination-log")
         lines = [
             "set -e",
-            f"{TOOLS['hostname']} {shlex.quote(meta['name'])}",
+            f"{TOOLS['hostname']} {shlex.quote(hostname)}",
             f"{TOOLS['mount']} --bind {shlex.quote(str(self.networks[network][1]))} /etc/hosts",
         ]
         for name, path in _image_accounts(launch, home).items():

@@ -72,6 +72,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
   verbs: [create, get, list, watch, delete, patch]
+# Levels as Kubeflow Trainer v2 TrainJobs (spec.resources.trainingApi: TrainJob): never
+# updated once created (Kueue's runtime patch stays as Kueue wrote it).
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [create, get, list, watch, delete]
 # The export Job writes (and uploads) the ticket once a search ended.
 - apiGroups: [batch]
   resources: [jobs]

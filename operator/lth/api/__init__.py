@@ -53,6 +53,9 @@ from lth.api.pruning import (
     StopRules as StopRules,
 )
 from lth.api.spec import (
+    FROZEN_WITHIN_MUTABLE as FROZEN_WITHIN_MUTABLE,
+)
+from lth.api.spec import (
     LOADER_PREFETCH_BATCHES as LOADER_PREFETCH_BATCHES,
 )
 from lth.api.spec import (
@@ -93,6 +96,9 @@ from lth.api.spec import (
 )
 from lth.api.spec import (
     TrackingSpec as TrackingSpec,
+)
+from lth.api.spec import (
+    TrainingApi as TrainingApi,
 )
 from lth.api.spec import (
     TrainingSpec as TrainingSpec,

@@ -18,11 +18,13 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from lth.api import ApiModel, RunSpec, Toleration
+from lth.api import ApiModel, RunSpec, Toleration, TrainingApi
 from lth.api.validation import Problem, SubmittedSpec
 
 ENV_VAR = "LTH_WORKLOAD_DEFAULTS"
 TRAINER_IMAGE = "ghcr.io/lth-dev/lth-trainer:0.1.0"
+TRAINING_RUNTIME = "lth-torch"
+"""The ClusterTrainingRuntime the chart ships for TrainJobs (charts/lth-operator, trainingRuntime)."""
 SPARK_IMAGE = "ghcr.io/lth-dev/lth-spark:0.1.0"
 WORKLOAD_UID = 10001
 """The user the project's trainer and Spark images declare (images/*/Dockerfile): pods run
@@ -47,6 +49,17 @@ class WorkloadDefaults(ApiModel):
     )
     run_as_user: int = Field(WORKLOAD_UID, ge=1, description="uid of every pod that writes the volume.")
     run_as_group: int = Field(WORKLOAD_UID, ge=0, description="gid of every pod that writes the volume.")
+    training_api: TrainingApi = Field(
+        "PyTorchJob",
+        description="What trains each level of a run whose spec.resources.trainingApi is unset.",
+    )
+    training_runtime: str = Field(
+        TRAINING_RUNTIME,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="The ClusterTrainingRuntime every TrainJob names (spec.runtimeRef).",
+    )
     spark_pod_templates: bool = Field(
         True,
         description=(
@@ -144,3 +157,19 @@ def admitted(submitted: SubmittedSpec, defaults: WorkloadDefaults) -> SubmittedS
     """A submitted spec with the problems of what it names that this cluster does not allow."""
     spec, problems = submitted
     return spec, [*problems, *(policy_problems(spec, defaults) if spec is not None else [])]
+
+
+def with_training_api(
+    submitted: SubmittedSpec, accepted: RunSpec | None, defaults: WorkloadDefaults
+) -> SubmittedSpec:
+    """The submitted spec with spec.resources.trainingApi filled in where it is unset: the
+    accepted spec's (so a changed chart value never moves a running run to another API; a run
+    accepted before the field existed ran PyTorchJobs), else the operator's default."""
+    spec, problems = submitted
+    if spec is None or spec.resources.training_api is not None:
+        return submitted
+    api: TrainingApi = defaults.training_api
+    if accepted is not None:
+        api = accepted.resources.training_api or "PyTorchJob"
+    resources = spec.resources.model_copy(update={"training_api": api})
+    return spec.model_copy(update={"resources": resources}), problems

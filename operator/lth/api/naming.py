@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lth.api import Branch
+from lth.api import Branch, RunSpec
 from lth.api.branches import BRANCHES
 
 DNS1035_MAX = 63
@@ -64,20 +64,32 @@ def tracking_name(level: int, branch: Branch) -> str:
 
 
 def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
-    """The PyTorchJob of one level (and branch)."""
+    """The PyTorchJob or TrainJob of one level (and branch)."""
     return f"{run}-level-{level:02d}{BRANCHES[branch].suffix}"
 
 
-def derived_names(run: str, max_level: int, pods: int, branches: list[Branch]) -> list[str]:
-    """Every name the cluster derives from the run's name, longest last.
+TRAINJOB_REPLICATED_JOB = "node"
+"""The replicatedJob (and container) of a TrainJob's nodes, as Trainer v2 names it
+(`constants.Node`, kubeflow/trainer pkg/constants/constants.go)."""
 
-    The training operator names a Service after each replica (`<job>-worker-N`),
-    the Spark operator its UI Service (`<app>-ui-svc`); Services must be
-    DNS-1035 labels of 63 characters at most, so these bound the run's name.
+
+def derived_names(run: str, spec: RunSpec) -> list[str]:
+    """Every name the cluster derives from the run's name for this spec, longest last.
+
+    The training operator names a Service after each replica (`<job>-worker-N`), the
+    Spark operator its UI Service (`<app>-ui-svc`); Services must be DNS-1035 labels of 63
+    characters at most. A TrainJob's JobSet names its pods `<job>-node-0-<index>-<5 random>`,
+    and JobSet's webhook refuses one whose longest pod name would pass 63 (`podNameTooLongErrorMsg`,
+    kubernetes-sigs/jobset v0.12.0 pkg/webhooks/jobset_webhook.go). These bound the run's name.
     """
+    branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
+    pods, max_level = spec.resources.pods, spec.level_budget
     names = [prep_name(run) + "-ui-svc"]
     for branch in ["main", *branches]:
         job = level_job_name(run, max_level, branch)
+        if spec.resources.level_kind == "TrainJob":
+            names.append(f"{job}-{TRAINJOB_REPLICATED_JOB}-0-{pods - 1}-abcde")
+            continue
         names.append(f"{job}-master-0")
         if pods > 1:
             names.append(f"{job}-worker-{pods - 2}")

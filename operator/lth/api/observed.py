@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lth.api import EpochProgress, LevelResult, RunStatus, StuckReason
+from lth.api import EpochProgress, LevelResult, RunStatus, StuckReason, TrainingApi
 from lth.api.wire import redact
 
-ChildKind = Literal["SparkApplication", "PyTorchJob", "Job"]
+TRAINING_APIS: tuple[TrainingApi, ...] = ("PyTorchJob", "TrainJob")
+ChildKind = Literal["SparkApplication", "Job"] | TrainingApi
 """The run's children: its preprocessing, its levels, and the export Job (batch/v1)."""
 ChildState = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped", "Refused"]
 """Stopped: recorded and unfinished, but nothing runs it (the local runner was restarted); it is
@@ -37,7 +38,8 @@ class Stuck:
     retries), ErrImageNeverPull, InvalidImageName, ImageInspectError, CreateContainerConfigError,
     WaitingForQueue, NotManagedByKueue, PodRefused, QuotaExceeded, ApiMissing."""
     subject: str
-    """What is stuck: 'pod P', 'pod P container C', 'pod P init container C' or 'PyTorchJob J'."""
+    """What is stuck: 'pod P', 'pod P container C', 'pod P init container C', or a child:
+    'PyTorchJob J', 'TrainJob J'."""
     detail: str
     """Upstream's own words: the scheduler's or the kubelet's message, or the queue's name
     (credentials a URL in them carries are redacted: they become the status and events)."""

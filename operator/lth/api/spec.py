@@ -141,8 +141,18 @@ class TrainingSpec(ApiModel):
         return value
 
 
+TrainingApi = Literal["PyTorchJob", "TrainJob"]
+"""What trains a level on a cluster: training operator v1 or Kubeflow Trainer v2."""
+
+
 class ResourcesSpec(ApiModel):
-    """What one level's PyTorchJob asks the cluster for."""
+    """What one level's training job (PyTorchJob or TrainJob) asks the cluster for."""
+
+    training_api: TrainingApi | None = Field(
+        None,
+        description="What trains each level: PyTorchJob (Kubeflow training operator v1) or TrainJob "
+        "(Kubeflow Trainer v2). Default: the chart's workloads.trainingApi. Fixed once the run started.",
+    )
 
     image: str | None = Field(
         None,
@@ -214,6 +224,11 @@ class ResourcesSpec(ApiModel):
             "RDMA pins the memory it registers, which NCCL over InfiniBand/RoCE needs."
         ),
     )
+
+    @property
+    def level_kind(self) -> TrainingApi:
+        """The kind of each level's job; PyTorchJob where nothing chose (the local runner)."""
+        return self.training_api or "PyTorchJob"
 
     @property
     def plain_env(self) -> dict[str, str]:
@@ -430,8 +445,11 @@ class RunSpec(ApiModel):
 
     def to_public_wire(self) -> dict[str, Any]:
         """The wire form as it may be shown and shipped (exported files, workload command lines,
-        the export Job's environment): plain resources.env values as ***, Secret references kept."""
+        the export Job's environment): plain resources.env values as ***, Secret references kept;
+        resources.trainingApi left out: it says where the levels ran (an operator fills it in
+        from its chart), so the same levels ship the same bytes under `lth run` and either API."""
         wire = self.to_wire()
+        wire.get("resources", {}).pop("trainingApi", None)
         env = wire.get("resources", {}).get("env")
         if env:
             wire["resources"]["env"] = {k: REDACTED if isinstance(v, str) else v for k, v in env.items()}
@@ -469,3 +487,5 @@ MUTABLE_SPEC_FIELDS: tuple[tuple[str, ...], ...] = (
     ("tracking",),
 )
 """Spec fields that may change while a run is in progress; every other field is frozen at start."""
+FROZEN_WITHIN_MUTABLE: tuple[tuple[str, ...], ...] = (("resources", "training_api"),)
+"""Frozen inside a mutable section: a running run's level jobs keep their kind."""

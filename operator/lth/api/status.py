@@ -47,12 +47,16 @@ StuckReason = Literal[
     "PodRefused",
     "QuotaExceeded",
     "ApiMissing",
+    "RuntimeMissing",
+    "ResourcesNotCreated",
 ]
 """Why a child or its pods cannot run (Progressing stays True with this reason while it lasts):
 the scheduler's and the kubelet's reasons; a job waiting for its queue, or suspended for a
 Kueue that does not manage its kind (or is not installed); a pod the API server refused
 (Pod Security, a webhook, an invalid pod); a create over a ResourceQuota (retried); a child
-kind the cluster does not serve (its operator is not installed; retried)."""
+kind the cluster does not serve (its operator is not installed; retried); a TrainJob whose
+ClusterTrainingRuntime does not exist (retried), or whose JobSet Kubeflow Trainer could not
+create (its `TrainJobResourcesCreationFailed` event)."""
 ProgressReason = Literal["Preprocessing", "Training", "LevelsDone", "Succeeded", "Failed"] | StuckReason
 SucceededReason = Literal["TicketFound", "LevelsDone"]
 TicketRefusal = Literal["TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]

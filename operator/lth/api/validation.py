@@ -6,7 +6,6 @@ Failed/InvalidSpec condition; both call `check_run` or `check_spec`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ from lth.api import (
     CONTROL_BRANCHES,
     LOADER_PREFETCH_BATCHES,
     QUANTITY_PATTERN,
-    Branch,
     LotteryTicketRun,
     RunSpec,
+    TrainingApi,
 )
 from lth.api.naming import DNS1035_MAX, derived_names
 from lth.api.wire import credential_fields, quantity_bytes, redact, url_problem
+from lth.api.workload import default_crop_size, largest_training_crop, shm_need_bytes
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -99,8 +99,7 @@ def check_name(name: str, spec: RunSpec) -> list[Problem]:
         ]
     if spec.ticket is not None and spec.ticket.run == name:
         return [Problem("spec.ticket.run", f"{name!r} is this run: a run cannot transfer its own ticket")]
-    branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
-    longest = derived_names(name, spec.level_budget, spec.resources.pods, branches)[-1]
+    longest = derived_names(name, spec)[-1]
     if len(longest) > DNS1035_MAX:
         allowed = len(name) - (len(longest) - DNS1035_MAX)
         return [
@@ -125,6 +124,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
         + _check_export(spec)
         + _check_search(spec)
         + _check_data(spec)
+        + _check_training_api(spec)
         + _check_credentials(spec)
     )
 
@@ -283,43 +283,6 @@ def _check_shm(spec: RunSpec) -> list[Problem]:
     return [] if shm is None else [shm]
 
 
-def shm_need_bytes(spec: RunSpec) -> int:
-    """/dev/shm one trainer pod needs for its data loaders at most: every worker keeps
-    LOADER_PREFETCH_BATCHES uint8 batches ready, of the stored images in training (the device
-    crops them) and of the center crops in evaluation, and the training loader lives on while an
-    evaluation loader runs. Per process, for every process of the pod."""
-    training = spec.training
-    if training.workers == 0:
-        return 0
-    local_batch = training.batch_size // max(spec.resources.world_size, 1)
-    height, width = largest_training_crop(spec)
-    crop = default_crop_size(spec)
-    per_image = 3 * (height * width + crop * crop)
-    per_process = training.workers * LOADER_PREFETCH_BATCHES * local_batch * per_image
-    return per_process * spec.resources.processes_per_pod
-
-
-def default_crop_size(spec: RunSpec) -> int:
-    """The trainer's crop (lth_trainer.data.crops.default_crop, from the spec instead of the
-    manifest): 87.5 % of the short side of center-cropped and whole images, else the image."""
-    dataset = spec.dataset
-    if dataset.resize == "squash":
-        return spec.training.crop_size or dataset.image_size
-    stored = dataset.crop_short_side if dataset.resize == "whole" else dataset.image_size
-    return spec.training.crop_size or min(stored, round(0.875 * dataset.crop_short_side))
-
-
-def largest_training_crop(spec: RunSpec) -> tuple[int, int]:
-    """Rows x columns a training sample takes in a batch at most: the stored square, or for
-    whole images their largest crop (short side x 4/3 of it, aspect at most 4/3, and its
-    repeated edge row and column; a smaller DCT scale only shrinks it)."""
-    dataset = spec.dataset
-    if dataset.resize != "whole":
-        return dataset.image_size, dataset.image_size
-    short = dataset.crop_short_side
-    return short + 1, min(dataset.long_side_cap, math.ceil(short * 4 / 3) + 1) + 1
-
-
 def _shm_problem(spec: RunSpec) -> Problem | None:
     need = shm_need_bytes(spec)
     have = quantity_bytes(spec.resources.shm_size)
@@ -365,6 +328,18 @@ def _check_passthrough(spec: RunSpec) -> list[Problem]:
                 Problem(f"spec.resources.extraResources.{name}", f"{quantity!r} is not a quantity")
             )
     return problems
+
+
+def _check_training_api(spec: RunSpec) -> list[Problem]:
+    """What a TrainJob cannot carry: Trainer v2.3's runtimePatches take no priorityClassName."""
+    if spec.resources.training_api != "TrainJob" or not spec.resources.priority_class_name:
+        return []
+    why = "a TrainJob cannot set it (runtimePatches do not carry priorityClassName): give it in"
+    return [
+        Problem(
+            "spec.resources.priorityClassName", f"{why} the runtime, or use a Kueue WorkloadPriorityClass"
+        )
+    ]
 
 
 def _check_search(spec: RunSpec) -> list[Problem]:
@@ -474,13 +449,19 @@ def _check_credentials(spec: RunSpec) -> list[Problem]:
     return [Problem(path, message) for path, message in credential_fields(spec.to_wire(), "spec")]
 
 
-def check_run(doc: Mapping[str, Any]) -> tuple[LotteryTicketRun | None, list[Problem]]:
-    """A whole LotteryTicketRun document (as in run.yaml): the model and every problem."""
+def check_run(
+    doc: Mapping[str, Any], training_api: TrainingApi | None = None
+) -> tuple[LotteryTicketRun | None, list[Problem]]:
+    """A whole LotteryTicketRun document: the model and every problem (for `training_api`, the
+    cluster's default, where the spec names none)."""
     if not isinstance(doc, Mapping):
         return None, [Problem("", "is not a mapping")]
     try:
         run = LotteryTicketRun.model_validate(doc)
     except ValidationError as error:
         return None, problems_from_error(error, "")
-    problems = check_name(run.metadata.name, run.spec) + check_spec(run.spec)
+    spec, res = run.spec, run.spec.resources
+    if res.training_api is None and training_api is not None:
+        spec = spec.model_copy(update={"resources": res.model_copy(update={"training_api": training_api})})
+    problems = check_name(run.metadata.name, spec) + check_spec(spec)
     return run, problems

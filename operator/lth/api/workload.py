@@ -12,13 +12,14 @@ level's log file.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lth.api import Branch, EpochProgress, RunSpec, TicketStatus
+from lth.api import LOADER_PREFETCH_BATCHES, Branch, EpochProgress, RunSpec, TicketStatus
 from lth.api.naming import DATA_DIR, RUNS_DIR, RunLayout
 from lth.api.wire import redact
 
@@ -192,3 +193,43 @@ def latest_epoch(log: str, level: int, branch: str) -> EpochProgress | None:
 def epoch_summary(level: int, progress: EpochProgress | None) -> str:
     """The Progress printer column: 'L7 37/90' (level 7, epoch 37 of 90), or 'L7' before its first epoch."""
     return f"L{level} {progress.epoch}/{progress.epochs}" if progress else f"L{level}"
+
+
+# --------------------------------------------------------------------------- shared memory
+
+
+def shm_need_bytes(spec: RunSpec) -> int:
+    """/dev/shm one trainer pod needs for its data loaders at most: every worker keeps
+    LOADER_PREFETCH_BATCHES uint8 batches ready, of the stored images in training (the device
+    crops them) and of the center crops in evaluation, and the training loader lives on while an
+    evaluation loader runs. Per process, for every process of the pod."""
+    training = spec.training
+    if training.workers == 0:
+        return 0
+    local_batch = training.batch_size // max(spec.resources.world_size, 1)
+    height, width = largest_training_crop(spec)
+    crop = default_crop_size(spec)
+    per_image = 3 * (height * width + crop * crop)
+    per_process = training.workers * LOADER_PREFETCH_BATCHES * local_batch * per_image
+    return per_process * spec.resources.processes_per_pod
+
+
+def default_crop_size(spec: RunSpec) -> int:
+    """The trainer's crop (lth_trainer.data.crops.default_crop, from the spec instead of the
+    manifest): 87.5 % of the short side of center-cropped and whole images, else the image."""
+    dataset = spec.dataset
+    if dataset.resize == "squash":
+        return spec.training.crop_size or dataset.image_size
+    stored = dataset.crop_short_side if dataset.resize == "whole" else dataset.image_size
+    return spec.training.crop_size or min(stored, round(0.875 * dataset.crop_short_side))
+
+
+def largest_training_crop(spec: RunSpec) -> tuple[int, int]:
+    """Rows x columns a training sample takes in a batch at most: the stored square, or for
+    whole images their largest crop (short side x 4/3 of it, aspect at most 4/3, and its
+    repeated edge row and column; a smaller DCT scale only shrinks it)."""
+    dataset = spec.dataset
+    if dataset.resize != "whole":
+        return dataset.image_size, dataset.image_size
+    short = dataset.crop_short_side
+    return short + 1, min(dataset.long_side_cap, math.ceil(short * 4 / 3) + 1) + 1

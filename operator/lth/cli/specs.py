@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lth.api import LotteryTicketRun
 from lth.api.crd import crd_yaml
-from lth.api.defaults import WorkloadDefaults, policy_problems
+from lth.api.defaults import WorkloadDefaults, policy_problems, with_training_api
 from lth.api.validation import Problem, check_run
 from lth.cli.command import Arg, Command
 from lth.cluster import render
@@ -28,8 +28,9 @@ def _documents(path: Path) -> tuple[list[object], list[str]]:
     return documents, []
 
 
-def _validate_file(path: Path) -> list[str]:
-    """Every problem of every LotteryTicketRun document in one YAML file."""
+def _validate_file(path: Path, defaults: WorkloadDefaults | None = None) -> list[str]:
+    """Every problem of every LotteryTicketRun document in one YAML file, for a cluster with
+    these workload defaults (its trainingApi)."""
     documents, unreadable = _documents(path)
     if unreadable:
         return unreadable
@@ -41,7 +42,7 @@ def _validate_file(path: Path) -> list[str]:
             kind = document.get("kind") if isinstance(document, dict) else type(document).__name__
             problems = [Problem("kind", f"is {kind!r}, expected 'LotteryTicketRun'")]
         else:
-            _, problems = check_run(document)
+            _, problems = check_run(document, (defaults or WorkloadDefaults()).training_api)
         lines.extend(f"{where}: {problem}" for problem in problems)
     return lines
 
@@ -53,7 +54,9 @@ def _pod_security_warnings(path: Path, level: str, defaults: WorkloadDefaults) -
     for index, document in enumerate(documents):
         where = f"{path}" if len(documents) == 1 else f"{path}[{index}]"
         run = LotteryTicketRun.model_validate(document)
-        for refusal in pod_security_refusals(run.spec, level, defaults):
+        spec, _ = with_training_api((run.spec, []), None, defaults)
+        assert spec is not None
+        for refusal in pod_security_refusals(spec, level, defaults):
             lines.append(f"{where}: warning: Pod Security {level} will refuse {refusal}")
     return lines
 
@@ -69,7 +72,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return 2
     failed = False
     for path in args.files:
-        lines = _validate_file(path)
+        lines = _validate_file(path, defaults)
         if lines:
             failed = True
             print("\n".join(lines), file=sys.stderr)
@@ -82,7 +85,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    problems = _validate_file(args.spec)
+    try:
+        values = render.read_values(args.values) if args.values is not None else None
+    except render.RenderError as error:
+        print(f"lth render: {error}", file=sys.stderr)
+        return 2
+    problems = _validate_file(args.spec, values.workloads if values else None)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
@@ -90,7 +98,6 @@ def _cmd_render(args: argparse.Namespace) -> int:
         level = render.parse_level(args.level, "--level")
         branch = render.parse_branch(args.branch)
         ticket_level = render.parse_level(args.ticket_level, "--ticket-level")
-        values = render.read_values(args.values) if args.values is not None else None
         out = []
         for document in read_yaml(args.spec):
             if document is None:
@@ -124,7 +131,9 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 RENDER_DESCRIPTION = (
     "Print, as YAML documents, the children the operator creates for a LotteryTicketRun: "
     "by default the SparkApplication <run>-prep (none for prepared shards) and level 0's main "
-    "PyTorchJob; with --level or --branch, that level's job. Built by the operator's own code; "
+    "job (a PyTorchJob, or a TrainJob with spec.resources.trainingApi or the values' "
+    "workloads.trainingApi TrainJob); with --level or --branch, that level's job. Built by the "
+    "operator's own code; "
     "only the owner uid is a placeholder, so read them, do not apply them."
 )
 
@@ -160,7 +169,7 @@ COMMANDS = (
         _cmd_render,
         [
             Arg.of("spec", type=Path, metavar="RUN.yaml", help="a LotteryTicketRun YAML file"),
-            Arg.of("--level", metavar="N", help="render level N's PyTorchJob (0 to the level budget)"),
+            Arg.of("--level", metavar="N", help="render level N's job (0 to the level budget)"),
             Arg.of(
                 "--branch",
                 metavar="B",
@@ -175,8 +184,8 @@ COMMANDS = (
                 "--values",
                 type=Path,
                 metavar="VALUES.yaml",
-                help="chart values: their workloads and sparkServiceAccount.name "
-                "(default: the chart's defaults)",
+                help="chart values: their workloads (trainingApi, images, ...) and "
+                "sparkServiceAccount.name (default: the chart's defaults)",
             ),
             Arg.of(
                 "--ticket-level",

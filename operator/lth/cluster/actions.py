@@ -20,8 +20,10 @@ import kubernetes
 
 from lth.api.observed import ChildKind, ObservedChild, Stuck
 from lth.api.workload import RunPaths
-from lth.cluster.children import export_job, objects, pytorchjob, spark_application
-from lth.cluster.observe import PYTORCH, SPARK, WORKLOAD_DEFAULTS, batch_client
+from lth.cluster.children import export_job, objects, spark_application
+from lth.cluster.children.level_jobs import LEVEL_JOB_APIS
+from lth.cluster.children.trainjob import RUNTIME_NOT_FOUND, runtime_missing
+from lth.cluster.observe import SPARK, WORKLOAD_DEFAULTS, batch_client
 from lth.plan import (
     Action,
     Create,
@@ -35,7 +37,7 @@ from lth.plan import (
 
 OPERATOR_OF: dict[ChildKind, str] = {
     "SparkApplication": "the Spark operator (kubeflow/spark-operator)",
-    "PyTorchJob": "the Kubeflow training operator v1 (kubeflow/trainer release-1.9)",
+    **{kind: level_api.served_by for kind, level_api in LEVEL_JOB_APIS.items()},
     "Job": "the batch/v1 API",
 }
 """Who serves each child kind, for a create answered 404 (the kind is not served)."""
@@ -86,7 +88,9 @@ def apply(
                         action.name, namespace, propagation_policy="Background"
                     )
                 else:
-                    group, version, plural = SPARK if action.kind == "SparkApplication" else PYTORCH
+                    # A TrainJob, never only its JobSet: Trainer v2.3.0 recreates a deleted
+                    # JobSet of a failed TrainJob and runs it again (kubeflow/trainer #3737).
+                    group, version, plural = objects.CHILD_RESOURCES[action.kind]
                     custom.delete_namespaced_custom_object(
                         group, version, namespace, plural, action.name, propagation_policy="Background"
                     )
@@ -125,8 +129,9 @@ def _create(
                 run, spec, paths, action.attempt, spark_service_account, WORKLOAD_DEFAULTS
             )
         else:
-            kind, (group, version, plural) = "PyTorchJob", PYTORCH
-            manifest = pytorchjob.pytorch_job(
+            level_api = LEVEL_JOB_APIS[spec.resources.level_kind]
+            kind, (group, version, plural) = level_api.kind, level_api.resource
+            manifest = level_api.build(
                 run,
                 spec,
                 paths,
@@ -155,6 +160,11 @@ def refusal(kind: ChildKind, name: str, attempt: int, error: kubernetes.client.A
     except ValueError:
         message = str(error.body or error.reason)
     subject = f"{kind} {name}"
+    if kind == "TrainJob" and any(text in message for text in RUNTIME_NOT_FOUND):
+        detail = runtime_missing(WORKLOAD_DEFAULTS.training_runtime, f"create refused: {message}")
+        return ObservedChild(
+            name, attempt, "Refused", message, stuck=Stuck("RuntimeMissing", subject, detail)
+        )
     if status == 403 and "exceeded quota" in message:
         stuck = Stuck("QuotaExceeded", subject, f"create refused: {message}; retried at the next resync")
         return ObservedChild(name, attempt, "Refused", message, stuck=stuck)

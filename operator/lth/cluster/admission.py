@@ -8,7 +8,8 @@ set in every template), except where upstream or the spec adds what a profile fo
 - the training operator injects the init container `init-pytorch` into every Worker pod of a
   PyTorchJob with a Master, without a securityContext (kubeflow/trainer v1.9.4
   pkg/controller.v1/pytorch/initcontainer.go); only the operator's cluster-wide
-  `--pytorch-init-container-template-file` changes it, never a job;
+  `--pytorch-init-container-template-file` changes it, never a job (a TrainJob's pods have no
+  init container: Trainer v2's torch runtime adds none);
 - `resources.ipcLock` adds the capability IPC_LOCK, which neither baseline
   (check_capabilities_baseline.go) nor restricted allows;
 - without pod templates (chart value workloads.sparkPodTemplates false), the Spark pods get
@@ -52,7 +53,7 @@ def pod_security_refusals(spec: RunSpec, level: str, defaults: WorkloadDefaults)
             "every trainer pod: its container adds the capability IPC_LOCK (spec.resources.ipcLock); "
             f"fixes: {IPC_LOCK_FIXES}"
         )
-    if level == "restricted" and spec.resources.pods > 1:
+    if level == "restricted" and spec.resources.pods > 1 and spec.resources.level_kind == "PyTorchJob":
         refusals.append(
             f"the Worker pods of each level (spec.resources.pods {spec.resources.pods}): the training "
             f"operator injects the init container {INIT_CONTAINER} without a securityContext "

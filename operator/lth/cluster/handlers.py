@@ -30,9 +30,9 @@ from lth.api.observed import ObservedChild
 from lth.api.validation import parse_spec
 from lth.cluster.actions import carry_out
 from lth.cluster.children import objects
+from lth.cluster.children.level_jobs import LEVEL_JOB_APIS
 from lth.cluster.metrics import OperatorMetrics, serve
 from lth.cluster.observe import (
-    PYTORCH,
     SPARK,
     WORKLOAD_DEFAULTS,
     api_clients,
@@ -110,13 +110,20 @@ def resync(name: str, namespace: str | None, status: Mapping[str, Any], **_: Any
         reconcile(namespace, name, read_progress=True)
 
 
-@kopf.on.event(*SPARK, labels={objects.LABEL_MANAGED_BY: objects.MANAGED_BY})
-@kopf.on.event(*PYTORCH, labels={objects.LABEL_MANAGED_BY: objects.MANAGED_BY})
-@kopf.on.event("batch", "v1", "jobs", labels={objects.LABEL_MANAGED_BY: objects.MANAGED_BY})
 def child_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     run = labels.get(objects.LABEL_RUN)
     if run and namespace:
         reconcile(namespace, run)
+
+
+# Every child kind the run may have; a kind the cluster does not serve is not watched (kopf
+# warns that it cannot serve it) and a run that asks for it says so (ApiMissing).
+for _resource in (
+    SPARK,
+    *(level_api.resource for level_api in LEVEL_JOB_APIS.values()),
+    ("batch", "v1", "jobs"),
+):
+    kopf.on.event(*_resource, labels={objects.LABEL_MANAGED_BY: objects.MANAGED_BY})(child_changed)
 
 
 def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | None:
@@ -136,7 +143,10 @@ def reconcile(namespace: str, name: str, read_progress: bool = False) -> Plan | 
             raise
         old_status = api.RunStatus.model_validate(body["status"]) if body.get("status") else None
         children = observe_children(custom, core, namespace, name, read_progress)
-        submitted = defaults.admitted(parse_spec(body.get("spec")), WORKLOAD_DEFAULTS)  # once per reconcile
+        accepted = old_status.accepted_spec if old_status else None
+        submitted = defaults.with_training_api(
+            defaults.admitted(parse_spec(body.get("spec")), WORKLOAD_DEFAULTS), accepted, WORKLOAD_DEFAULTS
+        )  # parsed once per reconcile
         ticket = ticket_to_resolve(submitted, old_status)
         source = None if ticket is None else observe_source(custom, namespace, name, submitted, ticket)
         ended = old_status is not None and old_status.phase in api.TERMINAL_PHASES
@@ -183,7 +193,9 @@ def _record_metrics(namespace: str, name: str, old: api.RunStatus | None, new: a
         if entry.attempts > (previous.attempts if previous else 1) or (
             entry.phase == "Failed" and (previous is None or previous.phase != "Failed")
         ):
-            METRICS.child_failed("PyTorchJob")
+            METRICS.child_failed(
+                new.accepted_spec.resources.level_kind if new.accepted_spec else "PyTorchJob"
+            )
     prep, was = new.preprocessing, old.preprocessing if old else None
     if prep is not None and (
         prep.attempts > (was.attempts if was else 1)

@@ -53,7 +53,7 @@ class OperatorMetrics:
         self.runs = Gauge("lth_runs", "LotteryTicketRuns by phase.", ["phase"], registry=self.registry)
         self.level_duration = Histogram(
             "lth_level_duration_seconds",
-            "Wall time of finished levels (one PyTorchJob each).",
+            "Wall time of finished levels (one PyTorchJob or TrainJob each).",
             ["branch"],
             buckets=LEVEL_DURATION_BUCKETS,
             registry=self.registry,

@@ -23,13 +23,14 @@ from lth.api.observed import ChildKind, ObservedChild, ObservedNamespace, Observ
 from lth.api.validation import SubmittedSpec
 from lth.api.workload import RunPaths
 from lth.cluster import admission, queues
-from lth.cluster.children import export_job, objects, pytorchjob, spark_application
+from lth.cluster.children import export_job, objects, spark_application
+from lth.cluster.children.level_api import LevelJobApi
+from lth.cluster.children.level_jobs import LEVEL_JOB_APIS, level_job_api
 from lth.cluster.pods import pod_selector, refused_pods, stuck_pods, with_pod_failure
 from lth.storage import files
 from lth.storage.tickets import observe_directory
 
 SPARK = objects.CHILD_RESOURCES["SparkApplication"]
-PYTORCH = objects.CHILD_RESOURCES["PyTorchJob"]
 WORKLOAD_DEFAULTS = from_environment()
 """The chart's `workloads` values: images, pull secrets, GPU placement, uid and gid, pod templates."""
 STORAGE_ROOT = os.environ.get("LTH_STORAGE_ROOT")
@@ -61,10 +62,10 @@ def observe_children(
     run: str,
     read_progress: bool = False,
 ) -> dict[str, ObservedChild]:
-    """The run's SparkApplication, PyTorchJobs and export Job as the planner sees them: a
-    finished child with its master's or driver's termination message, an unfinished one with
-    what holds its pods (one pod list each: none for a finished, deleted or suspended child),
-    and with `read_progress` a running level's latest epoch (one log read each)."""
+    """The run's SparkApplication, level jobs (PyTorchJobs, TrainJobs) and export Job as the
+    planner sees them: a finished child with its lead pod's or driver's termination message, an
+    unfinished one with what holds its pods (one pod list each: none for a finished, deleted or
+    suspended child), and with `read_progress` a running level's latest epoch (one log read each)."""
     selector = f"{objects.LABEL_RUN}={run}"
     children: dict[str, ObservedChild] = {}
     apps = cast(
@@ -80,35 +81,108 @@ def observe_children(
             if pod is not None:
                 app = with_pod_failure(app, pod, spark_application.SPARK_DRIVER_CONTAINER)
         children[app.name] = _with_stuck(custom, core, namespace, "SparkApplication", obj, app)
-    jobs = cast(
-        dict[str, Any],
-        custom.list_namespaced_custom_object(*PYTORCH[:2], namespace, PYTORCH[2], label_selector=selector),
-    )
-    for obj in jobs["items"]:
-        child = pytorchjob.observe_pytorch_job(obj)
-        if child.state == "Succeeded":
-            level, branch = _level_of(obj)
-            result = None
-            pod = _master_pod(core, namespace, obj)
-            if pod is not None:
-                result = pytorchjob.level_result_from_pod(pod, level, branch)
-            if result is None and STORAGE_ROOT:
-                layout = RunPaths(STORAGE_ROOT, run).layout
-                result = files.read_result(layout.result_file(level, branch))
-            child = pytorchjob.observe_pytorch_job(obj, result)
-        elif child.state == "Failed":
-            pod = _master_pod(core, namespace, obj)
-            if pod is not None:
-                child = with_pod_failure(child, pod)
-        elif child.state == "Running" and read_progress and not child.deleting:
-            level, branch = _level_of(obj)
-            tail = _log_tail(core, namespace, pytorchjob.master_pod_name(child.name))
-            child = replace(child, progress=workload.latest_epoch(tail, level, branch))
-        children[child.name] = _with_stuck(custom, core, namespace, "PyTorchJob", obj, child)
+    for level_api in LEVEL_JOB_APIS.values():
+        for obj in _level_jobs(custom, namespace, level_api, selector):
+            child = _observe_level_job(core, namespace, run, level_api, obj, read_progress)
+            children[child.name] = _with_stuck(custom, core, namespace, level_api.kind, obj, child)
     export = _observe_export(custom, core, namespace, run)
     if export is not None:
         children[export.name] = export
     return children
+
+
+def _level_jobs(
+    custom: kubernetes.client.CustomObjectsApi, namespace: str, level_api: LevelJobApi, selector: str
+) -> list[dict[str, Any]]:
+    """The run's jobs of one training API; none where the cluster does not serve it."""
+    group, version, plural = level_api.resource
+    try:
+        listed = custom.list_namespaced_custom_object(
+            group, version, namespace, plural, label_selector=selector
+        )
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return []
+        raise
+    return list(cast(dict[str, Any], listed)["items"])
+
+
+def _observe_level_job(
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    run: str,
+    level_api: LevelJobApi,
+    obj: dict[str, Any],
+    read_progress: bool,
+) -> ObservedChild:
+    """A level's job with its result (the lead pod's termination message, else result.json),
+    its failed pod's own words, or its latest epoch."""
+    child = level_api.observe(obj, None)
+    if child.state == "Succeeded":
+        level, branch = _level_of(obj)
+        pod = _lead_pod(core, namespace, level_api, child.name)
+        result = (
+            None if pod is None else objects.level_result_from_pod(pod, level_api.container, level, branch)
+        )
+        if result is None and STORAGE_ROOT:
+            result = files.read_result(RunPaths(STORAGE_ROOT, run).layout.result_file(level, branch))
+        return level_api.observe(obj, result)
+    if child.state == "Failed":
+        pod = _failed_pod(core, namespace, level_api, child.name)
+        return child if pod is None else with_pod_failure(child, pod, level_api.container)
+    if child.state == "Running" and read_progress and not child.deleting:
+        level, branch = _level_of(obj)
+        name = level_api.lead_pod_name(child.name) if level_api.lead_pod_name else None
+        if name is None:
+            pod = _lead_pod(core, namespace, level_api, child.name)
+            name = None if pod is None else str(pod["metadata"]["name"])
+        tail = "" if name is None else _log_tail(core, namespace, name, level_api.container)
+        return replace(child, progress=workload.latest_epoch(tail, level, branch))
+    return child
+
+
+def _lead_pod(
+    core: kubernetes.client.CoreV1Api, namespace: str, level_api: LevelJobApi, job: str
+) -> dict[str, Any] | None:
+    """The pod whose termination message carries the level's result (the newest, if the job's
+    controller made more than one); None when it is gone."""
+    if level_api.lead_pod_name is not None:
+        return _read_pod(core, namespace, level_api.lead_pod_name(job))
+    listed = core.list_namespaced_pod(
+        namespace, label_selector=level_api.lead_pod_selector(job), _preload_content=False
+    )
+    pods = cast(list[dict[str, Any]], json.loads(listed.data)["items"])  # type: ignore[attr-defined]
+    pods.sort(key=lambda pod: str(pod["metadata"].get("creationTimestamp", "")))
+    return pods[-1] if pods else None
+
+
+def _failed_pod(
+    core: kubernetes.client.CoreV1Api, namespace: str, level_api: LevelJobApi, job: str
+) -> dict[str, Any] | None:
+    """The failed pod that says why the job failed: the lead pod where it failed, else the pod
+    that failed first (the others of a distributed job often fail only because it did), by
+    when its containers ended, then by name; None when none is left."""
+    lead = _lead_pod(core, namespace, level_api, job)
+    if lead is not None and (lead.get("status") or {}).get("phase") == "Failed":
+        return lead
+    listed = core.list_namespaced_pod(
+        namespace, label_selector=pod_selector(level_api.kind, job), _preload_content=False
+    )
+    pods = cast(list[dict[str, Any]], json.loads(listed.data)["items"])  # type: ignore[attr-defined]
+    failed = sorted(
+        (pod for pod in pods if (pod.get("status") or {}).get("phase") == "Failed"),
+        key=lambda pod: (_ended_at(pod), str(pod["metadata"]["name"])),
+    )
+    return failed[0] if failed else lead
+
+
+def _ended_at(pod: Mapping[str, Any]) -> datetime:
+    """When the pod's first container to end ended (its terminated finishedAt)."""
+    ends = [
+        objects.parse_time(((status.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+        for status in (pod.get("status") or {}).get("containerStatuses") or []
+    ]
+    return min((end for end in ends if end is not None), default=datetime.max.replace(tzinfo=UTC))
 
 
 def _observe_export(
@@ -135,11 +209,11 @@ def _observe_export(
     return job
 
 
-def _log_tail(core: kubernetes.client.CoreV1Api, namespace: str, pod: str) -> str:
+def _log_tail(core: kubernetes.client.CoreV1Api, namespace: str, pod: str, container: str) -> str:
     """The trainer container's last lines; empty while it cannot be read (not started, gone)."""
     try:
         tail: str = core.read_namespaced_pod_log(
-            pod, namespace, container=objects.TRAINER_CONTAINER, tail_lines=workload.PROGRESS_TAIL_LINES
+            pod, namespace, container=container, tail_lines=workload.PROGRESS_TAIL_LINES
         )
         return tail
     except kubernetes.client.ApiException as error:
@@ -169,22 +243,44 @@ def _with_stuck(
     pods = cast(list[dict[str, Any]], json.loads(response.data)["items"])  # type: ignore[attr-defined]
     stuck = stuck_pods(pods)
     if stuck is None and len(pods) < _pods_of(kind, obj):
-        listed = core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={child.name}", _preload_content=False
-        )
-        events = json.loads(listed.data)["items"]  # type: ignore[attr-defined]
-        stuck = refused_pods(kind, child.name, str(obj["metadata"].get("uid", "")), events)
+        stuck = _why_no_pods(core, namespace, kind, obj, child.name)
     return replace(child, stuck=stuck)
+
+
+def _why_no_pods(
+    core: kubernetes.client.CoreV1Api, namespace: str, kind: ChildKind, obj: dict[str, Any], name: str
+) -> Stuck | None:
+    """Why a child has fewer pods than it runs: its own events (a TrainJob Trainer could not
+    reconcile), else the pod create its pods' controller had refused (FailedCreate events)."""
+    level_api = level_job_api(kind)
+    controller: tuple[str, str, str | None] = (kind, name, str(obj["metadata"].get("uid", "")))
+    if level_api is not None:
+        if level_api.stuck_from_events is not None:
+            stuck = level_api.stuck_from_events(obj, _events_about(core, namespace, name))
+            if stuck is not None:
+                return stuck
+        controller = level_api.pod_controller(obj)
+    controller_kind, controller_name, uid = controller
+    since = None if uid else objects.parse_time(obj["metadata"].get("creationTimestamp"))
+    events = _events_about(core, namespace, controller_name)
+    return refused_pods(kind, name, events, controller_kind, uid=uid, since=since)
+
+
+def _events_about(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> list[dict[str, Any]]:
+    listed = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}", _preload_content=False
+    )
+    return cast(list[dict[str, Any]], json.loads(listed.data)["items"])  # type: ignore[attr-defined]
 
 
 def _pods_of(kind: ChildKind, obj: Mapping[str, Any]) -> int:
     """How many pods a child has when it runs (its driver is the SparkApplication's own: its
     refusal shows in the app's errorMessage)."""
-    spec = obj.get("spec") or {}
-    if kind == "PyTorchJob":
-        return sum(int(r.get("replicas", 1)) for r in (spec.get("pytorchReplicaSpecs") or {}).values())
+    level_api = level_job_api(kind)
+    if level_api is not None:
+        return level_api.pods_of(obj)
     if kind == "Job":
-        return int(spec.get("parallelism", 1))
+        return int((obj.get("spec") or {}).get("parallelism", 1))
     return 0
 
 
@@ -287,12 +383,6 @@ def observe_source(
 def _level_of(job: dict[str, Any]) -> tuple[int, Any]:
     labels = job["metadata"].get("labels") or {}
     return int(labels.get(objects.LABEL_LEVEL, "0")), labels.get(objects.LABEL_BRANCH, "main")
-
-
-def _master_pod(
-    core: kubernetes.client.CoreV1Api, namespace: str, job: dict[str, Any]
-) -> dict[str, Any] | None:
-    return _read_pod(core, namespace, pytorchjob.master_pod_name(job["metadata"]["name"]))
 
 
 def _read_pod(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from lth.api import StuckReason
@@ -19,6 +20,7 @@ from lth.cluster.children.objects import (
     TRAINER_CONTAINER,
     as_list,
     as_mapping,
+    event_time,
     is_deleting,
 )
 
@@ -126,16 +128,29 @@ kube-controller-manager's (`FailedCreatePodReason`, pkg/controller/controller_ut
 `Error creating: <the server's error>`."""
 
 
-def refused_pods(kind: ChildKind, name: str, uid: str, events: Iterable[Mapping[str, Any]]) -> Stuck | None:
-    """The latest pod create refused for this child (its events, as the API returns them):
-    QuotaExceeded for a quota, else PodRefused with the server's words and, for Pod Security,
-    the fixes; None when no pod of it was refused."""
+def refused_pods(
+    kind: ChildKind,
+    name: str,
+    events: Iterable[Mapping[str, Any]],
+    controller_kind: str,
+    uid: str | None = None,
+    since: datetime | None = None,
+) -> Stuck | None:
+    """The latest pod create refused for this child: of the events about the object that creates
+    its pods (the child itself, or a TrainJob's Job), those with its uid, or without one, those
+    since `since` (an earlier attempt's Job had the same name). QuotaExceeded for a quota, else
+    PodRefused with the server's words and, for Pod Security, the fixes; None when no pod of it
+    was refused."""
     latest: Mapping[str, Any] | None = None
     for event in events:
         involved = as_mapping(event.get("involvedObject"))
-        if event.get("reason") not in REFUSED_POD_REASONS or involved.get("uid") != uid:
+        if event.get("reason") not in REFUSED_POD_REASONS or involved.get("kind") != controller_kind:
             continue
-        if latest is None or str(event.get("lastTimestamp") or "") >= str(latest.get("lastTimestamp") or ""):
+        if uid is not None and involved.get("uid") != uid:
+            continue
+        if since is not None and event_time(event) < since:
+            continue
+        if latest is None or event_time(event) >= event_time(latest):
             latest = event
     if latest is None:
         return None

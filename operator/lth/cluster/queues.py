@@ -25,13 +25,20 @@ NO_WORKLOAD_GRACE_SECONDS = float(os.environ.get("LTH_NO_WORKLOAD_GRACE_SECONDS"
 (Kueue makes one within a second or two of the job's create)."""
 FRAMEWORK: dict[ChildKind, str] = {
     "PyTorchJob": "kubeflow.org/pytorchjob",
+    "TrainJob": "trainer.kubeflow.org/trainjob",
     "Job": "batch/job",
     "SparkApplication": "sparkoperator.k8s.io/sparkapplication",
 }
 """The integrations.frameworks entry of each child kind."""
-ALTERNATIVE: dict[ChildKind, str] = {
-    "PyTorchJob": ", or run the levels as TrainJobs (spec.resources.trainingApi: TrainJob)",
+DEFAULT_OFF: dict[ChildKind, str] = {
+    "PyTorchJob": " (off by default since Kueue v0.19), or run the levels as TrainJobs "
+    "(spec.resources.trainingApi: TrainJob)",
+    "SparkApplication": " (off by default)",
+    "TrainJob": " (on by default since Kueue v0.14: this Kueue's configuration leaves it out, or it is "
+    "older)",
+    "Job": " (on by default)",
 }
+"""What Kueue v0.19's shipped configuration does with each kind's integration."""
 
 
 def queue_of(obj: Mapping[str, Any]) -> str | None:
@@ -70,8 +77,7 @@ def waiting_for_queue(
             subject,
             f"suspended for queue {queue!r}, but Kueue made no Workload for it in "
             f"{NO_WORKLOAD_GRACE_SECONDS:.0f} s: Kueue does not manage {FRAMEWORK[kind]}; add it to "
-            "integrations.frameworks in Kueue's configuration (off by default since Kueue v0.19)"
-            + ALTERNATIVE.get(kind, ""),
+            "integrations.frameworks in Kueue's configuration" + DEFAULT_OFF[kind],
         )
     workload = workloads[0]
     wl_name = as_mapping(workload.get("metadata")).get("name", "?")

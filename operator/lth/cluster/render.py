@@ -19,11 +19,11 @@ import yaml
 from pydantic import ValidationError
 
 from lth.api import Branch, LotteryTicketRun, RunSpec, TicketStatus
-from lth.api.defaults import WorkloadDefaults
+from lth.api.defaults import WorkloadDefaults, with_training_api
 from lth.api.validation import problems_from_error
 from lth.api.workload import RunPaths
+from lth.cluster.children.level_jobs import LEVEL_JOB_APIS
 from lth.cluster.children.objects import RunRef
-from lth.cluster.children.pytorchjob import pytorch_job
 from lth.cluster.children.spark_application import spark_application
 from lth.storage.files import UnreadableDocument, read_yaml
 
@@ -154,9 +154,11 @@ def children(
     ticket_level: int | None = None,
 ) -> list[dict[str, Any]]:
     """What the operator creates for `run`: by default the SparkApplication `<run>-prep` (none for
-    prepared shards) and level 0's main PyTorchJob; with a level or a branch, that level's job."""
+    prepared shards) and level 0's main job (a PyTorchJob or a TrainJob, as spec.resources.trainingApi
+    or the chart's workloads.trainingApi says); with a level or a branch, that level's job."""
     values = values or ChartValues(WorkloadDefaults())
-    spec = run.spec
+    spec, _ = with_training_api((run.spec, []), None, values.workloads)
+    assert spec is not None
     ref = RunRef(name=run.metadata.name, namespace=namespace, uid=PLACEHOLDER_UID)
     paths = RunPaths(spec.storage.mount_path, run.metadata.name)
     ticket = resolved_ticket(spec, ticket_level)
@@ -165,7 +167,8 @@ def children(
         out.append(spark_application(ref, spec, paths, 1, values.spark_service_account, values.workloads))
     level, branch = level or 0, branch or "main"
     check_level(spec, level, branch)
-    out.append(pytorch_job(ref, spec, paths, level, branch, 1, ticket, values.workloads))
+    build = LEVEL_JOB_APIS[spec.resources.level_kind].build
+    out.append(build(ref, spec, paths, level, branch, 1, ticket, values.workloads))
     return out
 
 

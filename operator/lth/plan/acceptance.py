@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lth.api import MUTABLE_SPEC_FIELDS, RunSpec, SpecReason
+from lth.api import FROZEN_WITHIN_MUTABLE, MUTABLE_SPEC_FIELDS, RunSpec, SpecReason
 from lth.api.observed import ObservedNamespace
 from lth.api.validation import Problem, SubmittedSpec, check_name, check_spec
 from lth.plan.context import Planning
@@ -74,6 +74,8 @@ def _flatten(prefix: tuple[str, ...], value: Any) -> dict[tuple[str, ...], Any]:
 
 
 def _is_mutable(path: tuple[str, ...]) -> bool:
+    if any(path[: len(f)] == f for f in FROZEN_WITHIN_MUTABLE):
+        return False
     return any(path[: len(m)] == m for m in MUTABLE_SPEC_FIELDS)
 
 
@@ -101,6 +103,12 @@ def _with_mutable_fields(accepted: RunSpec, new: RunSpec) -> RunSpec:
                 break  # the section itself is frozen (spec.ticket): nothing mutable to take
         else:
             target[path[-1]] = source[path[-1]]
+    kept = accepted.model_dump()
+    for path in FROZEN_WITHIN_MUTABLE:  # back to the accepted value, inside a section just taken
+        target, value = merged, kept
+        for key in path[:-1]:
+            target, value = target[key], value[key]
+        target[path[-1]] = value[path[-1]]
     return RunSpec.model_validate(merged)
 
 

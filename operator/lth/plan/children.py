@@ -9,7 +9,7 @@ attempt is told from the current one and deleted before the next is created."""
 from __future__ import annotations
 
 from lth.api import ChildStatus, ExportReason, FailureReason
-from lth.api.observed import ChildKind, ObservedChild
+from lth.api.observed import TRAINING_APIS, ChildKind, ObservedChild
 from lth.plan.actions import Verb
 from lth.plan.context import Planning, RunFailed
 
@@ -98,7 +98,7 @@ def _current_attempt(
     """The child at its entry's attempt: succeeded, failed (retried while the backoff limit
     allows and its input was not the cause), or unfinished (and maybe stuck)."""
     name = child.name
-    if child.state == "Succeeded" and kind == "PyTorchJob" and child.result is None:
+    if child.state == "Succeeded" and kind in TRAINING_APIS and child.result is None:
         child = ObservedChild(
             name, child.attempt, "Failed", "finished without a result (termination message or result.json)"
         )

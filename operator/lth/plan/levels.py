@@ -85,8 +85,9 @@ def step_level(p: Planning, spec: RunSpec, level: int, branch: Branch) -> Verb:
     name = level_job_name(p.name, level, branch)
     existing = p.status.level_entry(level, branch)
     before = existing.phase if existing else None
+    kind = spec.resources.level_kind
     entry, verb = step_child(
-        p, existing, name, "PyTorchJob", spec.retry.training.backoff_limit, failure_reason="LevelFailed"
+        p, existing, name, kind, spec.retry.training.backoff_limit, failure_reason="LevelFailed"
     )
     row = (
         entry
@@ -111,7 +112,7 @@ def step_level(p: Planning, spec: RunSpec, level: int, branch: Branch) -> Verb:
     if verb in ("create", "restart"):
         p.actions.append(CreateLevelJob(name, level, branch, row.attempts))
         density = f", density {row.density:.4f}" if row.density is not None else ""
-        p.created(verb, f"PyTorchJob {name} (level {level}, {branch}{density})", row.attempts)
+        p.created(verb, f"{kind} {name} (level {level}, {branch}{density})", row.attempts)
     return verb
 
 

@@ -123,10 +123,12 @@ def fail(p: Planning, reason: FailureReason, message: str) -> None:
     p.condition("Failed", "True", reason, message)
     p.event("Warning", reason, message)
     p.status.progress = None
+    accepted = p.status.accepted_spec
+    kind = accepted.resources.level_kind if accepted is not None else "PyTorchJob"
     for entry in p.status.levels:
         if entry.phase in ("Pending", "Running", "Retrying"):
             child = p.children.get(entry.name)
             if child is not None and not child.deleting:
-                p.actions.append(DeleteChild(entry.name, "PyTorchJob"))
+                p.actions.append(DeleteChild(entry.name, kind))
             entry.phase, entry.finish_time = "Failed", p.now
             entry.message = entry.message or f"stopped: the run failed ({reason})"

@@ -11,18 +11,23 @@ next attempt number), so the children themselves never restart. Cluster-wide def
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from lth import api
-from lth.api import RunSpec
+from lth.api import Branch, LevelResult, RunSpec
 from lth.api.defaults import WorkloadDefaults
-from lth.api.observed import ChildKind
+from lth.api.observed import ChildKind, Stuck
 
 CHILD_RESOURCES: dict[ChildKind, tuple[str, str, str]] = {
     "SparkApplication": ("sparkoperator.k8s.io", "v1beta2", "sparkapplications"),
     "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
+    "TrainJob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
 }
 """(group, version, plural) of each child kind, as the custom-objects API and kopf name them."""
 
@@ -36,12 +41,15 @@ LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 POD_LABEL_OF: dict[ChildKind, str] = {
     "SparkApplication": "sparkoperator.k8s.io/app-name",
     "PyTorchJob": "training.kubeflow.org/job-name",
+    "TrainJob": "jobset.sigs.k8s.io/jobset-name",
     "Job": "batch.kubernetes.io/job-name",
 }
 """The label whose value is the child's name on each of its pods: the Spark operator puts it on
 the driver and executors (pkg/common/spark.go, `--conf spark.kubernetes.*.label.*`), the
 training operator on every replica pod (`GenLabels`, pkg/controller.v1/common/job_controller.go),
-the Job controller on its pods (`batch.kubernetes.io/job-name`, pkg/apis/batch/types.go)."""
+JobSet on the pods of a TrainJob's JobSet, which has the TrainJob's name (`labelAndAnnotateObject`,
+kubernetes-sigs/jobset pkg/controllers/jobset_controller.go), the Job controller on its pods
+(`batch.kubernetes.io/job-name`, pkg/apis/batch/types.go)."""
 TRAINER_CONTAINER = "pytorch"
 """The training operator finds the rendezvous port and the job's exit status on this container name."""
 STORAGE_VOLUME = "lth-data"
@@ -136,7 +144,58 @@ def pod_security(spec: RunSpec, defaults: WorkloadDefaults) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- PyTorchJob
+# --------------------------------------------------------------------------- level jobs
+
+
+def trainer_resources(spec: RunSpec) -> dict[str, Any]:
+    """A trainer pod's requests, and its GPUs and extended resources as limits."""
+    res = spec.resources
+    resources: dict[str, Any] = {"requests": {"cpu": res.cpu, "memory": res.memory}}
+    limits = dict(res.extra_resources)  # e.g. RDMA devices for NCCL
+    if res.gpus_per_pod > 0:
+        limits["nvidia.com/gpu"] = str(res.gpus_per_pod)
+    if limits:
+        # Extended resources: the request defaults to the limit.
+        resources["limits"] = limits
+    return resources
+
+
+def trainer_security(spec: RunSpec) -> dict[str, Any]:
+    """The trainer container's securityContext: every capability dropped, IPC_LOCK added back
+    for RDMA (which pins the memory it registers) when asked."""
+    security = container_security()
+    if spec.resources.ipc_lock:
+        security["capabilities"]["add"] = ["IPC_LOCK"]
+    return security
+
+
+def trainer_volumes(spec: RunSpec) -> list[dict[str, Any]]:
+    return [
+        storage_volume(spec),
+        # DataLoader workers pass batches through shared memory; the default 64 MiB is far too small.
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
+    ]
+
+
+def trainer_mounts(spec: RunSpec) -> list[dict[str, Any]]:
+    return [storage_mount(spec), {"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+
+
+def trainer_placement(spec: RunSpec, defaults: WorkloadDefaults) -> dict[str, Any]:
+    """nodeSelector, tolerations and imagePullSecrets of a trainer pod: the spec's, else the
+    cluster's GPU placement for GPU pods; the cluster's pull secrets."""
+    res = spec.resources
+    gpus = res.gpus_per_pod > 0
+    node_selector = res.node_selector or (defaults.gpu_node_selector if gpus else {})
+    tolerations = res.tolerations or (defaults.gpu_tolerations if gpus else [])
+    placement: dict[str, Any] = {}
+    if node_selector:
+        placement["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        placement["tolerations"] = [t.to_wire() for t in tolerations]
+    if defaults.image_pull_secrets:
+        placement["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
+    return placement
 
 
 def escape_expansion(arg: str) -> str:
@@ -161,6 +220,68 @@ def attempt_of(obj: Mapping[str, Any]) -> int:
     if not isinstance(raw, str) or not raw.isdigit():
         return 1
     return max(int(raw), 1)
+
+
+def level_result_from_pod(
+    pod: Mapping[str, Any], container: str, level: int | None = None, branch: Branch | None = None
+) -> LevelResult | None:
+    """The result in the trainer container's termination message; None when absent, garbled or
+    not this level's."""
+    for status in as_list(as_mapping(pod.get("status")).get("containerStatuses")):
+        if as_mapping(status).get("name") != container:
+            continue
+        message = as_mapping(as_mapping(status.get("state")).get("terminated")).get("message")
+        if not isinstance(message, str):
+            return None
+        try:
+            result = LevelResult.model_validate(json.loads(message))
+        except (ValueError, ValidationError):
+            return None
+        if level is not None and result.level != level:
+            return None
+        if branch is not None and result.branch != branch:
+            return None
+        return result
+    return None
+
+
+def waiting_for_queue(kind: ChildKind, name: str, obj: Mapping[str, Any]) -> Stuck:
+    """A job suspended for Kueue: why it waits, as far as the job itself tells
+    (`lth.cluster.queues` reads its Workload for the rest)."""
+    queue = as_mapping(as_mapping(obj.get("metadata")).get("labels")).get(LABEL_KUEUE_QUEUE)
+    if isinstance(queue, str) and queue:
+        detail = f"suspended until Kueue admits it from queue {queue!r}"
+    else:
+        detail = f"suspended with no Kueue queue (label {LABEL_KUEUE_QUEUE}): nothing will admit it"
+    return Stuck("WaitingForQueue", f"{kind} {name}", detail)
+
+
+def parse_time(stamp: Any) -> datetime | None:
+    """An RFC 3339 timestamp (a Time or a MicroTime) as the API writes it; None when it is not one."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def event_time(event: Mapping[str, Any]) -> datetime:
+    """When an event last happened, as either events API wrote it: events.k8s.io/v1 recorders
+    (Trainer's, say) leave the core/v1 timestamps empty and set eventTime and series."""
+    series = as_mapping(event.get("series"))
+    for stamp in (
+        event.get("lastTimestamp"),
+        series.get("lastObservedTime"),
+        event.get("eventTime"),
+        event.get("firstTimestamp"),
+        as_mapping(event.get("metadata")).get("creationTimestamp"),
+    ):
+        parsed = parse_time(stamp)
+        if parsed is not None:
+            return parsed
+    return datetime.min.replace(tzinfo=UTC)
 
 
 def is_deleting(obj: Mapping[str, Any]) -> bool:

@@ -3,45 +3,49 @@ what is read back from it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
-
-from pydantic import ValidationError
 
 from lth.api import Branch, LevelResult, RunSpec, TicketStatus
 from lth.api.defaults import WorkloadDefaults
 from lth.api.naming import level_job_name
-from lth.api.observed import ChildState, ObservedChild, Stuck
+from lth.api.observed import ChildState, ObservedChild
 from lth.api.workload import (
     TERMINATION_LOG,
     TRAINER_MODULE,
     RunPaths,
     trainer_arguments,
 )
+from lth.cluster.children.level_api import LevelJobApi
 from lth.cluster.children.objects import (
     LABEL_BRANCH,
-    LABEL_KUEUE_QUEUE,
     LABEL_LEVEL,
     LABEL_RUN,
-    SHM_VOLUME,
     TRAINER_CONTAINER,
     RunRef,
     as_mapping,
     attempt_of,
     child_metadata,
-    container_security,
     escape_expansion,
     is_deleting,
     pod_security,
     queue_labels,
-    storage_mount,
-    storage_volume,
     tracking_env,
+    trainer_mounts,
+    trainer_placement,
+    trainer_resources,
+    trainer_security,
+    trainer_volumes,
     true_condition,
+    waiting_for_queue,
 )
 
 PYTORCHJOB_API_VERSION = "kubeflow.org/v1"
+LABEL_JOB_NAME = "training.kubeflow.org/job-name"
+LABEL_REPLICA_TYPE = "training.kubeflow.org/replica-type"
+LABEL_REPLICA_INDEX = "training.kubeflow.org/replica-index"
+"""The labels the training operator puts on every replica pod (`GenLabels`,
+pkg/controller.v1/common/job_controller.go; the type lowercased)."""
 PYTORCHJOB_PORT = 23456
 """The training operator's default master port (named `pytorchjob-port`), set so no webhook must add it."""
 
@@ -90,23 +94,15 @@ def _trainer_pod(
     defaults: WorkloadDefaults,
 ) -> dict[str, Any]:
     res = spec.resources
-    requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
-    resources: dict[str, Any] = {"requests": requests}
-    limits = dict(res.extra_resources)  # e.g. RDMA devices for NCCL
-    if res.gpus_per_pod > 0:
-        limits["nvidia.com/gpu"] = str(res.gpus_per_pod)
-    if limits:
-        # Extended resources: the request defaults to the limit.
-        resources["limits"] = limits
-    security = container_security()
+    security = trainer_security(spec)
     container = {
         "name": TRAINER_CONTAINER,
         "image": res.image or defaults.trainer_image,
         "imagePullPolicy": defaults.image_pull_policy,
         "command": trainer_command(spec, paths, level, branch, ticket),
         "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
-        "resources": resources,
-        "volumeMounts": [storage_mount(spec), {"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "resources": trainer_resources(spec),
+        "volumeMounts": trainer_mounts(spec),
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the trainer writes its result still says why (the log's tail).
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -121,28 +117,14 @@ def _trainer_pod(
         container["env"] = env
     if spec.ticket is not None and spec.ticket.secret_name:  # credentials for an s3:// ticket
         container["envFrom"] = [{"secretRef": {"name": spec.ticket.secret_name}}]
-    if res.ipc_lock:  # RDMA registers (pins) memory
-        security["capabilities"]["add"] = ["IPC_LOCK"]
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [
-            storage_volume(spec),
-            # DataLoader workers pass batches through shared memory; the default 64 MiB is far too small.
-            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
-        ],
+        "volumes": trainer_volumes(spec),
         "securityContext": pod_security(spec, defaults),
         # The trainer never talks to the API server.
         "automountServiceAccountToken": False,
+        **trainer_placement(spec, defaults),
     }
-    gpus = res.gpus_per_pod > 0
-    node_selector = res.node_selector or (defaults.gpu_node_selector if gpus else {})
-    tolerations = res.tolerations or (defaults.gpu_tolerations if gpus else [])
-    if node_selector:
-        pod_spec["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in tolerations]
-    if defaults.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
     return {
@@ -197,31 +179,24 @@ def master_pod_name(job_name: str) -> str:
     return f"{job_name}-master-0"
 
 
-def level_result_from_pod(
-    pod: Mapping[str, Any], level: int | None = None, branch: Branch | None = None
-) -> LevelResult | None:
-    """The result in the master pod's termination message; None when absent, garbled or not this level's."""
-    statuses = as_mapping(pod.get("status")).get("containerStatuses")
-    for status in statuses if isinstance(statuses, list) else []:
-        if as_mapping(status).get("name") != TRAINER_CONTAINER:
-            continue
-        message = as_mapping(as_mapping(status.get("state")).get("terminated")).get("message")
-        if not isinstance(message, str):
-            return None
-        try:
-            result = LevelResult.model_validate(json.loads(message))
-        except (ValueError, ValidationError):
-            return None
-        if level is not None and result.level != level:
-            return None
-        if branch is not None and result.branch != branch:
-            return None
-        return result
-    return None
+def lead_pod_selector(job_name: str) -> str:
+    """The master pod, whose termination message carries the level's result."""
+    return f"{LABEL_JOB_NAME}={job_name},{LABEL_REPLICA_TYPE}=master,{LABEL_REPLICA_INDEX}=0"
+
+
+def pods_of(obj: Mapping[str, Any]) -> int:
+    replicas = as_mapping(as_mapping(obj.get("spec")).get("pytorchReplicaSpecs"))
+    return sum(int(as_mapping(r).get("replicas", 1)) for r in replicas.values())
+
+
+def pod_controller(obj: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """The training operator creates the pods itself: its FailedCreatePod events are the job's."""
+    meta = as_mapping(obj.get("metadata"))
+    return "PyTorchJob", str(meta.get("name", "")), str(meta.get("uid", ""))
 
 
 def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = None) -> ObservedChild:
-    """A PyTorchJob as the planner sees it; `result` comes from `level_result_from_pod` or result.json."""
+    """A PyTorchJob as the planner sees it; `result` comes from the master pod or result.json."""
     state: ChildState
     message = ""
     failed = true_condition(obj, "Failed")
@@ -238,6 +213,11 @@ def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = Non
         if suspended is not None:
             message = str(suspended.get("message") or "suspended (waiting for the queue)")
     name = str(obj["metadata"]["name"])
+    # A suspended job: the training operator deletes its pods and sets Suspended True
+    # (`PyTorchJob <name> is suspended.`, pkg/controller.v1/common/job.go) until Kueue admits
+    # it and clears runPolicy.suspend.
+    run_policy = as_mapping(as_mapping(obj.get("spec")).get("runPolicy"))
+    suspended_now = true_condition(obj, "Suspended") is not None or run_policy.get("suspend") is True
     return ObservedChild(
         name=name,
         attempt=attempt_of(obj),
@@ -245,20 +225,18 @@ def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = Non
         message=message,
         result=result,
         deleting=is_deleting(obj),
-        stuck=_waiting_for_queue(obj, name) if state == "Pending" else None,
+        stuck=waiting_for_queue("PyTorchJob", name, obj) if state == "Pending" and suspended_now else None,
     )
 
 
-def _waiting_for_queue(obj: Mapping[str, Any], name: str) -> Stuck | None:
-    """A suspended job: the training operator deletes its pods and sets Suspended True
-    (`PyTorchJob <name> is suspended.`, pkg/controller.v1/common/job.go) until Kueue admits it
-    and clears runPolicy.suspend (`lth.cluster.queues` says why it has not, where it can tell)."""
-    run_policy = as_mapping(as_mapping(obj.get("spec")).get("runPolicy"))
-    if true_condition(obj, "Suspended") is None and run_policy.get("suspend") is not True:
-        return None
-    queue = as_mapping(as_mapping(obj.get("metadata")).get("labels")).get(LABEL_KUEUE_QUEUE)
-    if isinstance(queue, str) and queue:
-        detail = f"suspended until Kueue admits it from queue {queue!r}"
-    else:
-        detail = f"suspended with no Kueue queue (label {LABEL_KUEUE_QUEUE}): nothing will admit it"
-    return Stuck("WaitingForQueue", f"PyTorchJob {name}", detail)
+API = LevelJobApi(
+    kind="PyTorchJob",
+    served_by="the Kubeflow training operator v1 (kubeflow/trainer release-1.9)",
+    container=TRAINER_CONTAINER,
+    build=pytorch_job,
+    observe=observe_pytorch_job,
+    lead_pod_name=master_pod_name,
+    lead_pod_selector=lead_pod_selector,
+    pods_of=pods_of,
+    pod_controller=pod_controller,
+)
