@@ -28,10 +28,13 @@ from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_ar
 
 pytestmark = pytest.mark.slow
 
-WEIGHT_TOLERANCE = 1e-5
-"""Max |w| difference between 1 and 2 processes after 36 Adam steps (6e-8 measured): only
-the order of float sums differs (gloo's all-reduce vs one batch). Top-1 may differ by at
-most one val image."""
+WEIGHT_TOLERANCE = 1e-4
+"""Largest |w1 - w2| / |w1| over the tensors, between 1 and 2 processes after 36 Adam steps:
+only the order of float sums differs (gloo's all-reduce vs one batch). Measured 5e-6 (one
+weight of conv1 off by 1.2e-5 on an AMD EPYC host, where Adam's m / sqrt(v) turns the sum
+order's noise in a near-zero gradient into a step of lr's size; every other weight within
+1e-7), so the bound is relative and on whole tensors. Top-1 may differ by at most one val
+image."""
 
 
 def trainer(args: list[str], nproc: int = 0) -> list[str]:
@@ -53,7 +56,7 @@ def test_two_processes_under_torchrun_agree_with_one(data_dir: Path, tmp_path: P
     assert pair.returncode == 0, pair.stderr
     assert "rank 0 INFO level 0 main epoch 3/3" in pair.stderr and "images/s" in pair.stderr
     a, b = (load_file(str(level_files(d, 0).final)) for d in (one, two))
-    assert max(float((a[n] - b[n]).abs().max()) for n in a) < WEIGHT_TOLERANCE
+    assert max(float((a[n] - b[n]).norm() / a[n].norm()) for n in a) < WEIGHT_TOLERANCE
     top1_a, top1_b = (json.loads(level_files(d, 0).result.read_text())["top1"] for d in (one, two))
     assert abs(top1_a - top1_b) <= 100 / 80  # at most one of the 80 val images
 
