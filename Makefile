@@ -12,13 +12,14 @@ PACKAGES := operator/lth spark/lth_spark trainer/lth_trainer
 # pip's file-index warnings say nothing about this project.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv lint typecheck pytest test crd images demo demo-gradual demo-transfer clean
+.PHONY: help venv lint typecheck pytest test crd images demo demo-gradual demo-auto demo-transfer clean
 
 help:
 	@echo "make test    build .venv and run the whole gate (ruff, lint-imports, mypy, pytest)"
 	@echo "make venv    only build .venv (all extras: operator, spark, trainer, export, dev)"
 	@echo "make demo    build the MNIST demo archives and find a ticket with lth run (CPU, ~5 min)"
 	@echo "make demo-gradual  the same tickets by the cheaper gradual search (spec.pruning.search, ~2 min)"
+	@echo "make demo-auto  the demo with its rewind point chosen by instability analysis (rewindTo auto, ~8 min)"
 	@echo "make demo-transfer  a ticket found on the digits 0-4, transferred to 5-9, with controls (~4 min)"
 	@echo "make crd     regenerate crds/ and the chart's copy from the API models"
 	@echo "make images REGISTRY=... [TAG=...]  build and push the operator, Spark and trainer images"
@@ -66,6 +67,9 @@ demo: venv $(DEMO_INPUT)/ILSVRC2012_img_train.tar
 
 demo-gradual: venv $(DEMO_INPUT)/ILSVRC2012_img_train.tar
 	$(BIN)/lth run examples/demo-gradual.yaml
+
+demo-auto: venv $(DEMO_INPUT)/ILSVRC2012_img_train.tar
+	$(BIN)/lth run examples/demo-auto.yaml
 
 demo-transfer: venv $(DEMO_INPUT)/ILSVRC2012_img_train.tar
 	$(BIN)/lth run examples/digits-0to4.yaml

@@ -117,7 +117,7 @@ BROKEN: list[tuple[str, dict[str, Any], str, bool]] = [
     ("unknown field", with_change("spec.training.epochz", 3), "spec.training.epochz", False),
     ("fraction above 1", with_change("spec.pruning.fraction", 1.5), "spec.pruning.fraction", True),
     ("fraction zero", with_change("spec.pruning.fraction", 0), "spec.pruning.fraction", True),
-    ("unknown architecture", with_change("spec.model.arch", "vgg16"), "spec.model.arch", True),
+    ("unknown architecture", with_change("spec.model.arch", "vgg17"), "spec.model.arch", True),
     ("dataset format", with_change("spec.dataset.format", "tfrecord"), "spec.dataset.format", True),
     ("rewind notation", with_change("spec.pruning.rewindTo", "6 epochs"), "spec.pruning.rewindTo", True),
     ("rewind after training", with_change("spec.pruning.rewindTo", "95ep"), "spec.pruning.rewindTo", False),
@@ -271,7 +271,7 @@ def test_at_least_fifteen_broken_specs_are_covered() -> None:
 
 
 def test_lth_validate_prints_each_problem_and_fails(tmp_path: Path) -> None:
-    bad = with_change("spec.pruning.fraction", 1.5, with_change("spec.model.arch", "vgg16"))
+    bad = with_change("spec.pruning.fraction", 1.5, with_change("spec.model.arch", "vgg17"))
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(bad))
     result = subprocess.run(

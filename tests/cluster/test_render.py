@@ -44,10 +44,12 @@ def refused(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int,
     return code, err
 
 
-def ticket_flags(run: LotteryTicketRun) -> list[str]:
-    """A source run's best level is in its status: the examples name none, so say one."""
+def ticket_flags(run: LotteryTicketRun, level: int = 0) -> list[str]:
+    """A source run's best level is in its status: the examples name none, so say one; so is
+    the rewind point a rewindTo auto run's analysis chose, which its pruned levels take."""
     ticket = run.spec.ticket
-    return ["--ticket-level", "3"] if ticket and ticket.run and ticket.level is None else []
+    flags = ["--ticket-level", "3"] if ticket and ticket.run and ticket.level is None else []
+    return flags + (["--rewind-to", "0.5ep"] if run.spec.pruning.auto_rewind and level > 0 else [])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
@@ -69,12 +71,13 @@ def test_every_example_renders_children_valid_for_the_upstream_crds(
 
     # The last level, and every control branch of every level, as the planner would create them.
     last = spec.level_budget
-    (job,) = render(capsys, example, "--level", str(last), *ticket_flags(run))
+    (job,) = render(capsys, example, "--level", str(last), *ticket_flags(run, last))
     assert job["metadata"]["name"] == f"{name}-level-{last:02d}"
     assert schema_errors(job) == []
     for level in range(last + 1):
         for branch in spec.control_branches(level):
-            (job,) = render(capsys, example, "--level", str(level), "--branch", branch, *ticket_flags(run))
+            flags = ticket_flags(run, level)
+            (job,) = render(capsys, example, "--level", str(level), "--branch", branch, *flags)
             assert job["metadata"]["labels"] == {
                 "app.kubernetes.io/managed-by": "lth-operator",
                 "lth.dev/run": name,
@@ -82,6 +85,29 @@ def test_every_example_renders_children_valid_for_the_upstream_crds(
                 "lth.dev/branch": branch,
             }
             assert schema_errors(job) == []
+
+
+def test_an_auto_rewind_run_renders_its_analysis_jobs_and_levels_told_the_point(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = ROOT / "examples" / "demo-auto.yaml"
+    docs = render(capsys, example, "--stability-point", "2")
+    assert [d["metadata"]["name"] for d in docs] == [
+        f"demo-auto-stability-02-{p}" for p in ("a", "b", "path")
+    ]
+    for doc in docs:
+        assert schema_errors(doc) == []
+        command = doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+        assert command[command.index("--stability-point") + 1] == "2" and "--level" not in command
+    (job,) = render(capsys, example, "--level", "3", "--rewind-to", "1ep")
+    command = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--rewind-to") + 1] == "1ep"
+    code, err = refused(capsys, example, "--level", "3")
+    assert code == 2 and "--rewind-to: spec.pruning.rewindTo is auto" in err
+    code, err = refused(capsys, example, "--stability-point", "5")
+    assert code == 2 and "--stability-point: 5 is past the ladder's points 0 to 4" in err
+    code, err = refused(capsys, IMAGENET, "--stability-point", "0")
+    assert code == 2 and "rewindTo is not auto" in err
 
 
 def test_the_output_is_what_the_operator_builds(capsys: pytest.CaptureFixture[str]) -> None:

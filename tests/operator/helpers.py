@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes import client
 
-from lth.api import LevelResult, workload
+from lth.api import LevelResult, StabilityResult, workload
 from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT
 from lth.cluster.children import objects
 from tests.kube.cluster import Cluster
@@ -60,10 +60,15 @@ class Script:
     epochs: int = 90
     node_fail: dict[str, tuple[int, str]] = field(default_factory=dict)
     """TrainJob name -> (attempts whose node 1 fails, its termination message)"""
+    instability: Callable[[int], float] = lambda point: 0.5
+    """rewindTo auto: ladder point -> the instability its path job reports."""
 
     def log(self, kind: str, obj: dict[str, Any]) -> str | None:
         """A level's master has printed one `lth-progress` line per poll so far (as many epochs)."""
-        if kind not in ("PyTorchJob", "TrainJob"):
+        if (
+            kind not in ("PyTorchJob", "TrainJob")
+            or objects.LABEL_STABILITY_POINT in obj["metadata"]["labels"]
+        ):
             return None
         meta = obj["metadata"]
         done = min(self.seen.get(f"{meta['name']}/{meta['uid']}", 0), self.epochs)
@@ -102,6 +107,8 @@ class Script:
             return Finished(False, "OOMKilled")
         if kind in ("SparkApplication", "Job"):
             return Finished(True)
+        if objects.LABEL_STABILITY_POINT in meta["labels"]:
+            return Finished(True, termination_message=json.dumps(self.stability(meta["labels"]).to_wire()))
         level = int(meta["labels"][objects.LABEL_LEVEL])
         branch = meta["labels"][objects.LABEL_BRANCH]
         run = meta["labels"][objects.LABEL_RUN]
@@ -115,6 +122,15 @@ class Script:
             duration_seconds=42.0,
         )
         return Finished(True, termination_message=json.dumps(result.to_wire()))
+
+    def stability(self, labels: dict[str, str]) -> StabilityResult:
+        """A job of the instability analysis: a copy that trained 4 epochs, or its path."""
+        point, part = int(labels[objects.LABEL_STABILITY_POINT]), labels[objects.LABEL_STABILITY_PART]
+        if part != "path":
+            return StabilityResult(point=point, part=part, epochs=0, step=0, top1=95.0, trained_epochs=4.0)
+        barrier = self.instability(point)
+        errors = [5.0, 5.0 + barrier, 5.0]
+        return StabilityResult(point=point, part="path", epochs=0, step=0, errors=errors, instability=barrier)
 
     def node(self, trainjob: dict[str, Any], index: int) -> Finished | None:
         """A TrainJob's node `index` > 0: fails at once where `node_fail` says, else ends as node 0."""

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from lth.api import EpochProgress, LevelResult, RunStatus
+from lth.api import EpochProgress, LevelResult, RunStatus, StabilityResult
 from lth.api.observed import ObservedChild, ObservedSource, Stuck
 from lth.api.validation import parse_spec
 from lth.plan import (
     CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
+    CreateStabilityJob,
     DeleteChild,
     EmitEvent,
     Plan,
@@ -45,6 +46,8 @@ class Cluster:
     """A fake world for the planner: children and how each attempt of each ends."""
 
     top1: Any = top1_flat
+    instability: Any = lambda point: 0.0
+    """ladder point -> the instability its path reports (rewindTo auto)"""
     fail: dict[str, int] = field(default_factory=dict)
     """name -> number of attempts that fail before one succeeds"""
     children: dict[str, ObservedChild] = field(default_factory=dict)
@@ -60,7 +63,7 @@ class Cluster:
 
     def apply(self, result: Plan) -> None:
         for action in result.actions:
-            if isinstance(action, CreatePreprocessing | CreateLevelJob | CreateExport):
+            if isinstance(action, CreatePreprocessing | CreateLevelJob | CreateStabilityJob | CreateExport):
                 assert action.name not in self.children, f"{action.name} created twice"
                 self.created.append(action.name)
                 self.children[action.name] = ObservedChild(action.name, action.attempt, "Running")
@@ -79,8 +82,10 @@ class Cluster:
             if child.attempt <= self.fail.get(name, 0):
                 self.children[name] = ObservedChild(name, child.attempt, "Failed", "OOMKilled")
                 continue
-            result_row = None
-            if "-level-" in name:
+            result_row: LevelResult | StabilityResult | None = None
+            if "-stability-" in name:
+                result_row = self.stability_result(result, name)
+            elif "-level-" in name:
                 row = next(e for e in result.status.levels if e.name == name)
                 result_row = LevelResult(
                     level=row.level,
@@ -92,6 +97,25 @@ class Cluster:
                     duration_seconds=60.0,
                 )
             self.children[name] = ObservedChild(name, child.attempt, "Succeeded", result=result_row)
+
+    def stability_result(self, result: Plan, name: str) -> StabilityResult:
+        """A copy trains 10 - k epochs of 10 at 4 steps an epoch; the path reports the scripted
+        instability above endpoints of 5 % error."""
+        assert result.status.stability is not None
+        job = next(j for j in result.status.stability.jobs if j.name == name)
+        epochs = result.status.stability.ladder[job.point]
+        if job.part != "path":
+            trained = 10 - epochs
+            return StabilityResult(
+                point=job.point, part=job.part, epochs=epochs, step=round(4 * epochs), top1=95.0,
+                trained_epochs=trained,
+            )  # fmt: skip
+        barrier = self.instability(job.point)
+        errors = [5.0, 5.0 + barrier / 2, 5.0 + barrier, 5.0 + barrier / 2, 5.0]
+        return StabilityResult(
+            point=job.point, part="path", epochs=epochs, step=round(4 * epochs), errors=errors,
+            instability=barrier,
+        )  # fmt: skip
 
 
 def drive(

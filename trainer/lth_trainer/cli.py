@@ -4,6 +4,9 @@ The arguments are what lth.api.workload.trainer_arguments builds from the spec; 
 transfer run (spec.ticket) also names its ticket: --ticket-run-dir and
 --ticket-level (a level of a source run), --ticket-dir (an exported ticket), or
 --ticket-url (one to download; level 0 fetches it into the run's source-ticket/).
+With rewindTo auto, a pruned level gets the point the instability analysis chose
+(--rewind-to), and the analysis' jobs are --stability-point P --stability-part
+a|b|path (lth.api.workload.stability_arguments) instead of --level.
 Exit 0 with result.json written (or already there), 2 (EXIT_BAD_INPUT) on bad
 inputs with a message that names the file, and the same message in the
 termination log.
@@ -16,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +27,13 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from lth.api import Branch, LevelResult, RunSpec
+from lth.api import REWIND_PATTERN, STABILITY_PARTS, Branch, LevelResult, RunSpec, StabilityResult
 from lth.api.naming import RunLayout
 from lth.api.validation import problems_from_error
 from lth.api.wire import redact
 from lth.api.workload import BAD_INPUT, EXIT_BAD_INPUT, TERMINATION_LOG, write_termination_log
 from lth.storage.fetch import download
-from lth.storage.files import read_result
+from lth.storage.files import read_result, read_stability_result
 from lth.storage.lifetime import UnsafeLockFile, die_with_parent, exclusive
 from lth.storage.tickets import TicketError, TicketFiles
 from lth_trainer.start import level_files
@@ -42,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lth_trainer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="the run directory (levels/ is under it)")
     parser.add_argument("--data", type=Path, required=True, help="shards + manifest.json")
-    parser.add_argument("--level", type=int, required=True, help="IMP level, 0 = dense")
+    parser.add_argument("--level", type=int, help="IMP level, 0 = dense")
     parser.add_argument("--branch", choices=get_args(Branch), default="main")
     parser.add_argument(
         "--termination-log",
@@ -56,7 +60,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ticket-dir", type=Path, help="transfer: an exported ticket directory (with ticket.json)"
     )
     parser.add_argument("--ticket-url", help="transfer: the http(s) URL of an exported ticket directory")
+    parser.add_argument(
+        "--rewind-to", help="rewindTo auto: the rewind point the instability analysis chose (0, 0.5ep, 2ep)"
+    )
+    parser.add_argument(
+        "--stability-point", type=int, help="rewindTo auto: a job of the instability analysis at this point"
+    )
+    parser.add_argument(
+        "--stability-part", choices=STABILITY_PARTS, help="that job: copy a, copy b, or the path between them"
+    )
     return parser.parse_args(argv)
+
+
+def resolved_spec(args: argparse.Namespace, spec: RunSpec) -> RunSpec:
+    """The spec a pruned level of a rewindTo auto run trains with: rewindTo the analysis' choice."""
+    if args.rewind_to is None:
+        if spec.pruning.auto_rewind and args.level:
+            raise TrainerError(
+                f"--rewind-to: spec.pruning.rewindTo is auto, so level {args.level} needs the point "
+                "the instability analysis chose"
+            )
+        return spec
+    if not spec.pruning.auto_rewind or not args.level:
+        raise TrainerError("--rewind-to: for the pruned levels of a rewindTo auto run only")
+    if args.rewind_to == "auto" or not re.fullmatch(REWIND_PATTERN, args.rewind_to):
+        raise TrainerError(f"--rewind-to: {args.rewind_to!r} is not a rewind point (0, 500it, 0.5ep, 2ep)")
+    pruning = spec.pruning.model_copy(update={"rewind_to": args.rewind_to})
+    return spec.model_copy(update={"pruning": pruning})
+
+
+def which_job(args: argparse.Namespace) -> None:
+    """A level (--level), or a job of the instability analysis (--stability-point and -part)."""
+    stability = args.stability_point is not None or args.stability_part is not None
+    if stability and (args.stability_point is None or args.stability_part is None):
+        raise TrainerError("--stability-point and --stability-part: a job of the analysis needs both")
+    if stability == (args.level is not None):
+        raise TrainerError("--level or --stability-point: give one (a level, or a job of the analysis)")
+    if args.level is not None and args.level < 0:
+        raise TrainerError(f"--level {args.level}: levels start at 0")
 
 
 def ticket_files(args: argparse.Namespace, spec: RunSpec) -> TicketFiles | None:
@@ -130,14 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> LevelResult:
+def run(args: argparse.Namespace) -> LevelResult | StabilityResult:
     try:
         spec = RunSpec.model_validate_json(args.spec_json)
     except ValidationError as error:
         problems = "; ".join(str(p) for p in problems_from_error(error, "spec"))
         raise TrainerError(f"--spec-json: invalid spec: {problems}") from None
-    if args.level < 0:
-        raise TrainerError(f"--level {args.level}: levels start at 0")
+    which_job(args)
+    if args.stability_point is not None:
+        return run_stability(args, spec)
+    spec = resolved_spec(args, spec)
     ticket = ticket_files(args, spec)
     files = level_files(args.run_dir, args.level, args.branch)
     if files.result.is_file():
@@ -149,12 +192,38 @@ def run(args: argparse.Namespace) -> LevelResult:
     from lth_trainer import dist  # torch: only for work to do
     from lth_trainer.training.loop import run_level
 
-    with _one_writer(files.dir, args.level, args.branch):
+    with _one_writer(files.dir, f"level {args.level} {args.branch}"):
         if files.result.is_file():  # done by the writer this one waited for
             return finished_result(files.result)
         platform = dist.start()
         try:
             return run_level(args.run_dir, args.data, spec, args.level, args.branch, platform, ticket)
+        finally:
+            dist.stop(platform)
+
+
+def run_stability(args: argparse.Namespace, spec: RunSpec) -> StabilityResult:
+    """One job of the instability analysis (rewindTo auto): a copy, or the path between them."""
+    if not spec.pruning.auto_rewind:
+        raise TrainerError(f"--stability-point: spec.pruning.rewindTo is {spec.pruning.rewind_to}, not auto")
+    point, part = args.stability_point, args.stability_part
+    files = RunLayout(args.run_dir).stability(point, part)
+    finished = read_stability_result(files.result)
+    if finished is not None:
+        return finished
+
+    from lth_trainer import dist  # torch: only for work to do
+    from lth_trainer.training.stability import run_copy, run_path
+
+    with _one_writer(files.dir, f"stability point {point} {part}"):
+        finished = read_stability_result(files.result)
+        if finished is not None:
+            return finished
+        platform = dist.start()
+        try:
+            if part == "path":
+                return run_path(args.run_dir, args.data, spec, point, platform)
+            return run_copy(args.run_dir, args.data, spec, point, part, platform)
         finally:
             dist.stop(platform)
 
@@ -168,13 +237,13 @@ def finished_result(path: Path) -> LevelResult:
 
 
 @contextlib.contextmanager
-def _one_writer(level_dir: Path, level: int, branch: str) -> Iterator[None]:
+def _one_writer(level_dir: Path, what: str) -> Iterator[None]:
     """Rank 0 holds the level directory: a second trainer on the same level waits for it."""
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
     try:
-        with exclusive(level_dir, f"level {level} {branch}"):
+        with exclusive(level_dir, what):
             yield
     except UnsafeLockFile as error:
         raise TrainerError(str(error)) from None

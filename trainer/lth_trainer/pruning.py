@@ -1,8 +1,8 @@
 """Masks: which weights are pruned, global magnitude pruning, layer-matched random masks.
 
-A mask maps the name of each prunable weight (conv and linear `.weight`, never
-biases or BatchNorm, never a module matching spec.pruning.ignoreLayers) to a
-bool tensor of its shape; True = kept.
+A mask maps the name of each prunable weight (conv and linear `.weight`, and
+attention's input projections; never biases or norms, never a module matching
+spec.pruning.ignoreLayers) to a bool tensor of its shape; True = kept.
 """
 
 from __future__ import annotations
@@ -18,13 +18,30 @@ from lth_trainer.store import TrainerError
 Mask = dict[str, torch.Tensor]
 
 
+WEIGHTED = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
+"""Modules whose `.weight` is pruned (attention's output projection is a Linear too)."""
+
+
+def _weights(module: nn.Module) -> list[str]:
+    """The prunable weights of one module, by their names in it: a conv's or linear's `weight`;
+    attention's input projections (`in_proj_weight`, or `q/k/v_proj_weight`), which are linear
+    weights held by nn.MultiheadAttention itself."""
+    if isinstance(module, WEIGHTED):
+        return ["weight"]
+    if isinstance(module, nn.MultiheadAttention):
+        return [name for name, _ in module.named_parameters(recurse=False) if name.endswith("_weight")]
+    return []
+
+
 def prunable_names(model: nn.Module, ignore_layers: list[str]) -> list[str]:
-    """Names of the prunable weights, sorted (the order global pruning ranks them in)."""
+    """Names of the prunable weights, sorted (the order global pruning ranks them in): conv and
+    linear weights, attention's included, never biases or norms, but those of modules that
+    spec.pruning.ignoreLayers names."""
     names = [
-        f"{module_name}.weight"
+        f"{module_name}.{weight}"
         for module_name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d | nn.Linear)
-        and not any(fnmatch.fnmatchcase(module_name, pattern) for pattern in ignore_layers)
+        if not any(fnmatch.fnmatchcase(module_name, pattern) for pattern in ignore_layers)
+        for weight in _weights(module)
     ]
     return sorted(names)
 
@@ -50,17 +67,21 @@ def density(mask: Mask) -> float:
 
 def prune_global_magnitude(weights: dict[str, torch.Tensor], mask: Mask, fraction: float) -> Mask:
     """Remove round(fraction * kept) of the kept weights with the smallest |w|, across
-    all layers at once. Ties break by position (a stable sort over the sorted names),
-    so the same weights always give the same mask."""
+    all layers at once. Ties break by position (over the sorted names, as a stable sort
+    would), so the same weights always give the same mask. The cut is found by selection
+    (kthvalue), not a sort: 8x faster on a CPU for VGG's 129M weights."""
     names = sorted(mask)
     magnitudes = torch.cat([weights[n].detach().float().abs().flatten().cpu() for n in names])
     alive = torch.cat([mask[n].flatten().cpu() for n in names])
     remove = round(fraction * int(alive.sum()))
-    magnitudes[~alive] = -1.0  # already pruned: first in the order, and never counted
-    order = torch.sort(magnitudes, stable=True).indices
-    dead = int((~alive).sum())
     new_alive = alive.clone()
-    new_alive[order[: dead + remove]] = False
+    if remove > 0:
+        candidates = magnitudes if bool(alive.all()) else magnitudes[alive]
+        cut = torch.kthvalue(candidates, remove).values  # the largest magnitude removed
+        below = alive & (magnitudes < cut)
+        ties = torch.nonzero(alive & (magnitudes == cut)).flatten()
+        new_alive[below] = False
+        new_alive[ties[: remove - int(below.sum())]] = False  # the first ones by position
     result: Mask = {}
     start = 0
     for n in names:

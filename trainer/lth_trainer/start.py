@@ -32,6 +32,7 @@ from torch import nn
 from lth.api import Branch, RunSpec
 from lth.api.branches import BRANCHES
 from lth.api.naming import LevelLayout, RunLayout
+from lth.api.pruning import step_of
 from lth.api.search.base import (
     Dense,
     LevelPlan,
@@ -44,7 +45,7 @@ from lth.api.search.base import (
 from lth.storage.tickets import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.pruning import Mask
-from lth_trainer.store import TrainerError, load_tensors, save_tensors
+from lth_trainer.store import TrainerError, copy_file, load_tensors, save_tensors
 from lth_trainer.transfer import transfer
 
 LevelFiles = LevelLayout
@@ -61,8 +62,10 @@ def derived_seed(seed: int, level: int, branch: Branch) -> int:
 
 
 def rewind_step(spec: RunSpec, steps_per_epoch: int) -> int:
+    """The step of the rewind point (with rewindTo auto: of the point the analysis chose, which
+    the trainer's --rewind-to put into the spec it was given)."""
     amount, unit = spec.pruning.rewind_point()
-    step = amount * steps_per_epoch if unit == "ep" else amount
+    step = step_of(amount, steps_per_epoch) if unit == "ep" else int(amount)
     total = spec.training.epochs * steps_per_epoch
     if step >= total:
         raise TrainerError(
@@ -157,18 +160,35 @@ def searched_mask(run_dir: Path, spec: RunSpec, source: SnapshotOf, level: int, 
     return mask
 
 
+def rewind_file(run_dir: Path, spec: RunSpec, steps_per_epoch: int, write: bool) -> Path:
+    """levels/00/rewind.safetensors, theta_k. With rewindTo auto, level 0 saved every candidate
+    point (rewind-at-STEP) and the trainer was given the chosen one: the first pruned job to
+    start (rank 0) copies it into place, so every later reader (levels, the exported ticket, a
+    transfer) finds the rewind point where it always is; other ranks read the copy's source."""
+    root = level_files(run_dir, 0)
+    if root.rewind.is_file():
+        return root.rewind
+    chosen = root.rewind_at(rewind_step(spec, steps_per_epoch))
+    if not chosen.is_file():
+        return root.rewind
+    if write:
+        copy_file(chosen, root.rewind)
+        return root.rewind
+    return chosen
+
+
 def start_weights(
-    run_dir: Path, spec: RunSpec, level: int, plan: LevelPlan
+    run_dir: Path, spec: RunSpec, level: int, plan: LevelPlan, rewind: Path
 ) -> tuple[Path, dict[str, torch.Tensor]]:
-    """Where a pruned level's start weights are, and the weights: the rewind point (with
-    learning-rate rewinding, level L-1's final weights), or level 0's final weights."""
+    """Where a pruned level's start weights are, and the weights: the rewind point `rewind`
+    (with learning-rate rewinding, level L-1's final weights), or level 0's final weights."""
     root = level_files(run_dir, 0)
     if plan.weights == "trained":
         source = root.final
         if not source.is_file():
             raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
     elif spec.pruning.rewind == "weights" or plan.prunes is not None:
-        source = root.rewind
+        source = rewind
         if plan.prunes is not None and not source.is_file():
             raise TrainerError(f"{source}: missing: level 0 has not finished, so the search cannot start")
     else:
@@ -215,7 +235,8 @@ def plan_start(
     files = level_files(run_dir, level, branch)
     root = level_files(run_dir, 0)
     model = build(spec.training.seed)
-    rewind_step(spec, steps_per_epoch)  # a rewind point past the schedule is refused at every level
+    if not (level == 0 and spec.pruning.auto_rewind):  # auto: level 0 saves every candidate
+        rewind_step(spec, steps_per_epoch)  # a rewind point past the schedule is refused at every level
     if level == 0 and spec.ticket is not None:
         assert ticket is not None, "the CLI requires a transfer run's ticket flags"
         return transfer_start(run_dir, spec, branch, build, model, ticket, write)
@@ -233,7 +254,8 @@ def plan_start(
     plan = spec.pruning.method.level_plan(spec, level)
     # Both rewinding modes restart the schedule at step k (Renda et al. 2020): weight rewinding
     # from theta_k, learning-rate rewinding from level L-1's final weights. rewindTo 0: a full replay.
-    source, weights = start_weights(run_dir, spec, level, plan)
+    rewind = rewind_file(run_dir, spec, steps_per_epoch, write)
+    source, weights = start_weights(run_dir, spec, level, plan, rewind)
     if set(weights) != set(model.state_dict()):
         raise TrainerError(f"{source}: weights do not fit the model ({spec.model.arch})")
     step, end = start_step(spec, plan, steps_per_epoch)

@@ -8,6 +8,7 @@ and two jobs that write the same file race harmlessly.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """A safetensors file (the format a ticket export and other tools read)."""
     plain = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     atomic_write(path, lambda temp: save_file(plain, str(temp)))
+
+
+def copy_file(source: Path, path: Path) -> None:
+    """`source`'s bytes at `path`, atomically (two jobs that copy the same file race harmlessly)."""
+
+    def write(temp: Path) -> None:
+        shutil.copyfile(source, temp)
+
+    atomic_write(path, write)
 
 
 def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:

@@ -52,7 +52,7 @@ def transfer(spec: RunSpec, ticket: TicketFiles, model: nn.Module, head_seed: in
     source = ticket.rewind if settings.weights == "rewind" else ticket.final
     found = load_tensors(ticket.mask, "ticket mask")
     loaded = load_tensors(source, f"ticket weights (spec.ticket.weights {settings.weights})")
-    head = head_name(arch)
+    head = head_name(model)
     weights = fit_weights(loaded, dict(model.state_dict()), head, settings.head == "reinit", source, arch)
     ignore = spec.pruning.ignore_layers
     shapes = {name: keep.shape for name, keep in pruning.full_mask(model, ignore).items()}

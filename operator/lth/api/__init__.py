@@ -34,8 +34,14 @@ from lth.api.branches import (
 from lth.api.data_manifest import (
     DatasetSpec as DatasetSpec,
 )
+from lth.api.networks import (
+    ModelSpec as ModelSpec,
+)
 from lth.api.pruning import (
     SEARCH_LEVEL as SEARCH_LEVEL,
+)
+from lth.api.pruning import (
+    STABILITY_PARTS as STABILITY_PARTS,
 )
 from lth.api.pruning import (
     ControlsSpec as ControlsSpec,
@@ -48,6 +54,12 @@ from lth.api.pruning import (
 )
 from lth.api.pruning import (
     SearchSpec as SearchSpec,
+)
+from lth.api.pruning import (
+    StabilityPart as StabilityPart,
+)
+from lth.api.pruning import (
+    StabilitySpec as StabilitySpec,
 )
 from lth.api.pruning import (
     StopRules as StopRules,
@@ -72,9 +84,6 @@ from lth.api.spec import (
 )
 from lth.api.spec import (
     MlflowSpec as MlflowSpec,
-)
-from lth.api.spec import (
-    ModelSpec as ModelSpec,
 )
 from lth.api.spec import (
     PreprocessingSpec as PreprocessingSpec,
@@ -155,10 +164,25 @@ from lth.api.status import (
     ProgressReason as ProgressReason,
 )
 from lth.api.status import (
+    RewindChoice as RewindChoice,
+)
+from lth.api.status import (
     RunStatus as RunStatus,
 )
 from lth.api.status import (
     SpecReason as SpecReason,
+)
+from lth.api.status import (
+    StabilityJobStatus as StabilityJobStatus,
+)
+from lth.api.status import (
+    StabilityPoint as StabilityPoint,
+)
+from lth.api.status import (
+    StabilityResult as StabilityResult,
+)
+from lth.api.status import (
+    StabilityStatus as StabilityStatus,
 )
 from lth.api.status import (
     StuckReason as StuckReason,

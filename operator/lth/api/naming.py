@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lth.api import Branch, RunSpec
+from lth.api import STABILITY_PARTS, Branch, RunSpec, StabilityPart
 from lth.api.branches import BRANCHES
 
 DNS1035_MAX = 63
@@ -18,6 +18,8 @@ LEVELS_DIR = "levels"
 TICKET_DIR = "ticket"
 """The exported ticket (`lth report`): mask, rewind and final weights, ticket.json, card, plot."""
 SOURCE_TICKET_DIR = "source-ticket"
+STABILITY_DIR = "stability"
+"""rewindTo auto: the instability analysis' jobs, stability/PP-a, PP-b (the copies), PP-path."""
 LOGS_DIR = "logs"
 INDEX_DIR = "index"
 """The trainer's shard index, written once per run and read by every rank of every level."""
@@ -29,6 +31,8 @@ TRACKING_DIR = "tracking"
 SPEC_FILE = "spec.json"
 TICKET_FILE = "ticket.json"
 PLOT_FILE = "accuracy.png"
+STABILITY_PLOT_FILE = "stability.png"
+"""rewindTo auto: the instability against the rewind point k, and the error along each path."""
 CURVES_FILE = "learning-curves.png"
 """Top-1 per epoch of every level and branch, beside accuracy.png in the exported report."""
 MODEL_CARD_FILE = "README.md"
@@ -38,6 +42,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 START_FILE = "start.json"
 REWIND_FILE = "rewind.safetensors"
 FINAL_FILE = "final.safetensors"
+REWIND_AT_FILE = "rewind-at-{step}.safetensors"
+"""rewindTo auto: theta at each candidate point of the ladder, saved by level 0 (step k)."""
 PROGRESS_FILE = "progress.jsonl"
 """One JSON line per finished epoch of a level (epoch, epochs, top1, imagesPerSecond, ...)."""
 RESULT_FILE = "result.json"
@@ -68,6 +74,11 @@ def level_job_name(run: str, level: int, branch: Branch = "main") -> str:
     return f"{run}-level-{level:02d}{BRANCHES[branch].suffix}"
 
 
+def stability_job_name(run: str, point: int, part: StabilityPart) -> str:
+    """The training job of one part of the instability analysis at ladder point `point`."""
+    return f"{run}-stability-{point:02d}-{part}"
+
+
 TRAINJOB_REPLICATED_JOB = "node"
 """The replicatedJob (and container) of a TrainJob's nodes, as Trainer v2 names it
 (`constants.Node`, kubeflow/trainer pkg/constants/constants.go)."""
@@ -85,8 +96,11 @@ def derived_names(run: str, spec: RunSpec) -> list[str]:
     branches: list[Branch] = [*spec.pruning.controls.branches, *(spec.ticket.controls if spec.ticket else [])]
     pods, max_level = spec.resources.pods, spec.level_budget
     names = [prep_name(run) + "-ui-svc"]
-    for branch in ["main", *branches]:
-        job = level_job_name(run, max_level, branch)
+    jobs = [level_job_name(run, max_level, branch) for branch in ["main", *branches]]
+    if spec.pruning.auto_rewind:  # the instability analysis' jobs, at its last ladder point
+        last = len(spec.pruning.stability.ladder(spec.training.epochs)) - 1
+        jobs += [stability_job_name(run, last, part) for part in STABILITY_PARTS]
+    for job in jobs:
         if spec.resources.level_kind == "TrainJob":
             names.append(f"{job}-{TRAINJOB_REPLICATED_JOB}-0-{pods - 1}-abcde")
             continue
@@ -117,6 +131,10 @@ class LevelLayout:
     @property
     def final(self) -> Path:
         return self.dir / FINAL_FILE
+
+    def rewind_at(self, step: int) -> Path:
+        """rewindTo auto: theta at step `step`, a candidate point (level 0 writes one per point)."""
+        return self.dir / REWIND_AT_FILE.format(step=step)
 
     @property
     def checkpoint(self) -> Path:
@@ -175,6 +193,10 @@ class RunLayout:
 
     def result_file(self, level: int, branch: Branch = "main") -> Path:
         return self.level(level, branch).result
+
+    def stability(self, point: int, part: StabilityPart) -> LevelLayout:
+        """The files of one job of the instability analysis (a copy's are a level's)."""
+        return LevelLayout(self.root / STABILITY_DIR / f"{point:02d}-{part}")
 
     @property
     def logs(self) -> Path:

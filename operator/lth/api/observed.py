@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lth.api import EpochProgress, LevelResult, RunStatus, StuckReason, TrainingApi
+from lth.api import EpochProgress, LevelResult, RunStatus, StabilityResult, StuckReason, TrainingApi
 from lth.api.wire import redact
 
 TRAINING_APIS: tuple[TrainingApi, ...] = ("PyTorchJob", "TrainJob")
@@ -65,7 +65,8 @@ class ObservedChild:
     attempt: int
     state: ChildState
     message: str = ""
-    result: LevelResult | None = None
+    result: LevelResult | StabilityResult | None = None
+    """A finished training job's report: a level's, or an instability analysis job's."""
     deleting: bool = False
     retryable: bool = True
     """False when the workload said its input is bad (EXIT_BAD_INPUT): the same input fails again."""

@@ -1,8 +1,8 @@
 """What a user writes under `spec:` of a LotteryTicketRun: the one source of truth.
 
 The CRD schema, `lth validate`, the trainer's and the Spark job's view of a run and the docs
-all come from these models (spec.pruning is in lth.api.pruning, spec.dataset in lth.api.data_manifest
-beside the manifest it must match)."""
+all come from these models (spec.pruning is in lth.api.pruning, spec.model in lth.api.networks,
+spec.dataset in lth.api.data_manifest beside the manifest it must match)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from lth.api.branches import DEFAULT_TICKET_CONTROLS, Branch, TicketControl
 from lth.api.data_manifest import DatasetSpec
+from lth.api.networks import ModelSpec
 from lth.api.pruning import PruningSpec
 from lth.api.search import METHODS
 from lth.api.wire import (
@@ -48,20 +49,6 @@ class PreprocessingSpec(ApiModel):
     )
     shard_size_mb: int = Field(1024, ge=1, le=65536, description="Target size of one shard, MiB.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the output images.")
-
-
-class ModelSpec(ApiModel):
-    """The network to prune."""
-
-    arch: Literal["resnet18", "resnet34", "resnet50", "smallcnn"] = Field(
-        "resnet50",
-        description=(
-            "torchvision ResNet-18/34/50, or smallcnn (conv5x5x8-pool-conv5x5x16-pool-fc64-fc) for tiny data."
-        ),
-    )
-    num_classes: int | None = Field(
-        None, ge=2, le=1_000_000, description="Output classes; taken from the data's manifest when absent."
-    )
 
 
 LOADER_PREFETCH_BATCHES = 4

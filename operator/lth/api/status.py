@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lth.api.branches import Branch
+from lth.api.pruning import StabilityPart
 from lth.api.spec import (
     RunSpec,
 )
@@ -61,7 +62,9 @@ ProgressReason = Literal["Preprocessing", "Training", "LevelsDone", "Succeeded",
 SucceededReason = Literal["TicketFound", "LevelsDone"]
 TicketRefusal = Literal["TicketNotFound", "TicketNotReady", "TicketMismatch", "TicketInvalid"]
 FailureReason = (
-    Literal["InvalidSpec", "PreprocessingFailed", "LevelFailed", "ChildDeleted", "ChildRefused"]
+    Literal[
+        "InvalidSpec", "PreprocessingFailed", "LevelFailed", "StabilityFailed", "ChildDeleted", "ChildRefused"
+    ]
     | TicketRefusal
 )
 ExportReason = Literal["Exporting", "Exported", "ExportFailed"]
@@ -106,6 +109,26 @@ class LevelResult(ApiModel):
     )
 
 
+class StabilityResult(ApiModel):
+    """What one job of the instability analysis reports (result.json, termination message): a
+    copy trained from the rewind point, or the linear path between the two copies."""
+
+    point: int = Field(ge=0, description="The rewind point's index in the ladder.")
+    part: StabilityPart
+    epochs: float = Field(ge=0, description="The rewind point k, in epochs.")
+    step: int = Field(ge=0, description="The rewind point k, the optimizer step.")
+    top1: Percent | None = Field(None, description="A copy's top-1 at the end of its training.")
+    errors: list[Percent] | None = Field(
+        None, description="The path's top-1 error (100 - top-1) at each evenly spaced point, copy a to b."
+    )
+    instability: float | None = Field(
+        None, description="The path's largest error minus the mean of its ends' errors, points."
+    )
+    density: Fraction | None = None
+    trained_epochs: float | None = Field(None, ge=0, description="Passes over the training split (a copy).")
+    duration_seconds: float | None = Field(None, ge=0)
+
+
 class ChildStatus(ApiModel):
     """One child (SparkApplication or PyTorchJob) as the run tracks it."""
 
@@ -145,6 +168,59 @@ class LevelStatus(ChildStatus):
     progress: EpochProgress | None = Field(None, description="While it runs: its latest epoch.")
 
 
+class StabilityJobStatus(ChildStatus):
+    """One job of the instability analysis: a copy (a, b) or the path between them."""
+
+    point: int = Field(ge=0)
+    part: StabilityPart
+    duration_seconds: float | None = Field(None, ge=0)
+    cost: float | None = Field(None, ge=0, description="What it trained, in dense-run equivalents.")
+
+
+class StabilityPoint(ApiModel):
+    """One measured rewind point: a row of the instability table."""
+
+    point: int = Field(ge=0, description="Its index in the ladder.")
+    epochs: float = Field(ge=0, description="k, in epochs.")
+    step: int | None = Field(None, ge=0, description="k, the optimizer step (once a job has run).")
+    instability: float | None = Field(
+        None, description="Points of top-1 error the path rises above its ends."
+    )
+    errors: list[Percent] | None = Field(None, description="Top-1 error along the path, copy a to b.")
+    endpoint_error: Percent | None = Field(None, description="The mean of the two copies' errors.")
+    stable: bool | None = Field(None, description="instability <= spec.pruning.stability.threshold.")
+    cost: float | None = Field(None, ge=0, description="Both copies, in dense-run equivalents.")
+
+
+class RewindChoice(ApiModel):
+    """The rewind point the analysis chose: levels 1, 2, ... rewind to it."""
+
+    point: int = Field(ge=0)
+    epochs: float = Field(ge=0)
+    step: int | None = Field(None, ge=0)
+    rewind_to: str = Field(description="As spec.pruning.rewindTo would say it: 0, 0.5ep, 2ep.")
+    instability: float | None = None
+    reason: str = Field(description="Why this point: the earliest stable one, or none was stable.")
+
+
+class StabilityStatus(ApiModel):
+    """rewindTo auto: the instability analysis between level 0 and level 1."""
+
+    ladder: list[float] = Field(description="The candidate points, epochs.")
+    threshold: float
+    density: Fraction
+    points: list[StabilityPoint] = Field(default_factory=list, description="Measured points, by k.")
+    jobs: list[StabilityJobStatus] = Field(default_factory=list)
+    chosen: RewindChoice | None = None
+    cost: float = Field(0.0, ge=0, description="Every finished copy, in dense-run equivalents.")
+
+    def job(self, point: int, part: StabilityPart) -> StabilityJobStatus | None:
+        return next((j for j in self.jobs if (j.point, j.part) == (point, part)), None)
+
+    def measured(self, point: int) -> StabilityPoint | None:
+        return next((m for m in self.points if m.point == point), None)
+
+
 class ExportStatus(ChildStatus):
     """The export Job `<run>-export`: the ticket and report written after the search ended."""
 
@@ -165,12 +241,15 @@ class CostStatus(ApiModel):
 
     search: float = Field(0.0, ge=0, description="Every main level: the search and its tickets' training.")
     controls: float = Field(0.0, ge=0, description="The control branches, shown apart.")
+    stability: float | None = Field(
+        None, ge=0, description="rewindTo auto: the instability analysis' copies (counted in ticket)."
+    )
     ticket: float | None = Field(
         None,
         ge=0,
         description=(
             "What the best ticket took: the levels its mask comes from and its own full training, "
-            "the dense level 0 included, controls and other tickets not."
+            "the dense level 0 and the instability analysis included, controls and other tickets not."
         ),
     )
 
@@ -203,6 +282,9 @@ class RunStatus(ApiModel):
     levels: list[LevelStatus] = Field(default_factory=list)
     progress: str | None = Field(
         None, description="The running main level and its epoch, for kubectl: 'L7 37/90'."
+    )
+    stability: StabilityStatus | None = Field(
+        None, description="rewindTo auto: the instability analysis and the rewind point it chose."
     )
     export: ExportStatus | None = None
     conditions: list[Condition] = Field(default_factory=list)

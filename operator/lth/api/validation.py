@@ -22,6 +22,7 @@ from lth.api import (
     TrainingApi,
 )
 from lth.api.naming import DNS1035_MAX, derived_names
+from lth.api.pruning import stability_problems
 from lth.api.wire import credential_fields, quantity_bytes, redact, url_problem
 from lth.api.workload import default_crop_size, largest_training_crop, shm_need_bytes
 
@@ -123,6 +124,7 @@ def check_spec(spec: RunSpec) -> list[Problem]:
         + _check_ticket(spec)
         + _check_export(spec)
         + _check_search(spec)
+        + [Problem(path, message) for path, message in stability_problems(spec)]  # rewindTo auto
         + _check_data(spec)
         + _check_training_api(spec)
         + _check_credentials(spec)
@@ -133,12 +135,12 @@ def _check_schedule(spec: RunSpec) -> list[Problem]:
     """The rewind point, milestones and warmup within a level's epochs."""
     problems: list[Problem] = []
     training, pruning = spec.training, spec.pruning
-    amount, unit = pruning.rewind_point()
+    amount, unit = pruning.rewind_point() if not pruning.auto_rewind else (0, "it")
     if unit == "ep" and amount >= training.epochs:
         problems.append(
             Problem(
                 "spec.pruning.rewindTo",
-                f"rewinds to epoch {amount}, but a level trains only {training.epochs} epochs",
+                f"rewinds to epoch {amount:g}, but a level trains only {training.epochs} epochs",
             )
         )
     if training.schedule == "step" and training.milestones and training.milestones[-1] >= training.epochs:

@@ -33,8 +33,9 @@ def quantity_bytes(quantity: str) -> float:
     return float(match.group(1)) * QUANTITY_FACTORS[match.group(2)]
 
 
-REWIND_PATTERN = r"^(0|[0-9]+(ep|it))$"
-"""`6ep` (epochs), `500it` (optimizer steps), or `0` (the initial weights)."""
+REWIND_PATTERN = r"^(0|auto|[0-9]+(\.[0-9]+)?ep|[0-9]+it)$"
+"""`6ep` or `0.5ep` (epochs), `500it` (optimizer steps), `0` (the initial weights), or `auto`
+(the instability analysis chooses)."""
 
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 

@@ -19,7 +19,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lth.api import LOADER_PREFETCH_BATCHES, Branch, EpochProgress, RunSpec, TicketStatus
+from lth.api import (
+    LOADER_PREFETCH_BATCHES,
+    Branch,
+    EpochProgress,
+    RunSpec,
+    RunStatus,
+    StabilityPart,
+    TicketStatus,
+)
 from lth.api.naming import DATA_DIR, RUNS_DIR, RunLayout
 from lth.api.wire import redact
 
@@ -122,6 +130,15 @@ def ticket_arguments(ticket: TicketStatus | None, paths: RunPaths) -> list[str]:
     return ["--ticket-dir", paths.resolve(ticket.path)]
 
 
+def chosen_rewind(status: RunStatus | None, level: int) -> str | None:
+    """rewindTo auto: the rewind point the instability analysis chose, for a pruned level's
+    trainer (--rewind-to); None for level 0 and for a set rewind point."""
+    stability = status.stability if status is not None else None
+    if level == 0 or stability is None or stability.chosen is None:
+        return None
+    return stability.chosen.rewind_to
+
+
 def trainer_arguments(
     spec: RunSpec,
     paths: RunPaths,
@@ -129,11 +146,14 @@ def trainer_arguments(
     branch: Branch,
     termination_log: str = TERMINATION_LOG,
     ticket: TicketStatus | None = None,
+    rewind_to: str | None = None,
 ) -> list[str]:
     """Arguments of one level of the trainer (`torchrun ... -m lth_trainer ...`); `ticket` is
-    the transferred ticket as the planner resolved it (status.ticket)."""
+    the transferred ticket as the planner resolved it (status.ticket), `rewind_to` the point
+    the instability analysis chose (rewindTo auto: `chosen_rewind`)."""
     return [
         *ticket_arguments(ticket, paths),
+        *(["--rewind-to", rewind_to] if rewind_to is not None else []),
         "--run-dir",
         paths.run_dir,
         "--data",
@@ -142,6 +162,31 @@ def trainer_arguments(
         str(level),
         "--branch",
         branch,
+        "--termination-log",
+        termination_log,
+        "--spec-json",
+        spec_json(spec),
+    ]
+
+
+def stability_arguments(
+    spec: RunSpec,
+    paths: RunPaths,
+    point: int,
+    part: StabilityPart,
+    termination_log: str = TERMINATION_LOG,
+) -> list[str]:
+    """Arguments of one job of the instability analysis (rewindTo auto): a copy that trains
+    from ladder point `point` (a, b), or the linear path between the two copies (path)."""
+    return [
+        "--run-dir",
+        paths.run_dir,
+        "--data",
+        paths.data_dir(spec),
+        "--stability-point",
+        str(point),
+        "--stability-part",
+        part,
         "--termination-log",
         termination_log,
         "--spec-json",

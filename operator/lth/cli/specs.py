@@ -10,6 +10,7 @@ from lth.api import LotteryTicketRun
 from lth.api.crd import crd_yaml
 from lth.api.defaults import WorkloadDefaults, policy_problems, with_training_api
 from lth.api.validation import Problem, check_run
+from lth.api.workload import default_crop_size, spec_json
 from lth.cli.command import Arg, Command
 from lth.cluster import render
 from lth.cluster.admission import pod_security_refusals
@@ -61,6 +62,34 @@ def _pod_security_warnings(path: Path, level: str, defaults: WorkloadDefaults) -
     return lines
 
 
+def _prunable(path: Path) -> list[str]:
+    """What each (valid) run in the file prunes, from the trainer (`python -m lth_trainer.prunable`,
+    which needs torch); one line saying so where the trainer is not installed."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("lth_trainer") is None:
+        return [f"{path}: --list-prunable builds the network with torch, which is not installed here "
+                "(pip install '.[trainer]')"]  # fmt: skip
+    documents, _ = _documents(path)
+    lines = []
+    for document in documents:
+        spec = LotteryTicketRun.model_validate(document).spec
+        classes = spec.model.num_classes or (len(spec.dataset.classes) if spec.dataset.classes else None)
+        note = "" if classes else " (numClasses comes from the data: 1000 shown)"
+        command = [sys.executable, "-m", "lth_trainer.prunable", "--spec-json", spec_json(spec)]
+        command += ["--classes", str(classes or 1000), "--crop", str(default_crop_size(spec))]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode:
+            lines.append(
+                f"{path}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}"
+            )
+            continue
+        lines += [f"{path}: {line}" for line in done.stdout.splitlines()]
+        lines[-1] += note
+    return lines
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         level = args.pod_security or (
@@ -80,6 +109,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         warnings = _pod_security_warnings(path, level, defaults) if level else []
         if warnings:
             print("\n".join(warnings), file=sys.stderr)
+        if args.list_prunable:
+            print("\n".join(_prunable(path)))
         print(f"{path}: valid" + (f" ({len(warnings)} warning(s))" if warnings else ""))
     return 1 if failed else 0
 
@@ -114,6 +145,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
                 branch=branch,
                 values=values,
                 ticket_level=ticket_level,
+                rewind_to=args.rewind_to,
+                stability_point=render.parse_level(args.stability_point, "--stability-point"),
             )
             out.append(render.to_yaml(objects, str(args.spec)))
     except render.RenderError as error:
@@ -132,8 +165,9 @@ RENDER_DESCRIPTION = (
     "Print, as YAML documents, the children the operator creates for a LotteryTicketRun: "
     "by default the SparkApplication <run>-prep (none for prepared shards) and level 0's main "
     "job (a PyTorchJob, or a TrainJob with spec.resources.trainingApi or the values' "
-    "workloads.trainingApi TrainJob); with --level or --branch, that level's job. Built by the "
-    "operator's own code; "
+    "workloads.trainingApi TrainJob); with --level or --branch, that level's job; with "
+    "--stability-point, the jobs of the instability analysis (rewindTo auto) at that point. "
+    "Built by the operator's own code; "
     "only the owner uid is a placeholder, so read them, do not apply them."
 )
 
@@ -160,6 +194,12 @@ COMMANDS = (
                 type=Path,
                 metavar="VALUES.yaml",
                 help="chart values whose workloads apply (workloads.sparkPodTemplates, say)",
+            ),
+            Arg.of(
+                "--list-prunable",
+                action="store_true",
+                help="print every weight the run prunes (spec.model.arch, less spec.pruning.ignoreLayers), "
+                "with its shape and the classifier head marked; needs the trainer (torch) installed",
             ),
         ],
     ),
@@ -192,6 +232,18 @@ COMMANDS = (
                 metavar="N",
                 help="for spec.ticket.run without spec.ticket.level: the source run's best level "
                 "(its status.best)",
+            ),
+            Arg.of(
+                "--rewind-to",
+                metavar="K",
+                help="rewindTo auto: the point its instability analysis chose (status.stability.chosen), "
+                "which a pruned level's job rewinds to: 0, 0.5ep, 2ep",
+            ),
+            Arg.of(
+                "--stability-point",
+                metavar="P",
+                help="rewindTo auto: render the instability analysis' jobs at ladder point P "
+                "(copies a and b, and the path between them) instead of a level's",
             ),
         ],
         RENDER_DESCRIPTION,

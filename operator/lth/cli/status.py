@@ -60,6 +60,7 @@ def summary(status: RunStatus) -> RenderableType:
         table.add_row(f"{row.level}{search_note(status, row.level)}", f"{row.density * 100:.2f}%", *cells)
     if status.levels:
         parts.append(table)
+    parts.extend(_stability(status))
     for entry in status.levels:
         if entry.progress is not None and entry.phase == "Running":
             parts.append(Text(f"level {entry.level} ({entry.branch}): {_epoch_line(entry.progress)}"))
@@ -75,6 +76,26 @@ def summary(status: RunStatus) -> RenderableType:
 
         parts.append(Text(describe(status.cost, status.accepted_spec)))
     return Group(*parts)
+
+
+def _stability(status: RunStatus) -> list[RenderableType]:
+    """rewindTo auto: the instability analysis' table and the point it chose (or that it runs)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from lth.results.tables import STABILITY_COLUMNS, stability_rows, stability_summary
+
+    line, stability = stability_summary(status), status.stability
+    if line is None or stability is None:
+        return []
+    table = Table(title="instability analysis (rewindTo auto)")
+    for column in STABILITY_COLUMNS:
+        table.add_column(column, justify="right")
+    for row in stability_rows(status):
+        table.add_row(*row)
+    running = [j for j in stability.jobs if j.phase in ("Pending", "Running", "Retrying")]
+    jobs = [Text(f"  {j.name}: {j.phase.lower()}") for j in running]
+    return [table, *jobs, Text(line)] if stability_rows(status) else [*jobs, Text(line)]
 
 
 def _unfinished_cell(entry: api.LevelStatus | None) -> str:

@@ -19,9 +19,9 @@ import kopf
 import kubernetes
 
 from lth.api.observed import ChildKind, ObservedChild, Stuck
-from lth.api.workload import RunPaths
+from lth.api.workload import RunPaths, chosen_rewind
 from lth.cluster.children import export_job, objects, spark_application
-from lth.cluster.children.level_jobs import LEVEL_JOB_APIS
+from lth.cluster.children.level_jobs import LEVEL_JOB_APIS, stability_job
 from lth.cluster.children.trainjob import RUNTIME_NOT_FOUND, runtime_missing
 from lth.cluster.observe import SPARK, WORKLOAD_DEFAULTS, batch_client
 from lth.plan import (
@@ -30,6 +30,7 @@ from lth.plan import (
     CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
+    CreateStabilityJob,
     DeleteChild,
     EmitEvent,
     Plan,
@@ -97,7 +98,7 @@ def apply(
             except kubernetes.client.ApiException as error:
                 if error.status != 404:
                     raise
-        case CreatePreprocessing() | CreateLevelJob() | CreateExport():
+        case CreatePreprocessing() | CreateLevelJob() | CreateStabilityJob() | CreateExport():
             return _create(custom, body, result, action, spark_service_account)
         case _:
             assert_never(action)
@@ -131,16 +132,22 @@ def _create(
         else:
             level_api = LEVEL_JOB_APIS[spec.resources.level_kind]
             kind, (group, version, plural) = level_api.kind, level_api.resource
-            manifest = level_api.build(
-                run,
-                spec,
-                paths,
-                action.level,
-                action.branch,
-                action.attempt,
-                result.status.ticket,
-                WORKLOAD_DEFAULTS,
-            )
+            if isinstance(action, CreateStabilityJob):
+                manifest = stability_job(
+                    run, spec, paths, action.point, action.part, action.attempt, WORKLOAD_DEFAULTS
+                )
+            else:
+                manifest = level_api.build(
+                    run,
+                    spec,
+                    paths,
+                    action.level,
+                    action.branch,
+                    action.attempt,
+                    result.status.ticket,
+                    WORKLOAD_DEFAULTS,
+                    chosen_rewind(result.status, action.level),
+                )
         custom.create_namespaced_custom_object(group, version, namespace, plural, manifest)
     except kubernetes.client.ApiException as error:
         if error.status == 409:

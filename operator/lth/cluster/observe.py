@@ -115,9 +115,13 @@ def _observe_level_job(
     obj: dict[str, Any],
     read_progress: bool,
 ) -> ObservedChild:
-    """A level's job with its result (the lead pod's termination message, else result.json),
-    its failed pod's own words, or its latest epoch."""
+    """A level's job (or one of the instability analysis') with its result (the lead pod's
+    termination message, else result.json), its failed pod's own words, or its latest epoch."""
     child = level_api.observe(obj, None)
+    stability = _stability_of(obj)
+    if child.state == "Succeeded" and stability is not None:
+        pod = _lead_pod(core, namespace, level_api, child.name)
+        return level_api.observe(obj, _stability_result(run, pod, level_api.container, *stability))
     if child.state == "Succeeded":
         level, branch = _level_of(obj)
         pod = _lead_pod(core, namespace, level_api, child.name)
@@ -130,7 +134,7 @@ def _observe_level_job(
     if child.state == "Failed":
         pod = _failed_pod(core, namespace, level_api, child.name)
         return child if pod is None else with_pod_failure(child, pod, level_api.container)
-    if child.state == "Running" and read_progress and not child.deleting:
+    if child.state == "Running" and read_progress and not child.deleting and stability is None:
         level, branch = _level_of(obj)
         name = level_api.lead_pod_name(child.name) if level_api.lead_pod_name else None
         if name is None:
@@ -378,6 +382,25 @@ def observe_source(
     if on_volume == ".." or on_volume.startswith("../"):
         return None  # elsewhere in the pods' file system: the trainer checks it
     return observe_directory(Path(STORAGE_ROOT) / on_volume)
+
+
+def _stability_result(
+    run: str, pod: dict[str, Any] | None, container: str, point: int, part: api.StabilityPart
+) -> api.StabilityResult | None:
+    """A finished job of the instability analysis' result, read as a level's is."""
+    result = None if pod is None else objects.stability_result_from_pod(pod, container, point, part)
+    if result is None and STORAGE_ROOT:
+        result = files.read_stability_result(RunPaths(STORAGE_ROOT, run).layout.stability(point, part).result)
+    return result
+
+
+def _stability_of(job: dict[str, Any]) -> tuple[int, api.StabilityPart] | None:
+    """(point, part) of a job of the instability analysis; None for a level's."""
+    labels = job["metadata"].get("labels") or {}
+    point, part = labels.get(objects.LABEL_STABILITY_POINT), labels.get(objects.LABEL_STABILITY_PART)
+    if point is None or part not in api.STABILITY_PARTS:
+        return None
+    return int(point), part
 
 
 def _level_of(job: dict[str, Any]) -> tuple[int, Any]:

@@ -18,11 +18,11 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
-from lth.api import Branch, LotteryTicketRun, RunSpec, TicketStatus
+from lth.api import REWIND_PATTERN, STABILITY_PARTS, Branch, LotteryTicketRun, RunSpec, TicketStatus
 from lth.api.defaults import WorkloadDefaults, with_training_api
 from lth.api.validation import problems_from_error
 from lth.api.workload import RunPaths
-from lth.cluster.children.level_jobs import LEVEL_JOB_APIS
+from lth.cluster.children.level_jobs import LEVEL_JOB_APIS, stability_job
 from lth.cluster.children.objects import RunRef
 from lth.cluster.children.spark_application import spark_application
 from lth.storage.files import UnreadableDocument, read_yaml
@@ -144,6 +144,32 @@ def check_level(spec: RunSpec, level: int, branch: Branch) -> None:
         raise RenderError(f"--branch: {branch} does not run at level {level}; it runs {', '.join(runs)}")
 
 
+def resolved_rewind(spec: RunSpec, level: int, rewind_to: str | None) -> str | None:
+    """rewindTo auto: the point a pruned level rewinds to, which only the run's analysis knows."""
+    if rewind_to is not None and (not spec.pruning.auto_rewind or level == 0):
+        raise RenderError("--rewind-to: for the pruned levels (--level 1 or more) of a rewindTo auto spec")
+    if rewind_to is not None and (rewind_to == "auto" or not re.fullmatch(REWIND_PATTERN, rewind_to)):
+        raise RenderError(f"--rewind-to: {rewind_to!r} is not a rewind point (0, 0.5ep, 2ep, 500it)")
+    if rewind_to is None and spec.pruning.auto_rewind and level > 0:
+        raise RenderError(
+            f"--rewind-to: spec.pruning.rewindTo is auto: level {level} rewinds to the point the run's "
+            "instability analysis chooses (status.stability.chosen.rewindTo); pass --rewind-to K"
+        )
+    return rewind_to
+
+
+def stability_jobs(
+    ref: RunRef, spec: RunSpec, paths: RunPaths, point: int, values: ChartValues
+) -> list[dict[str, Any]]:
+    """The instability analysis' jobs at one ladder point: its copies and the path between them."""
+    ladder = spec.pruning.stability.ladder(spec.training.epochs)
+    if not spec.pruning.auto_rewind:
+        raise RenderError("--stability-point: the spec sets its rewind point (rewindTo is not auto)")
+    if point >= len(ladder):
+        raise RenderError(f"--stability-point: {point} is past the ladder's points 0 to {len(ladder) - 1}")
+    return [stability_job(ref, spec, paths, point, part, 1, values.workloads) for part in STABILITY_PARTS]
+
+
 def children(
     run: LotteryTicketRun,
     *,
@@ -152,23 +178,31 @@ def children(
     branch: Branch | None = None,
     values: ChartValues | None = None,
     ticket_level: int | None = None,
+    rewind_to: str | None = None,
+    stability_point: int | None = None,
 ) -> list[dict[str, Any]]:
     """What the operator creates for `run`: by default the SparkApplication `<run>-prep` (none for
     prepared shards) and level 0's main job (a PyTorchJob or a TrainJob, as spec.resources.trainingApi
-    or the chart's workloads.trainingApi says); with a level or a branch, that level's job."""
+    or the chart's workloads.trainingApi says); with a level or a branch, that level's job; with a
+    stability point, the instability analysis' jobs there (of the same training API)."""
     values = values or ChartValues(WorkloadDefaults())
     spec, _ = with_training_api((run.spec, []), None, values.workloads)
     assert spec is not None
     ref = RunRef(name=run.metadata.name, namespace=namespace, uid=PLACEHOLDER_UID)
     paths = RunPaths(spec.storage.mount_path, run.metadata.name)
+    if stability_point is not None:
+        if level is not None or branch is not None or rewind_to is not None:
+            raise RenderError("--stability-point: renders the analysis' jobs, not a level's (drop --level)")
+        return stability_jobs(ref, spec, paths, stability_point, values)
     ticket = resolved_ticket(spec, ticket_level)
     out: list[dict[str, Any]] = []
     if level is None and branch is None and spec.dataset.format != "prepared":
         out.append(spark_application(ref, spec, paths, 1, values.spark_service_account, values.workloads))
     level, branch = level or 0, branch or "main"
     check_level(spec, level, branch)
+    rewind = resolved_rewind(spec, level, rewind_to)
     build = LEVEL_JOB_APIS[spec.resources.level_kind].build
-    out.append(build(ref, spec, paths, level, branch, 1, ticket, values.workloads))
+    out.append(build(ref, spec, paths, level, branch, 1, ticket, values.workloads, rewind))
     return out
 
 

@@ -33,7 +33,9 @@ from lth.api.workload import (
     SPARK_MODULE,
     TRAINER_MODULE,
     RunPaths,
+    chosen_rewind,
     prep_arguments,
+    stability_arguments,
     trainer_arguments,
 )
 from lth.plan import (
@@ -41,6 +43,7 @@ from lth.plan import (
     CreateExport,
     CreateLevelJob,
     CreatePreprocessing,
+    CreateStabilityJob,
     DeleteChild,
     EmitEvent,
     Plan,
@@ -195,6 +198,12 @@ class LocalExecutor:
                 children[row.name] = ObservedChild(row.name, row.attempts, "Succeeded", result=result)
             elif row.phase in ("Pending", "Running"):
                 children[row.name] = self._unfinished(row.name, row.attempts)
+        for job in status.stability.jobs if status and status.stability else []:
+            found = files.read_stability_result(self.layout.stability(job.point, job.part).result)
+            if found is not None:
+                children[job.name] = ObservedChild(job.name, job.attempts, "Succeeded", result=found)
+            elif job.phase in ("Pending", "Running"):
+                children[job.name] = self._unfinished(job.name, job.attempts)
         export = status.export if status else None
         if export is not None and export.phase in ("Pending", "Running"):
             outcome = self.outcomes.get(export.name)
@@ -262,7 +271,7 @@ class LocalExecutor:
                     self.on_event(action)
                 case DeleteChild():
                     self.outcomes.pop(action.name, None)  # the failed attempt's outcome
-                case CreatePreprocessing() | CreateLevelJob() | CreateExport():
+                case CreatePreprocessing() | CreateLevelJob() | CreateStabilityJob() | CreateExport():
                     pass  # run_local starts the plan's creates (Plan.creates)
                 case _:
                     assert_never(action)
@@ -296,6 +305,15 @@ class LocalExecutor:
                 return self._level_launch(
                     result.spec, result.status, action.name, action.level, action.branch
                 )
+            case CreateStabilityJob():
+                arguments = stability_arguments(
+                    result.spec,
+                    self.paths,
+                    action.point,
+                    action.part,
+                    str(self._termination_log(action.name)),
+                )
+                return self._trainer_launch(result.spec, action.name, arguments)
             case CreateExport():
                 return self._export_launch(result.spec)
             case _:
@@ -329,7 +347,15 @@ class LocalExecutor:
         return Launch(prep_name(self.name), argv, self.logs / f"{prep_name(self.name)}.log", env)
 
     def _level_launch(self, spec: RunSpec, status: RunStatus, name: str, level: int, branch: Any) -> Launch:
-        termination = self._termination_log(name)
+        termination = str(self._termination_log(name))
+        rewind_to = chosen_rewind(status, level)
+        arguments = trainer_arguments(spec, self.paths, level, branch, termination, status.ticket, rewind_to)
+        return self._trainer_launch(spec, name, arguments, level, branch)
+
+    def _trainer_launch(
+        self, spec: RunSpec, name: str, arguments: list[str], level: int | None = None, branch: Any = None
+    ) -> Launch:
+        """The trainer with `arguments` (a level's, or a job of the instability analysis')."""
         # torchrun for several processes; one process needs no launcher, and skipping it
         # saves about 5 s per level (a second torch import, the agent's start and stop).
         launcher = (
@@ -337,12 +363,7 @@ class LocalExecutor:
             if self.nproc > 1
             else [sys.executable]
         )
-        argv = [
-            *launcher,
-            "-m",
-            TRAINER_MODULE,
-            *trainer_arguments(spec, self.paths, level, branch, str(termination), status.ticket),
-        ]
+        argv = [*launcher, "-m", TRAINER_MODULE, *arguments]
         # Each process gets its share of the cores: oversubscribed torch threads spin and
         # slow every job down many times over.
         processes = self.nproc * spec.resources.max_parallel_jobs

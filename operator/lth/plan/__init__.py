@@ -5,7 +5,8 @@ The kopf operator and the local runner both call `plan` and only carry out what 
 so both run the same state machine. It reads nothing and writes nothing, and imports nothing
 of ours but `lth.api`. The pass is split by concern: accepting the spec and freezing its
 fields (acceptance), resolving a transfer's ticket (tickets), stepping one child with its
-retries (children), the search policy (levels), the run's summary, phase and end (summary),
+retries (children), the search policy (levels), the instability analysis that chooses the
+rewind point of rewindTo auto (stability), the run's summary, phase and end (summary),
 the export stage (export), what everything costs (cost), and the actions an executor
 carries out (actions); `planner.plan` ties them together.
 """
@@ -26,6 +27,9 @@ from lth.plan.actions import (
 )
 from lth.plan.actions import (
     CreatePreprocessing as CreatePreprocessing,
+)
+from lth.plan.actions import (
+    CreateStabilityJob as CreateStabilityJob,
 )
 from lth.plan.actions import (
     DeleteChild as DeleteChild,

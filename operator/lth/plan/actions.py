@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lth.api import TERMINAL_PHASES, Branch, RunSpec, RunStatus
+from lth.api import TERMINAL_PHASES, Branch, RunSpec, RunStatus, StabilityPart
 from lth.api.observed import ChildKind
 
 Verb = Literal["create", "restart", "wait", "succeeded"]
@@ -24,6 +24,17 @@ class CreateLevelJob:
     name: str
     level: int
     branch: Branch
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CreateStabilityJob:
+    """A training job of the instability analysis (rewindTo auto): a copy from ladder point
+    `point` (part a or b), or the linear path between the two copies (part path)."""
+
+    name: str
+    point: int
+    part: StabilityPart
     attempt: int
 
 
@@ -48,7 +59,7 @@ class EmitEvent:
     message: str
 
 
-Create = CreatePreprocessing | CreateLevelJob | CreateExport
+Create = CreatePreprocessing | CreateLevelJob | CreateStabilityJob | CreateExport
 Action = Create | DeleteChild | EmitEvent
 
 
@@ -62,7 +73,11 @@ class Plan:
 
     @property
     def creates(self) -> list[Create]:
-        return [a for a in self.actions if isinstance(a, CreatePreprocessing | CreateLevelJob | CreateExport)]
+        return [
+            a
+            for a in self.actions
+            if isinstance(a, CreatePreprocessing | CreateLevelJob | CreateStabilityJob | CreateExport)
+        ]
 
     @property
     def done(self) -> bool:

@@ -8,7 +8,7 @@ attempt is told from the current one and deleted before the next is created."""
 
 from __future__ import annotations
 
-from lth.api import ChildStatus, ExportReason, FailureReason
+from lth.api import ChildStatus, ExportReason, FailureReason, RunStatus
 from lth.api.observed import TRAINING_APIS, ChildKind, ObservedChild
 from lth.plan.actions import Verb
 from lth.plan.context import Planning, RunFailed
@@ -128,3 +128,13 @@ def _current_attempt(
     entry.phase = "Running" if child.state == "Running" else "Pending"
     _stuck(p, entry, child)
     return "wait"
+
+
+UNFINISHED = ("Pending", "Running", "Retrying")
+
+
+def running_jobs(status: RunStatus) -> int:
+    """Training jobs the run has unfinished: its levels' and its instability analysis'
+    (spec.resources.maxParallelJobs bounds them together)."""
+    jobs = [*status.levels, *(status.stability.jobs if status.stability else [])]
+    return sum(1 for e in jobs if e.phase in UNFINISHED)

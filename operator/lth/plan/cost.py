@@ -1,8 +1,9 @@
 """What a run costs, in dense-run equivalents: the epochs a job trained times the fraction of
 the training data it trained on, relative to one dense run (spec.training.epochs over the
 whole training split). Plain IMP to level L costs L + 1 (less the rewind point's epochs at
-each pruned level); the gradual search 1 (dense) + search.epochs / epochs + 1 per ticket.
-Controls are counted apart: they check a ticket, they do not find it."""
+each pruned level); the gradual search 1 (dense) + search.epochs / epochs + 1 per ticket;
+rewindTo auto adds its instability analysis (two copies per measured point) to every ticket
+that rewinds. Controls are counted apart: they check a ticket, they do not find it."""
 
 from __future__ import annotations
 
@@ -44,19 +45,30 @@ def summarise(spec: RunSpec, status: RunStatus) -> CostStatus:
             main[entry.level] = cost
         else:
             controls += cost
+    # rewindTo auto: the analysis chose the rewind point every ticket past level 0 trains from.
+    analysis = status.stability.cost if status.stability is not None else None
     ticket = None
     if status.best is not None:
         path = ticket_levels(spec, status.best.level)
         if all(level in main for level in path):
-            ticket = round(sum(main[level] for level in path), 3)
-    return CostStatus(search=round(search, 3), controls=round(controls, 3), ticket=ticket)
+            before = analysis if analysis is not None and status.best.level > 0 else 0.0
+            ticket = round(sum(main[level] for level in path) + before, 3)
+    return CostStatus(
+        search=round(search, 3),
+        controls=round(controls, 3),
+        stability=None if analysis is None else round(analysis, 3),
+        ticket=ticket,
+    )
 
 
 def describe(cost: CostStatus, spec: RunSpec | None = None) -> str:
     """One line for lth status and the report."""
     ticket = f"best ticket {cost.ticket:.2f}, " if cost.ticket is not None else ""
     method = f" ({spec.pruning.search.method} search)" if spec is not None else ""
+    analysis = (
+        f", instability analysis {cost.stability:.2f} (in the ticket's)" if cost.stability is not None else ""
+    )
     return (
-        f"cost in dense-run equivalents{method}: {ticket}all main levels {cost.search:.2f}, "
-        f"controls {cost.controls:.2f} apart"
+        f"cost in dense-run equivalents{method}: {ticket}all main levels {cost.search:.2f}"
+        f"{analysis}, controls {cost.controls:.2f} apart"
     )

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from lth.api import Branch, LevelResult, LevelStatus, RunSpec
 from lth.api.naming import level_job_name
-from lth.plan import cost
+from lth.plan import cost, stability
 from lth.plan.actions import CreateLevelJob, Verb
-from lth.plan.children import step_child
+from lth.plan.children import running_jobs, step_child
 from lth.plan.context import Planning
 
 
@@ -22,6 +22,8 @@ def main_chain(p: Planning, spec: RunSpec) -> bool:
             if stop is not None:
                 p.condition("Progressing", "True", "LevelsDone", stop)
                 return True
+            if level == 1 and not stability.rewind_chosen(p, spec):
+                return False  # rewindTo auto: the analysis comes first
             if _slots(p, spec) <= 0:
                 return False
         verb = step_level(p, spec, level, "main")
@@ -76,8 +78,7 @@ def controls(p: Planning, spec: RunSpec) -> bool:
 
 
 def _slots(p: Planning, spec: RunSpec) -> int:
-    running = sum(1 for e in p.status.levels if e.phase in ("Pending", "Running", "Retrying"))
-    return spec.resources.max_parallel_jobs - running
+    return spec.resources.max_parallel_jobs - running_jobs(p.status)
 
 
 def step_level(p: Planning, spec: RunSpec, level: int, branch: Branch) -> Verb:
@@ -98,9 +99,10 @@ def step_level(p: Planning, spec: RunSpec, level: int, branch: Branch) -> Verb:
         expected = 1.0 if branch == "dense" else expected_density(p, spec, level)
         row.density = None if expected is None else round(expected, 6)
     child = p.children.get(name)
-    if verb == "succeeded" and before != "Succeeded" and child and child.result:
-        _record_result(p, row, child.result)
-        row.cost = round(cost.job_cost(spec, level, branch, child.result), 4)
+    result = child.result if child is not None else None
+    if verb == "succeeded" and before != "Succeeded" and isinstance(result, LevelResult):
+        _record_result(p, row, result)
+        row.cost = round(cost.job_cost(spec, level, branch, result), 4)
     if row.phase in ("Succeeded", "Failed"):
         row.progress = None  # the result says it all
     elif child is not None and child.progress is not None and child.attempt == row.attempts:

@@ -27,6 +27,7 @@ from lth.api import TERMINAL_PHASES, FailureReason, RunSpec, RunStatus
 from lth.api.naming import prep_name
 from lth.api.observed import ObservedChild, ObservedNamespace, ObservedSource
 from lth.api.validation import SubmittedSpec
+from lth.plan import stability
 from lth.plan.acceptance import pods_admissible, resolve_spec
 from lth.plan.actions import CreatePreprocessing, Plan, exporting
 from lth.plan.children import step_child
@@ -106,6 +107,7 @@ def _advance(p: Planning, spec: RunSpec) -> None:
             p,
             "Training",
             "Training",
-            f"level {level} of at most {spec.level_budget}"
+            stability.describe(p.status)
+            or f"level {level} of at most {spec.level_budget}"
             + (f", density {density:.4f}" if density is not None else ""),
         )

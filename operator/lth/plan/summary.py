@@ -8,7 +8,7 @@ from typing import Literal
 
 from lth.api import BestTicket, EpochProgress, FailureReason, ProgressReason, RunSpec, RunStatus
 from lth.api.workload import epoch_summary
-from lth.plan import cost
+from lth.plan import cost, stability
 from lth.plan.actions import DeleteChild
 from lth.plan.context import Planning
 
@@ -26,13 +26,14 @@ def record_progress(status: RunStatus, latest: Mapping[str, EpochProgress]) -> R
 
 
 def progress_summary(status: RunStatus) -> str | None:
-    """The Progress column: the highest main level while it is unfinished, with its epoch."""
+    """The Progress column: the highest main level while it is unfinished, with its epoch; the
+    point the instability analysis measures while it runs."""
     main = [e for e in status.levels if e.branch == "main"]
     if not main:
         return None
     current = max(main, key=lambda e: e.level)
     if current.phase not in ("Pending", "Running", "Retrying"):
-        return None
+        return stability.progress(status)
     return epoch_summary(current.level, current.progress)
 
 
@@ -125,7 +126,7 @@ def fail(p: Planning, reason: FailureReason, message: str) -> None:
     p.status.progress = None
     accepted = p.status.accepted_spec
     kind = accepted.resources.level_kind if accepted is not None else "PyTorchJob"
-    for entry in p.status.levels:
+    for entry in [*p.status.levels, *stability.unfinished(p.status)]:
         if entry.phase in ("Pending", "Running", "Retrying"):
             child = p.children.get(entry.name)
             if child is not None and not child.deleting:

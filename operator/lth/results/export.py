@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from lth.api import RunStatus
+from lth.api import RunStatus, StabilityStatus
 from lth.api.data_manifest import DataManifest
 from lth.api.naming import (
     CURVES_FILE,
@@ -17,12 +17,13 @@ from lth.api.naming import (
     PLOT_FILE,
     REWIND_FILE,
     SPEC_FILE,
+    STABILITY_PLOT_FILE,
     TICKET_FILE,
     RunLayout,
 )
 from lth.results.curves import learning_curves
 from lth.results.model_card import model_card
-from lth.results.plot import plot
+from lth.results.plot import plot, stability_plot
 from lth.storage.files import atomic_write_text
 from lth.storage.tickets import TicketFiles, describe
 
@@ -32,12 +33,28 @@ RESULT_FIELDS = {"level", "branch", "density", "top1", "top5", "loss", "cost"}
 export byte-identical files wherever they ran (`lth run` here, the export Job on a cluster)."""
 
 
+def rewind_point(stability: StabilityStatus) -> dict[str, object]:
+    """rewindTo auto in ticket.json: the point chosen, why, and the measured table (not the
+    jobs' times, so the same analysis exports the same bytes wherever it ran)."""
+    chosen = stability.chosen
+    return {
+        "chosenBy": "instability analysis (Frankle et al. 2020)",
+        **(chosen.to_wire() if chosen is not None else {}),
+        "threshold": stability.threshold,
+        "density": stability.density,
+        "ladder": stability.ladder,
+        "points": [point.to_wire() for point in stability.points],
+        "cost": stability.cost,
+    }
+
+
 def write_report(run_dir: Path, status: RunStatus) -> Path:
     """ticket/: the best mask, the rewind weights, ticket.json, the spec, the model card, the
     accuracy plot and the learning curves."""
     ticket = RunLayout(run_dir).ticket
     ticket.mkdir(parents=True, exist_ok=True)
     plot(status, ticket / PLOT_FILE)
+    stability_plot(status, ticket / STABILITY_PLOT_FILE)
     learning_curves(status, run_dir, ticket / CURVES_FILE)
     spec = status.accepted_spec
     # The public form: spec.json and ticket.json are uploaded, and may be published.
@@ -71,6 +88,8 @@ def write_report(run_dir: Path, status: RunStatus) -> Path:
             source_info["transferredFrom"] = status.ticket.to_wire()
         if status.cost is not None:
             source_info["cost"] = {"unit": "dense-run equivalents", **status.cost.to_wire()}
+        if status.stability is not None:
+            source_info["rewindPoint"] = rewind_point(status.stability)
         if (ticket / MASK_FILE).exists() and (ticket / REWIND_FILE).exists():
             described = describe(ticket, source_info)
             atomic_write_text(ticket / TICKET_FILE, json.dumps(described, indent=2) + "\n")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from lth.api import RunStatus
+from lth.api.naming import STABILITY_PLOT_FILE
 from lth.plan.cost import describe as describe_cost
-from lth.results.tables import markdown_table
+from lth.results.tables import markdown_table, stability_markdown, stability_summary
 
 
 def model_card(status: RunStatus, run_name: str) -> str:
@@ -28,10 +29,12 @@ def model_card(status: RunStatus, run_name: str) -> str:
     spec = status.accepted_spec
     if spec is not None:
         pruning = spec.pruning
+        chosen = status.stability.chosen if status.stability is not None else None
+        rewind = f"auto: {chosen.rewind_to}" if chosen is not None else pruning.rewind_to
         lines += [
             f"- architecture: {spec.model.arch}; pruning: {pruning.strategy}, "
             f"{pruning.fraction} of the remaining weights per level, rewind to "
-            f"{pruning.rewind_to} ({pruning.rewind} rewinding)",
+            f"{rewind} ({pruning.rewind} rewinding)",
             f"- search: {pruning.search.method} ({pruning.method.words})".replace(
                 "N epochs", f"{pruning.search.epochs} epochs"
             ),
@@ -54,4 +57,19 @@ def model_card(status: RunStatus, run_name: str) -> str:
         "![learning curves](learning-curves.png)",
         "",
     ]
+    summary = stability_summary(status)
+    if summary is not None:
+        lines += [
+            "## Rewind point: instability analysis",
+            "",
+            f"{summary}. Two copies trained from each measured point k with different data orders; "
+            "the instability is the largest top-1 error on the straight line between them minus the "
+            "mean of its ends' (Frankle et al. 2020, \"Linear Mode Connectivity and the Lottery "
+            'Ticket Hypothesis").',
+            "",
+            stability_markdown(status),
+            "",
+            f"![instability against k]({STABILITY_PLOT_FILE})",
+            "",
+        ]
     return "\n".join(lines)

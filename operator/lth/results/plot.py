@@ -63,3 +63,48 @@ def plot(status: RunStatus, path: Path) -> Path:
     atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
     plt.close(figure)
     return path
+
+
+def stability_plot(status: RunStatus, path: Path) -> Path | None:
+    """stability.png (rewindTo auto): the instability against the rewind point k, the threshold
+    and the chosen point; beside it, the top-1 error along each measured path. None without one."""
+    stability = status.stability
+    measured = [m for m in stability.points if m.instability is not None] if stability else []
+    if stability is None or not measured:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
+    xs = [m.epochs for m in measured]
+    left.plot(xs, [m.instability for m in measured], "o-", label="instability (error barrier)")
+    left.axhline(
+        stability.threshold, color="grey", linestyle="--", label=f"threshold {stability.threshold:g}"
+    )
+    if stability.chosen is not None and stability.chosen.instability is not None:
+        left.plot(
+            stability.chosen.epochs, stability.chosen.instability, "*", markersize=14, color="gold",
+            markeredgecolor="black", label=f"chosen: {stability.chosen.rewind_to}",
+        )  # fmt: skip
+    left.set_xscale("symlog", linthresh=min([x for x in stability.ladder if x > 0] or [1.0]))
+    left.set_xticks(stability.ladder, [f"{x:g}" for x in stability.ladder])
+    left.minorticks_off()
+    left.set_xlabel("rewind point k (epochs)")
+    left.set_ylabel("top-1 error barrier (points)")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+    for m in measured:
+        errors = m.errors or []
+        alphas = [i / max(len(errors) - 1, 1) for i in range(len(errors))]
+        right.plot(alphas, errors, ".-", label=f"k = {m.epochs:g} ep")
+    right.set_xlabel("position on the path (copy a = 0, copy b = 1)")
+    right.set_ylabel("top-1 error (%)")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=8)
+    figure.suptitle("Instability analysis (rewindTo auto)")
+    figure.tight_layout()
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
+    plt.close(figure)
+    return path

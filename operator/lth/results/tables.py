@@ -76,3 +76,57 @@ def level_cost_cell(status: RunStatus, level: int) -> str:
         e.cost for e in status.levels if e.level == level and e.branch != "main" and e.cost is not None
     )
     return f"{main:.2f}" + (f" (+{controls:.2f})" if controls else "")
+
+
+STABILITY_COLUMNS = ("k, epochs", "step", "instability, points", "error at the ends", "stable", "cost")
+"""The instability analysis' table (rewindTo auto): one row per measured rewind point."""
+
+
+def stability_rows(status: RunStatus) -> list[list[str]]:
+    """The measured points of the instability analysis, by k; the chosen one marked."""
+    stability = status.stability
+    if stability is None:
+        return []
+    chosen = stability.chosen.point if stability.chosen is not None else None
+    rows = []
+    for m in stability.points:
+        stable = "" if m.stable is None else ("yes" if m.stable else "no")
+        rows.append(
+            [
+                f"{m.epochs:g}" + (" (chosen)" if m.point == chosen else ""),
+                "" if m.step is None else str(m.step),
+                "" if m.instability is None else f"{m.instability:.2f}",
+                "" if m.endpoint_error is None else f"{m.endpoint_error:.2f}%",
+                stable,
+                "" if m.cost is None else f"{m.cost:.2f}",
+            ]
+        )
+    return rows
+
+
+def stability_summary(status: RunStatus) -> str | None:
+    """One line: the chosen rewind point and why, the threshold and what the analysis cost."""
+    stability = status.stability
+    if stability is None:
+        return None
+    cost = f"{stability.cost:.2f} dense-run equivalents"
+    if stability.chosen is None:
+        threshold = f"threshold {stability.threshold:g} points"
+        return f"rewindTo auto: instability analysis running ({threshold}, {cost} so far)"
+    chosen = stability.chosen
+    step = f", step {chosen.step}" if chosen.step is not None else ""
+    return (
+        f"rewindTo auto: rewind point {chosen.rewind_to}{step}, {chosen.reason} (instability at most "
+        f"{stability.threshold:g} points); the analysis measured {len(stability.points)} of "
+        f"{len(stability.ladder)} candidate points for {cost}"
+    )
+
+
+def stability_markdown(status: RunStatus) -> str:
+    """The instability analysis' table as Markdown (empty without one)."""
+    rows = stability_rows(status)
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(STABILITY_COLUMNS) + " |", "|" + " --- |" * len(STABILITY_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

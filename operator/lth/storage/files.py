@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lth.api import LevelResult, RunStatus
+from lth.api import LevelResult, RunStatus, StabilityResult
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -79,6 +79,14 @@ def read_result(path: Path) -> LevelResult | None:
     """A level's result.json; None when it is missing or not a result (an unfinished level)."""
     try:
         return LevelResult.model_validate_json(path.read_text())
+    except (OSError, ValidationError, ValueError):
+        return None
+
+
+def read_stability_result(path: Path) -> StabilityResult | None:
+    """A job of the instability analysis' result.json; None when missing or not one."""
+    try:
+        return StabilityResult.model_validate_json(path.read_text())
     except (OSError, ValidationError, ValueError):
         return None
 

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lth.api import LevelResult
+from lth.api import Branch, LevelResult
 from lth.storage.tracking import TrackedLevel, level_params, one_line
 from lth_trainer import pruning
 from lth_trainer.tracking import mlflow_runs, tensorboard_events
@@ -65,25 +65,30 @@ class Trackers:
         self.active.clear()
 
 
-def level_view(run: LevelRun, run_dir: Path, start_mask: pruning.Mask) -> LevelView:
+def level_view(
+    run: LevelRun, run_dir: Path, level: int, branch: Branch, start_mask: pruning.Mask
+) -> LevelView:
     """The level at its start, as the trackers see it (the density start.json has)."""
     start_epoch = run.start_step // run.steps_per_epoch
     density = pruning.density(start_mask)
     layers = {name: float(keep.float().mean()) for name, keep in start_mask.items()}
-    params = level_params(run.spec, run.level, run.branch, density, start_epoch)
+    params = level_params(run.spec, level, branch, density, start_epoch)
     return LevelView(
         spec=run.spec,
         run_dir=run_dir,
-        level=run.level,
-        branch=run.branch,
+        level=level,
+        branch=branch,
         start_epoch=start_epoch,
         density=density,
         layer_densities=layers,
         history=list(run.counters.history),
-        tracked=TrackedLevel(run.level, run.branch, params, density, start_epoch, time.time()),
+        tracked=TrackedLevel(level, branch, params, density, start_epoch, time.time()),
     )
 
 
-def start_trackers(run: LevelRun, run_dir: Path, start_mask: pruning.Mask) -> Trackers:
-    """Rank 0's trackers of the level; the other ranks track nothing."""
-    return Trackers(level_view(run, run_dir, start_mask) if run.platform.is_main else None)
+def start_trackers(
+    run: LevelRun, run_dir: Path, level: int, branch: Branch, start_mask: pruning.Mask
+) -> Trackers:
+    """Rank 0's trackers of the level; the other ranks track nothing (nor does the
+    instability analysis: its copies are not levels)."""
+    return Trackers(level_view(run, run_dir, level, branch, start_mask) if run.platform.is_main else None)

@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth.api import Branch
 from lth_trainer import pruning
 from lth_trainer.dist import Platform
 from lth_trainer.store import (
@@ -59,13 +58,12 @@ def checkpoint_state(
     precision: Precision,
     counters: Counters,
     platform: Platform,
-    level: int,
-    branch: Branch,
+    job: dict[str, Any],
 ) -> dict[str, Any]:
+    """`job`: what the job is (its level and branch, or its stability point and part), checked on resume."""
     return {
         "format": CHECKPOINT_FORMAT,
-        "level": level,
-        "branch": branch,
+        **job,
         "step": counters.step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -85,19 +83,12 @@ def resume(
     optimizer: torch.optim.Optimizer,
     precision: Precision,
     platform: Platform,
-    level: int,
-    branch: Branch,
+    job: dict[str, Any],
 ) -> Counters:
     state = load_checkpoint(path)
-    if (
-        state.get("format") != CHECKPOINT_FORMAT
-        or state.get("level") != level
-        or state.get("branch") != branch
-    ):
-        raise TrainerError(
-            f"{path}: checkpoint of level {state.get('level')} {state.get('branch')}, "
-            f"not of level {level} {branch}"
-        )
+    if state.get("format") != CHECKPOINT_FORMAT or any(state.get(k) != v for k, v in job.items()):
+        found = {k: state.get(k) for k in job}
+        raise TrainerError(f"{path}: checkpoint of {found}, not of {job}")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from lth.api import Branch, LevelResult, RunSpec
 from lth.api.workload import epoch_line as progress_line
 from lth.storage.tickets import TicketFiles
 from lth_trainer import pruning
-from lth_trainer.data.loader import loader
+from lth_trainer.data.loader import ShardDataset, TrainBatches, loader
 from lth_trainer.dist import Platform
 from lth_trainer.optim import lr_factor, set_lr
 from lth_trainer.start import LevelFiles
@@ -63,9 +63,27 @@ def run_level(
     run, train_data, batches, start_mask = setup_level(
         run_dir, data_dir, spec, level, branch, platform, ticket
     )
-    training = spec.training
     # Rank 0's trackers; they only flush what they wrote, so a level that fails loses nothing.
-    trackers = start_trackers(run, run_dir, start_mask)
+    trackers = start_trackers(run, run_dir, level, branch, start_mask)
+    mask = train(run, train_data, batches, start_mask, trackers.epoch)
+    result = _finish(run, level, branch, mask)
+    trackers.finish(result)
+    trackers.close()
+    log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
+    return result
+
+
+def train(
+    run: LevelRun,
+    train_data: ShardDataset,
+    batches: TrainBatches,
+    start_mask: pruning.Mask,
+    on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
+) -> pruning.Mask:
+    """The loop over epochs to the job's last step (each a step loop, then the epoch's hooks,
+    then `on_epoch` with the epoch's record), from where its checkpoint left it; the mask it
+    ends with."""
+    training, platform = run.spec.training, run.platform
     if run.counters.step < run.total_steps:
         stream = iter(
             loader(
@@ -75,18 +93,14 @@ def run_level(
                 platform.device.type == "cuda",
             )
         )
-        net = distributed(run.model, spec, platform)
+        net = distributed(run.model, run.spec, platform)
         masked = pruning.gradient_masks(dict(run.model.named_parameters()), start_mask)
         while run.counters.step < run.total_steps:
             if run.prunes is not None:
                 masked = pruning.gradient_masks(dict(run.model.named_parameters()), run.prunes.mask)
             train_epoch(run, net, stream, masked)
-            trackers.epoch(end_epoch(run))  # after the checkpoint: a resume writes it again
-    result = _finish(run, run.prunes.mask if run.prunes is not None else start_mask)
-    trackers.finish(result)
-    trackers.close()
-    log.info("level %d %s done in %.0f s: %s", level, branch, time.perf_counter() - began, result.to_wire())
-    return result
+            on_epoch(end_epoch(run))  # after the checkpoint: a resume gives it again
+    return run.prunes.mask if run.prunes is not None else start_mask
 
 
 def end_epoch(run: LevelRun) -> dict[str, Any]:
@@ -106,8 +120,7 @@ def end_epoch(run: LevelRun) -> dict[str, Any]:
     )
     counters.elapsed_seconds = run.elapsed()
     record = {
-        "level": run.level,
-        "branch": run.branch,
+        **run.job.fields,
         "epoch": counters.step // run.steps_per_epoch,
         "epochs": training.epochs,
         "step": counters.step,
@@ -119,9 +132,7 @@ def end_epoch(run: LevelRun) -> dict[str, Any]:
     }
     counters.history.append(record)
     if platform.is_main:
-        state = checkpoint_state(
-            run.model, run.optimizer, run.precision, counters, platform, run.level, run.branch
-        )
+        state = checkpoint_state(run.model, run.optimizer, run.precision, counters, platform, run.job.fields)
         save_checkpoint(run.files.checkpoint, state)
         write_progress(run.files, counters.history)
         top1, epoch = metrics["top1"], record["epoch"]
@@ -130,8 +141,7 @@ def end_epoch(run: LevelRun) -> dict[str, Any]:
         print(
             progress_line(
                 {
-                    "level": run.level,
-                    "branch": run.branch,
+                    **run.job.fields,
                     "epoch": epoch,
                     "epochs": training.epochs,
                     "top1": None if top1 is None else round(top1, 2),
@@ -143,9 +153,8 @@ def end_epoch(run: LevelRun) -> dict[str, Any]:
             flush=True,
         )
     log.info(
-        "level %d %s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s",
-        run.level,
-        run.branch,
+        "%s epoch %d/%d: top1 %.2f%% val loss %.4f, %.0f images/s",
+        run.job.label,
         record["epoch"],
         training.epochs,
         metrics["top1"],
@@ -155,15 +164,25 @@ def end_epoch(run: LevelRun) -> dict[str, Any]:
     return record
 
 
-def _finish(run: LevelRun, mask: pruning.Mask) -> LevelResult:
+def last_epoch(run: LevelRun) -> dict[str, Any]:
+    """The job's last evaluated epoch (what its result reports)."""
+    if not run.counters.history:
+        raise TrainerError(f"{run.files.checkpoint}: holds no evaluated epoch")
+    return run.counters.history[-1]
+
+
+def trained_epochs(run: LevelRun) -> float:
+    """Passes over the training split from the job's start step to its last: its cost."""
+    return round((run.total_steps - run.start_step) / run.steps_per_epoch, 4)
+
+
+def _finish(run: LevelRun, level: int, branch: Branch, mask: pruning.Mask) -> LevelResult:
     """The level's result from its last evaluated epoch; the final weights and result.json (last)."""
     counters = run.counters
-    last = counters.history[-1] if counters.history else None
-    if last is None:
-        raise TrainerError(f"{run.files.checkpoint}: holds no evaluated epoch")
+    last = last_epoch(run)
     result = LevelResult(
-        level=run.level,
-        branch=run.branch,
+        level=level,
+        branch=branch,
         density=pruning.density(mask),
         top1=last["top1"],
         top5=last["top5"],
@@ -171,7 +190,7 @@ def _finish(run: LevelRun, mask: pruning.Mask) -> LevelResult:
         epochs=run.spec.training.epochs,
         images_per_second=counters.train_images / counters.train_seconds if counters.train_seconds else None,
         duration_seconds=run.elapsed(),
-        trained_epochs=round((run.total_steps - run.start_step) / run.steps_per_epoch, 4),
+        trained_epochs=trained_epochs(run),
     )
     if run.platform.is_main:
         save_tensors(run.files.final, dict(run.model.state_dict()))
@@ -242,9 +261,11 @@ def train_epoch(
 
 
 def save_rewind_point(run: LevelRun, net: nn.Module) -> None:
-    """Step hook: theta_k, once the step that reaches k is done (rank 0 of the saving branch)."""
-    if run.counters.step == run.rewind_at and run.platform.is_main:
-        save_tensors(run.files.rewind, dict(net_module(net).state_dict()))
+    """Step hook: theta_k, once the step that reaches k is done (rank 0 of the saving branch;
+    with rewindTo auto, at every candidate point)."""
+    path = run.rewind_saves.get(run.counters.step)
+    if path is not None and run.platform.is_main:
+        save_tensors(path, dict(net_module(net).state_dict()))
 
 
 @dataclass
@@ -260,9 +281,8 @@ class StepProgress:
             return
         self.last = now
         log.info(
-            "level %d %s epoch %d: step %d/%d, %.0f images/s",
-            run.level,
-            run.branch,
+            "%s epoch %d: step %d/%d, %.0f images/s",
+            run.job.label,
             run.counters.step // run.steps_per_epoch + 1,
             done,
             steps,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from torch import nn
 from lth.api import Branch, RunSpec
 from lth.api.data_manifest import DataManifest, Split, geometry_mismatch
 from lth.api.naming import MANIFEST_FILE, RunLayout
+from lth.api.pruning import step_of
 from lth.storage.tickets import TicketFiles
 from lth_trainer import pruning
 from lth_trainer.data.crops import crop_size, evaluation
@@ -21,7 +24,7 @@ from lth_trainer.data.device import Inputs
 from lth_trainer.data.index import ShardIndex, load_manifest, shared_index
 from lth_trainer.data.loader import ShardDataset, TrainBatches
 from lth_trainer.dist import Platform
-from lth_trainer.models import build_model
+from lth_trainer.models import build_model, check_input
 from lth_trainer.optim import build_optimizer
 from lth_trainer.prune_steps import PruneSteps, schedule
 from lth_trainer.start import LevelFiles, LevelStart, level_files, plan_start, rewind_step
@@ -46,13 +49,22 @@ def index_file(run_dir: Path, split: Split) -> Path:
     return RunLayout(run_dir).index / f"{split}.npz"
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a training job is: a level and its branch, or a copy of the instability analysis.
+    `fields` go into its checkpoint, start.json and epoch lines (level and branch, or the
+    stability point and part); `label` into its log."""
+
+    fields: dict[str, Any]
+    label: str
+
+
 @dataclass
 class LevelRun:
-    """One level in training: what every step and every epoch boundary reads and updates."""
+    """One level (or copy) in training: what every step and every epoch boundary reads and updates."""
 
     spec: RunSpec
-    level: int
-    branch: Branch
+    job: Job
     files: LevelFiles
     platform: Platform
     steps_per_epoch: int
@@ -63,8 +75,9 @@ class LevelRun:
     counters: Counters
     val_data: ShardDataset
     num_classes: int
-    rewind_at: int
-    """The step after which theta_k is saved; -1 where this branch saves none."""
+    rewind_saves: dict[int, Path]
+    """Where the weights are saved after the step that reaches each of these steps: theta_k
+    (level 0's main branch only; with rewindTo auto, every candidate point)."""
     start_step: int = 0
     """The global step this level starts training at (k for a pruned level)."""
     prunes: PruneSteps | None = None
@@ -163,6 +176,26 @@ def model_at_start(spec: RunSpec, start: LevelStart, model: nn.Module, platform:
     return model
 
 
+def network_builder(spec: RunSpec, data: LevelData) -> tuple[Callable[[int], nn.Module], int]:
+    """`build(seed)`: a fresh network for the run's classes and crop; and the class count."""
+    num_classes = spec.model.num_classes or data.manifest.num_classes
+
+    def build(seed: int) -> nn.Module:
+        return build_model(spec.model.arch, num_classes, data.crop, seed)
+
+    return build, num_classes
+
+
+def rewind_files(spec: RunSpec, files: LevelFiles, steps_per_epoch: int) -> dict[int, Path]:
+    """Where level 0 saves the weights of each rewind point, by step: theta_k (rewind.safetensors);
+    with rewindTo auto, theta at every candidate point of the ladder (rewind-at-STEP)."""
+    if spec.pruning.auto_rewind:
+        ladder = spec.pruning.stability.ladder(spec.training.epochs)
+        steps = {step_of(epochs, steps_per_epoch) for epochs in ladder}
+        return {step: files.rewind_at(step) for step in sorted(steps)}
+    return {rewind_step(spec, steps_per_epoch): files.rewind}
+
+
 def setup_level(
     run_dir: Path,
     data_dir: Path,
@@ -174,26 +207,42 @@ def setup_level(
 ) -> tuple[LevelRun, ShardDataset, TrainBatches, pruning.Mask]:
     """The data, the model at its start (mask applied, or resumed from the checkpoint), the
     optimizer; start.json on a first start, theta_0 as the rewind point when k is 0."""
-    training = spec.training
     files = level_files(run_dir, level, branch)
     data = level_data(run_dir, data_dir, spec, platform)
     spe = data.batches.steps_per_epoch
-    num_classes = spec.model.num_classes or data.manifest.num_classes
-
-    def build(seed: int) -> nn.Module:
-        return build_model(spec.model.arch, num_classes, data.crop, seed)
-
+    build, _ = network_builder(spec, data)
+    fresh = build(spec.training.seed)
+    check_input(fresh, spec.model.arch, data.crop)  # before anything is written
     start = plan_start(run_dir, spec, level, branch, build, spe, write=platform.is_main, ticket=ticket)
-    model = model_at_start(spec, start, build(training.seed), platform)
+    saves = rewind_files(spec, files, spe) if saves_rewind_point(level, branch) else {}
+    job = Job({"level": level, "branch": branch}, f"level {level} {branch}")
+    return prepare_run(spec, files, data, start, fresh, platform, job, saves)
+
+
+def prepare_run(
+    spec: RunSpec,
+    files: LevelFiles,
+    data: LevelData,
+    start: LevelStart,
+    model: nn.Module,
+    platform: Platform,
+    job: Job,
+    saves: dict[int, Path],
+) -> tuple[LevelRun, ShardDataset, TrainBatches, pruning.Mask]:
+    """A job that trains (a level, or a copy of the instability analysis) at its start: `model`
+    (fresh) with the start's weights and mask, the optimizer, resumed from its checkpoint or
+    with start.json written; `saves`, the rewind points it saves, by step."""
+    training = spec.training
+    spe = data.batches.steps_per_epoch
+    model = model_at_start(spec, start, model, platform)
     optimizer = build_optimizer(training, model)
     precision = precision_for(spec, platform.device)
     counters = Counters(step=start.step)
     if files.checkpoint.is_file():
-        counters = resume(files.checkpoint, model, optimizer, precision, platform, level, branch)
+        counters = resume(files.checkpoint, model, optimizer, precision, platform, job.fields)
         log.info(
-            "level %d %s: resumed from %s at step %d (epoch %d)",
-            level,
-            branch,
+            "%s: resumed from %s at step %d (epoch %d)",
+            job.label,
             files.checkpoint,
             counters.step,
             counters.step // spe,
@@ -203,27 +252,24 @@ def setup_level(
             files.start,
             {
                 **start.origin,
-                "level": level,
-                "branch": branch,
+                **job.fields,
                 "density": pruning.density(start.mask),
                 "stepsPerEpoch": spe,
                 "crop": data.crop,
                 "evaluation": evaluation(data.crop, data.manifest),
             },
         )
-    saves = saves_rewind_point(level, branch)
-    rewind_at = rewind_step(spec, spe) if saves else -1
-    if saves and platform.is_main and rewind_at == 0 and not files.rewind.is_file():
-        save_tensors(files.rewind, start.weights)
+    if platform.is_main and 0 in saves and not saves[0].is_file():
+        save_tensors(saves[0], start.weights)
     prunes = None
-    if start.prunes is not None and branch == "main":
+    if start.prunes is not None and job.fields.get("branch") == "main":
         steps = schedule(start.prunes, files, start.step, start.end_step or training.epochs * spe)
         prunes = PruneSteps(spec, steps, counters.mask or start.mask, write=platform.is_main)
         counters.mask = prunes.mask
+    _, num_classes = network_builder(spec, data)
     run = LevelRun(
         spec=spec,
-        level=level,
-        branch=branch,
+        job=job,
         files=files,
         platform=platform,
         steps_per_epoch=spe,
@@ -234,7 +280,7 @@ def setup_level(
         counters=counters,
         val_data=data.dataset(data.val, False, spec),
         num_classes=num_classes,
-        rewind_at=rewind_at,
+        rewind_saves=saves,
         elapsed_before=counters.elapsed_seconds,
         start_step=start.step,
         prunes=prunes,

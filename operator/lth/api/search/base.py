@@ -135,14 +135,16 @@ def first_level(spec: RunSpec) -> LevelPlan:
 def planned_epochs(method: Method, spec: RunSpec, level: int, branch: Branch = "main") -> float:
     """Epochs a job will train, from the spec alone: level 0 the whole schedule; a level that
     trains a set number of epochs (a search level) that many; any other from the rewind point
-    on (an iteration count, which needs the steps per epoch, is counted as a full run here;
-    the trainer's result is exact)."""
+    on (an iteration count, which needs the steps per epoch, and rewindTo auto are counted as
+    a full run here; the trainer's result is exact)."""
     epochs = spec.training.epochs
     plan = method.level_plan(spec, level)
     if plan.start == "zero":
         return float(epochs)
     if plan.epochs is not None and branch == "main":
         return float(min(plan.epochs, epochs))
+    if spec.pruning.auto_rewind:
+        return float(epochs)  # the instability analysis chooses the point: exact in the result
     amount, unit = spec.pruning.rewind_point()
     return float(epochs - amount) if unit == "ep" else float(epochs)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lth.api import Branch, LevelResult, RunSpec, TicketStatus, TrainingApi
+from lth.api import Branch, LevelResult, RunSpec, StabilityResult, TicketStatus, TrainingApi
 from lth.api.defaults import WorkloadDefaults
 from lth.api.observed import ObservedChild, Stuck
 from lth.api.workload import RunPaths
@@ -26,6 +26,23 @@ class BuildLevelJob(Protocol):
         attempt: int,
         ticket: TicketStatus | None = None,
         defaults: WorkloadDefaults | None = None,
+        rewind_to: str | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class BuildTrainingJob(Protocol):
+    """The API's object `name` that runs the trainer with `arguments` (`labels`: which job of the
+    run it is, on the object and its pods); a level's job is one, with a level's arguments."""
+
+    def __call__(
+        self,
+        run: RunRef,
+        spec: RunSpec,
+        name: str,
+        labels: dict[str, str],
+        arguments: list[str],
+        attempt: int,
+        defaults: WorkloadDefaults | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -39,7 +56,9 @@ class LevelJobApi:
     container: str
     """The trainer's container in every pod: its termination message and log."""
     build: BuildLevelJob
-    observe: Callable[[Mapping[str, Any], LevelResult | None], ObservedChild]
+    build_job: BuildTrainingJob
+    """The same object for any trainer command line: a job of the instability analysis too."""
+    observe: Callable[[Mapping[str, Any], LevelResult | StabilityResult | None], ObservedChild]
     lead_pod_name: Callable[[str], str] | None
     """The name of the pod whose termination message carries the result, where it is known
     (read with one GET); None where the pod's name is generated (found by `lead_pod_selector`)."""

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lth import api
-from lth.api import Branch, LevelResult, RunSpec
+from lth.api import Branch, LevelResult, RunSpec, StabilityPart, StabilityResult
 from lth.api.defaults import WorkloadDefaults
 from lth.api.observed import ChildKind, Stuck
 
@@ -36,6 +36,9 @@ MANAGED_BY = "lth-operator"
 LABEL_RUN = "lth.dev/run"
 LABEL_LEVEL = "lth.dev/level"
 LABEL_BRANCH = "lth.dev/branch"
+LABEL_STABILITY_POINT = "lth.dev/stability-point"
+LABEL_STABILITY_PART = "lth.dev/stability-part"
+"""rewindTo auto: a job of the instability analysis (its ladder point; copy a, b, or the path)."""
 ANNOTATION_ATTEMPT = "lth.dev/attempt"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 POD_LABEL_OF: dict[ChildKind, str] = {
@@ -222,27 +225,43 @@ def attempt_of(obj: Mapping[str, Any]) -> int:
     return max(int(raw), 1)
 
 
+def termination_message(pod: Mapping[str, Any], container: str) -> str | None:
+    """The trainer container's termination message; None when it has none."""
+    for status in as_list(as_mapping(pod.get("status")).get("containerStatuses")):
+        if as_mapping(status).get("name") != container:
+            continue
+        message = as_mapping(as_mapping(status.get("state")).get("terminated")).get("message")
+        return message if isinstance(message, str) else None
+    return None
+
+
 def level_result_from_pod(
     pod: Mapping[str, Any], container: str, level: int | None = None, branch: Branch | None = None
 ) -> LevelResult | None:
     """The result in the trainer container's termination message; None when absent, garbled or
     not this level's."""
-    for status in as_list(as_mapping(pod.get("status")).get("containerStatuses")):
-        if as_mapping(status).get("name") != container:
-            continue
-        message = as_mapping(as_mapping(status.get("state")).get("terminated")).get("message")
-        if not isinstance(message, str):
-            return None
-        try:
-            result = LevelResult.model_validate(json.loads(message))
-        except (ValueError, ValidationError):
-            return None
-        if level is not None and result.level != level:
-            return None
-        if branch is not None and result.branch != branch:
-            return None
-        return result
-    return None
+    message = termination_message(pod, container)
+    try:
+        result = LevelResult.model_validate(json.loads(message)) if message is not None else None
+    except (ValueError, ValidationError):
+        return None
+    if result is None or (level is not None and result.level != level):
+        return None
+    if branch is not None and result.branch != branch:
+        return None
+    return result
+
+
+def stability_result_from_pod(
+    pod: Mapping[str, Any], container: str, point: int, part: StabilityPart
+) -> StabilityResult | None:
+    """A job of the instability analysis' result, in its trainer container's termination message."""
+    message = termination_message(pod, container)
+    try:
+        result = StabilityResult.model_validate(json.loads(message)) if message is not None else None
+    except (ValueError, ValidationError):
+        return None
+    return result if result is not None and (result.point, result.part) == (point, part) else None
 
 
 def waiting_for_queue(kind: ChildKind, name: str, obj: Mapping[str, Any]) -> Stuck:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lth.api import Branch, LevelResult, RunSpec, TicketStatus
+from lth.api import Branch, LevelResult, RunSpec, StabilityResult, TicketStatus
 from lth.api.defaults import WorkloadDefaults
 from lth.api.naming import level_job_name
 from lth.api.observed import ChildState, ObservedChild
@@ -60,11 +60,9 @@ with limit 0 the first failed pod takes that path. Without a limit, a failed rep
 restartPolicy Never fails the job through `UpdateJobStatus`, which keeps the failed pods."""
 
 
-def trainer_command(
-    spec: RunSpec, paths: RunPaths, level: int, branch: Branch, ticket: TicketStatus | None = None
-) -> list[str]:
-    """torchrun for one level (of a transfer run: `ticket`, status.ticket); the training
-    operator's environment gives it the topology.
+def trainer_command(arguments: list[str]) -> list[str]:
+    """torchrun for one trainer job (`arguments`: a level's, or a job of the instability
+    analysis'); the training operator's environment gives it the topology.
 
     torchrun reads PET_NNODES, PET_NPROC_PER_NODE and PET_NODE_RANK itself, but takes
     the rendezvous address only from PET_MASTER_ADDR / --master-addr, so the
@@ -77,21 +75,12 @@ def trainer_command(
         "--master-port=$(MASTER_PORT)",
         "-m",
         TRAINER_MODULE,
-        *(
-            escape_expansion(a)
-            for a in trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket)
-        ),
+        *(escape_expansion(a) for a in arguments),
     ]
 
 
 def _trainer_pod(
-    run: RunRef,
-    spec: RunSpec,
-    paths: RunPaths,
-    level: int,
-    branch: Branch,
-    ticket: TicketStatus | None,
-    defaults: WorkloadDefaults,
+    run: RunRef, spec: RunSpec, labels: dict[str, str], arguments: list[str], defaults: WorkloadDefaults
 ) -> dict[str, Any]:
     res = spec.resources
     security = trainer_security(spec)
@@ -99,7 +88,7 @@ def _trainer_pod(
         "name": TRAINER_CONTAINER,
         "image": res.image or defaults.trainer_image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "command": trainer_command(spec, paths, level, branch, ticket),
+        "command": trainer_command(arguments),
         "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT, "protocol": "TCP"}],
         "resources": trainer_resources(spec),
         "volumeMounts": trainer_mounts(spec),
@@ -127,9 +116,46 @@ def _trainer_pod(
     }
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
+    return {"metadata": {"labels": {LABEL_RUN: run.name, **labels}}, "spec": pod_spec}
+
+
+def training_job(
+    run: RunRef,
+    spec: RunSpec,
+    name: str,
+    labels: dict[str, str],
+    arguments: list[str],
+    attempt: int,
+    defaults: WorkloadDefaults | None = None,
+) -> dict[str, Any]:
+    """The PyTorchJob `name` that runs the trainer with `arguments` on the run's resources:
+    `labels` say which job of the run it is (on the job and its pods): a level's, or one of
+    the instability analysis' (`lth.cluster.children.level_jobs`).
+
+    With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
+    when the queue has room, instead of racing its webhook.
+    """
+    res = spec.resources
+    template = _trainer_pod(run, spec, labels, arguments, defaults or WorkloadDefaults())
+
+    def replica(count: int) -> dict[str, Any]:
+        return {"replicas": count, "restartPolicy": "Never", "template": template}
+
+    replicas = {"Master": replica(1)}
+    if res.pods > 1:
+        replicas["Worker"] = replica(res.pods - 1)
+    run_policy: dict[str, Any] = {"cleanPodPolicy": CLEAN_POD_POLICY}
+    if res.queue_name:
+        run_policy["suspend"] = True
     return {
-        "metadata": {"labels": {LABEL_RUN: run.name, LABEL_LEVEL: str(level), LABEL_BRANCH: branch}},
-        "spec": pod_spec,
+        "apiVersion": PYTORCHJOB_API_VERSION,
+        "kind": "PyTorchJob",
+        "metadata": child_metadata(run, name, attempt, {**labels, **queue_labels(spec)}),
+        "spec": {
+            "nprocPerNode": str(res.processes_per_pod),
+            "runPolicy": run_policy,
+            "pytorchReplicaSpecs": replicas,
+        },
     }
 
 
@@ -142,36 +168,14 @@ def pytorch_job(
     attempt: int,
     ticket: TicketStatus | None = None,
     defaults: WorkloadDefaults | None = None,
+    rewind_to: str | None = None,
 ) -> dict[str, Any]:
     """The PyTorchJob `<run>-level-NN[-reinit|-rprune|-dense]` that trains, evaluates and prunes
-    one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket).
-
-    With a Kueue queue the job is created suspended: Kueue admits it (unsuspends)
-    when the queue has room, instead of racing its webhook.
-    """
-    res = spec.resources
-    template = _trainer_pod(run, spec, paths, level, branch, ticket, defaults or WorkloadDefaults())
-
-    def replica(count: int) -> dict[str, Any]:
-        return {"replicas": count, "restartPolicy": "Never", "template": template}
-
-    replicas = {"Master": replica(1)}
-    if res.pods > 1:
-        replicas["Worker"] = replica(res.pods - 1)
-    run_policy: dict[str, Any] = {"cleanPodPolicy": CLEAN_POD_POLICY}
-    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch, **queue_labels(spec)}
-    if res.queue_name:
-        run_policy["suspend"] = True
-    return {
-        "apiVersion": PYTORCHJOB_API_VERSION,
-        "kind": "PyTorchJob",
-        "metadata": child_metadata(run, level_job_name(run.name, level, branch), attempt, labels),
-        "spec": {
-            "nprocPerNode": str(res.processes_per_pod),
-            "runPolicy": run_policy,
-            "pytorchReplicaSpecs": replicas,
-        },
-    }
+    one level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket),
+    a rewindTo auto run's pruned levels the point its analysis chose (`rewind_to`)."""
+    arguments = trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket, rewind_to)
+    name, labels = level_job_name(run.name, level, branch), {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
+    return training_job(run, spec, name, labels, arguments, attempt, defaults)
 
 
 def master_pod_name(job_name: str) -> str:
@@ -195,7 +199,9 @@ def pod_controller(obj: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return "PyTorchJob", str(meta.get("name", "")), str(meta.get("uid", ""))
 
 
-def observe_pytorch_job(obj: Mapping[str, Any], result: LevelResult | None = None) -> ObservedChild:
+def observe_pytorch_job(
+    obj: Mapping[str, Any], result: LevelResult | StabilityResult | None = None
+) -> ObservedChild:
     """A PyTorchJob as the planner sees it; `result` comes from the master pod or result.json."""
     state: ChildState
     message = ""
@@ -234,6 +240,7 @@ API = LevelJobApi(
     served_by="the Kubeflow training operator v1 (kubeflow/trainer release-1.9)",
     container=TRAINER_CONTAINER,
     build=pytorch_job,
+    build_job=training_job,
     observe=observe_pytorch_job,
     lead_pod_name=master_pod_name,
     lead_pod_selector=lead_pod_selector,

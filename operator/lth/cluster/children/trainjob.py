@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lth.api import Branch, LevelResult, RunSpec, TicketStatus
+from lth.api import Branch, LevelResult, RunSpec, StabilityResult, TicketStatus
 from lth.api.defaults import WorkloadDefaults
 from lth.api.naming import TRAINJOB_REPLICATED_JOB, level_job_name
 from lth.api.observed import ChildState, ObservedChild, Stuck
@@ -81,11 +81,9 @@ RUNTIME_NOT_FOUND = (
 and its webhook's refusal of a TrainJob naming one."""
 
 
-def trainer_command(
-    spec: RunSpec, paths: RunPaths, level: int, branch: Branch, ticket: TicketStatus | None = None
-) -> list[str]:
-    """torchrun for one level: the topology and the rendezvous come from Trainer's PET_*."""
-    arguments = trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket)
+def trainer_command(arguments: list[str]) -> list[str]:
+    """torchrun for one trainer job (a level's, or one of the instability analysis'): the
+    topology and the rendezvous come from Trainer's PET_*."""
     return ["torchrun", "-m", TRAINER_MODULE, *(escape_expansion(a) for a in arguments)]
 
 
@@ -104,7 +102,7 @@ def _env(spec: RunSpec) -> list[dict[str, Any]]:
 
 
 def _runtime_patch(
-    run: RunRef, spec: RunSpec, level: int, branch: Branch, defaults: WorkloadDefaults
+    run: RunRef, spec: RunSpec, labels: dict[str, str], defaults: WorkloadDefaults
 ) -> dict[str, Any]:
     """Our patch of the runtime's `node` job: what every trainer pod needs from this run."""
     pod_spec: dict[str, Any] = {
@@ -115,14 +113,57 @@ def _runtime_patch(
         ],
         **trainer_placement(spec, defaults),
     }
-    labels = {LABEL_RUN: run.name, LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
     node = {
         "name": NODE,
-        "template": {"spec": {"template": {"metadata": {"labels": labels}, "spec": pod_spec}}},
+        "template": {
+            "spec": {"template": {"metadata": {"labels": {LABEL_RUN: run.name, **labels}}, "spec": pod_spec}}
+        },
     }
     return {
         "manager": RUNTIME_PATCH_MANAGER,
         "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node]}}},
+    }
+
+
+def train_job(
+    run: RunRef,
+    spec: RunSpec,
+    name: str,
+    labels: dict[str, str],
+    arguments: list[str],
+    attempt: int,
+    defaults: WorkloadDefaults | None = None,
+) -> dict[str, Any]:
+    """The TrainJob `name` that runs the trainer with `arguments` on the run's resources:
+    `labels` say which job of the run it is (on the job and, through our runtime patch, its pods):
+    a level's, or one of the instability analysis' (`lth.cluster.children.level_jobs`).
+
+    With a Kueue queue it is created suspended (Kueue's webhook would suspend it too), and Kueue
+    resumes it when the queue has room."""
+    defaults = defaults or WorkloadDefaults()
+    res = spec.resources
+    trainer: dict[str, Any] = {
+        "image": res.image or defaults.trainer_image,
+        "command": trainer_command(arguments),
+        "numNodes": res.pods,
+        "numProcPerNode": res.processes_per_pod,
+        "resourcesPerNode": trainer_resources(spec),
+    }
+    env = _env(spec)
+    if env:
+        trainer["env"] = env
+    body: dict[str, Any] = {
+        "runtimeRef": {"name": defaults.training_runtime},
+        "trainer": trainer,
+        "runtimePatches": [_runtime_patch(run, spec, labels, defaults)],
+    }
+    if res.queue_name:
+        body["suspend"] = True
+    return {
+        "apiVersion": TRAINJOB_API_VERSION,
+        "kind": "TrainJob",
+        "metadata": child_metadata(run, name, attempt, {**labels, **queue_labels(spec)}),
+        "spec": body,
     }
 
 
@@ -135,38 +176,14 @@ def trainjob(
     attempt: int,
     ticket: TicketStatus | None = None,
     defaults: WorkloadDefaults | None = None,
+    rewind_to: str | None = None,
 ) -> dict[str, Any]:
     """The TrainJob `<run>-level-NN[-reinit|-rprune|-dense]` that trains, evaluates and prunes one
-    level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket).
-
-    With a Kueue queue it is created suspended (Kueue's webhook would suspend it too), and Kueue
-    resumes it when the queue has room."""
-    defaults = defaults or WorkloadDefaults()
-    res = spec.resources
-    trainer: dict[str, Any] = {
-        "image": res.image or defaults.trainer_image,
-        "command": trainer_command(spec, paths, level, branch, ticket),
-        "numNodes": res.pods,
-        "numProcPerNode": res.processes_per_pod,
-        "resourcesPerNode": trainer_resources(spec),
-    }
-    env = _env(spec)
-    if env:
-        trainer["env"] = env
-    labels = {LABEL_LEVEL: str(level), LABEL_BRANCH: branch, **queue_labels(spec)}
-    body: dict[str, Any] = {
-        "runtimeRef": {"name": defaults.training_runtime},
-        "trainer": trainer,
-        "runtimePatches": [_runtime_patch(run, spec, level, branch, defaults)],
-    }
-    if res.queue_name:
-        body["suspend"] = True
-    return {
-        "apiVersion": TRAINJOB_API_VERSION,
-        "kind": "TrainJob",
-        "metadata": child_metadata(run, level_job_name(run.name, level, branch), attempt, labels),
-        "spec": body,
-    }
+    level; a transfer run's jobs read the ticket the planner resolved (`ticket`, status.ticket),
+    a rewindTo auto run's pruned levels the point its analysis chose (`rewind_to`)."""
+    arguments = trainer_arguments(spec, paths, level, branch, TERMINATION_LOG, ticket, rewind_to)
+    name, labels = level_job_name(run.name, level, branch), {LABEL_LEVEL: str(level), LABEL_BRANCH: branch}
+    return train_job(run, spec, name, labels, arguments, attempt, defaults)
 
 
 def lead_pod_selector(job_name: str) -> str:
@@ -184,7 +201,9 @@ def pod_controller(obj: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return "Job", f"{obj['metadata']['name']}-{NODE}-0", None
 
 
-def observe_trainjob(obj: Mapping[str, Any], result: LevelResult | None = None) -> ObservedChild:
+def observe_trainjob(
+    obj: Mapping[str, Any], result: LevelResult | StabilityResult | None = None
+) -> ObservedChild:
     """A TrainJob as the planner sees it. Trainer writes only Suspended, Complete and Failed,
     Complete and Failed being the JobSet's own conditions renamed (AllJobsCompleted, FailedJobs);
     `jobsStatus` counts Jobs, not pods: a job with an active Job is Running."""
@@ -250,6 +269,7 @@ API = LevelJobApi(
     served_by="Kubeflow Trainer v2 (kubeflow/trainer v2.3, with JobSet)",
     container=NODE,
     build=trainjob,
+    build_job=train_job,
     observe=observe_trainjob,
     lead_pod_name=None,
     lead_pod_selector=lead_pod_selector,
