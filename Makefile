@@ -41,8 +41,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy $(PACKAGES)
 
+# One pytest worker per core (at most 4: each worker starts its own Spark, torchrun and
+# emulators), a test file per worker so a module's fixtures are built once.
+# `.venv/bin/pytest tests/...` alone runs in one process.
 pytest: venv
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses auto --maxprocesses 4 --dist loadfile
 
 test: lint typecheck pytest
 

@@ -6,6 +6,8 @@ import argparse
 import signal
 from pathlib import Path
 
+from rich.markup import escape
+
 from lth.cli.command import Arg, Command
 from lth.cli.status import print_summary
 
@@ -23,7 +25,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         executor = LocalExecutor.from_file(args.spec, args.root, args.nproc)
         status = run_local(executor, display)
     except RunError as error:
-        display.console.print(f"[red]error:[/] {error}")
+        # one line, not wrapped at the console's width, so a path in it can be copied whole
+        display.console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         display.console.print("\nstopped; run the same command again to go on where it stopped")
@@ -32,8 +35,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     export = status.export
     if export is not None and export.phase == "Failed":
         display.console.print(
-            f"[red]the search succeeded, its export failed:[/] {export.message}; "
-            f"`lth report {executor.layout.root}` writes it again"
+            f"[red]the search succeeded, its export failed:[/] {escape(export.message or '')}; "
+            f"`lth report {executor.layout.root}` writes it again",
+            soft_wrap=True,
         )
         return 1
     display.console.print(f"report and ticket: {executor.layout.ticket}")
