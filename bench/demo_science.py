@@ -19,6 +19,8 @@ import json
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,26 @@ def demo_run(name: str, seed: int, prepared: Path | None) -> dict[str, Any]:
             subprocess.run([sys.executable, "-m", "lth_spark.demo", str(archives)], check=True)
         dataset["path"] = str(archives)
     return doc
+
+
+def timed_run(name: str, root: Path, spec: Callable[[], dict[str, Any]]) -> float:
+    """`lth run` of the document `spec()` makes, as run `name` under `root`, its output in
+    runs/<name>.log; its wall time in seconds, also kept in the run's `wall_seconds` (0 when
+    the run had already succeeded: a rerun of a bench goes on where it stopped)."""
+    run_dir = root / "runs" / name
+    status = run_dir / "status.json"
+    if status.exists() and json.loads(status.read_text()).get("phase") == "Succeeded":
+        return 0.0
+    spec_file = root / "runs" / f"{name}.yaml"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(yaml.safe_dump(spec()))
+    began = time.monotonic()
+    with open(root / "runs" / f"{name}.log", "w") as log:
+        command = [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(root)]
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - began
+    (run_dir / "wall_seconds").write_text(f"{wall:.1f}\n")
+    return wall
 
 
 def run_seed(seed: int, root: Path, prepared: Path | None) -> Path:

@@ -21,15 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.demo_science import demo_run
+from bench.demo_science import demo_run, timed_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSITIES = (0.8**7, 0.8**13)
@@ -54,21 +49,7 @@ def variant_spec(doc: dict[str, Any], variant: str) -> dict[str, Any]:
 def run_one(variant: str, seed: int, root: Path, prepared: Path | None) -> float:
     """One `lth run` of the variant; its wall time in seconds (0 when it had finished)."""
     name = f"rewind-{variant}-s{seed}"
-    run_dir = root / "runs" / name
-    status = run_dir / "status.json"
-    if status.exists() and json.loads(status.read_text()).get("phase") == "Succeeded":
-        return 0.0
-    doc = variant_spec(demo_run(name, seed, prepared), variant)
-    spec_file = root / "runs" / f"{name}.yaml"
-    spec_file.parent.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(yaml.safe_dump(doc))
-    began = time.monotonic()
-    with open(root / "runs" / f"{name}.log", "w") as log:
-        command = [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(root)]
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.monotonic() - began
-    (run_dir / "wall_seconds").write_text(f"{wall:.1f}\n")
-    return wall
+    return timed_run(name, root, lambda: variant_spec(demo_run(name, seed, prepared), variant))
 
 
 def summarise(variant: str, seed: int, root: Path) -> list[dict[str, Any]]:

@@ -21,15 +21,10 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.demo_science import demo_run
+from bench.demo_science import demo_run, timed_run
 from lth.api import RunSpec, RunStatus
 from lth.plan import cost
 
@@ -77,22 +72,13 @@ def run_name(variant: str, seed: int) -> str:
 def run_one(variant: str, seed: int, root: Path, prepared: Path | None) -> float:
     """One `lth run` of the variant; returns its wall time in seconds (0 when it had finished)."""
     name = run_name(variant, seed)
-    run_dir = root / "runs" / name
-    status = run_dir / "status.json"
-    if status.exists() and json.loads(status.read_text()).get("phase") == "Succeeded":
-        return 0.0
-    doc = demo_run(name, seed, prepared)
-    doc["spec"]["pruning"] = variant_pruning(variant)
-    spec_file = root / "runs" / f"{name}.yaml"
-    spec_file.parent.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(yaml.safe_dump(doc))
-    began = time.monotonic()
-    with open(root / "runs" / f"{name}.log", "w") as log:
-        command = [sys.executable, "-m", "lth", "run", str(spec_file), "--root", str(root)]
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.monotonic() - began
-    (run_dir / "wall_seconds").write_text(f"{wall:.1f}\n")
-    return wall
+
+    def spec() -> dict[str, Any]:
+        doc = demo_run(name, seed, prepared)
+        doc["spec"]["pruning"] = variant_pruning(variant)
+        return doc
+
+    return timed_run(name, root, spec)
 
 
 def summarise(variant: str, seed: int, root: Path) -> list[dict[str, Any]]:

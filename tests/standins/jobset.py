@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -32,6 +32,7 @@ from kubernetes import client
 from tests.kube import emulator
 from tests.kube.resources import Kind
 from tests.standins.events import now
+from tests.standins.webhooks import WebhookController
 
 JOBSET = "jobset.x-k8s.io"
 JOBSET_VERSION = "v1alpha2"
@@ -79,20 +80,8 @@ def default_jobset(jobset: Obj) -> None:
 
 
 @dataclass
-class JobSetController:
+class JobSetController(WebhookController):
     """JobSet's webhooks and controller against the emulated API server."""
-
-    api_client: Any
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
-        self.batch = client.BatchV1Api(self.api_client)
-
-    def install(self, server: emulator.ApiServer) -> None:
-        server.mutating.append(self.default)
-        server.validating.append(self.validate)
 
     def default(self, server: emulator.ApiServer, kind: Kind, obj: Obj) -> None:
         if (kind.group, kind.plural) == (JOBSET, "jobsets"):

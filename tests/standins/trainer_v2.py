@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -52,6 +52,7 @@ from tests.kube import emulator
 from tests.kube.resources import Kind
 from tests.standins.events import Recorder, now
 from tests.standins.jobset import JOBSET, JOBSET_VERSION, condition, finished, set_condition
+from tests.standins.webhooks import WebhookController
 
 TRAINER = "trainer.kubeflow.org"
 TRAINER_VERSION = "v1alpha1"
@@ -138,21 +139,12 @@ def go_value(ref: Obj) -> str:
 
 
 @dataclass
-class TrainerV2:
+class TrainerV2(WebhookController):
     """Trainer's webhooks and TrainJob controller against the emulated API server."""
 
-    api_client: Any
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-
     def __post_init__(self) -> None:
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
-        self.batch = client.BatchV1Api(self.api_client)
+        super().__post_init__()
         self.recorder = Recorder(self.api_client, "trainer", events_v1=True, action="Reconciling")
-
-    def install(self, server: emulator.ApiServer) -> None:
-        server.mutating.append(self.default)
-        server.validating.append(self.validate)
 
     # ------------------------------------------------------------------ webhooks
 

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import IO
 
 from lth.storage.lifetime import LOCK_FILE, exclusive
 from tests.trainer.conftest import PYTHON, make_spec, subprocess_env, trainer_args
@@ -23,19 +24,33 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def read_until(stream: IO[str], text: str) -> str:
+    """Lines of `stream` up to the first that holds `text`, or all of them if the writer ends first."""
+    lines: list[str] = []
+    for line in stream:
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
+
+
 def test_a_second_trainer_on_the_same_level_waits_for_the_first(data_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     level_dir = run_dir / "levels" / "00"
     argv = [PYTHON, "-m", "lth_trainer", *trainer_args(run_dir, data_dir, make_spec(epochs=2), 0)]
     with exclusive(level_dir, "level 0 main"):  # the first writer, as far as the trainer can tell
         second = subprocess.Popen(argv, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
-        assert second.poll() is None, second.communicate()
+        assert second.stderr is not None
+        # Read until the trainer says it waits (however long its imports take on a loaded machine),
+        # or until it exits without waiting: then the read ends at EOF and the asserts below fail.
+        said = read_until(second.stderr, "waiting for it to finish")
+        time.sleep(1)  # it goes on waiting
+        assert second.poll() is None, said
+        assert f"is held by pid {os.getpid()}" in said
         assert not (level_dir / "result.json").exists()
         assert not (level_dir / "mask.safetensors").exists()  # nothing written beside the holder
     _, stderr = second.communicate(timeout=120)
-    assert second.returncode == 0, stderr
-    assert f"is held by pid {os.getpid()}" in stderr and "waiting for it to finish" in stderr
+    assert second.returncode == 0, said + stderr
     assert (level_dir / "result.json").exists() and (level_dir / LOCK_FILE).exists()
 
 
