@@ -7,10 +7,11 @@ goes through Pillow, and what Pillow cannot read either is an `UnreadableImage`.
 
 A JPEG is decoded at the smallest fast DCT scale (1/8 to 1/2) that still covers the output,
 which libjpeg-turbo does for less than a full decode (5/8 to 7/8 cost more than a full one).
-The reduction left, under 2x, is antialiased with OpenCV: bilinear to twice the output size,
-then the exact 2 x 2 mean, a third of the time of Pillow's antialiased bilinear (plain bilinear,
-a tenth, aliased visibly: 30 dB against Pillow on a sharp photo). Both are measured against the
-full decode and Pillow's resize: PSNR in tests/spark/test_images.py, time in bench/bench_spark.py.
+The reduction left is antialiased with OpenCV: a Gaussian blur that widens bilinear's own
+one-pixel tent to the tent of Pillow's antialiased bilinear (the same variance, r^2 / 6 for a
+reduction r), then plain bilinear; a quarter of Pillow's time (plain bilinear alone aliases
+visibly: 30 dB against Pillow on a sharp photo). Both are measured against the full decode and
+Pillow's resize: PSNR in tests/spark/test_images.py, time in bench/bench_spark.py.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ Pixels = NDArray[np.uint8]
 cv2.setNumThreads(1)  # a task is one core: Spark and the pool run one task per core
 
 BILINEAR_REDUCTION = 1.25
-"""Up to this reduction plain bilinear hardly aliases, and the 2 x 2 mean would blur."""
+"""Up to this reduction plain bilinear hardly aliases, and a blur would only soften."""
 _EXIF_ORIENTATION = 0x0112
-_EXIF_SEARCH_BYTES = 65536
-"""The APP1 (EXIF) segment, when present, sits in the first 64 KiB."""
+_APP1, _START_OF_SCAN = 0xE1, 0xDA
 
 
 class UnreadableImage(Exception):
@@ -80,8 +80,8 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Decoded:
-    """Upright RGBX pixels (RGB padded to 4 bytes, Pillow's own layout) and the file's own
-    (width, height), which the pixels are at a DCT scale of."""
+    """Upright RGB pixels and the file's own (width, height), which the pixels are at a DCT
+    scale of."""
 
     pixels: Pixels
     source: tuple[int, int]
@@ -95,8 +95,25 @@ class Processed:
     histogram: list[int]
 
 
+def _has_exif(data: bytes) -> bool:
+    """An APP1 "Exif" segment among the JPEG's header segments (those before the scan): a walk
+    over a few segment lengths, where searching the bytes cost 2 % of a decode."""
+    at = 2
+    while at + 10 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == _START_OF_SCAN:
+            return False
+        if marker == _APP1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+            return True
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return False
+
+
 def _exif_rotated(data: bytes) -> bool:
-    if data.find(b"Exif\x00\x00", 0, _EXIF_SEARCH_BYTES) < 0:
+    if not _has_exif(data):
         return False
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -106,7 +123,7 @@ def _exif_rotated(data: bytes) -> bool:
 
 
 def decode(data: bytes, geometry: Geometry | None = None) -> Decoded:
-    """Any image file as upright RGBX pixels: a JPEG at the smallest fast DCT scale that still
+    """Any image file as upright RGB pixels: a JPEG at the smallest fast DCT scale that still
     covers what `geometry` makes of it (full size without a geometry), the rest at full size."""
     if not data:
         raise UnreadableImage("empty file")
@@ -116,7 +133,6 @@ def decode(data: bytes, geometry: Geometry | None = None) -> Decoded:
             n = 8 if geometry is None else dct_scale(geometry.needed_scale(width, height))
             pixels: Pixels = simplejpeg.decode_jpeg(
                 data,
-                colorspace="RGBX",
                 min_height=math.ceil(height * n / 8),
                 min_width=math.ceil(width * n / 8),
             )
@@ -126,7 +142,7 @@ def decode(data: bytes, geometry: Geometry | None = None) -> Decoded:
             return Decoded(pixels, (width, height))
     try:
         with Image.open(io.BytesIO(data)) as img:
-            upright = ImageOps.exif_transpose(img).convert("RGB").convert("RGBX")
+            upright = ImageOps.exif_transpose(img).convert("RGB")
     except UnidentifiedImageError:
         raise UnreadableImage("not an image Pillow can identify") from None
     except Exception as error:  # any file at all arrives here; one must not fail the whole task
@@ -134,10 +150,18 @@ def decode(data: bytes, geometry: Geometry | None = None) -> Decoded:
     return Decoded(np.asarray(upright), upright.size)
 
 
+def _antialias_kernel(reduction: float) -> tuple[int, float]:
+    """(size, sigma) of the Gaussian that, before bilinear, gives the variance of a tent of half-width
+    `reduction` (r^2 / 6, Pillow's antialiased bilinear) from bilinear's own (1 / 6); (1, 0) for none."""
+    if reduction <= BILINEAR_REDUCTION:
+        return 1, 0.0
+    sigma = math.sqrt((reduction * reduction - 1) / 6)
+    return 2 * max(1, round(2 * sigma)) + 1, sigma  # to about 2 sigma: 3 taps up to a 2.1x reduction
+
+
 def resize(decoded: Decoded, geometry: Geometry) -> Pixels:
-    """The surviving region resized to the output size, antialiased: bilinear up or down by
-    up to 1.25x, bilinear to twice the size and the 2 x 2 mean down by less than 2x, the exact
-    area mean down by 2x or more (left after the DCT scale only for a squash of a long image)."""
+    """The surviving region resized to the output size: bilinear, after a blur along each axis
+    reduced by more than 1.25x that antialiases it as Pillow's bilinear would."""
     width, height = decoded.source
     scale_y, scale_x = decoded.pixels.shape[0] / height, decoded.pixels.shape[1] / width
     left, top, right, bottom = geometry.source_box(width, height)
@@ -145,17 +169,17 @@ def resize(decoded: Decoded, geometry: Geometry) -> Pixels:
         round(top * scale_y) : round(bottom * scale_y), round(left * scale_x) : round(right * scale_x)
     ]
     out_w, out_h = geometry.output_size(width, height)
-    reduction = max(region.shape[1] / out_w, region.shape[0] / out_h)
-    if BILINEAR_REDUCTION < reduction < 2:
-        region = cv2.resize(region, (2 * out_w, 2 * out_h), interpolation=cv2.INTER_LINEAR)
-    interpolation = cv2.INTER_LINEAR if reduction <= BILINEAR_REDUCTION else cv2.INTER_AREA
-    return np.asarray(cv2.resize(region, (out_w, out_h), interpolation=interpolation), dtype=np.uint8)
+    size_x, sigma_x = _antialias_kernel(region.shape[1] / out_w)
+    size_y, sigma_y = _antialias_kernel(region.shape[0] / out_h)
+    if size_x > 1 or size_y > 1:
+        region = cv2.GaussianBlur(region, (size_x, size_y), sigmaX=sigma_x, sigmaY=sigma_y)
+    return np.asarray(cv2.resize(region, (out_w, out_h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
 
 
 def process_image(data: bytes, geometry: Geometry, quality: int) -> Processed:
     """File bytes in, output JPEG and histogram out; `UnreadableImage` when it cannot be decoded."""
     pixels = resize(decode(data, geometry), geometry)
     height, width = pixels.shape[:2]
-    jpeg = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGBX", colorsubsampling="420")
-    histogram = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1).histogram()
-    return Processed(jpeg=jpeg, histogram=histogram[:768])  # the X band's counts dropped
+    jpeg = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
+    histogram = Image.frombuffer("RGB", (width, height), pixels, "raw", "RGB", 0, 1).histogram()
+    return Processed(jpeg=jpeg, histogram=histogram)

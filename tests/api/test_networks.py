@@ -82,3 +82,17 @@ def test_lth_validate_says_when_it_cannot_list_the_weights_without_torch(
     assert main(["validate", str(path), "--list-prunable"]) == 0
     out = capsys.readouterr().out
     assert "--list-prunable builds the network with torch, which is not installed here" in out
+
+
+def test_lth_validate_refuses_ignore_layers_that_name_nothing_in_the_network(tmp_path: Path) -> None:
+    path = tmp_path / "convnext.yaml"
+    run = document("convnext_tiny", numClasses=10)
+    run["spec"]["pruning"] = {"ignoreLayers": ["conv1"]}  # a ResNet's first conv, copied over
+    path.write_text(yaml.safe_dump(run))
+    done = subprocess.run(
+        [sys.executable, "-m", "lth", "validate", str(path), "--list-prunable"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and f"{path}: valid" not in done.stdout
+    assert "spec.pruning.ignoreLayers: 'conv1' keeps none of the prunable weights of ConvNeXt" in done.stderr

@@ -91,7 +91,7 @@ def test_scaled_decode_keeps_the_output_within_the_stated_psnr_of_a_full_decode(
             pixels = np.asarray(photo.resize(size, Image.Resampling.LANCZOS))
             jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=90, colorsubsampling="420")
             full = decode(jpeg)
-            pillow = Image.frombuffer("RGBX", full.source, full.pixels, "raw", "RGBX", 0, 1)
+            pillow = Image.frombuffer("RGB", full.source, full.pixels, "raw", "RGB", 0, 1)
             for geometry in (
                 Geometry(224, "center-crop", 256),
                 Geometry(256, "whole", 256, 512),

@@ -30,6 +30,23 @@ def test_prunable_weights_are_conv_and_linear_weights_minus_ignored_layers() -> 
     assert pruning.prunable_names(resnet_like, ["fc*"]) == ["conv1.weight", "conv2.weight"]
 
 
+def test_ignore_layers_names_weights_or_whole_modules_and_refuses_what_names_nothing() -> None:
+    model = build_model("resnet18", 10, 32, 0)
+    every = pruning.prunable_names(model, [])
+    assert set(every) - set(pruning.prunable_names(model, ["layer1"])) == {
+        name for name in every if name.startswith("layer1.")
+    }  # a module keeps all it holds
+    assert set(every) - set(pruning.prunable_names(model, ["layer2.0.conv1.weight", "fc"])) == {
+        "layer2.0.conv1.weight",
+        "fc.weight",
+    }  # a weight as --list-prunable prints it
+    with pytest.raises(store.TrainerError) as refused:
+        pruning.prunable_names(model, ["conv1", "features.*.block.1", "bn1"])
+    message = str(refused.value)
+    assert message.startswith("spec.pruning.ignoreLayers: 'features.*.block.1', 'bn1' keeps none of")
+    assert "its top-level modules: conv1, fc, layer1, layer2, layer3, layer4" in message
+
+
 def test_every_architecture_has_a_classifier_head_for_the_run_s_classes() -> None:
     """Found by one rule for every network (the last linear or conv module): fc, classifier.6,
     heads.head, squeezenet's classifier.1 conv, each with the run's 7 outputs."""

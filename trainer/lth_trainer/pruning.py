@@ -1,8 +1,8 @@
 """Masks: which weights are pruned, global magnitude pruning, layer-matched random masks.
 
 A mask maps the name of each prunable weight (conv and linear `.weight`, and
-attention's input projections; never biases or norms, never a module matching
-spec.pruning.ignoreLayers) to a bool tensor of its shape; True = kept.
+attention's input projections; never biases or norms, never one that
+spec.pruning.ignoreLayers keeps dense) to a bool tensor of its shape; True = kept.
 """
 
 from __future__ import annotations
@@ -33,17 +33,34 @@ def _weights(module: nn.Module) -> list[str]:
     return []
 
 
+def _ignored(weight: str, patterns: Sequence[str]) -> set[str]:
+    """The patterns that keep `weight` dense: those matching its own name (as --list-prunable
+    prints it), its module's, or a module holding that one (`layer1` keeps all of layer1)."""
+    parts = weight.split(".")
+    scopes = [weight, *(".".join(parts[:n]) for n in range(1, len(parts)))]
+    return {p for p in patterns if any(fnmatch.fnmatchcase(scope, p) for scope in scopes)}
+
+
 def prunable_names(model: nn.Module, ignore_layers: list[str]) -> list[str]:
     """Names of the prunable weights, sorted (the order global pruning ranks them in): conv and
-    linear weights, attention's included, never biases or norms, but those of modules that
-    spec.pruning.ignoreLayers names."""
-    names = [
+    linear weights, attention's included, never biases or norms, but those spec.pruning.ignoreLayers
+    keeps dense. A pattern that keeps no weight dense is refused: it names nothing in this
+    network, and a run would prune what its author meant to keep."""
+    weights = sorted(
         f"{module_name}.{weight}"
         for module_name, module in model.named_modules()
-        if not any(fnmatch.fnmatchcase(module_name, pattern) for pattern in ignore_layers)
         for weight in _weights(module)
-    ]
-    return sorted(names)
+    )
+    ignored = {name: _ignored(name, ignore_layers) for name in weights}
+    unused = [p for p in ignore_layers if not any(p in used for used in ignored.values())]
+    if unused:
+        tops = sorted({name.split(".")[0] for name in weights})
+        raise TrainerError(
+            f"spec.pruning.ignoreLayers: {', '.join(map(repr, unused))} keeps none of the prunable weights "
+            f"of {type(model).__name__} (patterns match a weight's name, its module's or one above it; "
+            f"its top-level modules: {', '.join(tops)}; lth validate --list-prunable prints every weight)"
+        )
+    return [name for name in weights if not ignored[name]]
 
 
 def full_mask(model: nn.Module, ignore_layers: list[str]) -> Mask:
@@ -142,9 +159,8 @@ def random_mask(shape: torch.Size, kept: int, generator: torch.Generator) -> tor
 
 def check_mask(mask: Mask, model: nn.Module, ignore_layers: list[str], source: str) -> None:
     """The mask fits the model: same names and shapes. `source` names the file."""
-    expected = {
-        n: p.shape for n, p in model.named_parameters() if n in set(prunable_names(model, ignore_layers))
-    }
+    prunable = set(prunable_names(model, ignore_layers))
+    expected = {n: p.shape for n, p in model.named_parameters() if n in prunable}
     if set(mask) != set(expected):
         missing, extra = sorted(set(expected) - set(mask)), sorted(set(mask) - set(expected))
         raise TrainerError(f"{source}: mask does not fit the model (missing {missing}, unexpected {extra})")

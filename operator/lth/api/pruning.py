@@ -293,7 +293,10 @@ class PruningSpec(ApiModel):
     )
     ignore_layers: list[str] = Field(
         default_factory=list,
-        description="Module names (glob patterns) never pruned, e.g. conv1, fc.",
+        description=(
+            "Glob patterns of weights or modules never pruned (a module's keeps all of it), e.g. conv1, "
+            "layer1, fc.weight; one that keeps nothing of the network dense is refused."
+        ),
     )
     match_tolerance: float = Field(
         1.0,

@@ -62,17 +62,18 @@ def _pod_security_warnings(path: Path, level: str, defaults: WorkloadDefaults) -
     return lines
 
 
-def _prunable(path: Path) -> list[str]:
+def _prunable(path: Path) -> tuple[list[str], list[str]]:
     """What each (valid) run in the file prunes, from the trainer (`python -m lth_trainer.prunable`,
-    which needs torch); one line saying so where the trainer is not installed."""
+    which needs torch), and what the trainer refused of it (a network that cannot be built for its
+    crops, ignoreLayers that name nothing); one line saying so where the trainer is not installed."""
     import importlib.util
     import subprocess
 
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("lth_trainer") is None:
         return [f"{path}: --list-prunable builds the network with torch, which is not installed here "
-                "(pip install '.[trainer]')"]  # fmt: skip
+                "(pip install '.[trainer]')"], []  # fmt: skip
     documents, _ = _documents(path)
-    lines = []
+    lines, problems = [], []
     for document in documents:
         spec = LotteryTicketRun.model_validate(document).spec
         classes = spec.model.num_classes or (len(spec.dataset.classes) if spec.dataset.classes else None)
@@ -81,13 +82,13 @@ def _prunable(path: Path) -> list[str]:
         command += ["--classes", str(classes or 1000), "--crop", str(default_crop_size(spec))]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode:
-            lines.append(
+            problems.append(
                 f"{path}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}"
             )
             continue
         lines += [f"{path}: {line}" for line in done.stdout.splitlines()]
         lines[-1] += note
-    return lines
+    return lines, problems
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -110,7 +111,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if warnings:
             print("\n".join(warnings), file=sys.stderr)
         if args.list_prunable:
-            print("\n".join(_prunable(path)))
+            listing, problems = _prunable(path)
+            print("\n".join(listing))
+            if problems:
+                failed = True
+                print("\n".join(problems), file=sys.stderr)
+                continue
         print(f"{path}: valid" + (f" ({len(warnings)} warning(s))" if warnings else ""))
     return 1 if failed else 0
 
