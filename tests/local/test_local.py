@@ -239,7 +239,8 @@ def test_interrupted_run_resumes_without_redoing_finished_levels(root: Path) -> 
     driver.write_text(DRIVER.format(tests=str(Path(__file__).parent), root=str(root)))
     process = subprocess.Popen([sys.executable, str(driver)], cwd=root)
     deadline = time.monotonic() + 60
-    while "level 02" not in launches(root) and time.monotonic() < deadline:
+    while "level 02" not in launches(root):
+        assert time.monotonic() < deadline, "level 02 never started"
         time.sleep(0.1)
     level_01 = root / "runs" / "tiny" / "levels" / "01" / "result.json"
     finished_at = level_01.stat().st_mtime_ns
