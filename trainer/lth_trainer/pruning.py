@@ -52,7 +52,8 @@ def prunable_names(model: nn.Module, ignore_layers: list[str]) -> list[str]:
         for weight in _weights(module)
     )
     ignored = {name: _ignored(name, ignore_layers) for name in weights}
-    unused = [p for p in ignore_layers if not any(p in used for used in ignored.values())]
+    used = set().union(*ignored.values())
+    unused = [p for p in ignore_layers if p not in used]
     if unused:
         tops = sorted({name.split(".")[0] for name in weights})
         raise TrainerError(
